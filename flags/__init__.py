@@ -1,0 +1,1 @@
+"""Routing flags: sticky percentage rollout, operator overrides and the realtime circuit breaker."""

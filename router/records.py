@@ -1,0 +1,83 @@
+"""Call and turn records: what each pipeline writes so the two can be compared on the same callers.
+
+Both pipelines use the same turn numbering (0 is the greeting, 1 the caller's first utterance, …) and
+the same stage names for what they share, so a comparison can line them up:
+
+* ``response_ms`` — caller's speech end → first reply audio sent to Twilio (server's view)
+* ``heard_ms``    — caller's speech end → first reply audio played to the caller, where observable
+  (realtime: the first mark echo; legacy: Twilio fetching the ``<Play>`` URL)
+* ``stages``      — per-stage milliseconds; realtime: ``session_connect``, ``session_ready``,
+  ``first_audio``; legacy: ``stt``, ``llm_first_token``, ``llm_total``, ``tts``, ``upload``,
+  ``server_total``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Pipeline(StrEnum):
+    LEGACY = "legacy"
+    REALTIME = "realtime"
+
+
+@dataclass
+class TurnRecord:
+    call_sid: str
+    pipeline: Pipeline
+    turn: int
+    at: float  # wall-clock epoch seconds when the turn's reply started (or failed)
+    response_ms: float | None = None
+    heard_ms: float | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+    user_text: str = ""
+    assistant_text: str = ""
+    interrupted: bool = False
+    error: str | None = None
+    error_stage: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)  # tokens, tts_chars, audio seconds …
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pipeline"] = self.pipeline.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TurnRecord:
+        values = dict(data)
+        values["pipeline"] = Pipeline(values["pipeline"])
+        return cls(**values)
+
+
+@dataclass
+class CallRecord:
+    """One call, written when the router decides and completed as the call goes on and ends."""
+
+    call_sid: str
+    pipeline: Pipeline
+    reason: str
+    bucket: int | None
+    percent: float
+    caller_hash: str  # keyed hash of ``From``; the number itself is never stored
+    started_at: float
+    ended_at: float | None = None
+    status: str = "in-progress"
+    duration_s: float | None = None
+    moved_to_legacy: bool = False
+    move_reason: str | None = None
+    breaker_outcome: str | None = None  # success | failure | slow | ignored
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["pipeline"] = self.pipeline.value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CallRecord:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["pipeline"] = Pipeline(values["pipeline"])
+        return cls(**values)

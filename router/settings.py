@@ -1,0 +1,105 @@
+"""Service configuration, read from the environment variables of the public contract.
+
+Nothing reads the environment at import time: ``Settings()`` is built by the CLI (or a test) and handed
+to :func:`router.app.create_app`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PROFILE = Path(__file__).with_name("default_agent.yaml")
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field names map to the upper-case environment variables."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # Public surface and Twilio
+    public_base_url: str = "http://127.0.0.1:8000"
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_api_base_url: str = ""
+
+    # State and operators
+    state_url: str = "sqlite:///var/state.db"
+    admin_token: SecretStr = SecretStr("")
+    rollout_percent: float = Field(default=0.0, ge=0, le=100)
+    rollout_salt: str = "voice-router-realtime"
+    caller_hash_key: SecretStr = SecretStr("")
+    stream_token_secret: SecretStr = SecretStr("")
+    stream_token_ttl_seconds: int = 120
+    config_cache_seconds: float = 0.5
+
+    # Agent
+    agent_profile: Path = DEFAULT_PROFILE
+
+    # Realtime pipeline (Azure AI Voice Live)
+    azure_voicelive_endpoint: str = ""
+    azure_voicelive_api_key: SecretStr = SecretStr("")
+    azure_voicelive_model: str = "gpt-realtime"
+    azure_voicelive_voice: str = ""
+    azure_voicelive_instructions: str = ""
+    azure_voicelive_api_version: str = "2025-10-01"
+    realtime_audio_mode: Literal["g711_ulaw", "pcm16"] = "g711_ulaw"
+    realtime_session_max_age_seconds: float = 28 * 60
+    realtime_session_ready_timeout_seconds: float = 5.0
+    realtime_first_audio_timeout_seconds: float = 4.0
+    realtime_reconnect_timeout_seconds: float = 3.0
+
+    # Circuit breaker (defaults sized for phone traffic; see flags/breaker.py for the reasoning)
+    breaker_window_seconds: int = 300
+    breaker_minimum_calls: int = 10
+    breaker_failure_rate_threshold: float = 50.0
+    breaker_slow_call_rate_threshold: float = 80.0
+    breaker_slow_call_seconds: float = 4.0
+    breaker_wait_open_seconds: float = 60.0
+    breaker_half_open_calls: int = 3
+    breaker_consecutive_connect_failures: int = 3
+
+    # Legacy pipeline
+    azure_openai_endpoint: str = ""
+    azure_openai_api_key: SecretStr = SecretStr("")
+    azure_openai_deployment: str = "gpt-4o-mini"
+    azure_openai_api_version: str = "2024-10-21"
+    openai_api_key: SecretStr = SecretStr("")
+    openai_base_url: str = ""
+    openai_model: str = "gpt-4o-mini"
+    azure_speech_key: SecretStr = SecretStr("")
+    azure_speech_region: str = ""
+    azure_speech_host: str = ""
+    azure_storage_connection_string: SecretStr = SecretStr("")
+    azure_storage_container: str = "tts-audio"
+    legacy_stt_mode: Literal["twilio", "azure"] = "twilio"
+    legacy_turn_deadline_seconds: float = 10.0
+
+    # Local profile: set by ``serve --local``; names of the services an emulator stands in for.
+    local_profile: bool = False
+
+    def missing_required(self) -> list[str]:
+        """Environment variables a production start needs but does not have, one name each."""
+        missing: list[str] = []
+        if not self.public_base_url.startswith("https://"):
+            missing.append("PUBLIC_BASE_URL (an https:// origin Twilio can reach)")
+        if not self.twilio_account_sid:
+            missing.append("TWILIO_ACCOUNT_SID")
+        if not self.twilio_auth_token.get_secret_value():
+            missing.append("TWILIO_AUTH_TOKEN")
+        if not self.admin_token.get_secret_value():
+            missing.append("ADMIN_TOKEN")
+        if not self.azure_voicelive_endpoint:
+            missing.append("AZURE_VOICELIVE_ENDPOINT")
+        if not (self.azure_openai_endpoint or self.openai_api_key.get_secret_value()):
+            missing.append("AZURE_OPENAI_ENDPOINT or OPENAI_API_KEY")
+        if not self.azure_speech_key.get_secret_value():
+            missing.append("AZURE_SPEECH_KEY")
+        if not (self.azure_speech_region or self.azure_speech_host):
+            missing.append("AZURE_SPEECH_REGION or AZURE_SPEECH_HOST")
+        if not self.azure_storage_connection_string.get_secret_value():
+            missing.append("AZURE_STORAGE_CONNECTION_STRING")
+        return missing

@@ -1,0 +1,106 @@
+"""The one interface both state backends (SQLite, Redis) implement.
+
+Documents are JSON-serialisable dicts at this boundary; typed models (``RolloutConfig``,
+``CallRecord``, ``TurnRecord``, ``BreakerDocument``) convert at the edges. Every method raises
+:class:`StoreUnavailable` when the backend cannot be reached, so callers have one thing to catch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from flags.breaker_state import BreakerBackend
+
+
+class StoreUnavailable(Exception):
+    """The backend did not answer (connection refused, timeout, disk error)."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: float  # epoch seconds
+    actor: str
+    action: (
+        str  # e.g. "rollout.set", "rollout.mode", "rollout.allow.add", "breaker.open", "breaker.transition"
+    )
+    reason: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    id: int | None = None  # assigned by the store
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@runtime_checkable
+class StateStore(BreakerBackend, Protocol):
+    """Everything the router and the pipelines keep outside the process."""
+
+    async def open(self) -> None:
+        """Connect / create tables. Called once by the app's lifespan."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the backend answers now (used by /readyz)."""
+        ...
+
+    # Rollout -----------------------------------------------------------------
+    async def get_rollout(self) -> dict[str, Any] | None: ...
+
+    async def swap_rollout(self, expected_version: int | None, new: dict[str, Any]) -> bool:
+        """Write ``new`` iff the stored version equals ``expected_version`` (None: none stored)."""
+        ...
+
+    # Audit -------------------------------------------------------------------
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        """Store the entry; returns it with its ``id``."""
+        ...
+
+    async def list_audit(self, limit: int = 50) -> list[AuditEntry]:
+        """Newest first."""
+        ...
+
+    # Calls and turns -----------------------------------------------------------
+    async def put_call(self, record: dict[str, Any]) -> None:
+        """Create or replace the call document keyed by ``record["call_sid"]``."""
+        ...
+
+    async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
+        """Shallow-merge ``fields`` into the call document (creating ``{"call_sid": …}`` if absent)."""
+        ...
+
+    async def append_call_event(self, call_sid: str, event: dict[str, Any]) -> None:
+        """Append to the call's ``events`` list without a read-modify-write race."""
+        ...
+
+    async def get_call(self, call_sid: str) -> dict[str, Any] | None: ...
+
+    async def list_calls(self, limit: int = 50, since: float | None = None) -> list[dict[str, Any]]:
+        """Newest first by ``started_at``."""
+        ...
+
+    async def append_turn(self, turn: dict[str, Any]) -> None:
+        """Store one turn record (``call_sid``, ``pipeline``, ``turn``, ``at`` …)."""
+        ...
+
+    async def list_turns(
+        self, since: float | None = None, call_sid: str | None = None, limit: int = 100_000
+    ) -> list[dict[str, Any]]:
+        """Oldest first by ``at``."""
+        ...
+
+    # Legacy conversation history ---------------------------------------------
+    async def get_history(self, call_sid: str) -> list[dict[str, Any]]: ...
+
+    async def append_history(self, call_sid: str, messages: list[dict[str, Any]], cap: int) -> None:
+        """Append chat messages and keep only the newest ``cap`` (expires with the call, ~1 day)."""
+        ...
+
+    async def get_value(self, key: str) -> dict[str, Any] | None:
+        """Small shared key-value documents (e.g. per-call counters). Expire after ``ttl`` seconds."""
+        ...
+
+    async def set_value(self, key: str, value: dict[str, Any], ttl: float = 86_400) -> None: ...
