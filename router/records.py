@@ -67,7 +67,8 @@ class CallRecord:
     duration_s: float | None = None
     moved_to_legacy: bool = False
     move_reason: str | None = None
-    breaker_outcome: str | None = None  # success | failure | slow | ignored
+    breaker_trial: bool = False  # admitted as a half-open trial: its outcome decides the breaker
+    breaker_outcome: str | None = None  # success | failure | slow | connect_failure
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

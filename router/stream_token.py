@@ -1,0 +1,44 @@
+"""Per-call Media Streams token: an expiring HMAC bound to the CallSid.
+
+The router puts it in ``<Parameter name="token">`` of the ``<Stream>``; Twilio hands it back in
+``start.customParameters.token``. Without it, anyone who can reach ``/twilio/media`` with a valid-looking
+upgrade could open Voice Live sessions on our bill; with it, a stream is only served for a call we routed,
+shortly after we routed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+
+
+class StreamTokens:
+    def __init__(self, secret: bytes, ttl_seconds: float, clock: Callable[[], float] = time.time) -> None:
+        if not secret:
+            raise ValueError("stream token secret must not be empty")
+        self._secret = secret
+        self._ttl = ttl_seconds
+        self._clock = clock
+
+    def _mac(self, call_sid: str, expires: int) -> str:
+        digest = hmac.new(self._secret, f"{call_sid}.{expires}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def issue(self, call_sid: str) -> str:
+        expires = int(self._clock() + self._ttl)
+        return f"{expires}.{self._mac(call_sid, expires)}"
+
+    def verify(self, token: str | None, call_sid: str | None) -> bool:
+        """True iff ``token`` was issued for ``call_sid`` and has not expired."""
+        if not token or not call_sid or "." not in token:
+            return False
+        expires_text, _, mac = token.partition(".")
+        if not expires_text.isdigit():
+            return False
+        expires = int(expires_text)
+        if expires < self._clock():
+            return False
+        return hmac.compare_digest(mac, self._mac(call_sid, expires))
