@@ -1,0 +1,231 @@
+"""The app factory: builds the whole service from a ``Settings`` object, wiring every part explicitly.
+
+Tests and the local profile pass their own store, clock or pipelines; production passes nothing and
+gets the real ones. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from flags.breaker import BreakerConfig, CircuitBreaker
+from flags.clock import Clock, SystemClock
+from router.admin import AdminApi
+from router.agent_profile import AgentProfile
+from router.breaker_listeners import audit_and_count, set_state_gauge
+from router.limits import BodySizeLimitMiddleware
+from router.observability import Metrics
+from router.rollout_service import RolloutService
+from router.settings import Settings
+from router.store.base import StateStore, StoreUnavailable
+from router.store.factory import open_store
+from router.stream_token import StreamTokens
+from router.twilio_signature import TwilioSignatureValidator
+from router.webhooks import TwilioWebhooks
+
+log = logging.getLogger("router.app")
+
+
+class PipelinePart(Protocol):
+    def routes(self) -> list[BaseRoute]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LegacyPart(PipelinePart, Protocol):
+    async def first_turn(self, call_sid: str, *, moved: bool = False) -> str: ...
+
+
+@dataclass
+class Components:
+    """Everything the factory built, kept on ``app.state.components`` for tests and the CLI."""
+
+    settings: Settings
+    profile: AgentProfile
+    store: StateStore
+    metrics: Metrics
+    clock: Clock
+    breaker: CircuitBreaker
+    rollout: RolloutService
+    signatures: TwilioSignatureValidator
+    tokens: StreamTokens
+    legacy: LegacyPart
+    realtime: PipelinePart
+
+
+def derived_secret(explicit: str, root: str, purpose: str) -> bytes:
+    """``explicit`` if set, else a purpose-specific key derived from ``root`` (same on every replica)."""
+    if explicit:
+        return explicit.encode()
+    if not root:
+        raise ValueError(f"no secret for {purpose}: set TWILIO_AUTH_TOKEN or an explicit key")
+    return hmac.new(root.encode(), purpose.encode(), hashlib.sha256).digest()
+
+
+def breaker_config(settings: Settings) -> BreakerConfig:
+    return BreakerConfig(
+        window_seconds=settings.breaker_window_seconds,
+        minimum_calls=settings.breaker_minimum_calls,
+        failure_rate_threshold=settings.breaker_failure_rate_threshold,
+        slow_call_rate_threshold=settings.breaker_slow_call_rate_threshold,
+        slow_call_seconds=settings.breaker_slow_call_seconds,
+        wait_open_seconds=settings.breaker_wait_open_seconds,
+        half_open_calls=settings.breaker_half_open_calls,
+        consecutive_connect_failures=settings.breaker_consecutive_connect_failures,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: StateStore | None = None,
+    clock: Clock | None = None,
+    metrics: Metrics | None = None,
+    legacy: LegacyPart | None = None,
+    realtime: PipelinePart | None = None,
+    comparison: Callable[[float | None], Awaitable[dict[str, Any]]] | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+) -> Starlette:
+    profile = AgentProfile.load(settings.agent_profile)
+    store = store if store is not None else open_store(settings.state_url)
+    metrics = metrics or Metrics()
+    clock = clock or SystemClock()
+    auth_token = settings.twilio_auth_token.get_secret_value()
+    signatures = TwilioSignatureValidator(auth_token, settings.public_base_url)
+    tokens = StreamTokens(
+        derived_secret(settings.stream_token_secret.get_secret_value(), auth_token, "stream-token"),
+        settings.stream_token_ttl_seconds,
+        clock=clock.time,
+    )
+    breaker = CircuitBreaker(
+        breaker_config(settings), store, clock=clock, listeners=[audit_and_count(store, metrics)]
+    )
+    rollout = RolloutService(
+        store,
+        initial_percent=settings.rollout_percent,
+        salt=settings.rollout_salt,
+        metrics=metrics,
+        cache_seconds=settings.config_cache_seconds,
+        monotonic=clock.monotonic,
+        wall=clock.time,
+    )
+    if legacy is None:
+        from legacy_pipeline.pipeline import LegacyPipeline
+
+        legacy = LegacyPipeline(
+            settings=settings,
+            profile=profile,
+            store=store,
+            metrics=metrics,
+            signatures=signatures,
+            clock=clock,
+        )
+    if realtime is None:
+        from realtime_pipeline.pipeline import RealtimePipeline
+
+        realtime = RealtimePipeline(
+            settings=settings,
+            profile=profile,
+            store=store,
+            breaker=breaker,
+            metrics=metrics,
+            signatures=signatures,
+            tokens=tokens,
+            clock=clock,
+        )
+    webhooks = TwilioWebhooks(
+        rollout=rollout,
+        breaker=breaker,
+        store=store,
+        legacy=legacy,
+        signatures=signatures,
+        tokens=tokens,
+        metrics=metrics,
+        clock=clock,
+        public_base_url=settings.public_base_url,
+        caller_hash_key=derived_secret(
+            settings.caller_hash_key.get_secret_value(), auth_token, "caller-hash"
+        ),
+        fallback_greeting=profile.greeting or "Hello, how can I help you?",
+    )
+    admin = AdminApi(
+        token=settings.admin_token.get_secret_value(),
+        rollout=rollout,
+        breaker=breaker,
+        store=store,
+        comparison=comparison,
+    )
+    components = Components(
+        settings=settings,
+        profile=profile,
+        store=store,
+        metrics=metrics,
+        clock=clock,
+        breaker=breaker,
+        rollout=rollout,
+        signatures=signatures,
+        tokens=tokens,
+        legacy=legacy,
+        realtime=realtime,
+    )
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await store.ping()
+        except StoreUnavailable:
+            return JSONResponse({"status": "unavailable", "store": "unreachable"}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        with contextlib.suppress(StoreUnavailable):
+            set_state_gauge(metrics, (await breaker.current()).state)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            await rollout.read()
+            set_state_gauge(metrics, (await breaker.current()).state)
+        except StoreUnavailable:
+            log.warning("state store unreachable at start-up; serving with legacy as the default")
+        try:
+            yield
+        finally:
+            await realtime.aclose()
+            await legacy.aclose()
+            await store.close()
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *webhooks.routes(),
+        *admin.routes(),
+        *legacy.routes(),
+        *realtime.routes(),
+        *extra_routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(BodySizeLimitMiddleware)],
+        lifespan=lifespan,
+    )
+    app.state.components = components
+    return app

@@ -1,0 +1,234 @@
+"""``python -m router``: the service itself (``serve``) and the operators' commands.
+
+Operator commands talk to a running instance's admin API (``--url``, default ``$ROUTER_URL`` or
+http://127.0.0.1:8000, with ``$ADMIN_TOKEN``). Exit status 0 on success, 1 with a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+
+class CommandError(Exception):
+    """A one-line, human-readable failure."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m router", description=__doc__)
+    parser.add_argument("--url", default=os.environ.get("ROUTER_URL", "http://127.0.0.1:8000"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--local", action="store_true", help="wire emulators in for missing credentials")
+    serve.add_argument("--log-level", default="info")
+
+    rollout = commands.add_parser("rollout", help="read or change the rollout").add_subparsers(
+        dest="rollout_command", required=True
+    )
+    status = rollout.add_parser("status")
+    status.add_argument("--json", action="store_true")
+    set_cmd = rollout.add_parser("set")
+    set_cmd.add_argument("percent")
+    set_cmd.add_argument("--reason", required=True)
+    mode = rollout.add_parser("mode")
+    mode.add_argument("mode", choices=["split", "legacy_only", "realtime_only"])
+    mode.add_argument("--reason", required=True)
+    for list_name in ("allow", "deny"):
+        members = rollout.add_parser(list_name)
+        members.add_argument("op", choices=["add", "remove"])
+        members.add_argument("number")
+        members.add_argument("--reason", required=True)
+
+    breaker = commands.add_parser("breaker", help="inspect or force the realtime breaker")
+    breaker.add_argument("action", choices=["status", "open", "close", "reset"])
+    breaker.add_argument("--reason")
+    breaker.add_argument("--json", action="store_true")
+
+    audit = commands.add_parser("audit", help="who changed what, when, and why")
+    audit.add_argument("--limit", type=int, default=20)
+    audit.add_argument("--json", action="store_true")
+
+    report = commands.add_parser("report", help="latency and outcome comparison of the two pipelines")
+    report.add_argument("--since", default="1h")
+    report.add_argument("--json", action="store_true")
+    report.add_argument("--html", help="also write the HTML report to this path")
+    return parser
+
+
+class AdminClient:
+    def __init__(self, base_url: str, token: str, transport: httpx.BaseTransport | None = None) -> None:
+        if not token:
+            raise CommandError("ADMIN_TOKEN is not set")
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10.0,
+            transport=transport,
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CommandError(f"cannot reach {self._client.base_url}: {exc}") from exc
+        if response.status_code >= 400:
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise CommandError(f"{response.status_code}: {message}")
+        return response.json()
+
+
+def _actor() -> str:
+    try:
+        return os.environ.get("ROUTER_ACTOR") or getpass.getuser()
+    except OSError:
+        return "cli"
+
+
+def _print_rollout(data: dict[str, Any]) -> None:
+    print(f"percent:    {data['percent']}%")
+    print(f"mode:       {data['mode']}")
+    print(f"stickiness: {data['stickiness']}")
+    print(f"allow:      {', '.join(data['allow']) or '-'}")
+    print(f"deny:       {', '.join(data['deny']) or '-'}")
+    print(f"updated:    {data['updated_at'] or '-'} by {data['updated_by'] or '-'}")
+
+
+def _print_breaker(data: dict[str, Any]) -> None:
+    for key in ("state", "failure_rate", "slow_call_rate", "calls_in_window", "since", "reason"):
+        if key in data:
+            print(f"{key + ':':17} {data[key]}")
+
+
+def _print_audit(entries: list[dict[str, Any]]) -> None:
+    import time
+
+    for entry in entries:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry["at"]))
+        print(f"{at}Z  {entry['actor']:<16} {entry['action']:<24} {entry['reason']}")
+
+
+def run_operator_command(args: argparse.Namespace, client: AdminClient) -> int:
+    actor = _actor()
+    if args.command == "rollout":
+        sub = args.rollout_command
+        if sub == "status":
+            data = client.request("GET", "/admin/rollout")
+        elif sub == "set":
+            try:
+                percent: float | str = float(args.percent) if "." in args.percent else int(args.percent)
+            except ValueError:
+                percent = args.percent
+            data = client.request(
+                "PUT", "/admin/rollout", json={"percent": percent, "reason": args.reason, "actor": actor}
+            )
+        elif sub == "mode":
+            data = client.request(
+                "PUT", "/admin/rollout", json={"mode": args.mode, "reason": args.reason, "actor": actor}
+            )
+        else:
+            data = client.request(
+                "POST",
+                f"/admin/rollout/{sub}",
+                json={"op": args.op, "number": args.number, "reason": args.reason, "actor": actor},
+            )
+        if getattr(args, "json", False):
+            print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_rollout(data)
+    elif args.command == "breaker":
+        if args.action == "status":
+            data = client.request("GET", "/admin/breaker")
+        else:
+            if not args.reason:
+                raise CommandError("--reason is required to change the breaker")
+            data = client.request(
+                "POST", "/admin/breaker", json={"action": args.action, "reason": args.reason, "actor": actor}
+            )
+        if args.json:
+            print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_breaker(data)
+    elif args.command == "audit":
+        entries = client.request("GET", "/admin/audit", params={"limit": args.limit})
+        if args.json:
+            print(orjson.dumps(entries, option=orjson.OPT_INDENT_2).decode())
+        else:
+            _print_audit(entries)
+    elif args.command == "report":
+        data = client.request("GET", "/admin/comparison", params={"since": args.since})
+        _print_report(data, as_json=args.json, html_path=args.html)
+    return 0
+
+
+def _print_report(data: dict[str, Any], *, as_json: bool, html_path: str | None) -> None:
+    from router.comparison import Comparison, render_html, render_table
+
+    if as_json:
+        print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    comparison = Comparison.from_dict(data)
+    if not as_json:
+        print(render_table(comparison))
+    if html_path:
+        with open(html_path, "w", encoding="utf-8") as handle:
+            handle.write(render_html(comparison))
+        print(f"HTML report: {html_path}", file=sys.stderr)
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from router.app import create_app
+    from router.observability import configure_logging
+    from router.settings import Settings
+
+    configure_logging(args.log_level)
+    settings = Settings()
+    running: list[Any] = []
+    if args.local:
+        from emulators.local_profile import start_local_services
+
+        settings, running = start_local_services(settings, host=args.host, port=args.port)
+    else:
+        missing = settings.missing_required()
+        if missing:
+            for name in missing:
+                print(f"missing required setting: {name}", file=sys.stderr)
+            return 1
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            proxy_headers=False,
+            ws_max_size=64 * 1024,
+        )
+    finally:
+        for service in running:
+            service.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        client = AdminClient(args.url, os.environ.get("ADMIN_TOKEN", ""))
+        return run_operator_command(args, client)
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,109 @@
+"""Reads and changes the rollout configuration, with a short cache and a last-known fallback.
+
+The webhook must answer in milliseconds even when the store is slow or down, so reads are cached for
+``cache_seconds`` (well under the one-second cross-replica propagation promise) and the last config
+that was read successfully is kept: if the store is unreachable the webhook answers from it, and with
+no config ever read it routes to legacy. Changes are compare-and-set loops, each one audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from flags.rollout import RolloutConfig
+from router.observability import Metrics
+from router.store.base import AuditEntry, StateStore, StoreUnavailable
+
+log = logging.getLogger("router.rollout")
+
+
+class RolloutConflict(Exception):
+    """The config kept changing under us (another operator); try again."""
+
+
+@dataclass(frozen=True)
+class RolloutRead:
+    config: RolloutConfig | None  # None: the store never answered, route everything to legacy
+    stale: bool  # True when served from the last known config because the store is unreachable
+
+
+class RolloutService:
+    def __init__(
+        self,
+        store: StateStore,
+        *,
+        initial_percent: float,
+        salt: str,
+        metrics: Metrics,
+        cache_seconds: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._initial = RolloutConfig(percent_bp=round(initial_percent * 100), salt=salt)
+        self._metrics = metrics
+        self._cache_seconds = cache_seconds
+        self._monotonic = monotonic
+        self._wall = wall
+        self._last: RolloutConfig | None = None
+        self._fetched_at = float("-inf")
+
+    async def read(self) -> RolloutRead:
+        now = self._monotonic()
+        if self._last is not None and now - self._fetched_at < self._cache_seconds:
+            return RolloutRead(self._last, stale=False)
+        try:
+            stored = await self._store.get_rollout()
+        except StoreUnavailable:
+            self._metrics.store_errors.labels("get_rollout").inc()
+            log.warning("state store unreachable; routing from the last known rollout config")
+            return RolloutRead(self._last, stale=True)
+        config = RolloutConfig.from_dict(stored) if stored else self._initial
+        self._remember(config, now)
+        return RolloutRead(config, stale=False)
+
+    async def current(self) -> RolloutConfig:
+        """The stored config, uncached (operators must see what is really stored)."""
+        stored = await self._store.get_rollout()
+        config = RolloutConfig.from_dict(stored) if stored else self._initial
+        self._remember(config, self._monotonic())
+        return config
+
+    def _remember(self, config: RolloutConfig, at: float) -> None:
+        self._last = config
+        self._fetched_at = at
+        self._metrics.rollout_percent.set(config.percent)
+
+    async def change(
+        self, action: str, changes: dict[str, Any], *, actor: str, reason: str, attempts: int = 5
+    ) -> RolloutConfig:
+        """Apply ``changes`` (RolloutConfig fields) with compare-and-set, then audit before/after."""
+        for _ in range(attempts):
+            stored = await self._store.get_rollout()
+            before = RolloutConfig.from_dict(stored) if stored else self._initial
+            after = before.with_changes(
+                **changes,
+                version=before.version + 1,
+                updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._wall())),
+                updated_by=actor,
+            )
+            expected = before.version if stored else None
+            if await self._store.swap_rollout(expected, after.to_dict()):
+                await self._store.append_audit(
+                    AuditEntry(
+                        at=self._wall(),
+                        actor=actor,
+                        action=action,
+                        reason=reason,
+                        before=before.to_dict() if stored else None,
+                        after=after.to_dict(),
+                    )
+                )
+                self._remember(after, self._monotonic())
+                log.info("rollout changed: %s by %s (%s)", action, actor, reason, extra={"reason": reason})
+                return after
+        raise RolloutConflict("the rollout config changed concurrently; try again")

@@ -1,0 +1,223 @@
+"""Twilio's voice webhooks: decide the pipeline for an incoming call, and finalise it when it ends.
+
+``POST /twilio/voice`` must answer in milliseconds and must never answer 5xx because of us: a store
+outage routes from the last known config (or to legacy), a failed record write is logged and counted,
+and a pipeline that raises while building its TwiML falls back to a minimal legacy answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from twilio.twiml.voice_response import Connect, Gather, VoiceResponse
+
+from flags.breaker import CircuitBreaker
+from flags.clock import Clock
+from flags.decision import Decision, decide
+from router.observability import Metrics, call_sid_var
+from router.records import CallRecord, Pipeline
+from router.rollout_service import RolloutService
+from router.store.base import StateStore, StoreUnavailable
+from router.stream_token import StreamTokens
+from router.twilio_request import ForgedRequest, read_signed_form
+from router.twilio_signature import TwilioSignatureValidator
+
+log = logging.getLogger("router.webhooks")
+
+TWIML = "text/xml"
+
+
+class FirstTurn(Protocol):
+    """What the router needs of the legacy pipeline."""
+
+    async def first_turn(self, call_sid: str, *, moved: bool = False) -> str: ...
+
+
+class TwilioWebhooks:
+    def __init__(
+        self,
+        *,
+        rollout: RolloutService,
+        breaker: CircuitBreaker,
+        store: StateStore,
+        legacy: FirstTurn,
+        signatures: TwilioSignatureValidator,
+        tokens: StreamTokens,
+        metrics: Metrics,
+        clock: Clock,
+        public_base_url: str,
+        caller_hash_key: bytes,
+        fallback_greeting: str,
+    ) -> None:
+        self._rollout = rollout
+        self._breaker = breaker
+        self._store = store
+        self._legacy = legacy
+        self._signatures = signatures
+        self._tokens = tokens
+        self._metrics = metrics
+        self._clock = clock
+        self._caller_hash_key = caller_hash_key
+        self._fallback_greeting = fallback_greeting
+        base = public_base_url.rstrip("/")
+        self._stream_url = ("wss://" if base.startswith("https://") else "ws://") + base.split("://", 1)[1]
+        self._stream_url += "/twilio/media"
+        self._legacy_start_url = f"{base}/legacy/start"
+        self._legacy_turn_url = f"{base}/legacy/turn"
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/twilio/voice", self._timed("voice", self.voice), methods=["POST"]),
+            Route("/twilio/status", self._timed("status", self.status), methods=["POST"]),
+        ]
+
+    def _timed(
+        self, name: str, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        histogram = self._metrics.webhook_latency.labels(name)
+
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            try:
+                return await handler(request)
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        return endpoint
+
+    # POST /twilio/voice -------------------------------------------------------------------------
+    async def voice(self, request: Request) -> Response:
+        try:
+            form = await read_signed_form(request, self._signatures)
+        except ForgedRequest as exc:
+            self._metrics.rejected_requests.labels("voice", "signature").inc()
+            log.warning("refused /twilio/voice: %s", exc)
+            return JSONResponse({"error": "invalid X-Twilio-Signature"}, status_code=403)
+        call_sid = form.get("CallSid", "")
+        if not call_sid:
+            self._metrics.rejected_requests.labels("voice", "missing_callsid").inc()
+            return JSONResponse({"error": "CallSid is required"}, status_code=400)
+        call_sid_var.set(call_sid)
+        caller = form.get("From", "")
+
+        decision = await self._decide(caller, call_sid)
+        self._metrics.decisions.labels(decision.pipeline.value, decision.reason).inc()
+        await self._record(call_sid, caller, decision)
+        log.info(
+            "routed call to %s (%s)",
+            decision.pipeline.value,
+            decision.reason,
+            extra={"pipeline": decision.pipeline.value, "reason": decision.reason},
+        )
+        if decision.pipeline is Pipeline.REALTIME:
+            twiml = self._realtime_twiml(call_sid)
+        else:
+            twiml = await self._legacy_twiml(call_sid)
+        return Response(
+            twiml,
+            media_type=TWIML,
+            headers={
+                "X-Voice-Router-Pipeline": decision.pipeline.value,
+                "X-Voice-Router-Reason": decision.reason,
+            },
+        )
+
+    async def _decide(self, caller: str, call_sid: str) -> Decision:
+        read = await self._rollout.read()
+        if read.config is None:
+            return Decision(Pipeline.LEGACY, "store_unavailable", None, 0.0)
+        try:
+            breaker_state = (await self._breaker.current()).state
+        except StoreUnavailable:
+            self._metrics.store_errors.labels("breaker_current").inc()
+            # No breaker reading: do not put callers on realtime blind.
+            return Decision(Pipeline.LEGACY, "store_unavailable", None, read.config.percent)
+        decision = decide(read.config, caller=caller, call_sid=call_sid, breaker_state=breaker_state)
+        if decision.pipeline is Pipeline.REALTIME and decision.trial:
+            try:
+                admitted = await self._breaker.try_acquire_trial()
+            except StoreUnavailable:
+                self._metrics.store_errors.labels("breaker_trial").inc()
+                admitted = False
+            if not admitted:
+                return Decision(Pipeline.LEGACY, "breaker_half_open", decision.bucket, decision.percent)
+        return decision
+
+    async def _record(self, call_sid: str, caller: str, decision: Decision) -> None:
+        record = CallRecord(
+            call_sid=call_sid,
+            pipeline=decision.pipeline,
+            reason=decision.reason,
+            bucket=decision.bucket,
+            percent=decision.percent,
+            caller_hash=self.caller_hash(caller),
+            started_at=self._clock.time(),
+            breaker_trial=decision.trial,
+        )
+        try:
+            await self._store.put_call(record.to_dict())
+        except StoreUnavailable:
+            self._metrics.store_errors.labels("put_call").inc()
+            log.error("could not write the call record; answering anyway")
+
+    def caller_hash(self, caller: str) -> str:
+        """Keyed hash of the caller's number: joins calls of one caller without storing the number."""
+        if not caller:
+            return ""
+        return hmac.new(self._caller_hash_key, caller.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _realtime_twiml(self, call_sid: str) -> str:
+        response = VoiceResponse()
+        # If the media stream ends without a REST redirect (our process died, the socket dropped),
+        # Twilio continues with <Connect action>: the caller lands on legacy instead of being cut off.
+        connect = Connect(action=self._legacy_start_url, method="POST")
+        stream = connect.stream(url=self._stream_url)
+        stream.parameter(name="token", value=self._tokens.issue(call_sid))
+        response.append(connect)
+        return str(response)
+
+    async def _legacy_twiml(self, call_sid: str) -> str:
+        try:
+            return await self._legacy.first_turn(call_sid)
+        except Exception:
+            log.exception("legacy first turn failed; answering with a plain gather")
+            response = VoiceResponse()
+            gather = Gather(input="speech", action=self._legacy_turn_url, method="POST")
+            gather.say(self._fallback_greeting)
+            response.append(gather)
+            return str(response)
+
+    # POST /twilio/status ------------------------------------------------------------------------
+    async def status(self, request: Request) -> Response:
+        try:
+            form = await read_signed_form(request, self._signatures)
+        except ForgedRequest as exc:
+            self._metrics.rejected_requests.labels("status", "signature").inc()
+            log.warning("refused /twilio/status: %s", exc)
+            return JSONResponse({"error": "invalid X-Twilio-Signature"}, status_code=403)
+        call_sid = form.get("CallSid", "")
+        if not call_sid:
+            self._metrics.rejected_requests.labels("status", "missing_callsid").inc()
+            return JSONResponse({"error": "CallSid is required"}, status_code=400)
+        call_sid_var.set(call_sid)
+        status = form.get("CallStatus", "")
+        fields: dict[str, object] = {"status": status}
+        if status in {"completed", "busy", "failed", "no-answer", "canceled"}:
+            fields["ended_at"] = self._clock.time()
+        duration = form.get("CallDuration", "")
+        if duration.isdigit():
+            fields["duration_s"] = float(duration)
+        try:
+            await self._store.merge_call(call_sid, fields)
+        except StoreUnavailable:
+            self._metrics.store_errors.labels("merge_call").inc()
+            log.error("could not finalise the call record")
+        return Response(status_code=204)
