@@ -1,0 +1,397 @@
+"""The OpenAI / Azure OpenAI chat-completions wire protocol, as a Starlette app.
+
+Two routes share one handler: ``POST /v1/chat/completions`` (OpenAI: ``Authorization: Bearer``) and
+``POST /openai/deployments/{deployment}/chat/completions?api-version=…`` (Azure: ``api-key`` header; Azure
+also sends an empty first stream chunk carrying ``prompt_filter_results``). Error bodies use the shapes the
+real services send so the ``openai`` SDK raises the same exception classes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import AsyncIterator, Collection
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from emulators.openai.knobs import KnobStore, RequestPlan
+from emulators.openai.replies import ReplySource, prompt_tokens, tokenize
+
+RECORDED_HEADERS = ("authorization", "api-key", "content-type", "user-agent", "x-stainless-retry-count")
+
+
+@dataclass
+class RecordedRequest:
+    """One chat-completions request as the emulator received it (for test assertions)."""
+
+    api: str  # "openai" or "azure"
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    deployment: str | None = None
+    status: int = 0
+    received_at: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RequestLog:
+    """Thread-safe list of :class:`RecordedRequest`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: list[RecordedRequest] = []
+
+    def add(self, item: RecordedRequest) -> None:
+        with self._lock:
+            self._items.append(item)
+
+    def all(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def openai_error(
+    status: int, message: str, type_: str, code: str | None = None, param: str | None = None
+) -> Response:
+    return _json({"error": {"message": message, "type": type_, "param": param, "code": code}}, status)
+
+
+def _sse(payload: Any) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+_FILTER_OK = {
+    name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")
+}
+_PROMPT_FILTER = [{"prompt_index": 0, "content_filter_results": _FILTER_OK}]
+
+
+class ChatCompletionsApp:
+    """Builds the Starlette app; state (knobs, replies, log) is owned by the caller and shared."""
+
+    def __init__(
+        self,
+        *,
+        knobs: KnobStore,
+        replies: ReplySource,
+        log: RequestLog,
+        api_key: str | None,
+        deployments: Collection[str] | None,
+    ) -> None:
+        self.knobs = knobs
+        self.replies = replies
+        self.log = log
+        self.api_key = api_key
+        self.deployments = set(deployments) if deployments is not None else None
+        self._ids = itertools.count(1)
+
+    def build(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/chat/completions", self.openai_chat, methods=["POST"]),
+                Route("/openai/deployments/{deployment}/chat/completions", self.azure_chat, methods=["POST"]),
+                Route("/_emulator/faults", self.set_faults, methods=["POST"]),
+                Route("/_emulator/state", self.state, methods=["GET"]),
+            ]
+        )
+
+    # -- control ---------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        requests = self.log.all()
+        return {
+            "knobs": asdict(self.knobs.snapshot()),
+            "script": self.replies.script,
+            "requests": len(requests),
+            "recent": [r.to_dict() for r in requests[-20:]],
+        }
+
+    async def state(self, request: Request) -> Response:
+        return _json(self.state_dict())
+
+    async def set_faults(self, request: Request) -> Response:
+        try:
+            changes = orjson.loads(await request.body())
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object")
+            script = changes.pop("script", None)
+            clear = bool(changes.pop("clear_requests", False))
+            if script is not None and (
+                not isinstance(script, list) or not all(isinstance(s, str) for s in script)
+            ):
+                raise ValueError("script must be a list of strings")
+            self.knobs.update(**changes)
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            return _json({"error": str(exc)}, 400)
+        if script is not None:
+            self.replies.set_script(script)
+        if clear:
+            self.log.clear()
+        return _json(self.state_dict())
+
+    # -- chat completions -------------------------------------------------------------------------------
+
+    async def openai_chat(self, request: Request) -> Response:
+        record = self._record(request, "openai", None)
+        auth = request.headers.get("authorization", "")
+        key = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if not key:
+            return self._finish(
+                record,
+                openai_error(
+                    401,
+                    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+                    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                    "invalid_request_error",
+                ),
+            )
+        if self.api_key is not None and key != self.api_key:
+            return self._finish(
+                record,
+                openai_error(
+                    401,
+                    f"Incorrect API key provided: {key[:3]}***{key[-4:]}. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                ),
+            )
+        return await self._chat(request, record, azure=False)
+
+    async def azure_chat(self, request: Request) -> Response:
+        deployment = str(request.path_params["deployment"])
+        record = self._record(request, "azure", deployment)
+        key = request.headers.get("api-key", "")
+        auth = request.headers.get("authorization", "")
+        if not key and auth.lower().startswith("bearer "):
+            key = auth[7:].strip()
+        if not key or (self.api_key is not None and key != self.api_key):
+            return self._finish(
+                record,
+                _json(
+                    {
+                        "error": {
+                            "code": "401",
+                            "message": "Access denied due to invalid subscription key or wrong API endpoint. "
+                            "Make sure to provide a valid key for an active subscription and use a correct "
+                            "regional API endpoint for your resource.",
+                        }
+                    },
+                    401,
+                ),
+            )
+        if "api-version" not in request.query_params:
+            return self._finish(
+                record, _json({"error": {"code": "404", "message": "Resource not found"}}, 404)
+            )
+        if self.deployments is not None and deployment not in self.deployments:
+            return self._finish(
+                record,
+                _json(
+                    {
+                        "error": {
+                            "code": "DeploymentNotFound",
+                            "message": "The API deployment for this resource does not exist. If you created "
+                            "the deployment within the last 5 minutes, please wait a moment and try again.",
+                        }
+                    },
+                    404,
+                ),
+            )
+        return await self._chat(request, record, azure=True)
+
+    def _record(self, request: Request, api: str, deployment: str | None) -> RecordedRequest:
+        return RecordedRequest(
+            api=api,
+            path=request.url.path,
+            query=dict(request.query_params),
+            headers={h: request.headers[h] for h in RECORDED_HEADERS if h in request.headers},
+            body=None,
+            deployment=deployment,
+        )
+
+    def _finish(self, record: RecordedRequest, response: Response) -> Response:
+        record.status = response.status_code
+        self.log.add(record)
+        return response
+
+    async def _chat(self, request: Request, record: RecordedRequest, *, azure: bool) -> Response:
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            return self._finish(
+                record,
+                openai_error(
+                    400,
+                    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+                    "your HTTP library correctly. The OpenAI API expects a JSON payload.)",
+                    "invalid_request_error",
+                ),
+            )
+        record.body = body
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            return self._finish(
+                record,
+                openai_error(
+                    400,
+                    "Missing required parameter: 'messages'.",
+                    "invalid_request_error",
+                    "missing_required_parameter",
+                    "messages",
+                ),
+            )
+        streaming = bool(body.get("stream"))
+        plan = self.knobs.plan(streaming=streaming)
+        if plan.stall_s > 0 and await _stall(request, plan.stall_s):
+            return self._finish(record, Response(status_code=499))
+        if plan.status == 429:
+            response = openai_error(
+                429,
+                "Rate limit reached for requests. Please try again in "
+                f"{plan.retry_after_s:g}s. Visit https://platform.openai.com/account/rate-limits to learn more.",
+                "rate_limit_error",
+                "rate_limit_exceeded",
+            )
+            response.headers["retry-after"] = str(max(0, round(plan.retry_after_s)))
+            response.headers["retry-after-ms"] = str(round(plan.retry_after_s * 1000))
+            return self._finish(record, response)
+        if plan.status == 500:
+            return self._finish(
+                record,
+                openai_error(
+                    500,
+                    "The server had an error while processing your request. Sorry about that!",
+                    "server_error",
+                ),
+            )
+
+        messages: list[Any] = body["messages"]
+        reply_tokens = tokenize(self.replies.reply_to(messages))
+        limit = body.get("max_completion_tokens", body.get("max_tokens"))
+        finish_reason = "stop"
+        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(reply_tokens):
+            reply_tokens = reply_tokens[:limit]
+            finish_reason = "length"
+        n_prompt = prompt_tokens(messages)
+        usage = {
+            "prompt_tokens": n_prompt,
+            "completion_tokens": len(reply_tokens),
+            "total_tokens": n_prompt + len(reply_tokens),
+        }
+        base: dict[str, Any] = {
+            "id": f"chatcmpl-emu{next(self._ids):08d}",
+            "created": int(time.time()),
+            "model": str(body.get("model") or record.deployment or "gpt-4o"),
+            "system_fingerprint": "fp_emulator",
+        }
+        record.status = 200
+        self.log.add(record)
+        if streaming:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            stream = self._stream(base, reply_tokens, finish_reason, usage, include_usage, plan, azure=azure)
+            return StreamingResponse(
+                stream, media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            )
+
+        await asyncio.sleep(plan.first_token_delay_s + plan.token_delay_s * max(0, len(reply_tokens) - 1))
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": "".join(reply_tokens), "refusal": None},
+            "logprobs": None,
+            "finish_reason": finish_reason,
+        }
+        result: dict[str, Any] = {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+        if azure:
+            choice["content_filter_results"] = _FILTER_OK
+            result["prompt_filter_results"] = _PROMPT_FILTER
+        return _json(result)
+
+    async def _stream(
+        self,
+        base: dict[str, Any],
+        tokens: list[str],
+        finish_reason: str,
+        usage: dict[str, int],
+        include_usage: bool,
+        plan: RequestPlan,
+        *,
+        azure: bool,
+    ) -> AsyncIterator[bytes]:
+        extra: dict[str, Any] = {"usage": None} if include_usage else {}
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            if azure and delta.get("content"):
+                choice["content_filter_results"] = _FILTER_OK
+            return _sse({**base, "object": "chat.completion.chunk", "choices": [choice], **extra})
+
+        if azure:
+            yield _sse(
+                {
+                    "choices": [],
+                    "created": 0,
+                    "id": "",
+                    "model": "",
+                    "object": "",
+                    "prompt_filter_results": _PROMPT_FILTER,
+                }
+            )
+        await asyncio.sleep(plan.first_token_delay_s)
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        cut = (
+            len(tokens)
+            if plan.midstream_error_after is None
+            else min(plan.midstream_error_after, len(tokens))
+        )
+        for index, token in enumerate(tokens[:cut]):
+            if index:
+                await asyncio.sleep(plan.token_delay_s)
+            yield chunk({"content": token})
+        if plan.midstream_error_after is not None:
+            yield _sse(
+                {
+                    "error": {
+                        "message": "The server had an error while processing your request. Sorry about that!",
+                        "type": "server_error",
+                        "param": None,
+                        "code": None,
+                    }
+                }
+            )
+            return
+        yield chunk({}, finish_reason)
+        if include_usage:
+            yield _sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+        yield b"data: [DONE]\n\n"
+
+
+async def _stall(request: Request, seconds: float) -> bool:
+    """Hang without sending a byte; ``True`` if the client gave up meanwhile."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = await asyncio.wait_for(request.receive(), timeout=min(left, 0.25))
+        except TimeoutError:
+            continue
+        if message["type"] == "http.disconnect":
+            return True
+    return False

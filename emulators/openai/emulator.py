@@ -1,0 +1,80 @@
+"""``OpenAIEmulator``: the chat-completions emulator on a free loopback port, in its own thread."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any, Self
+
+from emulators.openai.app import ChatCompletionsApp, RecordedRequest, RequestLog
+from emulators.openai.knobs import KnobStore, OpenAIKnobs
+from emulators.openai.replies import ReplyFunction, ReplySource
+from emulators.runner import ServerThread
+
+
+class OpenAIEmulator:
+    """OpenAI and Azure OpenAI chat completions on one port.
+
+    Point ``AsyncOpenAI(base_url=emulator.openai_base_url, api_key=...)`` or
+    ``AsyncAzureOpenAI(azure_endpoint=emulator.url, api_key=..., api_version=...)`` at it.
+    ``api_key=None`` accepts any non-empty key; ``deployments=None`` accepts any Azure deployment name.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        api_key: str | None = None,
+        deployments: Collection[str] | None = None,
+        script: Sequence[str] | None = None,
+        reply: ReplyFunction | None = None,
+        knobs: OpenAIKnobs | None = None,
+    ) -> None:
+        self.knobs = KnobStore(knobs)
+        self.replies = ReplySource(script, reply)
+        self.log = RequestLog()
+        self._app = ChatCompletionsApp(
+            knobs=self.knobs, replies=self.replies, log=self.log, api_key=api_key, deployments=deployments
+        )
+        self._server = ServerThread(self._app.build(), host=host, port=port, timeout_graceful_shutdown=1)
+
+    @property
+    def url(self) -> str:
+        """Base URL of the server (the Azure ``azure_endpoint``)."""
+        return self._server.http_url
+
+    @property
+    def openai_base_url(self) -> str:
+        """``base_url`` for the plain OpenAI client (``{url}/v1``)."""
+        return f"{self._server.http_url}/v1"
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def start(self) -> Self:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def set_faults(self, **changes: Any) -> OpenAIKnobs:
+        """Change latency/fault knobs while running (see :class:`OpenAIKnobs` for the names)."""
+        return self.knobs.update(**changes)
+
+    def set_script(self, script: Sequence[str] | None) -> None:
+        self.replies.set_script(script)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.log.all()
+
+    def clear_requests(self) -> None:
+        self.log.clear()
