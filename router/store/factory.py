@@ -1,0 +1,36 @@
+"""Pick the state backend from ``STATE_URL``: the one place that knows the URL schemes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from router.store.base import StateStore
+from router.store.redis import RedisStore
+from router.store.sqlite import SqliteStore
+
+_SQLITE_PREFIX = "sqlite:///"
+
+
+def open_store(state_url: str, *, key_prefix: str = "vr:") -> StateStore:
+    """A store for ``state_url`` (not yet opened: ``await store.open()`` before use).
+
+    ``sqlite:///var/state.db`` is relative to the working directory, ``sqlite:////srv/state.db`` absolute;
+    ``redis://host:port/db`` and ``rediss://…`` (TLS) take the usual redis-py URL options. ``key_prefix``
+    applies to Redis only (so several deployments can share one Redis).
+    """
+    scheme = urlsplit(state_url).scheme.lower()
+    if scheme == "sqlite":
+        if not state_url.startswith(_SQLITE_PREFIX) or state_url == _SQLITE_PREFIX:
+            raise ValueError(
+                f"STATE_URL {state_url!r}: expected sqlite:///relative/path.db or sqlite:////absolute/path.db"
+            )
+        return SqliteStore(Path(state_url[len(_SQLITE_PREFIX) :]))
+    if scheme in ("redis", "rediss"):
+        if not urlsplit(state_url).hostname:
+            raise ValueError(f"STATE_URL {state_url!r}: expected redis://host:port/db")
+        return RedisStore(state_url, key_prefix=key_prefix)
+    raise ValueError(
+        f"STATE_URL {state_url!r}: unsupported scheme {scheme!r}; "
+        "use sqlite:///path.db (one replica) or redis://host:port/db (several replicas)"
+    )

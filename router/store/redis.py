@@ -1,0 +1,378 @@
+"""Redis state store: several replicas share rollout, breaker state and window, audit log and calls.
+
+Nothing is cached here, so a change made through one replica is seen by every other on its next read (the
+router does its own short caching). Compare-and-set and every read-modify-write run as Lua scripts or MULTI
+transactions, so they are atomic on the server. Timeouts are short and there is a single immediate retry
+(for a pooled connection Redis dropped), so an unreachable Redis fails fast with :class:`StoreUnavailable`.
+
+Call documents are hashes of JSON-encoded fields (a shallow merge is one HSET, no Lua JSON whose number
+encoding is lossy); events, turns, audit and history are lists / sorted sets next to them. The breaker
+window is one small hash per epoch second, keyed by a generation number that ``breaker_clear_window``
+bumps. Two scripts build bucket keys at run time, so the store needs a standalone (non-cluster) Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from flags.breaker_state import BreakerDocument, WindowTotals
+from router.store.base import AuditEntry, StoreUnavailable
+
+_Arg = str | int | float | bytes
+
+WINDOW_RETENTION_SECONDS = 7_200  # bucket expiry: longer than any breaker window we would configure
+AUDIT_CAP = 10_000
+HISTORY_TTL_SECONDS = 86_400
+
+_SWAP_DOCUMENT = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if ARGV[1] == '' then
+  if current then return 0 end
+elseif current ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
+return 1
+"""
+
+# KEYS[1] generation; ARGV: bucket key prefix, second, failed (0/1), slow (0/1), ttl seconds
+_ADD_OUTCOME = """
+local bucket = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
+redis.call('HINCRBY', bucket, 'calls', 1)
+redis.call('HINCRBY', bucket, 'failures', ARGV[3])
+redis.call('HINCRBY', bucket, 'slow', ARGV[4])
+redis.call('EXPIRE', bucket, ARGV[5])
+return 1
+"""
+
+# KEYS[1] generation; ARGV: bucket key prefix, first second, last second
+_WINDOW = """
+local prefix = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':'
+local calls, failures, slow = 0, 0, 0
+for second = tonumber(ARGV[2]), tonumber(ARGV[3]) do
+  local bucket = redis.call('HMGET', prefix .. string.format('%d', second), 'calls', 'failures', 'slow')
+  calls = calls + (tonumber(bucket[1]) or 0)
+  failures = failures + (tonumber(bucket[2]) or 0)
+  slow = slow + (tonumber(bucket[3]) or 0)
+end
+return {calls, failures, slow}
+"""
+
+# KEYS: sequence, sorted set[, sorted set …]; ARGV: score, body, keep (0 = all).
+# The member is "<zero-padded id>|<body>": unique, and equal scores keep insertion order.
+_APPEND_SEQUENCED = """
+local id = redis.call('INCR', KEYS[1])
+local member = string.format('%016d', id) .. '|' .. ARGV[2]
+local score = ARGV[1]
+if score == '' then score = id end
+for i = 2, #KEYS do
+  redis.call('ZADD', KEYS[i], score, member)
+end
+local keep = tonumber(ARGV[3])
+if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(keep + 1)) end
+return id
+"""
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def _call_sid(record: dict[str, Any]) -> str:
+    sid = record.get("call_sid")
+    if not isinstance(sid, str) or not sid:
+        raise ValueError(f"a call document needs a non-empty string call_sid, got {sid!r}")
+    return sid
+
+
+def _split_events(doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    body = dict(doc)
+    events = body.pop("events", None)
+    return body, None if events is None else list(events)
+
+
+def _byte_list(reply: Any) -> list[bytes]:
+    """A ZRANGE reply without scores (the client's return type covers every reply shape)."""
+    return list(reply)
+
+
+def _body(member: bytes) -> Any:
+    """The JSON after the ``<id>|`` prefix of a sequenced member."""
+    return orjson.loads(member[member.index(b"|") + 1 :])
+
+
+class RedisStore:
+    """:class:`~router.store.base.StateStore` on Redis; every key starts with ``key_prefix``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "vr:",
+        connect_timeout: float = 0.5,
+        socket_timeout: float = 1.0,
+    ) -> None:
+        self.url = url
+        self.key_prefix = key_prefix
+        self._connect_timeout = connect_timeout
+        self._socket_timeout = socket_timeout
+        self._client: aioredis.Redis | None = None
+        self._where = "Redis"
+
+    # Plumbing -------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Build the client. Does not contact Redis (the service may start before it); see :meth:`ping`."""
+        if self._client is not None:
+            return
+        client = aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=self._connect_timeout,
+            socket_timeout=self._socket_timeout,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        )
+        kwargs = client.connection_pool.connection_kwargs
+        self._where = f"Redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+        self._swap_script = client.register_script(_SWAP_DOCUMENT)
+        self._add_outcome_script = client.register_script(_ADD_OUTCOME)
+        self._window_script = client.register_script(_WINDOW)
+        self._append_script = client.register_script(_APPEND_SEQUENCED)
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        if self._client is None:
+            raise StoreUnavailable(f"Redis state store ({self.key_prefix}) is not open")
+        return self._client
+
+    @contextmanager
+    def _unavailable_on_error(self) -> Iterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"{self._where}: {type(exc).__name__}: {exc}") from exc
+
+    def _key(self, *parts: str) -> str:
+        return self.key_prefix + ":".join(parts)
+
+    async def ping(self) -> None:
+        with self._unavailable_on_error():
+            await self._redis.ping()
+
+    # Versioned documents (rollout, breaker) ---------------------------------------------------------------
+
+    async def _load_document(self, name: str) -> dict[str, Any] | None:
+        with self._unavailable_on_error():
+            doc = await self._redis.hget(self._key(name), "doc")
+        return None if doc is None else dict(orjson.loads(doc))
+
+    async def _swap_document(self, name: str, expected_version: int | None, new: dict[str, Any]) -> bool:
+        expected = "" if expected_version is None else str(expected_version)
+        args: list[_Arg] = [expected, str(int(new.get("version", 0))), _dumps(new)]
+        with self._unavailable_on_error():
+            swapped = await self._swap_script(keys=[self._key(name)], args=args)
+        return bool(swapped)
+
+    async def get_rollout(self) -> dict[str, Any] | None:
+        return await self._load_document("rollout")
+
+    async def swap_rollout(self, expected_version: int | None, new: dict[str, Any]) -> bool:
+        return await self._swap_document("rollout", expected_version, new)
+
+    async def breaker_load(self) -> BreakerDocument | None:
+        doc = await self._load_document("breaker")
+        return None if doc is None else BreakerDocument.from_dict(doc)
+
+    async def breaker_swap(self, expected_version: int | None, new: BreakerDocument) -> bool:
+        return await self._swap_document("breaker", expected_version, new.to_dict())
+
+    # Breaker window ---------------------------------------------------------------------------------------
+
+    async def breaker_add_outcome(self, second: int, *, failed: bool, slow: bool) -> None:
+        args: list[_Arg] = [
+            self._key("breaker", "w", ""),
+            second,
+            int(failed),
+            int(slow),
+            WINDOW_RETENTION_SECONDS,
+        ]
+        with self._unavailable_on_error():
+            await self._add_outcome_script(keys=[self._key("breaker", "generation")], args=args)
+
+    async def breaker_window(self, first_second: int, last_second: int) -> WindowTotals:
+        first_second = max(first_second, last_second - WINDOW_RETENTION_SECONDS)  # older buckets expired
+        if first_second > last_second:
+            return WindowTotals()
+        args: list[_Arg] = [self._key("breaker", "w", ""), first_second, last_second]
+        with self._unavailable_on_error():
+            calls, failures, slow = await self._window_script(
+                keys=[self._key("breaker", "generation")], args=args
+            )
+        return WindowTotals(calls=int(calls), failures=int(failures), slow=int(slow))
+
+    async def breaker_clear_window(self) -> None:
+        with self._unavailable_on_error():
+            await self._redis.incr(self._key("breaker", "generation"))
+
+    # Audit ------------------------------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        doc = entry.to_dict()
+        doc.pop("id")
+        keys = [self._key("audit", "seq"), self._key("audit")]
+        with self._unavailable_on_error():
+            id_ = await self._append_script(keys=keys, args=["", _dumps(doc), AUDIT_CAP])
+        return AuditEntry(**doc, id=int(id_))
+
+    async def list_audit(self, limit: int = 50) -> list[AuditEntry]:
+        if limit <= 0:
+            return []
+        with self._unavailable_on_error():
+            members = _byte_list(await self._redis.zrange(self._key("audit"), 0, limit - 1, desc=True))
+        return [AuditEntry(**_body(member), id=int(member[: member.index(b"|")])) for member in members]
+
+    # Calls ------------------------------------------------------------------------------------------------
+
+    def _call_keys(self, sid: str) -> tuple[str, str]:
+        return self._key("call", sid), self._key("call", sid, "events")
+
+    async def put_call(self, record: dict[str, Any]) -> None:
+        sid = _call_sid(record)
+        body, events = _split_events(record)
+        doc_key, events_key = self._call_keys(sid)
+        with self._unavailable_on_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(doc_key, events_key)
+                pipe.hset(doc_key, mapping={field: _dumps(value) for field, value in body.items()})
+                if events:
+                    pipe.rpush(events_key, *[_dumps(event) for event in events])
+                pipe.zadd(self._key("calls"), {sid: float(body.get("started_at") or 0.0)})
+                await pipe.execute()
+
+    async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
+        changes, events = _split_events(fields)
+        changes["call_sid"] = call_sid
+        doc_key, events_key = self._call_keys(call_sid)
+        with self._unavailable_on_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(doc_key, mapping={field: _dumps(value) for field, value in changes.items()})
+                if events is not None:
+                    pipe.delete(events_key)
+                    if events:
+                        pipe.rpush(events_key, *[_dumps(event) for event in events])
+                if "started_at" in changes:
+                    pipe.zadd(self._key("calls"), {call_sid: float(changes["started_at"] or 0.0)})
+                else:
+                    pipe.zadd(self._key("calls"), {call_sid: 0.0}, nx=True)
+                await pipe.execute()
+
+    async def append_call_event(self, call_sid: str, event: dict[str, Any]) -> None:
+        doc_key, events_key = self._call_keys(call_sid)
+        with self._unavailable_on_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(doc_key, "call_sid", _dumps(call_sid))
+                pipe.rpush(events_key, _dumps(event))
+                pipe.zadd(self._key("calls"), {call_sid: 0.0}, nx=True)
+                await pipe.execute()
+
+    async def get_call(self, call_sid: str) -> dict[str, Any] | None:
+        calls = await self._read_calls([call_sid])
+        return calls[0] if calls else None
+
+    async def list_calls(self, limit: int = 50, since: float | None = None) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        low = "-inf" if since is None else repr(float(since))
+        with self._unavailable_on_error():
+            sids = _byte_list(
+                await self._redis.zrange(
+                    self._key("calls"), "+inf", low, desc=True, byscore=True, offset=0, num=limit
+                )
+            )
+        return await self._read_calls([sid.decode() for sid in sids])
+
+    async def _read_calls(self, sids: list[str]) -> list[dict[str, Any]]:
+        if not sids:
+            return []
+        with self._unavailable_on_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for sid in sids:
+                    doc_key, events_key = self._call_keys(sid)
+                    pipe.hgetall(doc_key)
+                    pipe.lrange(events_key, 0, -1)
+                replies = await pipe.execute()
+        calls = []
+        for fields, events in zip(replies[::2], replies[1::2], strict=True):
+            if not fields:
+                continue
+            doc = {field.decode(): orjson.loads(value) for field, value in fields.items()}
+            doc["events"] = [orjson.loads(event) for event in events]
+            calls.append(doc)
+        return calls
+
+    # Turns ------------------------------------------------------------------------------------------------
+
+    async def append_turn(self, turn: dict[str, Any]) -> None:
+        sid, at = _call_sid(turn), float(turn["at"])
+        keys = [self._key("turns", "seq"), self._key("turns"), self._key("turns", "call", sid)]
+        with self._unavailable_on_error():
+            await self._append_script(keys=keys, args=[repr(at), _dumps(turn), 0])
+
+    async def list_turns(
+        self, since: float | None = None, call_sid: str | None = None, limit: int = 100_000
+    ) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        key = self._key("turns") if call_sid is None else self._key("turns", "call", call_sid)
+        low = "-inf" if since is None else repr(float(since))
+        with self._unavailable_on_error():
+            members = _byte_list(
+                await self._redis.zrange(key, low, "+inf", byscore=True, offset=0, num=limit)
+            )
+        return [_body(member) for member in members]
+
+    # Conversation history and small values (both expire) ------------------------------------------------------
+
+    async def get_history(self, call_sid: str) -> list[dict[str, Any]]:
+        with self._unavailable_on_error():
+            messages = await self._redis.lrange(self._key("history", call_sid), 0, -1)
+        return [orjson.loads(message) for message in messages]
+
+    async def append_history(self, call_sid: str, messages: list[dict[str, Any]], cap: int) -> None:
+        key = self._key("history", call_sid)
+        with self._unavailable_on_error():
+            async with self._redis.pipeline(transaction=True) as pipe:
+                if cap <= 0:
+                    pipe.delete(key)
+                else:
+                    if messages:
+                        pipe.rpush(key, *[_dumps(message) for message in messages])
+                    pipe.ltrim(key, -cap, -1)
+                    pipe.expire(key, HISTORY_TTL_SECONDS)
+                await pipe.execute()
+
+    async def get_value(self, key: str) -> dict[str, Any] | None:
+        with self._unavailable_on_error():
+            doc = await self._redis.get(self._key("kv", key))
+        return None if doc is None else dict(orjson.loads(doc))
+
+    async def set_value(self, key: str, value: dict[str, Any], ttl: float = 86_400) -> None:
+        with self._unavailable_on_error():
+            if ttl <= 0:
+                await self._redis.delete(self._key("kv", key))
+            else:
+                await self._redis.set(self._key("kv", key), _dumps(value), px=max(1, round(ttl * 1000)))

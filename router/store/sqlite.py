@@ -1,0 +1,415 @@
+"""SQLite state store: the embedded default for one replica (``STATE_URL=sqlite:///var/state.db``).
+
+One connection lives on one worker thread, so every operation runs whole and in submission order without
+blocking the event loop, and no two coroutines can interleave statements inside one transaction. Writes take
+the write lock up front (``BEGIN IMMEDIATE``) so compare-and-set also holds against another process on the
+same file (the CLI while the server runs). WAL + ``synchronous=NORMAL``: readers never wait for the writer and
+a commit costs no fsync (a power cut may lose the last commits, never corrupt the file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from flags.breaker_state import BreakerDocument, WindowTotals
+from router.store.base import AuditEntry, StoreUnavailable
+
+T = TypeVar("T")
+
+WINDOW_RETENTION_SECONDS = 7_200  # longer than any breaker window we would configure
+HISTORY_TTL_SECONDS = 86_400.0  # a conversation's history outlives its call by about a day
+BUSY_TIMEOUT_SECONDS = 5.0  # another process holding the write lock (CLI) is waited for, on the worker
+
+_ROLLOUT = "rollout"
+_BREAKER = "breaker"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    name TEXT PRIMARY KEY, version INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS breaker_window (
+    second INTEGER PRIMARY KEY, calls INTEGER NOT NULL, failures INTEGER NOT NULL, slow INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS calls (
+    call_sid TEXT PRIMARY KEY, started_at REAL NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS calls_started_at ON calls (started_at);
+CREATE TABLE IF NOT EXISTS call_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, call_sid TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS call_events_call_sid ON call_events (call_sid);
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, call_sid TEXT NOT NULL, at REAL NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS turns_at ON turns (at);
+CREATE INDEX IF NOT EXISTS turns_call_sid_at ON turns (call_sid, at);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, call_sid TEXT NOT NULL, doc TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS history_call_sid ON history (call_sid);
+CREATE INDEX IF NOT EXISTS history_expires_at ON history (expires_at);
+CREATE TABLE IF NOT EXISTS kv (
+    key TEXT PRIMARY KEY, doc TEXT NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _call_sid(record: dict[str, Any]) -> str:
+    sid = record.get("call_sid")
+    if not isinstance(sid, str) or not sid:
+        raise ValueError(f"a call document needs a non-empty string call_sid, got {sid!r}")
+    return sid
+
+
+def _split_events(doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+    """Events live in their own rows so appending never rewrites (or races with) the document."""
+    body = dict(doc)
+    events = body.pop("events", None)
+    return body, None if events is None else list(events)
+
+
+def _started_at(body: dict[str, Any]) -> float:
+    return float(body.get("started_at") or 0.0)
+
+
+class SqliteStore:
+    """:class:`~router.store.base.StateStore` on one SQLite file; a new instance on the same file sees all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._worker: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    # Plumbing -------------------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._worker is not None:
+            return
+        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        try:
+            self._conn = await self._submit(worker, self._connect)
+        except BaseException:
+            worker.shutdown(wait=False)
+            raise
+        self._worker = worker
+
+    async def close(self) -> None:
+        worker, conn = self._worker, self._conn
+        self._worker = self._conn = None
+        if worker is None:
+            return
+        try:
+            if conn is not None:
+                await self._submit(worker, conn.close)
+        finally:
+            worker.shutdown(wait=False)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _submit(self, worker: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(worker, fn)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"SQLite state store {self.path}: {exc}") from exc
+
+    async def _transaction(self, begin: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        worker, conn = self._worker, self._conn
+        if worker is None or conn is None:
+            raise StoreUnavailable(f"SQLite state store {self.path} is not open")
+
+        def run() -> T:
+            conn.execute(begin)
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.rollback()  # a no-op when COMMIT already ended the transaction
+                raise
+            return result
+
+        return await self._submit(worker, run)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A consistent snapshot across the statements in ``fn``."""
+        return await self._transaction("BEGIN", fn)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Holds the write lock from the first read, so read-check-write is atomic."""
+        return await self._transaction("BEGIN IMMEDIATE", fn)
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT count(*) FROM documents").fetchone())
+
+    # Versioned documents (rollout, breaker) ---------------------------------------------------------------
+
+    async def _load_document(self, name: str) -> dict[str, Any] | None:
+        def run(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute("SELECT doc FROM documents WHERE name = ?", (name,)).fetchone()
+            return None if row is None else dict(orjson.loads(row[0]))
+
+        return await self._read(run)
+
+    async def _swap_document(self, name: str, expected_version: int | None, new: dict[str, Any]) -> bool:
+        version, doc = int(new.get("version", 0)), _dumps(new)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT version FROM documents WHERE name = ?", (name,)).fetchone()
+            if (None if row is None else int(row[0])) != expected_version:
+                return False
+            conn.execute(
+                "INSERT INTO documents (name, version, doc) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET version = excluded.version, doc = excluded.doc",
+                (name, version, doc),
+            )
+            return True
+
+        return await self._write(run)
+
+    async def get_rollout(self) -> dict[str, Any] | None:
+        return await self._load_document(_ROLLOUT)
+
+    async def swap_rollout(self, expected_version: int | None, new: dict[str, Any]) -> bool:
+        return await self._swap_document(_ROLLOUT, expected_version, new)
+
+    async def breaker_load(self) -> BreakerDocument | None:
+        doc = await self._load_document(_BREAKER)
+        return None if doc is None else BreakerDocument.from_dict(doc)
+
+    async def breaker_swap(self, expected_version: int | None, new: BreakerDocument) -> bool:
+        return await self._swap_document(_BREAKER, expected_version, new.to_dict())
+
+    # Breaker window ---------------------------------------------------------------------------------------
+
+    async def breaker_add_outcome(self, second: int, *, failed: bool, slow: bool) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO breaker_window (second, calls, failures, slow) VALUES (?, 1, ?, ?) "
+                "ON CONFLICT (second) DO UPDATE SET calls = calls + 1, "
+                "failures = failures + excluded.failures, slow = slow + excluded.slow",
+                (second, int(failed), int(slow)),
+            )
+            conn.execute("DELETE FROM breaker_window WHERE second < ?", (second - WINDOW_RETENTION_SECONDS,))
+
+        await self._write(run)
+
+    async def breaker_window(self, first_second: int, last_second: int) -> WindowTotals:
+        def run(conn: sqlite3.Connection) -> WindowTotals:
+            calls, failures, slow = conn.execute(
+                "SELECT coalesce(sum(calls), 0), coalesce(sum(failures), 0), coalesce(sum(slow), 0) "
+                "FROM breaker_window WHERE second BETWEEN ? AND ?",
+                (first_second, last_second),
+            ).fetchone()
+            return WindowTotals(calls=int(calls), failures=int(failures), slow=int(slow))
+
+        return await self._read(run)
+
+    async def breaker_clear_window(self) -> None:
+        await self._write(lambda conn: conn.execute("DELETE FROM breaker_window"))
+
+    # Audit ------------------------------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> AuditEntry:
+        doc = entry.to_dict()
+        doc.pop("id")
+        body = _dumps(doc)
+
+        def run(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute("INSERT INTO audit (doc) VALUES (?)", (body,))
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        return AuditEntry(**doc, id=await self._write(run))
+
+    async def list_audit(self, limit: int = 50) -> list[AuditEntry]:
+        if limit <= 0:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[AuditEntry]:
+            rows = conn.execute("SELECT id, doc FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+            return [AuditEntry(**orjson.loads(doc), id=int(id_)) for id_, doc in rows]
+
+        return await self._read(run)
+
+    # Calls ------------------------------------------------------------------------------------------------
+
+    async def put_call(self, record: dict[str, Any]) -> None:
+        sid = _call_sid(record)
+        body, events = _split_events(record)
+
+        def run(conn: sqlite3.Connection) -> None:
+            _upsert_call(conn, sid, body)
+            _replace_events(conn, sid, events or [])
+
+        await self._write(run)
+
+    async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
+        changes, events = _split_events(fields)
+
+        def run(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT doc FROM calls WHERE call_sid = ?", (call_sid,)).fetchone()
+            body: dict[str, Any] = {"call_sid": call_sid} if row is None else orjson.loads(row[0])
+            body.update(changes)
+            body["call_sid"] = call_sid
+            _upsert_call(conn, call_sid, body)
+            if events is not None:
+                _replace_events(conn, call_sid, events)
+
+        await self._write(run)
+
+    async def append_call_event(self, call_sid: str, event: dict[str, Any]) -> None:
+        stub, doc = _dumps({"call_sid": call_sid}), _dumps(event)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO calls (call_sid, started_at, doc) VALUES (?, 0, ?)", (call_sid, stub)
+            )
+            conn.execute("INSERT INTO call_events (call_sid, doc) VALUES (?, ?)", (call_sid, doc))
+
+        await self._write(run)
+
+    async def get_call(self, call_sid: str) -> dict[str, Any] | None:
+        def run(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute("SELECT doc FROM calls WHERE call_sid = ?", (call_sid,)).fetchone()
+            return None if row is None else _with_events(conn, call_sid, row[0])
+
+        return await self._read(run)
+
+    async def list_calls(self, limit: int = 50, since: float | None = None) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        low = -math.inf if since is None else since
+
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT call_sid, doc FROM calls WHERE started_at >= ? "
+                "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (low, limit),
+            ).fetchall()
+            return [_with_events(conn, sid, doc) for sid, doc in rows]
+
+        return await self._read(run)
+
+    # Turns ------------------------------------------------------------------------------------------------
+
+    async def append_turn(self, turn: dict[str, Any]) -> None:
+        sid, at, doc = _call_sid(turn), float(turn["at"]), _dumps(turn)
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO turns (call_sid, at, doc) VALUES (?, ?, ?)", (sid, at, doc)
+            )
+        )
+
+    async def list_turns(
+        self, since: float | None = None, call_sid: str | None = None, limit: int = 100_000
+    ) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        low = -math.inf if since is None else since
+        params: tuple[Any, ...]
+        if call_sid is None:
+            query, params = "SELECT doc FROM turns WHERE at >= ? ORDER BY at, id LIMIT ?", (low, limit)
+        else:
+            query = "SELECT doc FROM turns WHERE call_sid = ? AND at >= ? ORDER BY at, id LIMIT ?"
+            params = (call_sid, low, limit)
+
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            return [orjson.loads(doc) for (doc,) in conn.execute(query, params)]
+
+        return await self._read(run)
+
+    # Conversation history and small values (both expire) ------------------------------------------------------
+
+    async def get_history(self, call_sid: str) -> list[dict[str, Any]]:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT doc FROM history WHERE call_sid = ? AND expires_at > ? ORDER BY id", (call_sid, now)
+            )
+            return [orjson.loads(doc) for (doc,) in rows]
+
+        return await self._read(run)
+
+    async def append_history(self, call_sid: str, messages: list[dict[str, Any]], cap: int) -> None:
+        now = time.time()
+        expires_at = now + HISTORY_TTL_SECONDS
+        docs = [(call_sid, _dumps(message), expires_at) for message in messages]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM history WHERE expires_at <= ?", (now,))
+            conn.executemany("INSERT INTO history (call_sid, doc, expires_at) VALUES (?, ?, ?)", docs)
+            conn.execute("UPDATE history SET expires_at = ? WHERE call_sid = ?", (expires_at, call_sid))
+            conn.execute(
+                "DELETE FROM history WHERE call_sid = ? AND id NOT IN "
+                "(SELECT id FROM history WHERE call_sid = ? ORDER BY id DESC LIMIT ?)",
+                (call_sid, call_sid, max(cap, 0)),
+            )
+
+        await self._write(run)
+
+    async def get_value(self, key: str) -> dict[str, Any] | None:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            row = conn.execute("SELECT doc FROM kv WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+            return None if row is None else dict(orjson.loads(row[0]))
+
+        return await self._read(run)
+
+    async def set_value(self, key: str, value: dict[str, Any], ttl: float = 86_400) -> None:
+        now = time.time()
+        doc = _dumps(value)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM kv WHERE expires_at <= ?", (now,))
+            if ttl <= 0:
+                conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+                return
+            conn.execute(
+                "INSERT INTO kv (key, doc, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, expires_at = excluded.expires_at",
+                (key, doc, now + ttl),
+            )
+
+        await self._write(run)
+
+
+def _upsert_call(conn: sqlite3.Connection, sid: str, body: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO calls (call_sid, started_at, doc) VALUES (?, ?, ?) "
+        "ON CONFLICT (call_sid) DO UPDATE SET started_at = excluded.started_at, doc = excluded.doc",
+        (sid, _started_at(body), _dumps(body)),
+    )
+
+
+def _replace_events(conn: sqlite3.Connection, sid: str, events: list[dict[str, Any]]) -> None:
+    conn.execute("DELETE FROM call_events WHERE call_sid = ?", (sid,))
+    conn.executemany(
+        "INSERT INTO call_events (call_sid, doc) VALUES (?, ?)", [(sid, _dumps(event)) for event in events]
+    )
+
+
+def _with_events(conn: sqlite3.Connection, sid: str, doc: str) -> dict[str, Any]:
+    body: dict[str, Any] = orjson.loads(doc)
+    rows = conn.execute("SELECT doc FROM call_events WHERE call_sid = ? ORDER BY id", (sid,))
+    body["events"] = [orjson.loads(event) for (event,) in rows]
+    return body

@@ -1,0 +1,336 @@
+"""The StateStore contract, run against SQLite and against a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from flags.breaker_state import BreakerDocument, BreakerState, HalfOpenTally, WindowTotals
+from flags.rollout import Mode, RolloutConfig
+from router.records import CallRecord, Pipeline, TurnRecord
+from router.store.base import AuditEntry, StateStore
+
+T0 = 1_700_000_000
+
+
+def rollout(version: int, percent_bp: int) -> dict[str, object]:
+    return RolloutConfig(percent_bp=percent_bp, version=version, allow=frozenset({"+15550001"})).to_dict()
+
+
+def call(sid: str, started_at: float, **changes: object) -> dict[str, object]:
+    record = CallRecord(
+        call_sid=sid,
+        pipeline=Pipeline.REALTIME,
+        reason="rollout_in",
+        bucket=1234,
+        percent=12.5,
+        caller_hash="h-" + sid,
+        started_at=started_at,
+    )
+    return {**record.to_dict(), **changes}
+
+
+def turn(sid: str, number: int, at: float) -> dict[str, object]:
+    return TurnRecord(
+        call_sid=sid,
+        pipeline=Pipeline.LEGACY,
+        turn=number,
+        at=at,
+        response_ms=812.5,
+        stages={"stt": 120.0, "tts": 210.25},
+        user_text=f"utterance {number}",
+    ).to_dict()
+
+
+async def test_implements_the_protocol_and_answers_ping(store: StateStore) -> None:
+    assert isinstance(store, StateStore)
+    await store.ping()
+
+
+# Rollout -------------------------------------------------------------------------------------------------
+
+
+async def test_rollout_compare_and_set(store: StateStore) -> None:
+    assert await store.get_rollout() is None
+    assert not await store.swap_rollout(0, rollout(1, 100)), "0 is not 'nothing stored'"
+    assert await store.swap_rollout(None, rollout(1, 100))
+    assert not await store.swap_rollout(None, rollout(1, 999)), "None creates only when absent"
+    assert await store.get_rollout() == rollout(1, 100)
+
+    assert await store.swap_rollout(1, rollout(2, 2_500))
+    assert not await store.swap_rollout(1, rollout(2, 5_000)), "a stale version is refused"
+    stored = await store.get_rollout()
+    assert stored is not None
+    assert RolloutConfig.from_dict(stored) == RolloutConfig(
+        percent_bp=2_500, version=2, allow=frozenset({"+15550001"})
+    )
+
+
+async def test_rollout_round_trips_every_field(store: StateStore) -> None:
+    config = RolloutConfig(
+        percent_bp=1_234,
+        mode=Mode.LEGACY_ONLY,
+        allow=frozenset({"a", "b"}),
+        deny=frozenset({"c"}),
+        version=7,
+        updated_at="2024-05-01T10:00:00Z",
+        updated_by="ops@example.com",
+    )
+    assert await store.swap_rollout(None, config.to_dict())
+    stored = await store.get_rollout()
+    assert stored is not None and RolloutConfig.from_dict(stored) == config
+
+
+async def test_concurrent_rollout_swaps_have_one_winner_per_version(store: StateStore) -> None:
+    assert await store.swap_rollout(None, rollout(1, 0))
+    for version in (1, 2, 3):
+        attempts = [store.swap_rollout(version, rollout(version + 1, contender)) for contender in range(12)]
+        results = await asyncio.gather(*attempts)
+        assert results.count(True) == 1
+        winner = results.index(True)
+        assert await store.get_rollout() == rollout(version + 1, winner)
+
+
+# Breaker -------------------------------------------------------------------------------------------------
+
+
+async def test_breaker_document_compare_and_set(store: StateStore) -> None:
+    assert await store.breaker_load() is None
+    opened = BreakerDocument(
+        state=BreakerState.HALF_OPEN,
+        since=T0 + 0.25,
+        reason="failure rate 62.5% >= 50%",
+        version=1,
+        consecutive_connect_failures=2,
+        half_open=HalfOpenTally(permits=2, successes=1, failures=0, slow=1),
+    )
+    assert await store.breaker_swap(None, opened)
+    assert not await store.breaker_swap(None, BreakerDocument(version=1))
+    assert await store.breaker_load() == opened
+
+    closed = BreakerDocument(state=BreakerState.CLOSED, since=T0 + 9, version=2)
+    assert not await store.breaker_swap(0, closed)
+    assert await store.breaker_swap(1, closed)
+    assert not await store.breaker_swap(1, BreakerDocument(state=BreakerState.FORCED_OPEN, version=2))
+    assert await store.breaker_load() == closed
+
+
+async def test_concurrent_breaker_swaps_have_one_winner(store: StateStore) -> None:
+    attempts = [
+        store.breaker_swap(None, BreakerDocument(state=BreakerState.OPEN, reason=f"r{i}", version=1))
+        for i in range(10)
+    ]
+    results = await asyncio.gather(*attempts)
+    assert results.count(True) == 1
+    loaded = await store.breaker_load()
+    assert loaded is not None and loaded.reason == f"r{results.index(True)}"
+
+
+async def test_breaker_window_sums_inclusive_ranges(store: StateStore) -> None:
+    assert await store.breaker_window(T0, T0 + 300) == WindowTotals()
+    await store.breaker_add_outcome(T0, failed=False, slow=False)
+    await store.breaker_add_outcome(T0, failed=True, slow=False)
+    await store.breaker_add_outcome(T0 + 1, failed=False, slow=True)
+    await store.breaker_add_outcome(T0 + 10, failed=True, slow=True)
+    await store.breaker_add_outcome(T0 + 11, failed=True, slow=False)
+
+    assert await store.breaker_window(T0, T0 + 11) == WindowTotals(calls=5, failures=3, slow=2)
+    assert await store.breaker_window(T0, T0) == WindowTotals(calls=2, failures=1, slow=0)
+    assert await store.breaker_window(T0 + 1, T0 + 10) == WindowTotals(calls=2, failures=1, slow=2)
+    assert await store.breaker_window(T0 + 2, T0 + 9) == WindowTotals()
+    assert await store.breaker_window(T0 - 300, T0 - 1) == WindowTotals()
+    assert await store.breaker_window(T0 + 11, T0 + 400) == WindowTotals(calls=1, failures=1, slow=0)
+
+
+async def test_breaker_window_counts_concurrent_outcomes(store: StateStore) -> None:
+    await asyncio.gather(*(store.breaker_add_outcome(T0, failed=i % 3 == 0, slow=False) for i in range(30)))
+    assert await store.breaker_window(T0, T0) == WindowTotals(calls=30, failures=10, slow=0)
+
+
+async def test_breaker_clear_window_forgets_every_bucket(store: StateStore) -> None:
+    for second in range(T0, T0 + 5):
+        await store.breaker_add_outcome(second, failed=True, slow=True)
+    await store.breaker_clear_window()
+    assert await store.breaker_window(T0 - 10, T0 + 10) == WindowTotals()
+
+    await store.breaker_add_outcome(T0 + 2, failed=False, slow=True)
+    assert await store.breaker_window(T0 - 10, T0 + 10) == WindowTotals(calls=1, failures=0, slow=1)
+
+
+# Audit ---------------------------------------------------------------------------------------------------
+
+
+async def test_audit_is_numbered_and_listed_newest_first(store: StateStore) -> None:
+    assert await store.list_audit() == []
+    appended = []
+    for i in range(5):
+        entry = AuditEntry(
+            at=T0 + i,
+            actor="ops@example.com",
+            action="rollout.set",
+            reason=f"step {i}",
+            before={"percent": i} if i else None,
+            after={"percent": i + 1, "allow": ["+1555"]},
+        )
+        stored = await store.append_audit(entry)
+        assert stored.id is not None
+        assert stored == AuditEntry(**{**entry.to_dict(), "id": stored.id})
+        appended.append(stored)
+
+    ids = [entry.id for entry in appended]
+    assert ids == sorted(ids) and len(set(ids)) == 5
+    assert await store.list_audit() == appended[::-1]
+    assert await store.list_audit(limit=2) == [appended[4], appended[3]]
+    assert await store.list_audit(limit=0) == []
+
+
+async def test_identical_audit_entries_are_all_kept(store: StateStore) -> None:
+    entry = AuditEntry(at=T0, actor="a", action="breaker.open", reason="", before=None, after=None)
+    first, second = await store.append_audit(entry), await store.append_audit(entry)
+    assert first.id != second.id
+    assert await store.list_audit() == [second, first]
+
+
+# Calls ---------------------------------------------------------------------------------------------------
+
+
+async def test_put_and_get_call(store: StateStore) -> None:
+    assert await store.get_call("CA-missing") is None
+    record = call("CA1", T0 + 0.5, breaker_trial=True)
+    await store.put_call(record)
+    stored = await store.get_call("CA1")
+    assert stored == record
+    assert stored is not None and CallRecord.from_dict(stored).breaker_trial is True
+
+
+async def test_merge_call_is_shallow_and_creates(store: StateStore) -> None:
+    await store.put_call(call("CA1", T0))
+    await store.merge_call("CA1", {"status": "completed", "ended_at": T0 + 42.0, "extra": {"a": [1, 2]}})
+    assert await store.get_call("CA1") == {
+        **call("CA1", T0),
+        "status": "completed",
+        "ended_at": T0 + 42.0,
+        "extra": {"a": [1, 2]},
+    }
+
+    await store.merge_call("CA-new", {"moved_to_legacy": True})
+    assert await store.get_call("CA-new") == {"call_sid": "CA-new", "moved_to_legacy": True, "events": []}
+
+
+async def test_call_events_append_in_order_without_losing_any(store: StateStore) -> None:
+    await store.put_call(call("CA1", T0))
+    await store.append_call_event("CA1", {"at": T0 + 1, "event": "session.updated"})
+    await asyncio.gather(*(store.append_call_event("CA1", {"n": i}) for i in range(20)))
+    await store.merge_call("CA1", {"status": "completed"})  # a merge leaves the events alone
+
+    stored = await store.get_call("CA1")
+    assert stored is not None and stored["status"] == "completed"
+    events = stored["events"]
+    assert events[0] == {"at": T0 + 1, "event": "session.updated"}
+    assert sorted(event["n"] for event in events[1:]) == list(range(20))
+
+
+async def test_event_for_an_unknown_call_creates_it(store: StateStore) -> None:
+    await store.append_call_event("CA9", {"event": "early"})
+    assert await store.get_call("CA9") == {"call_sid": "CA9", "events": [{"event": "early"}]}
+
+
+async def test_put_call_replaces_document_and_events(store: StateStore) -> None:
+    await store.put_call(call("CA1", T0, status="completed", extra=True))
+    await store.append_call_event("CA1", {"event": "old"})
+    replacement = call("CA1", T0 + 5, events=[{"event": "new"}])
+    await store.put_call(replacement)
+    assert await store.get_call("CA1") == replacement
+
+
+async def test_list_calls_newest_first_with_limit_and_since(store: StateStore) -> None:
+    for i, started in enumerate([T0 + 30, T0 + 10, T0 + 40, T0 + 20]):
+        await store.put_call(call(f"CA{i}", started))
+    await store.append_call_event("CA2", {"event": "x"})
+
+    listed = await store.list_calls()
+    assert [c["call_sid"] for c in listed] == ["CA2", "CA0", "CA3", "CA1"]
+    assert listed[0]["events"] == [{"event": "x"}]
+    assert [c["call_sid"] for c in await store.list_calls(limit=2)] == ["CA2", "CA0"]
+    assert [c["call_sid"] for c in await store.list_calls(since=T0 + 20)] == ["CA2", "CA0", "CA3"]
+    assert [c["call_sid"] for c in await store.list_calls(limit=1, since=T0 + 15)] == ["CA2"]
+    assert await store.list_calls(since=T0 + 41) == []
+
+
+async def test_merging_started_at_reorders_the_list(store: StateStore) -> None:
+    await store.put_call(call("CA1", T0 + 1))
+    await store.put_call(call("CA2", T0 + 2))
+    await store.merge_call("CA1", {"started_at": T0 + 3})
+    assert [c["call_sid"] for c in await store.list_calls(since=T0)] == ["CA1", "CA2"]
+
+
+# Turns ---------------------------------------------------------------------------------------------------
+
+
+async def test_turns_oldest_first_since_and_per_call(store: StateStore) -> None:
+    await store.append_turn(turn("CA1", 1, T0 + 5.5))
+    await store.append_turn(turn("CA2", 0, T0 + 1.25))
+    await store.append_turn(turn("CA1", 0, T0 + 1.0))
+    await store.append_turn(turn("CA2", 1, T0 + 9.0))
+
+    everything = await store.list_turns()
+    assert [(t["call_sid"], t["turn"]) for t in everything] == [
+        ("CA1", 0),
+        ("CA2", 0),
+        ("CA1", 1),
+        ("CA2", 1),
+    ]
+    assert TurnRecord.from_dict(everything[2]) == TurnRecord.from_dict(turn("CA1", 1, T0 + 5.5))
+
+    assert [t["turn"] for t in await store.list_turns(call_sid="CA1")] == [0, 1]
+    assert [(t["call_sid"], t["turn"]) for t in await store.list_turns(since=T0 + 1.25)] == [
+        ("CA2", 0),
+        ("CA1", 1),
+        ("CA2", 1),
+    ]
+    assert [t["turn"] for t in await store.list_turns(since=T0 + 2, call_sid="CA2")] == [1]
+    assert [t["at"] for t in await store.list_turns(limit=2)] == [T0 + 1.0, T0 + 1.25]
+    assert await store.list_turns(call_sid="CA-none") == []
+
+
+async def test_turns_with_equal_times_keep_insertion_order(store: StateStore) -> None:
+    for number in range(5):
+        await store.append_turn(turn("CA1", number, T0))
+    await store.append_turn(turn("CA1", 0, T0))  # an identical record is a second record
+    assert [t["turn"] for t in await store.list_turns(call_sid="CA1")] == [0, 1, 2, 3, 4, 0]
+
+
+# History and values --------------------------------------------------------------------------------------
+
+
+async def test_history_keeps_the_newest_cap_messages(store: StateStore) -> None:
+    assert await store.get_history("CA1") == []
+    await store.append_history("CA1", [{"role": "user", "content": "one"}], cap=3)
+    await store.append_history(
+        "CA1",
+        [{"role": "assistant", "content": "two"}, {"role": "user", "content": "three"}],
+        cap=3,
+    )
+    await store.append_history("CA2", [{"role": "user", "content": "other call"}], cap=3)
+    await store.append_history(
+        "CA1",
+        [{"role": "assistant", "content": "four"}, {"role": "user", "content": "five"}],
+        cap=3,
+    )
+    assert [m["content"] for m in await store.get_history("CA1")] == ["three", "four", "five"]
+    assert await store.get_history("CA2") == [{"role": "user", "content": "other call"}]
+
+    await store.append_history("CA1", [], cap=1)
+    assert [m["content"] for m in await store.get_history("CA1")] == ["five"]
+
+
+async def test_values_round_trip_and_expire(store: StateStore) -> None:
+    assert await store.get_value("missing") is None
+    await store.set_value("counter:CA1", {"turns": 1})
+    await store.set_value("counter:CA1", {"turns": 2, "nested": {"x": [1.5]}})
+    await store.set_value("short", {"v": 1}, ttl=0.05)
+    await store.set_value("gone", {"v": 1})
+    await store.set_value("gone", {"v": 2}, ttl=0)
+    await asyncio.sleep(0.15)
+    assert await store.get_value("counter:CA1") == {"turns": 2, "nested": {"x": [1.5]}}
+    assert await store.get_value("short") is None
+    assert await store.get_value("gone") is None
