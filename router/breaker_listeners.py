@@ -26,8 +26,8 @@ def audit_and_count(store: StateStore, metrics: Metrics) -> TransitionListener:
         entry = AuditEntry(
             at=after.since,
             actor=actor,
-            action="breaker.transition",
-            reason=cause,
+            action=f"breaker.{cause}" if cause else "breaker.transition",
+            reason=after.reason or cause,
             before=before.to_dict(),
             after=after.to_dict(),
         )

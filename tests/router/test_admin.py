@@ -1,0 +1,166 @@
+"""The admin API: bearer auth, validation that names the field, audited changes, breaker controls."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.router.conftest import RunningRouter
+
+
+def audit(router: RunningRouter) -> list[dict]:
+    response = router.admin("GET", "/admin/audit", params={"limit": 100})
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    "token", [None, "wrong-token", "test-admin-token-but-longer", "raw:Basic test-admin-token"]
+)
+def test_admin_requires_the_exact_bearer_token(router: RunningRouter, token: str | None) -> None:
+    assert router.admin("GET", "/admin/rollout", token=token).status_code == 401
+    response = router.admin("PUT", "/admin/rollout", token=token, json={"percent": 50, "reason": "x"})
+    assert response.status_code == 401
+    assert response.json() == {"error": "missing or wrong bearer token"}
+    assert router.admin("GET", "/admin/rollout").json()["percent"] == 0.0
+    assert audit(router) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"percent": 101}, "percent"),
+        ({"percent": -1}, "percent"),
+        ({"percent": "abc"}, "percent"),
+        ({"percent": "50"}, "percent"),
+        ({"percent": 12.345}, "percent"),
+        ({"percent": True}, "percent"),
+        ({"percent": None}, "percent"),
+        ({"mode": "sometimes"}, "mode"),
+        ({"stickiness": "ip"}, "stickiness"),
+        ({"percent": 10, "colour": "red"}, "colour"),
+    ],
+)
+def test_invalid_rollout_changes_are_422_naming_the_field_and_change_nothing(
+    router: RunningRouter, body: dict, field: str
+) -> None:
+    response = router.admin("PUT", "/admin/rollout", json={**body, "reason": "testing"})
+    assert response.status_code == 422
+    assert response.json()["error"].startswith(f"{field}:")
+    state = router.admin("GET", "/admin/rollout").json()
+    assert state["percent"] == 0.0 and state["mode"] == "split" and state["version"] == 0
+    assert audit(router) == []
+
+
+@pytest.mark.parametrize("reason", [None, "", "   "])
+def test_changes_without_a_reason_are_refused(router: RunningRouter, reason: str | None) -> None:
+    body: dict = {"percent": 20}
+    if reason is not None:
+        body["reason"] = reason
+    response = router.admin("PUT", "/admin/rollout", json=body)
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("reason:")
+    breaker = router.admin("POST", "/admin/breaker", json={"action": "open"})
+    assert breaker.status_code == 422
+    assert router.admin("GET", "/admin/breaker").json()["state"] == "closed"
+    assert audit(router) == []
+
+
+def test_malformed_json_body_is_422(router: RunningRouter) -> None:
+    response = router.admin("PUT", "/admin/rollout", content=b"{not json")
+    assert response.status_code == 422
+    assert response.json()["error"].startswith("body:")
+
+
+def test_rollout_change_is_audited_with_actor_before_after_and_reason(router: RunningRouter) -> None:
+    response = router.admin(
+        "PUT", "/admin/rollout", json={"percent": 12.34, "reason": "first ramp", "actor": "alice"}
+    )
+    assert response.status_code == 200
+    state = response.json()
+    assert state["percent"] == 12.34 and state["updated_by"] == "alice" and state["version"] == 1
+    router.admin(
+        "PUT", "/admin/rollout", json={"mode": "legacy_only", "reason": "incident 42", "actor": "bob"}
+    )
+    entries = audit(router)
+    assert [e["action"] for e in entries] == ["rollout.mode", "rollout.percent"]
+    newest, first = entries
+    assert newest["actor"] == "bob" and newest["reason"] == "incident 42"
+    assert newest["before"]["mode"] == "split" and newest["after"]["mode"] == "legacy_only"
+    assert first["before"] is None and first["after"]["percent"] == 12.34
+    assert router.admin("GET", "/admin/rollout").json()["mode"] == "legacy_only"
+
+
+def test_kill_switch_routes_everyone_to_legacy(router: RunningRouter) -> None:
+    router.admin("PUT", "/admin/rollout", json={"percent": 100, "reason": "go"})
+    assert router.incoming_call("CA" + "1" * 32).headers["X-Voice-Router-Pipeline"] == "realtime"
+    router.admin("PUT", "/admin/rollout", json={"mode": "legacy_only", "reason": "kill"})
+    response = router.incoming_call("CA" + "2" * 32)
+    assert response.headers["X-Voice-Router-Pipeline"] == "legacy"
+    assert response.headers["X-Voice-Router-Reason"] == "kill_switch"
+
+
+def test_allow_and_deny_lists(router: RunningRouter) -> None:
+    vip, blocked = "+14155550111", "+14155550222"
+    bad = router.admin(
+        "POST", "/admin/rollout/allow", json={"op": "add", "number": "555-1234", "reason": "x"}
+    )
+    assert bad.status_code == 422 and bad.json()["error"].startswith("number:")
+    bad_op = router.admin("POST", "/admin/rollout/allow", json={"op": "toggle", "number": vip, "reason": "x"})
+    assert bad_op.status_code == 422 and bad_op.json()["error"].startswith("op:")
+    assert (
+        router.admin(
+            "POST", "/admin/rollout/vip", json={"op": "add", "number": vip, "reason": "x"}
+        ).status_code
+        == 404
+    )
+    ok = router.admin(
+        "POST", "/admin/rollout/allow", json={"op": "add", "number": vip, "reason": "beta tester"}
+    )
+    assert ok.status_code == 200 and ok.json()["allow"] == [vip]
+    router.admin("POST", "/admin/rollout/deny", json={"op": "add", "number": blocked, "reason": "complained"})
+    router.admin("PUT", "/admin/rollout", json={"percent": 100, "reason": "all in"})
+    allowed = router.incoming_call("CA" + "3" * 32, vip)
+    assert allowed.headers["X-Voice-Router-Pipeline"] == "realtime"
+    denied = router.incoming_call("CA" + "4" * 32, blocked)
+    assert denied.headers["X-Voice-Router-Pipeline"] == "legacy"
+    assert denied.headers["X-Voice-Router-Reason"] == "deny_list"
+    router.admin(
+        "POST", "/admin/rollout/deny", json={"op": "remove", "number": blocked, "reason": "resolved"}
+    )
+    assert router.admin("GET", "/admin/rollout").json()["deny"] == []
+    actions = [e["action"] for e in audit(router)]
+    assert actions == ["rollout.deny.remove", "rollout.percent", "rollout.deny.add", "rollout.allow.add"]
+
+
+def test_operator_breaker_controls_route_and_audit(router: RunningRouter) -> None:
+    router.admin("PUT", "/admin/rollout", json={"percent": 100, "reason": "all in"})
+    bad = router.admin("POST", "/admin/breaker", json={"action": "explode", "reason": "x"})
+    assert bad.status_code == 422 and bad.json()["error"].startswith("action:")
+    opened = router.admin(
+        "POST", "/admin/breaker", json={"action": "open", "reason": "VL incident", "actor": "oncall"}
+    )
+    assert opened.status_code == 200 and opened.json()["state"] == "forced_open"
+    response = router.incoming_call("CA" + "5" * 32)
+    assert response.headers["X-Voice-Router-Pipeline"] == "legacy"
+    assert response.headers["X-Voice-Router-Reason"] == "breaker_open"
+    closed = router.admin("POST", "/admin/breaker", json={"action": "close", "reason": "ignore noise"})
+    assert closed.json()["state"] == "forced_closed"
+    reset = router.admin("POST", "/admin/breaker", json={"action": "reset", "reason": "back to normal"})
+    assert reset.json()["state"] == "closed"
+    status = router.admin("GET", "/admin/breaker").json()
+    assert {"state", "failure_rate", "slow_call_rate", "calls_in_window", "since"} <= set(status)
+    transitions = [e for e in audit(router) if e["action"].startswith("breaker")]
+    assert [(e["before"]["state"], e["after"]["state"]) for e in transitions] == [
+        ("forced_closed", "closed"),
+        ("forced_open", "forced_closed"),
+        ("closed", "forced_open"),
+    ]
+    assert transitions[-1]["actor"] == "oncall" and "VL incident" in transitions[-1]["reason"]
+    metrics = router.client.get("/metrics").text
+    assert 'voice_router_breaker_transitions_total{from_state="closed",to_state="forced_open"} 1.0' in metrics
+
+
+def test_audit_and_calls_limits_are_validated(router: RunningRouter) -> None:
+    assert router.admin("GET", "/admin/audit", params={"limit": "lots"}).status_code == 422
+    assert router.admin("GET", "/admin/calls", params={"limit": "0"}).status_code == 422
+    assert router.admin("GET", "/admin/calls", params={"since": "yesterday"}).status_code == 422

@@ -1,0 +1,95 @@
+"""``python -m router`` as an operator runs it: a real process against a running instance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+from tests.router.conftest import ADMIN_TOKEN, RunningRouter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cli(router_url: str, *args: str, token: str | None = ADMIN_TOKEN, env: dict[str, str] | None = None):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "AZURE_", "OPENAI_"))}
+    environment.pop("ADMIN_TOKEN", None)
+    environment.update({"ROUTER_URL": router_url, "ROUTER_ACTOR": "cli-test", **(env or {})})
+    if token is not None:
+        environment["ADMIN_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "router", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=environment,
+        timeout=60,
+    )
+
+
+def test_rollout_commands_change_and_show_state(router: RunningRouter) -> None:
+    done = cli(router.url, "rollout", "set", "12.5", "--reason", "first ramp")
+    assert done.returncode == 0, done.stderr
+    assert "percent:    12.5%" in done.stdout
+    status = cli(router.url, "rollout", "status", "--json")
+    assert status.returncode == 0
+    data = orjson.loads(status.stdout)
+    assert data["percent"] == 12.5 and data["updated_by"] == "cli-test"
+    assert cli(router.url, "rollout", "mode", "legacy_only", "--reason", "incident").returncode == 0
+    assert cli(router.url, "rollout", "allow", "add", "+14155550111", "--reason", "tester").returncode == 0
+    audit = cli(router.url, "audit", "--json")
+    actions = [entry["action"] for entry in orjson.loads(audit.stdout)]
+    assert actions == ["rollout.allow.add", "rollout.mode", "rollout.percent"]
+    text_audit = cli(router.url, "audit")
+    assert "cli-test" in text_audit.stdout and "incident" in text_audit.stdout
+
+
+def test_invalid_input_exits_1_with_one_line(router: RunningRouter) -> None:
+    for args in (
+        ("rollout", "set", "101", "--reason", "x"),
+        ("rollout", "set", "abc", "--reason", "x"),
+        ("rollout", "set", "1.234", "--reason", "x"),
+    ):
+        done = cli(router.url, *args)
+        assert done.returncode == 1
+        assert done.stderr.strip().count("\n") == 0
+        assert "percent" in done.stderr
+    assert cli(router.url, "rollout", "status", "--json").stdout.count('"percent": 0.0') == 1
+
+
+def test_breaker_commands(router: RunningRouter) -> None:
+    assert cli(router.url, "breaker", "open").returncode == 1  # a reason is required
+    opened = cli(router.url, "breaker", "open", "--reason", "drill")
+    assert opened.returncode == 0 and "forced_open" in opened.stdout
+    status = cli(router.url, "breaker", "status", "--json")
+    assert orjson.loads(status.stdout)["state"] == "forced_open"
+    assert "closed" in cli(router.url, "breaker", "reset", "--reason", "done").stdout
+
+
+def test_wrong_token_and_unreachable_server_exit_1(router: RunningRouter) -> None:
+    wrong = cli(router.url, "rollout", "status", token="nope")
+    assert wrong.returncode == 1 and "401" in wrong.stderr
+    missing = cli(router.url, "rollout", "status", token=None)
+    assert missing.returncode == 1 and "ADMIN_TOKEN" in missing.stderr
+    unreachable = cli("http://127.0.0.1:9", "rollout", "status")
+    assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+
+
+def test_serve_without_required_settings_names_each_missing_variable(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "serve", "--port", "9"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)},
+        timeout=60,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert "missing required setting: TWILIO_AUTH_TOKEN" in lines
+    assert "missing required setting: ADMIN_TOKEN" in lines
+    assert "missing required setting: AZURE_VOICELIVE_ENDPOINT" in lines
+    assert all(line.startswith("missing required setting: ") for line in lines)

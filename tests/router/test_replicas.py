@@ -1,0 +1,45 @@
+"""Two app instances on one real Redis: operator changes and breaker state are shared."""
+
+from __future__ import annotations
+
+import time
+
+from tests.router.conftest import RunningRouter
+
+
+def route(router: RunningRouter, call_sid: str) -> tuple[str, str]:
+    response = router.incoming_call(call_sid)
+    assert response.status_code == 200
+    return response.headers["X-Voice-Router-Pipeline"], response.headers["X-Voice-Router-Reason"]
+
+
+def test_a_change_on_one_replica_is_seen_by_the_other_within_a_second(router_factory, redis_url: str) -> None:
+    a: RunningRouter = router_factory(state_url=redis_url, config_cache_seconds=0.5)
+    b: RunningRouter = router_factory(state_url=redis_url, config_cache_seconds=0.5)
+    assert route(b, "CA" + "0" * 32) == ("legacy", "rollout_out")  # b has now cached 0%
+
+    assert a.admin("PUT", "/admin/rollout", json={"percent": 100, "reason": "ramp"}).status_code == 200
+    changed_at = time.monotonic()
+    # The promise: every replica routes by the new config within one second of the change.
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - changed_at)))
+    assert route(b, "CA" + "1" * 32) == ("realtime", "rollout_in")
+    assert b.admin("GET", "/admin/rollout").json()["updated_by"] == "admin-api"
+
+    # The audit log is shared too.
+    assert [e["action"] for e in b.admin("GET", "/admin/audit").json()] == ["rollout.percent"]
+
+
+def test_breaker_forced_open_on_one_replica_routes_legacy_on_the_other(
+    router_factory, redis_url: str
+) -> None:
+    a: RunningRouter = router_factory(state_url=redis_url)
+    b: RunningRouter = router_factory(state_url=redis_url)
+    a.admin("PUT", "/admin/rollout", json={"percent": 100, "reason": "ramp"})
+    time.sleep(0.6)
+    assert route(b, "CA" + "2" * 32)[0] == "realtime"
+    assert a.admin("POST", "/admin/breaker", json={"action": "open", "reason": "drill"}).status_code == 200
+    assert b.admin("GET", "/admin/breaker").json()["state"] == "forced_open"
+    assert route(b, "CA" + "3" * 32) == ("legacy", "breaker_open")
+    # Call records written through either replica are visible from both.
+    sids = {c["call_sid"] for c in a.admin("GET", "/admin/calls").json()}
+    assert {"CA" + "2" * 32, "CA" + "3" * 32} <= sids

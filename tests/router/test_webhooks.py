@@ -1,0 +1,189 @@
+"""POST /twilio/voice and /twilio/status over a real socket: routing, TwiML, records, bad input."""
+
+from __future__ import annotations
+
+import re
+from xml.etree import ElementTree
+
+from flags.breaker_state import BreakerState
+from flags.decision import decide
+from flags.rollout import RolloutConfig
+from router.twilio_signature import sign
+from tests.router.conftest import ADMIN_TOKEN, AUTH_TOKEN, PUBLIC_BASE_URL, RunningRouter
+
+
+def set_rollout(router: RunningRouter, **body: object) -> dict:
+    response = router.admin("PUT", "/admin/rollout", json={"reason": "test", "actor": "pytest", **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def calls(router: RunningRouter) -> list[dict]:
+    response = router.admin("GET", "/admin/calls", params={"limit": 100})
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_legacy_call_gets_first_gather_turn_and_is_recorded(router: RunningRouter) -> None:
+    response = router.incoming_call("CA" + "1" * 32)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/xml")
+    assert response.headers["X-Voice-Router-Pipeline"] == "legacy"
+    assert response.headers["X-Voice-Router-Reason"] == "rollout_out"
+    assert "<Gather" in response.text
+    assert router.legacy.first_turns == ["CA" + "1" * 32]
+    [record] = calls(router)
+    assert record["call_sid"] == "CA" + "1" * 32
+    assert record["pipeline"] == "legacy"
+    assert record["reason"] == "rollout_out"
+    assert record["percent"] == 0.0
+    assert isinstance(record["bucket"], int)
+    # The caller's number is stored only as a keyed hash.
+    assert "+14155550100" not in str(record)
+    assert re.fullmatch(r"[0-9a-f]{32}", record["caller_hash"])
+
+
+def test_realtime_call_gets_connect_stream_with_a_call_bound_token(router: RunningRouter) -> None:
+    set_rollout(router, percent=100)
+    call_sid = "CA" + "2" * 32
+    response = router.incoming_call(call_sid)
+    assert response.status_code == 200
+    assert response.headers["X-Voice-Router-Pipeline"] == "realtime"
+    assert response.headers["X-Voice-Router-Reason"] == "rollout_in"
+    root = ElementTree.fromstring(response.text)
+    connect = root.find("Connect")
+    assert connect is not None
+    assert connect.get("action") == f"{PUBLIC_BASE_URL}/legacy/start"
+    stream = connect.find("Stream")
+    assert stream is not None
+    assert stream.get("url") == "wss://router.example.com/twilio/media"
+    token = stream.find("Parameter[@name='token']")
+    assert token is not None
+    tokens = router.components.tokens
+    assert tokens.verify(token.get("value"), call_sid)
+    assert not tokens.verify(token.get("value"), "CA" + "3" * 32)
+    assert router.legacy.first_turns == []
+
+
+def test_decision_matches_the_flag_function(router: RunningRouter) -> None:
+    config = set_rollout(router, percent=37.5)
+    stored = RolloutConfig.from_dict(config)
+    for index in range(20):
+        caller = f"+1415555{index:04d}"
+        call_sid = f"CA{index:032d}"
+        expected = decide(stored, caller=caller, call_sid=call_sid, breaker_state=BreakerState.CLOSED)
+        response = router.incoming_call(call_sid, caller)
+        assert response.headers["X-Voice-Router-Pipeline"] == expected.pipeline.value
+
+
+def test_forged_missing_and_proxied_signatures_are_refused_and_not_recorded(router: RunningRouter) -> None:
+    params = {"CallSid": "CA" + "4" * 32, "From": "+14155550100"}
+    forged = router.twilio_post("/twilio/voice", params, signature="AAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+    assert forged.status_code == 403
+    missing = router.twilio_post("/twilio/voice", params, signature="")
+    assert missing.status_code == 403
+    # Signed for an attacker's host, presented with proxy headers claiming that host: still refused,
+    # because the URL is rebuilt from PUBLIC_BASE_URL, not from the request's headers.
+    evil = sign(AUTH_TOKEN, "https://evil.example.net/twilio/voice", params)
+    proxied = router.twilio_post(
+        "/twilio/voice",
+        params,
+        signature=evil,
+        headers={
+            "X-Forwarded-Host": "evil.example.net",
+            "X-Forwarded-Proto": "https",
+            "Host": "evil.example.net",
+        },
+    )
+    assert proxied.status_code == 403
+    # A signature over other parameters does not carry over.
+    other = sign(AUTH_TOKEN, PUBLIC_BASE_URL + "/twilio/voice", {**params, "From": "+19995550000"})
+    assert router.twilio_post("/twilio/voice", params, signature=other).status_code == 403
+    assert calls(router) == []
+    assert router.legacy.first_turns == []
+
+
+def test_missing_callsid_is_400_and_not_recorded(router: RunningRouter) -> None:
+    response = router.twilio_post("/twilio/voice", {"From": "+14155550100"})
+    assert response.status_code == 400
+    assert "CallSid" in response.json()["error"]
+    assert calls(router) == []
+
+
+def test_oversized_body_is_413_and_changes_nothing(router: RunningRouter) -> None:
+    params = {"CallSid": "CA" + "5" * 32, "From": "+14155550100", "Padding": "x" * (65 * 1024)}
+    assert router.twilio_post("/twilio/voice", params).status_code == 413
+    big_admin = router.admin(
+        "PUT", "/admin/rollout", content=b'{"percent": 50, "reason": "' + b"y" * 70_000 + b'"}'
+    )
+    assert big_admin.status_code == 413
+    assert calls(router) == []
+    assert router.admin("GET", "/admin/rollout").json()["percent"] == 0.0
+
+
+def test_store_outage_answers_from_last_known_config(router_factory) -> None:
+    router = router_factory(config_cache_seconds=0.0)
+    set_rollout(router, percent=100)
+    assert router.incoming_call("CA" + "6" * 32).headers["X-Voice-Router-Pipeline"] == "realtime"
+    router.store.down = True
+    response = router.incoming_call("CA" + "7" * 32)
+    # The rollout comes from memory; the breaker can't be read, so no caller goes to realtime blind.
+    assert response.status_code == 200
+    assert response.headers["X-Voice-Router-Pipeline"] == "legacy"
+    assert response.headers["X-Voice-Router-Reason"] == "store_unavailable"
+    assert "<Gather" in response.text
+    router.store.down = False
+    assert router.incoming_call("CA" + "8" * 32).headers["X-Voice-Router-Pipeline"] == "realtime"
+
+
+def test_store_down_from_the_start_routes_legacy_never_5xx(router_factory) -> None:
+    router = router_factory(config_cache_seconds=0.0)
+    router.store.down = True
+    response = router.incoming_call("CA" + "9" * 32)
+    assert response.status_code == 200
+    assert response.headers["X-Voice-Router-Pipeline"] == "legacy"
+    assert response.headers["X-Voice-Router-Reason"] == "store_unavailable"
+    assert router.client.get("/readyz").status_code == 503
+    assert router.client.get("/healthz").status_code == 200
+    router.store.down = False
+    assert router.client.get("/readyz").status_code == 200
+
+
+def test_failing_legacy_first_turn_still_answers_twiml(router: RunningRouter) -> None:
+    router.legacy.fail = True
+    response = router.incoming_call("CA" + "a" * 32)
+    assert response.status_code == 200
+    root = ElementTree.fromstring(response.text)
+    gather = root.find("Gather")
+    assert gather is not None and gather.get("input") == "speech"
+    assert gather.get("action") == f"{PUBLIC_BASE_URL}/legacy/turn"
+
+
+def test_status_callback_finalises_the_call_record(router: RunningRouter) -> None:
+    call_sid = "CA" + "b" * 32
+    router.incoming_call(call_sid)
+    forged = router.twilio_post(
+        "/twilio/status", {"CallSid": call_sid, "CallStatus": "completed"}, signature="bm9wZQ=="
+    )
+    assert forged.status_code == 403
+    assert calls(router)[0]["status"] == "in-progress"
+    response = router.twilio_post(
+        "/twilio/status", {"CallSid": call_sid, "CallStatus": "completed", "CallDuration": "42"}
+    )
+    assert response.status_code == 204
+    [record] = calls(router)
+    assert record["status"] == "completed"
+    assert record["duration_s"] == 42.0
+    assert record["ended_at"] >= record["started_at"]
+    assert router.twilio_post("/twilio/status", {"CallStatus": "completed"}).status_code == 400
+
+
+def test_metrics_expose_decisions_breaker_state_percent_and_latency(router: RunningRouter) -> None:
+    set_rollout(router, percent=12.5)
+    router.incoming_call("CA" + "c" * 32)
+    text = router.client.get("/metrics").text
+    assert 'voice_router_decisions_total{pipeline="' in text
+    assert 'voice_router_breaker_state{state="closed"} 1.0' in text
+    assert "voice_router_rollout_percent 12.5" in text
+    assert 'voice_router_webhook_seconds_count{route="voice"} 1.0' in text
+    assert ADMIN_TOKEN not in text
