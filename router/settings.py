@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     azure_storage_container: str = "tts-audio"
     legacy_stt_mode: Literal["twilio", "azure"] = "twilio"
     legacy_turn_deadline_seconds: float = 10.0
+    # Legacy pipeline internals (added by the legacy-pipeline work)
+    legacy_tts_first_chunk_timeout_ms: int = 3000  # Speech SDK first-chunk timeout; SDK default is 40 s + 1 retry
+    legacy_stt_timeout_seconds: float = 6.0  # Azure STT of a recording (the SDK has no bound of its own)
+    legacy_blob_sas_minutes: float = 15.0  # lifetime of the read-only SAS URL in <Play>
+    legacy_blob_retention_hours: float = 24.0  # per-turn reply audio older than this is deleted
+    legacy_blob_cleanup_interval_seconds: float = 3600.0  # 0 disables the periodic clean-up
+    legacy_resume_phrase: str = "Sorry about that. Let's carry on."  # a call moved over from realtime hears this
 
     # Local profile: set by ``serve --local``; names of the services an emulator stands in for.
     local_profile: bool = False
