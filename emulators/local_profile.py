@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any, Protocol
 
+from pydantic import SecretStr
+
 from router.settings import Settings
 
 log = logging.getLogger("router.local_profile")
@@ -102,4 +104,6 @@ def start_local_services(
         raise
     if settings.state_url.startswith("sqlite:///") and not settings.state_url.startswith("sqlite:////"):
         Path(settings.state_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return settings.model_copy(update=updates), started
+    secret_fields = {name for name, field in Settings.model_fields.items() if field.annotation is SecretStr}
+    typed = {k: SecretStr(v) if k in secret_fields and isinstance(v, str) else v for k, v in updates.items()}
+    return settings.model_copy(update=typed), started
