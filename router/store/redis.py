@@ -31,7 +31,7 @@ _Arg = str | int | float | bytes
 
 WINDOW_RETENTION_SECONDS = 7_200  # bucket expiry: longer than any breaker window we would configure
 AUDIT_CAP = 10_000
-HISTORY_TTL_SECONDS = 86_400
+HISTORY_TTL_SECONDS = 86_400.0  # a conversation's history outlives its call by about a day
 
 _SWAP_DOCUMENT = """
 local current = redis.call('HGET', KEYS[1], 'version')
@@ -362,7 +362,7 @@ class RedisStore:
                     if messages:
                         pipe.rpush(key, *[_dumps(message) for message in messages])
                     pipe.ltrim(key, -cap, -1)
-                    pipe.expire(key, HISTORY_TTL_SECONDS)
+                    pipe.pexpire(key, round(HISTORY_TTL_SECONDS * 1000))
                 await pipe.execute()
 
     async def get_value(self, key: str) -> dict[str, Any] | None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+import router.store.redis
+import router.store.sqlite
 from flags.breaker_state import BreakerDocument, BreakerState, HalfOpenTally, WindowTotals
 from flags.rollout import Mode, RolloutConfig
 from router.records import CallRecord, Pipeline, TurnRecord
@@ -176,7 +180,7 @@ async def test_audit_is_numbered_and_listed_newest_first(store: StateStore) -> N
         assert stored == AuditEntry(**{**entry.to_dict(), "id": stored.id})
         appended.append(stored)
 
-    ids = [entry.id for entry in appended]
+    ids = [entry.id or 0 for entry in appended]
     assert ids == sorted(ids) and len(set(ids)) == 5
     assert await store.list_audit() == appended[::-1]
     assert await store.list_audit(limit=2) == [appended[4], appended[3]]
@@ -321,6 +325,16 @@ async def test_history_keeps_the_newest_cap_messages(store: StateStore) -> None:
 
     await store.append_history("CA1", [], cap=1)
     assert [m["content"] for m in await store.get_history("CA1")] == ["five"]
+
+
+async def test_history_expires(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(router.store.sqlite, "HISTORY_TTL_SECONDS", 0.05)
+    monkeypatch.setattr(router.store.redis, "HISTORY_TTL_SECONDS", 0.05)
+    await store.append_history("CA1", [{"content": "old"}], cap=5)
+    await asyncio.sleep(0.15)
+    assert await store.get_history("CA1") == []
+    await store.append_history("CA1", [{"content": "new"}], cap=5)
+    assert await store.get_history("CA1") == [{"content": "new"}]
 
 
 async def test_values_round_trip_and_expire(store: StateStore) -> None:

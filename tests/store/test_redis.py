@@ -1,0 +1,151 @@
+"""What only the Redis backend promises: replicas share state at once, keys expire, failures are fast errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+import router.store.redis
+from emulators.runner import free_port
+from flags.breaker_state import BreakerDocument, BreakerState, WindowTotals
+from router.store.base import AuditEntry, StoreUnavailable
+from router.store.redis import RedisStore
+from tests.store.every_method import EVERY_METHOD, protocol_methods
+
+T0 = 1_700_000_000
+
+
+@pytest.fixture
+async def replicas(redis_url: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    first, second = RedisStore(redis_url), RedisStore(redis_url)
+    await first.open()
+    await second.open()
+    try:
+        yield first, second
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_replicas_see_each_others_writes(replicas: tuple[RedisStore, RedisStore]) -> None:
+    a, b = replicas
+    assert await a.swap_rollout(None, {"percent_bp": 100, "version": 1})
+    assert await b.get_rollout() == {"percent_bp": 100, "version": 1}
+    assert await b.swap_rollout(1, {"percent_bp": 200, "version": 2})
+    assert await a.get_rollout() == {"percent_bp": 200, "version": 2}
+    assert not await a.swap_rollout(1, {"percent_bp": 300, "version": 2})
+
+    opened = BreakerDocument(state=BreakerState.OPEN, since=T0, reason="trip", version=1)
+    assert await a.breaker_swap(None, opened)
+    assert await b.breaker_load() == opened
+    assert not await b.breaker_swap(None, BreakerDocument(version=1))
+
+    await a.breaker_add_outcome(T0, failed=True, slow=False)
+    await b.breaker_add_outcome(T0 + 1, failed=False, slow=True)
+    assert await a.breaker_window(T0, T0 + 1) == WindowTotals(calls=2, failures=1, slow=1)
+    await b.breaker_clear_window()
+    assert await a.breaker_window(T0, T0 + 1) == WindowTotals()
+
+    from_a = await a.append_audit(AuditEntry(T0, "alice", "rollout.set", "", None, {"percent": 1}))
+    from_b = await b.append_audit(AuditEntry(T0 + 1, "bob", "breaker.open", "", None, None))
+    assert await a.list_audit() == [from_b, from_a]
+
+    await a.put_call({"call_sid": "CA1", "started_at": T0})
+    await b.merge_call("CA1", {"status": "completed"})
+    await b.append_call_event("CA1", {"event": "moved"})
+    assert await a.get_call("CA1") == {
+        "call_sid": "CA1",
+        "started_at": T0,
+        "status": "completed",
+        "events": [{"event": "moved"}],
+    }
+
+
+async def test_key_prefix_separates_deployments(redis_url: str) -> None:
+    blue, green = RedisStore(redis_url, key_prefix="blue:"), RedisStore(redis_url, key_prefix="green:")
+    await blue.open()
+    await green.open()
+    try:
+        assert await blue.swap_rollout(None, {"version": 1})
+        await blue.breaker_add_outcome(T0, failed=True, slow=False)
+        assert await green.get_rollout() is None
+        assert await green.breaker_window(T0, T0) == WindowTotals()
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            keys = [str(key, "utf-8") if isinstance(key, bytes) else key for key in await client.keys("*")]
+        finally:
+            await client.aclose()
+        assert keys and all(key.startswith("blue:") for key in keys)
+    finally:
+        await blue.close()
+        await green.close()
+
+
+async def test_window_buckets_and_history_expire_on_their_own(redis_url: str) -> None:
+    store = RedisStore(redis_url, key_prefix="t:")
+    await store.open()
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        await store.breaker_add_outcome(T0, failed=False, slow=False)
+        await store.append_history("CA1", [{"content": "x"}], cap=3)
+        (bucket,) = await client.keys("t:breaker:w:*")
+        assert 0 < await client.ttl(bucket) <= router.store.redis.WINDOW_RETENTION_SECONDS
+        assert 0 < await client.ttl("t:history:CA1") <= router.store.redis.HISTORY_TTL_SECONDS
+    finally:
+        await client.aclose()
+        await store.close()
+
+
+async def test_audit_log_is_capped(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(router.store.redis, "AUDIT_CAP", 3)
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        entries = [
+            await store.append_audit(AuditEntry(T0 + i, "ops", "rollout.set", str(i), None, None))
+            for i in range(5)
+        ]
+        assert await store.list_audit(limit=10) == entries[:1:-1]
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def unreachable() -> AsyncIterator[RedisStore]:
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("method", sorted(EVERY_METHOD))
+async def test_unreachable_redis_raises_store_unavailable(unreachable: RedisStore, method: str) -> None:
+    with pytest.raises(StoreUnavailable):
+        await EVERY_METHOD[method](unreachable)
+
+
+async def test_use_before_open_raises_store_unavailable(redis_url: str) -> None:
+    with pytest.raises(StoreUnavailable):
+        await RedisStore(redis_url).get_rollout()
+
+
+async def test_a_redis_restart_is_survived_by_reconnecting(redis_url: str) -> None:
+    """A pooled connection that Redis dropped is replaced on the next command, not reported as an outage."""
+    store = RedisStore(redis_url)
+    await store.open()
+    admin = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await store.swap_rollout(None, {"version": 1})
+        await admin.client_kill_filter(_type="normal", skipme=True)
+        assert await store.get_rollout() == {"version": 1}
+    finally:
+        await admin.aclose()
+        await store.close()
+
+
+def test_every_method_list_covers_the_protocol() -> None:
+    assert set(EVERY_METHOD) == protocol_methods()

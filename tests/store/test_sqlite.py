@@ -1,0 +1,145 @@
+"""What only the SQLite backend promises: the file survives restarts, WAL, errors become StoreUnavailable."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flags.breaker_state import BreakerDocument, BreakerState, WindowTotals
+from router.store.base import AuditEntry, StoreUnavailable
+from router.store.sqlite import SqliteStore
+from tests.store.every_method import EVERY_METHOD
+
+T0 = 1_700_000_000
+
+
+async def test_everything_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "state.db"
+    first = SqliteStore(path)
+    await first.open()
+    await first.swap_rollout(None, {"percent_bp": 500, "version": 1})
+    await first.breaker_swap(None, BreakerDocument(state=BreakerState.OPEN, reason="trip", version=1))
+    await first.breaker_add_outcome(T0, failed=True, slow=False)
+    audit = await first.append_audit(AuditEntry(T0, "ops", "rollout.set", "ramp", None, {"percent": 5}))
+    await first.put_call({"call_sid": "CA1", "started_at": T0, "status": "in-progress"})
+    await first.append_call_event("CA1", {"event": "answered"})
+    await first.append_turn({"call_sid": "CA1", "at": T0 + 1, "turn": 0, "pipeline": "legacy"})
+    await first.append_history("CA1", [{"role": "user", "content": "hi"}], cap=10)
+    await first.set_value("k", {"v": 1})
+    await first.close()
+
+    second = SqliteStore(path)
+    await second.open()
+    try:
+        assert await second.get_rollout() == {"percent_bp": 500, "version": 1}
+        assert await second.breaker_load() == BreakerDocument(
+            state=BreakerState.OPEN, reason="trip", version=1
+        )
+        assert await second.breaker_window(T0, T0) == WindowTotals(calls=1, failures=1, slow=0)
+        assert await second.list_audit() == [audit]
+        assert await second.get_call("CA1") == {
+            "call_sid": "CA1",
+            "started_at": T0,
+            "status": "in-progress",
+            "events": [{"event": "answered"}],
+        }
+        assert [t["turn"] for t in await second.list_turns()] == [0]
+        assert await second.get_history("CA1") == [{"role": "user", "content": "hi"}]
+        assert await second.get_value("k") == {"v": 1}
+        # ids keep counting after a restart
+        later = await second.append_audit(AuditEntry(T0 + 1, "ops", "rollout.set", "", None, None))
+        assert later.id is not None and audit.id is not None and later.id > audit.id
+    finally:
+        await second.close()
+
+
+async def test_file_uses_wal_journal(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    await store.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_two_instances_on_one_file_have_one_cas_winner(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE makes read-check-write atomic across connections (another process, the CLI)."""
+    stores = [SqliteStore(tmp_path / "state.db") for _ in range(3)]
+    for store in stores:
+        await store.open()
+    try:
+        assert await stores[0].swap_rollout(None, {"version": 1})
+        for version in (1, 2, 3, 4):
+            attempts = [
+                store.swap_rollout(version, {"version": version + 1, "by": n})
+                for n, store in enumerate(stores * 3)
+            ]
+            results = await asyncio.gather(*attempts)
+            assert results.count(True) == 1
+            assert await stores[1].get_rollout() == {"version": version + 1, "by": results.index(True) % 3}
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_expired_values_are_pruned_from_the_file(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        await store.set_value("short", {"v": 1}, ttl=0.01)
+        await asyncio.sleep(0.05)
+        await store.set_value("other", {"v": 2})
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert [key for (key,) in conn.execute("SELECT key FROM kv")] == ["other"]
+
+
+async def test_parent_that_is_a_file_raises_store_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("x")
+    store = SqliteStore(tmp_path / "not-a-dir" / "state.db")
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+
+
+async def test_path_that_is_a_directory_raises_store_unavailable(tmp_path: Path) -> None:
+    (tmp_path / "state.db").mkdir()
+    store = SqliteStore(tmp_path / "state.db")
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+async def test_use_before_open_or_after_close_raises_store_unavailable(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    with pytest.raises(StoreUnavailable):
+        await store.get_rollout()
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.list_calls()
+
+
+async def test_a_call_without_a_sid_is_refused(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        with pytest.raises(ValueError, match="call_sid"):
+            await store.put_call({"started_at": T0})
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("method", sorted(EVERY_METHOD))
+async def test_every_method_on_an_unopenable_file_raises_store_unavailable(
+    tmp_path: Path, method: str
+) -> None:
+    (tmp_path / "not-a-dir").write_text("x")
+    store = SqliteStore(tmp_path / "not-a-dir" / "state.db")
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    with pytest.raises(StoreUnavailable):
+        await EVERY_METHOD[method](store)
