@@ -1,0 +1,159 @@
+"""Benchmark: signed ``POST /twilio/voice`` against one uvicorn worker, next to a bare Starlette endpoint.
+
+Targets (issue 2): the router keeps ≥ 40% of the bare endpoint's throughput; p99 ≤ 10 ms at 300
+requests/s with the SQLite store. The router runs ``python -m router serve --local`` (one worker,
+SQLite in a temp dir, emulators for the cloud services) at a 50% rollout, so half the calls get the
+realtime ``<Connect><Stream>`` answer and half the legacy first turn (greeting from the phrase cache).
+
+    python -m bench.webhook [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import orjson
+
+from bench.loadgen import LoadResult, build_post, closed_loop, open_loop
+from emulators.runner import free_port
+from router.twilio_signature import sign
+
+REPO = Path(__file__).resolve().parents[1]
+AUTH_TOKEN = "bench-auth-token"
+HOST = "127.0.0.1"
+
+
+def wait_listening(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((HOST, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+def request_factory(port: int, public_base_url: str):  # type: ignore[no-untyped-def]
+    def make(index: int) -> bytes:
+        params = {
+            "CallSid": f"CA{index:032x}",
+            "AccountSid": "AC" + "0" * 32,
+            "From": f"+1415{index % 10_000_000:07d}",
+            "To": "+14155550199",
+            "CallStatus": "ringing",
+            "Direction": "inbound",
+        }
+        signature = sign(AUTH_TOKEN, public_base_url + "/twilio/voice", params)
+        body = urlencode(params).encode()
+        headers = [("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", signature)]
+        return build_post(HOST, port, "/twilio/voice", body, headers)
+
+    return make
+
+
+def summary(result: LoadResult) -> dict[str, float | int | dict[int, int]]:
+    return {
+        "completed": result.completed,
+        "errors": result.errors,
+        "rps": round(result.rps, 1),
+        "p50_ms": round(result.percentile(50), 3),
+        "p90_ms": round(result.percentile(90), 3),
+        "p99_ms": round(result.percentile(99), 3),
+        "max_ms": round(max(result.latencies_ms, default=float("nan")), 3),
+        "statuses": result.statuses,
+    }
+
+
+def start_servers(workdir: Path) -> tuple[int, int, list[subprocess.Popen[bytes]]]:
+    router_port, bare_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "ADMIN_TOKEN": "bench-admin",
+        "STATE_URL": f"sqlite:///{workdir / 'state.db'}",
+        "ROLLOUT_PERCENT": "50",
+        "PUBLIC_BASE_URL": f"http://{HOST}:{router_port}",
+    }
+    router = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "router",
+            "serve",
+            "--local",
+            "--port",
+            str(router_port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    bare = subprocess.Popen(
+        [sys.executable, "-m", "bench.bare_app", "--port", str(bare_port)], cwd=REPO, env=env
+    )
+    wait_listening(router_port)
+    wait_listening(bare_port)
+    return router_port, bare_port, [router, bare]
+
+
+async def measure(router_port: int, bare_port: int, quick: bool) -> dict[str, object]:
+    seconds = 3.0 if quick else 8.0
+    public_base_url = f"http://{HOST}:{router_port}"
+    make_router = request_factory(router_port, public_base_url)
+    make_bare = request_factory(bare_port, public_base_url)
+    # Warm up (phrase cache, connections, SQLite pages).
+    await closed_loop(HOST, router_port, make_router, connections=4, seconds=1.0)
+    await closed_loop(HOST, bare_port, make_bare, connections=4, seconds=0.5)
+
+    bare_max = await closed_loop(HOST, bare_port, make_bare, connections=16, seconds=seconds)
+    router_max = await closed_loop(HOST, router_port, make_router, connections=16, seconds=seconds)
+    router_300 = await open_loop(HOST, router_port, make_router, rate=300, seconds=seconds * 1.25)
+    ratio = router_max.rps / bare_max.rps if bare_max.rps else 0.0
+    return {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "bare_max_throughput": summary(bare_max),
+        "router_max_throughput": summary(router_max),
+        "router_throughput_ratio": round(ratio, 3),
+        "router_at_300_rps": summary(router_300),
+        "targets": {"throughput_ratio_min": 0.40, "p99_ms_at_300_rps_max": 10.0},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    router_port, bare_port, processes = start_servers(Path(tempfile.mkdtemp(prefix="bench-webhook-")))
+    try:
+        results = asyncio.run(measure(router_port, bare_port, args.quick))
+    finally:
+        for process in processes:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    out = REPO / "bench" / "results" / "webhook.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
+
+
+if __name__ == "__main__":
+    main()
