@@ -40,11 +40,15 @@ class InMemoryBreakerBackend:
 
     async def breaker_window(self, first_second: int, last_second: int) -> WindowTotals:
         calls = failures = slow = 0
-        for second, (c, f, s) in self._buckets.items():
-            if first_second <= second <= last_second:
-                calls += c
-                failures += f
-                slow += s
+        if last_second - first_second < len(self._buckets):
+            counts = [self._buckets.get(s) for s in range(first_second, last_second + 1)]
+        else:
+            counts = [v for s, v in self._buckets.items() if first_second <= s <= last_second]
+        for bucket in counts:
+            if bucket is not None:
+                calls += bucket[0]
+                failures += bucket[1]
+                slow += bucket[2]
         return WindowTotals(calls=calls, failures=failures, slow=slow)
 
     async def breaker_clear_window(self) -> None:
