@@ -1,0 +1,169 @@
+"""``LegacyPipeline``: the signed Twilio routes of the legacy turn loop, wired from settings.
+
+Routes: ``POST /legacy/turn`` (``<Gather>`` action), ``POST /legacy/recording`` (``<Record>`` action, the
+``azure`` STT mode) and ``POST /legacy/start`` (a realtime call moved over mid-call). Every one checks
+``X-Twilio-Signature`` against ``PUBLIC_BASE_URL`` and answers 403, recording nothing, when it fails.
+The router calls :meth:`LegacyPipeline.first_turn` itself from ``POST /twilio/voice``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from flags.clock import Clock
+from legacy_pipeline.blob_store import run_cleanup
+from legacy_pipeline.phrase_cache import PhraseCache
+from legacy_pipeline.services import LegacyServices, build_services
+from legacy_pipeline.turns import TurnLoop
+from legacy_pipeline.twiml import RECORDING_PATH, START_PATH, TURN_PATH, TwimlBuilder
+from router.agent_profile import AgentProfile
+from router.observability import Metrics, call_sid_var
+from router.settings import Settings
+from router.store.base import StateStore
+from router.twilio_signature import TwilioSignatureValidator
+
+log = logging.getLogger("legacy_pipeline")
+
+TWIML_MEDIA_TYPE = "text/xml"
+CALL_SID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+TurnHandler = Callable[[str, dict[str, str], float], Awaitable[str]]
+
+
+class LegacyPipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        profile: AgentProfile,
+        store: StateStore,
+        metrics: Metrics,
+        signatures: TwilioSignatureValidator,
+        clock: Clock,
+        services: LegacyServices | None = None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._signatures = signatures
+        self.services = services if services is not None else build_services(settings)
+        self.twiml = TwimlBuilder(
+            public_base_url=settings.public_base_url, profile=profile, stt_mode=settings.legacy_stt_mode
+        )
+        self.phrases = PhraseCache(self.services.synthesizer, self.services.blob_store)
+        self.turns = TurnLoop(
+            settings=settings,
+            profile=profile,
+            store=store,
+            metrics=metrics,
+            services=self.services,
+            wall_time=clock.time,
+            twiml=self.twiml,
+            phrases=self.phrases,
+        )
+        self._cleanup_task: asyncio.Task[None] | None = None
+
+    async def first_turn(self, call_sid: str, *, moved: bool = False) -> str:
+        """TwiML for the call's first legacy turn: the greeting, or a resume line for a moved call."""
+        self._ensure_cleanup()
+        return await self.turns.first_turn(call_sid, moved=moved)
+
+    async def warm_phrases(self) -> None:
+        """Synthesise the fixed phrases ahead of the first call (optional; failures are only logged)."""
+        profile_texts = [self.turns.greeting, *self.turns.fixed_phrases]
+        for text in profile_texts:
+            if not text:
+                continue
+            try:
+                await self.turns.warm(text)
+            except Exception:
+                log.warning("could not pre-synthesise a phrase", exc_info=True)
+
+    def routes(self) -> list[BaseRoute]:
+        return [
+            Route(TURN_PATH, self._signed(TURN_PATH, self._on_gather), methods=["POST"]),
+            Route(RECORDING_PATH, self._signed(RECORDING_PATH, self._on_recording), methods=["POST"]),
+            Route(START_PATH, self._signed(START_PATH, self._on_start), methods=["POST"]),
+        ]
+
+    async def aclose(self) -> None:
+        if self._cleanup_task is not None:
+            self._cleanup_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cleanup_task
+            self._cleanup_task = None
+        await self.services.aclose()
+
+    async def cleanup_once(self) -> int:
+        """Delete expired per-turn audio now; returns the number of blobs deleted."""
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=self._settings.legacy_blob_retention_hours)
+        return await self.services.blob_store.delete_older_than(cutoff)
+
+    # Handlers -----------------------------------------------------------------------------------
+    async def _on_gather(self, call_sid: str, form: dict[str, str], received_at: float) -> str:
+        return await self.turns.speech_turn(call_sid, form.get("SpeechResult"), received_at=received_at)
+
+    async def _on_recording(self, call_sid: str, form: dict[str, str], received_at: float) -> str:
+        url = form.get("RecordingUrl") or None
+        if form.get("RecordingDuration", "").strip() == "0":
+            url = None
+        return await self.turns.recording_turn(call_sid, url, received_at=received_at)
+
+    async def _on_start(self, call_sid: str, form: dict[str, str], received_at: float) -> str:
+        return await self.turns.first_turn(call_sid, moved=True, received_at=received_at)
+
+    def _signed(self, path: str, handler: TurnHandler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            received_at = time.perf_counter()
+            try:
+                raw = await request.form()
+            except Exception:
+                self._metrics.rejected_requests.labels(path, "bad_form").inc()
+                return PlainTextResponse("malformed form body", status_code=400)
+            form = {key: value for key, value in raw.multi_items() if isinstance(value, str)}
+            signature = request.headers.get("X-Twilio-Signature")
+            if not self._signatures.validate_http(path, request.url.query, form, signature):
+                self._metrics.rejected_requests.labels(path, "signature").inc()
+                log.warning("rejected %s: missing or invalid X-Twilio-Signature", path)
+                return PlainTextResponse("invalid Twilio signature", status_code=403)
+            call_sid = form.get("CallSid", "")
+            if not CALL_SID_PATTERN.match(call_sid):
+                self._metrics.rejected_requests.labels(path, "call_sid").inc()
+                return PlainTextResponse("missing or malformed CallSid", status_code=400)
+            self._ensure_cleanup()
+            token = call_sid_var.set(call_sid)
+            try:
+                twiml = await handler(call_sid, form, received_at)
+            except Exception:
+                # The turn loop handles service failures itself; this is the last line against dead air.
+                log.exception("legacy handler failed", extra={"call_sid": call_sid})
+                self._metrics.turn_failures.labels("legacy", "server").inc()
+                twiml = self.twiml.say_and_listen(self.turns.apology)
+            finally:
+                call_sid_var.reset(token)
+            self._metrics.webhook_latency.labels(path).observe(time.perf_counter() - received_at)
+            return Response(twiml, media_type=TWIML_MEDIA_TYPE)
+
+        return endpoint
+
+    def _ensure_cleanup(self) -> None:
+        interval = self._settings.legacy_blob_cleanup_interval_seconds
+        if interval <= 0 or self._cleanup_task is not None:
+            return
+        self._cleanup_task = asyncio.get_running_loop().create_task(
+            run_cleanup(
+                self.services.blob_store,
+                retention=dt.timedelta(hours=self._settings.legacy_blob_retention_hours),
+                interval_s=interval,
+            ),
+            name="legacy-blob-cleanup",
+        )

@@ -1,0 +1,106 @@
+"""Speech-to-text of a Twilio recording with the Azure Speech SDK (the ``azure`` STT mode).
+
+Twilio's recordings are WAV; the format chunk says whether the samples are 16-bit PCM or μ-law, and the
+SDK's push stream is told exactly that, so no transcoding happens here.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from azure.cognitiveservices import speech as speechsdk
+
+from legacy_pipeline.blocking import run_blocking
+from legacy_pipeline.speech_config import SpeechError, describe_cancellation
+
+WAVE_FORMAT_PCM = 1
+WAVE_FORMAT_MULAW = 7
+
+
+class Recognizer(Protocol):
+    async def transcribe(self, wav: bytes, *, language: str) -> str:
+        """The caller's words ("" when nothing was recognised); raises :class:`SpeechError` on failure."""
+        ...
+
+
+@dataclass(frozen=True)
+class WavAudio:
+    format_tag: int
+    sample_rate: int
+    bits_per_sample: int
+    channels: int
+    data: bytes
+
+
+def parse_wav(wav: bytes) -> WavAudio:
+    """Read the ``fmt `` and ``data`` chunks of a RIFF/WAVE file (PCM or μ-law)."""
+    if len(wav) < 12 or wav[:4] != b"RIFF" or wav[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file")
+    offset = 12
+    fmt: tuple[int, int, int, int] | None = None
+    while offset + 8 <= len(wav):
+        chunk_id = wav[offset : offset + 4]
+        (size,) = struct.unpack_from("<I", wav, offset + 4)
+        body = offset + 8
+        if chunk_id == b"fmt " and size >= 16:
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", wav, body)
+            fmt = (tag, channels, rate, bits)
+        elif chunk_id == b"data":
+            if fmt is None:
+                raise ValueError("WAVE data chunk before its fmt chunk")
+            end = len(wav) if size in (0, 0xFFFFFFFF) else min(len(wav), body + size)
+            tag, channels, rate, bits = fmt
+            if tag not in (WAVE_FORMAT_PCM, WAVE_FORMAT_MULAW):
+                raise ValueError(f"unsupported WAVE format tag {tag}")
+            return WavAudio(tag, rate, bits, channels, wav[body:end])
+        offset = body + size + (size & 1)
+    raise ValueError("WAVE file has no data chunk")
+
+
+class AzureSpeechRecognizer:
+    def __init__(
+        self, config_factory: Callable[[], speechsdk.SpeechConfig], *, timeout_s: float = 6.0
+    ) -> None:
+        self._config_factory = config_factory
+        self._timeout_s = timeout_s
+
+    def _recognize(self, audio: WavAudio, language: str) -> str:
+        if audio.format_tag == WAVE_FORMAT_MULAW:
+            stream_format = speechsdk.audio.AudioStreamFormat(
+                samples_per_second=audio.sample_rate,
+                bits_per_sample=16,
+                channels=audio.channels,
+                wave_stream_format=speechsdk.audio.AudioStreamWaveFormat.MULAW,
+            )
+        else:
+            stream_format = speechsdk.audio.AudioStreamFormat(
+                samples_per_second=audio.sample_rate,
+                bits_per_sample=audio.bits_per_sample,
+                channels=audio.channels,
+            )
+        stream = speechsdk.audio.PushAudioInputStream(stream_format=stream_format)
+        stream.write(audio.data)
+        stream.close()
+        config = self._config_factory()
+        config.speech_recognition_language = language
+        recognizer = speechsdk.SpeechRecognizer(
+            speech_config=config, audio_config=speechsdk.audio.AudioConfig(stream=stream)
+        )
+        result = recognizer.recognize_once_async().get()
+        if result.reason == speechsdk.ResultReason.RecognizedSpeech:
+            text: str = result.text
+            return text
+        if result.reason == speechsdk.ResultReason.NoMatch:
+            return ""
+        raise SpeechError(describe_cancellation(result))
+
+    async def transcribe(self, wav: bytes, *, language: str) -> str:
+        audio = parse_wav(wav)
+        if not audio.data:
+            return ""
+        return await run_blocking(
+            lambda: self._recognize(audio, language), timeout_s=self._timeout_s, name="azure-stt"
+        )

@@ -1,0 +1,80 @@
+"""Text-to-speech with the Azure Speech SDK, straight to telephony audio.
+
+``Riff8Khz8BitMonoMULaw`` is what ``<Play>`` plays without transcoding (the SDK adds the RIFF header
+itself). The SDK's own first-chunk timeout and retry are set low so a stalled service fails in a couple
+of seconds instead of the SDK default 40 s plus one retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+from collections.abc import Callable
+from typing import Protocol
+
+from azure.cognitiveservices import speech as speechsdk
+
+from legacy_pipeline.speech_config import SpeechError, describe_cancellation
+from legacy_pipeline.ssml import build_ssml
+
+AUDIO_FORMAT = "riff-8khz-8bit-mono-mulaw"
+
+
+class Synthesizer(Protocol):
+    audio_format: str
+
+    async def synthesize(self, text: str, *, voice: str, language: str) -> bytes:
+        """WAV bytes (8 kHz μ-law) saying ``text``; raises :class:`SpeechError` on failure."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class AzureSpeechSynthesizer:
+    """Keeps a few SDK synthesizers (each holds its service connection) and lends one per request."""
+
+    audio_format = AUDIO_FORMAT
+
+    def __init__(
+        self,
+        config_factory: Callable[[], speechsdk.SpeechConfig],
+        *,
+        first_chunk_timeout_ms: int = 3000,
+        max_idle: int = 8,
+    ) -> None:
+        self._config_factory = config_factory
+        self._first_chunk_timeout_ms = first_chunk_timeout_ms
+        self._idle: queue.LifoQueue[speechsdk.SpeechSynthesizer] = queue.LifoQueue(maxsize=max_idle)
+
+    def _new_synthesizer(self) -> speechsdk.SpeechSynthesizer:
+        config = self._config_factory()
+        config.set_speech_synthesis_output_format(speechsdk.SpeechSynthesisOutputFormat.Riff8Khz8BitMonoMULaw)
+        config.set_property_by_name("SpeechSynthesis_FirstChunkTimeoutMs", str(self._first_chunk_timeout_ms))
+        config.set_property_by_name("SpeechSynthesis_MaxRetryTimes", "0")
+        return speechsdk.SpeechSynthesizer(speech_config=config, audio_config=None)
+
+    def _speak(self, ssml: str) -> bytes:
+        try:
+            synthesizer = self._idle.get_nowait()
+        except queue.Empty:
+            synthesizer = self._new_synthesizer()
+        result = synthesizer.speak_ssml_async(ssml).get()
+        if result.reason != speechsdk.ResultReason.SynthesizingAudioCompleted:
+            # A failed synthesizer may hold a broken connection: let it go rather than lend it again.
+            raise SpeechError(describe_cancellation(result))
+        with contextlib.suppress(queue.Full):
+            self._idle.put_nowait(synthesizer)
+        audio: bytes = result.audio_data
+        return audio
+
+    async def synthesize(self, text: str, *, voice: str, language: str) -> bytes:
+        ssml = build_ssml(text, voice=voice, language=language)
+        return await asyncio.to_thread(self._speak, ssml)
+
+    async def aclose(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait()
+            except queue.Empty:
+                return

@@ -1,0 +1,312 @@
+"""The legacy turn loop: greeting, caller turns, silence handling, failures, and what each turn records.
+
+One caller turn is STT (ours, in ``azure`` mode) → LLM → TTS → Blob upload → ``<Play>`` + listen again,
+all under one deadline well inside Twilio's 15 s webhook timeout. Whatever fails or runs late, the caller
+hears an apology and the call keeps listening; the turn record says which stage failed and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from legacy_pipeline.history import ConversationState, TurnCounters
+from legacy_pipeline.phrase_cache import PhraseAudio, PhraseCache, PhraseFailed
+from legacy_pipeline.services import LegacyServices
+from legacy_pipeline.ssml import clean_text
+from legacy_pipeline.twiml import TwimlBuilder
+from router.agent_profile import AgentProfile
+from router.observability import Metrics
+from router.records import Pipeline, TurnRecord
+from router.settings import Settings
+from router.store.base import StateStore
+
+log = logging.getLogger("legacy_pipeline.turns")
+
+PIPELINE = Pipeline.LEGACY.value
+
+
+class EmptyReply(Exception):
+    """The model answered with no text."""
+
+
+class StageTimer:
+    """Milliseconds per completed stage, and which stage is running now (for failure attribution)."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+        self.current = "turn"
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.current = name
+        started = time.perf_counter()
+        yield
+        self.stages[name] = (time.perf_counter() - started) * 1000.0
+
+
+def bound_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, at a word boundary when there is one nearby."""
+    text = clean_text(text)
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:")
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, PhraseFailed):
+        exc = exc.cause
+    name = type(exc).__name__
+    message = str(exc).strip()
+    return f"{name}: {message}"[:300] if message else name
+
+
+class TurnLoop:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        profile: AgentProfile,
+        store: StateStore,
+        metrics: Metrics,
+        services: LegacyServices,
+        wall_time: Callable[[], float],
+        twiml: TwimlBuilder,
+        phrases: PhraseCache,
+    ) -> None:
+        self._settings = settings
+        self._profile = profile
+        self._options = profile.legacy
+        self._store = store
+        self._metrics = metrics
+        self._services = services
+        self._wall_time = wall_time
+        self._twiml = twiml
+        self._phrases = phrases
+        self._state = ConversationState(store, metrics, cap=profile.legacy.max_history_messages)
+        self._deadline_s = settings.legacy_turn_deadline_seconds
+        self._system = {"role": "system", "content": profile.instructions}
+
+    @property
+    def greeting(self) -> str:
+        return self._profile.greeting
+
+    @property
+    def apology(self) -> str:
+        return self._options.apology
+
+    @property
+    def fixed_phrases(self) -> list[str]:
+        """Every phrase the loop may play that does not depend on the conversation."""
+        return [self._options.reprompt, self._options.goodbye, self._settings.legacy_resume_phrase]
+
+    async def warm(self, text: str) -> PhraseAudio:
+        return await self._phrases.get(text, voice=self._profile.voice, language=self._profile.language)
+
+    # First turn -------------------------------------------------------------------------------
+    async def first_turn(
+        self, call_sid: str, *, moved: bool = False, received_at: float | None = None
+    ) -> str:
+        """Greeting (turn 0) for a new call; a short resume line for a call moved over from realtime."""
+        received_at = time.perf_counter() if received_at is None else received_at
+        if moved:
+            return await self._resume(call_sid, received_at)
+        greeting = self._profile.greeting
+        timer = StageTimer()
+        record = TurnRecord(
+            call_sid=call_sid, pipeline=Pipeline.LEGACY, turn=0, at=self._wall_time(), assistant_text=greeting
+        )
+        twiml = self._twiml.listen()
+        if greeting:
+            twiml = await self._phrase_twiml(greeting, received_at, timer, record)
+            await self._state.append(call_sid, [{"role": "assistant", "content": greeting}])
+        await self._state.save_counters(call_sid, TurnCounters(last_turn=0, empty_turns=0))
+        await self._finish(record, timer, received_at)
+        return twiml
+
+    async def _resume(self, call_sid: str, received_at: float) -> str:
+        last_turn = 0
+        try:
+            earlier = await self._store.list_turns(call_sid=call_sid)
+            last_turn = max((int(t.get("turn", 0)) for t in earlier), default=0)
+        except Exception:
+            self._store_failed("list_turns")
+        await self._state.save_counters(call_sid, TurnCounters(last_turn=last_turn, empty_turns=0))
+        await self._event(call_sid, {"type": "legacy.resumed", "after_turn": last_turn})
+        line = self._settings.legacy_resume_phrase
+        try:
+            async with asyncio.timeout(self._remaining(received_at)):
+                phrase = await self._phrases.get(
+                    line, voice=self._profile.voice, language=self._profile.language
+                )
+            return self._twiml.play_and_listen(phrase.url)
+        except Exception as exc:
+            self._failed(call_sid, exc.stage if isinstance(exc, PhraseFailed) else "tts", exc)
+            return self._twiml.say_and_listen(line)
+
+    # Caller turns -----------------------------------------------------------------------------
+    async def speech_turn(self, call_sid: str, speech: str | None, *, received_at: float) -> str:
+        """A ``<Gather>`` result: Twilio already recognised the caller (``SpeechResult``)."""
+        return await self._caller_turn(call_sid, received_at, speech=speech or "")
+
+    async def recording_turn(self, call_sid: str, recording_url: str | None, *, received_at: float) -> str:
+        """A ``<Record>`` result: download the recording and recognise it ourselves."""
+        if not recording_url:
+            return await self._caller_turn(call_sid, received_at, speech="")
+        return await self._caller_turn(call_sid, received_at, recording_url=recording_url)
+
+    async def _caller_turn(
+        self, call_sid: str, received_at: float, *, speech: str = "", recording_url: str | None = None
+    ) -> str:
+        counters = await self._state.counters(call_sid)
+        if not counters.known:
+            log.info("turn for a call without legacy state: starting a fresh conversation")
+        turn = counters.last_turn + 1
+        timer = StageTimer()
+        record = TurnRecord(call_sid=call_sid, pipeline=Pipeline.LEGACY, turn=turn, at=self._wall_time())
+        if self._twiml.endpointing_ms is not None:
+            record.stages["endpointing"] = self._twiml.endpointing_ms
+        scope = asyncio.timeout(self._remaining(received_at))
+        try:
+            async with scope:
+                if recording_url is not None:
+                    with timer.stage("recording"):
+                        wav = await self._services.recordings.fetch(recording_url)
+                    with timer.stage("stt"):
+                        speech = await self._services.recognizer.transcribe(
+                            wav, language=self._profile.language
+                        )
+                user_text = bound_text(speech, self._options.max_speech_chars)
+                if not user_text:
+                    return await self._empty_turn(call_sid, counters, received_at)
+                record.user_text = user_text
+                counters.last_turn, counters.empty_turns = turn, 0
+                audio_url = await self._respond(call_sid, user_text, timer, record)
+            twiml = self._twiml.play_and_listen(audio_url)
+        except Exception as exc:
+            counters.last_turn, counters.empty_turns = turn, 0
+            stage = "deadline" if timer.current == "turn" else timer.current
+            record.error = f"deadline of {self._deadline_s:g}s exceeded" if scope.expired() else describe(exc)
+            record.error_stage = stage
+            self._failed(call_sid, stage, exc)
+            twiml = self._twiml.say_and_listen(self._options.apology)
+        await self._state.save_counters(call_sid, counters)
+        await self._finish(record, timer, received_at)
+        return twiml
+
+    async def _respond(self, call_sid: str, user_text: str, timer: StageTimer, record: TurnRecord) -> str:
+        timer.current = "history"
+        history = await self._state.history(call_sid)
+        messages = [self._system, *history, {"role": "user", "content": user_text}]
+        timer.current = "llm"
+        reply = await self._services.llm.reply(
+            messages, temperature=self._profile.temperature, max_tokens=self._profile.max_output_tokens
+        )
+        if reply.first_token_ms is not None:
+            timer.stages["llm_first_token"] = reply.first_token_ms
+        timer.stages["llm_total"] = reply.total_ms
+        record.usage.update(reply.usage)
+        text = bound_text(reply.text, self._options.max_reply_chars)
+        if not text:
+            raise EmptyReply("the model returned no text")
+        record.assistant_text = text
+        with timer.stage("tts"):
+            audio = await self._services.synthesizer.synthesize(
+                text, voice=self._profile.voice, language=self._profile.language
+            )
+        record.usage["tts_chars"] = len(text)
+        with timer.stage("upload"):
+            stored = await self._services.blob_store.upload_turn_audio(audio)
+        timer.current = "history"
+        await self._state.append(
+            call_sid, [{"role": "user", "content": user_text}, {"role": "assistant", "content": text}]
+        )
+        return stored.url
+
+    async def _empty_turn(self, call_sid: str, counters: TurnCounters, received_at: float) -> str:
+        counters.empty_turns += 1
+        await self._state.save_counters(call_sid, counters)
+        hang_up = counters.empty_turns >= self._options.max_empty_turns
+        await self._event(
+            call_sid, {"type": "legacy.no_speech", "empty_turns": counters.empty_turns, "hang_up": hang_up}
+        )
+        text = self._options.goodbye if hang_up else self._options.reprompt
+        phrase = await self._try_phrase(call_sid, text, received_at)
+        if hang_up:
+            return self._twiml.goodbye(text=text, audio_url=phrase.url if phrase else None)
+        return self._twiml.play_and_listen(phrase.url) if phrase else self._twiml.say_and_listen(text)
+
+    # Helpers ----------------------------------------------------------------------------------
+    async def _phrase_twiml(
+        self, text: str, received_at: float, timer: StageTimer, record: TurnRecord
+    ) -> str:
+        timer.current = "tts"
+        scope = asyncio.timeout(self._remaining(received_at))
+        try:
+            async with scope:
+                phrase = await self._phrases.get(
+                    text, voice=self._profile.voice, language=self._profile.language
+                )
+        except Exception as exc:
+            stage = exc.stage if isinstance(exc, PhraseFailed) else timer.current
+            record.error = f"deadline of {self._deadline_s:g}s exceeded" if scope.expired() else describe(exc)
+            record.error_stage = stage
+            self._failed(record.call_sid, stage, exc)
+            return self._twiml.say_and_listen(text)
+        if not phrase.cached:
+            timer.stages["tts"] = phrase.tts_ms
+            timer.stages["upload"] = phrase.upload_ms
+            record.usage["tts_chars"] = phrase.chars
+        return self._twiml.play_and_listen(phrase.url)
+
+    async def _try_phrase(self, call_sid: str, text: str, received_at: float) -> PhraseAudio | None:
+        try:
+            async with asyncio.timeout(self._remaining(received_at)):
+                return await self._phrases.get(
+                    text, voice=self._profile.voice, language=self._profile.language
+                )
+        except Exception as exc:
+            self._failed(call_sid, exc.stage if isinstance(exc, PhraseFailed) else "tts", exc)
+            return None
+
+    def _remaining(self, received_at: float) -> float:
+        return max(0.0, self._deadline_s - (time.perf_counter() - received_at))
+
+    async def _finish(self, record: TurnRecord, timer: StageTimer, received_at: float) -> None:
+        total_ms = (time.perf_counter() - received_at) * 1000.0
+        record.stages.update(timer.stages)
+        record.stages["server_total"] = total_ms
+        record.response_ms = total_ms
+        for stage, ms in record.stages.items():
+            self._metrics.observe_turn(PIPELINE, stage, ms)
+        try:
+            await self._store.append_turn(record.to_dict())
+        except Exception:
+            self._store_failed("append_turn")
+
+    async def _event(self, call_sid: str, event: dict[str, Any]) -> None:
+        try:
+            await self._store.append_call_event(call_sid, {"at": self._wall_time(), **event})
+        except Exception:
+            self._store_failed("append_call_event")
+
+    def _failed(self, call_sid: str, stage: str, exc: BaseException) -> None:
+        self._metrics.turn_failures.labels(PIPELINE, stage).inc()
+        log.warning(
+            "legacy turn failed at %s: %s",
+            stage,
+            describe(exc),
+            extra={"call_sid": call_sid, "stage": stage, "pipeline": PIPELINE, "error": describe(exc)},
+        )
+
+    def _store_failed(self, operation: str) -> None:
+        self._metrics.store_errors.labels(operation).inc()
+        log.warning("state store write failed: %s", operation, exc_info=True)
