@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -540,3 +541,30 @@ async def test_cas_conflict_on_the_lazy_half_open_transition_is_retried() -> Non
     backend.remaining = 1
     assert await state(breaker) is BreakerState.HALF_OPEN
     assert [c[1] for c in listener.calls] == [BreakerState.OPEN, BreakerState.HALF_OPEN]
+
+
+class Yielding(InMemoryBreakerBackend):
+    """Gives the event loop a turn inside every call, as a networked store does, so coroutines interleave."""
+
+    async def breaker_load(self) -> BreakerDocument | None:
+        await asyncio.sleep(0)
+        return await super().breaker_load()
+
+    async def breaker_swap(self, expected_version: int | None, new: BreakerDocument) -> bool:
+        await asyncio.sleep(0)
+        return await super().breaker_swap(expected_version, new)
+
+
+async def test_concurrent_trial_acquisitions_never_exceed_the_permit_limit() -> None:
+    breaker, clock, _, _ = make(backend=Yielding())
+    await half_open_breaker(breaker, clock)
+    admitted = await asyncio.gather(*(breaker.try_acquire_trial() for _ in range(10)))
+    assert sum(admitted) == 3
+    assert (await breaker.status()).trial_permits == 3
+
+
+async def test_concurrent_connect_failures_are_all_counted() -> None:
+    breaker, _, listener, _ = make(backend=Yielding())
+    await asyncio.gather(*(breaker.record(CF) for _ in range(3)))
+    assert await state(breaker) is BreakerState.OPEN
+    assert len(listener.calls) == 1  # one transition, however many raced to make it
