@@ -120,6 +120,7 @@ class TwilioRestEmulator:
         # When True only calls registered with ``open_call`` exist (the call simulator turns it on).
         self.known_calls_only = False
         self._calls: dict[str, CallResource] = {}
+        self._recordings: dict[str, bytes] = {}  # RecordingSid -> WAV bytes
         self._lock = threading.Lock()
         self._host = host
         self._port = port
@@ -134,6 +135,11 @@ class TwilioRestEmulator:
                 Route(
                     f"/{API_VERSION}/Accounts/{{account_sid}}/Calls/{{call_sid}}.json",
                     self._fetch_call,
+                    methods=["GET"],
+                ),
+                Route(
+                    f"/{API_VERSION}/Accounts/{{account_sid}}/Recordings/{{recording}}",
+                    self._fetch_recording,
                     methods=["GET"],
                 ),
                 Route("/_emulator/faults", self._set_faults, methods=["POST", "GET"]),
@@ -172,6 +178,12 @@ class TwilioRestEmulator:
         with self._lock:
             call = self._calls.get(call_sid)
             return call.status if call else None
+
+    def add_recording(self, recording_sid: str, wav: bytes) -> str:
+        """Keep ``wav`` and return its ``RecordingUrl`` (Twilio's form: no extension; ``.wav`` also works)."""
+        with self._lock:
+            self._recordings[recording_sid] = wav
+        return f"{self.url}/{API_VERSION}/Accounts/{self.account_sid}/Recordings/{recording_sid}"
 
     def updates_for(self, call_sid: str) -> list[dict[str, str]]:
         return [fields for sid, fields in list(self.updates) if sid == call_sid]
@@ -303,6 +315,20 @@ class TwilioRestEmulator:
             await self.on_update(call_sid, fields)
         with self._lock:
             return _json(self._resource(found))
+
+    async def _fetch_recording(self, request: Request) -> Response:
+        """Recordings are media: Twilio serves them with HTTP Basic when "enforce auth on media" is on."""
+        denied = self._authenticate(request, request.path_params["account_sid"])
+        if denied is not None:
+            return denied
+        name: str = request.path_params["recording"]
+        sid, _, extension = name.partition(".")
+        with self._lock:
+            wav = self._recordings.get(sid)
+        if wav is None or extension not in ("", "wav"):
+            message = f"The requested resource {request.url.path} was not found"
+            return _json(error_body(404, 20404, message), 404)
+        return Response(wav, media_type="audio/x-wav")
 
     async def _set_faults(self, request: Request) -> Response:
         if request.method == "POST":
