@@ -1,0 +1,169 @@
+"""Audio between Twilio (8 kHz G.711 μ-law) and Voice Live, in one of two modes.
+
+* ``g711_ulaw`` (default): Voice Live speaks μ-law natively, so the base64 payload strings pass through
+  untouched in both directions: no decode, no resample.
+* ``pcm16``: Voice Live at 24 kHz 16-bit. μ-law is decoded/encoded with lookup tables and each direction
+  has its own ``soxr.ResampleStream`` (int16, mono) kept for the whole call, so no chunk boundary ever
+  clicks. The outbound stream is flushed at the end of a response and cleared only when Twilio's buffer is
+  cleared (barge-in): never in the middle of an utterance.
+"""
+
+from __future__ import annotations
+
+import binascii
+import functools
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+TWILIO_RATE_HZ = 8000
+PCM16_RATE_HZ = 24000
+ULAW_BYTES_PER_MS = 8
+
+_BIAS = 0x84
+_CLIP14 = 8159
+
+
+@functools.cache
+def ulaw_decode_table() -> npt.NDArray[np.int16]:
+    """256 μ-law codes → linear int16 (ITU-T G.711)."""
+    codes = ~np.arange(256, dtype=np.int32) & 0xFF
+    sign = codes & 0x80
+    exponent = (codes >> 4) & 0x07
+    mantissa = codes & 0x0F
+    magnitude = (((mantissa << 3) + _BIAS) << exponent) - _BIAS
+    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+
+
+@functools.cache
+def ulaw_encode_table() -> npt.NDArray[np.uint8]:
+    """All 65536 int16 values → μ-law code (bit-exact with ``audioop.lin2ulaw``), so encoding is one index."""
+    pcm = np.arange(-32768, 32768, dtype=np.int32)
+    samples = pcm >> 2  # 14-bit, as in the reference implementation
+    mask = np.where(samples < 0, 0x7F, 0xFF)
+    magnitude = np.minimum(np.abs(samples), _CLIP14) + (_BIAS >> 2)
+    _, bit_length = np.frexp(magnitude.astype(np.float64))
+    segment = np.maximum(bit_length.astype(np.int32) - 6, 0)
+    codes = (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F)
+    codes = np.where(segment >= 8, 0x7F, codes)
+    table = np.empty(65536, dtype=np.uint8)
+    # Index with the int16 value reinterpreted as uint16: table[uint16(x)] = code(x).
+    table[pcm.astype(np.int16).view(np.uint16)] = ((codes ^ mask) & 0xFF).astype(np.uint8)
+    return table
+
+
+def ulaw_to_pcm16(data: bytes) -> npt.NDArray[np.int16]:
+    return ulaw_decode_table()[np.frombuffer(data, dtype=np.uint8)]
+
+
+def pcm16_to_ulaw(samples: npt.NDArray[np.int16]) -> bytes:
+    return ulaw_encode_table()[samples.view(np.uint16)].tobytes()
+
+
+def b64encode(data: bytes) -> str:
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """Strict base64 decode; raises ``ValueError`` on bad input."""
+    try:
+        return binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error as exc:
+        raise ValueError(str(exc)) from None
+
+
+class AudioPath(Protocol):
+    """One call's audio conversion, both directions."""
+
+    mode: str
+
+    def inbound(self, payload_b64: str, audio: bytes) -> str:
+        """Twilio media payload (and its decoded bytes) → base64 audio for ``input_audio_buffer.append``."""
+        ...
+
+    def outbound(self, delta_b64: str) -> tuple[str, int, float]:
+        """Voice Live delta → (Twilio payload base64, Twilio bytes, delta duration in ms).
+
+        Twilio bytes may be 0 (resampler still filling). Raises ``ValueError`` on bad base64.
+        """
+        ...
+
+    def flush_outbound(self) -> str:
+        """End of a response: what the outbound resampler still holds, as a Twilio payload ('' if none)."""
+        ...
+
+    def discard_outbound(self) -> None:
+        """Twilio's buffer was cleared: forget the outbound resampler's history."""
+        ...
+
+
+class UlawPassthrough:
+    """μ-law both ways: strings go through untouched."""
+
+    mode = "g711_ulaw"
+
+    def inbound(self, payload_b64: str, audio: bytes) -> str:
+        return payload_b64
+
+    def outbound(self, delta_b64: str) -> tuple[str, int, float]:
+        size = len(b64decode(delta_b64))
+        return delta_b64, size, size / ULAW_BYTES_PER_MS
+
+    def flush_outbound(self) -> str:
+        return ""
+
+    def discard_outbound(self) -> None:
+        return None
+
+
+class Pcm16Converter:
+    """μ-law 8 kHz ⇄ PCM16 24 kHz with one streaming resampler per direction."""
+
+    mode = "pcm16"
+
+    def __init__(self, quality: str = "HQ") -> None:
+        self._up = soxr.ResampleStream(TWILIO_RATE_HZ, PCM16_RATE_HZ, 1, dtype="int16", quality=quality)
+        self._down = soxr.ResampleStream(PCM16_RATE_HZ, TWILIO_RATE_HZ, 1, dtype="int16", quality=quality)
+        self._carry = b""  # an odd trailing byte of a PCM16 delta, joined to the next one
+        self._decode = ulaw_decode_table()
+        self._encode = ulaw_encode_table()
+
+    def inbound(self, payload_b64: str, audio: bytes) -> str:
+        pcm8k = self._decode[np.frombuffer(audio, dtype=np.uint8)]
+        pcm24k = self._up.resample_chunk(pcm8k)
+        return b64encode(pcm24k.tobytes())
+
+    def outbound(self, delta_b64: str) -> tuple[str, int, float]:
+        raw = b64decode(delta_b64)
+        duration_ms = len(raw) / (2 * PCM16_RATE_HZ / 1000)
+        if self._carry:
+            raw = self._carry + raw
+            self._carry = b""
+        if len(raw) % 2:
+            self._carry = raw[-1:]
+            raw = raw[:-1]
+        pcm24k = np.frombuffer(raw, dtype=np.int16)
+        pcm8k = self._down.resample_chunk(pcm24k)
+        if pcm8k.size == 0:
+            return "", 0, duration_ms
+        return b64encode(self._encode[pcm8k.view(np.uint16)].tobytes()), int(pcm8k.size), duration_ms
+
+    def flush_outbound(self) -> str:
+        self._carry = b""
+        tail = self._down.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+        self._down.clear()
+        if tail.size == 0:
+            return ""
+        return b64encode(self._encode[tail.view(np.uint16)].tobytes())
+
+    def discard_outbound(self) -> None:
+        self._carry = b""
+        self._down.clear()
+
+
+def audio_path(mode: str) -> AudioPath:
+    if mode == "pcm16":
+        return Pcm16Converter()
+    return UlawPassthrough()

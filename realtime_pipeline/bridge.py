@@ -1,0 +1,658 @@
+"""One call's bridge: Twilio media frames in → Voice Live events out, and back.
+
+Two loops run per call. The Twilio loop reads frames, forwards caller audio as ``input_audio_buffer.append``
+and turns mark echoes into playback positions. The Voice Live loop forwards response audio to Twilio as
+``media`` + a unique ``mark``, handles barge-in (``clear`` + ``truncate``), keeps per-turn latency and
+transcripts, and recovers from a lost session (one quick reconnect with the conversation replayed, else the
+call moves to legacy). A maintenance task renews the session at a turn boundary before it gets too old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.websockets import WebSocket
+
+from flags.breaker import Outcome
+from flags.clock import Clock
+from realtime_pipeline.audio import AudioPath
+from realtime_pipeline.call_log import CallLog
+from realtime_pipeline.call_mover import CallMover
+from realtime_pipeline.guards import FrameRateLimiter, RateLimitedLog
+from realtime_pipeline.history import ConversationHistory
+from realtime_pipeline.outcome import OutcomeReporter
+from realtime_pipeline.playback import PlaybackTracker
+from realtime_pipeline.session_config import greeting_instructions
+from realtime_pipeline.turns import Turn, TurnTracker
+from realtime_pipeline.twilio_media import (
+    Dtmf,
+    Mark,
+    Media,
+    MediaFrameError,
+    Start,
+    Stop,
+    TwilioFrameWriter,
+    parse_frame,
+)
+from realtime_pipeline.voicelive_client import (
+    ReadySession,
+    SessionNotReady,
+    VoiceLiveClient,
+    VoiceLiveClosed,
+    VoiceLiveConnection,
+    VoiceLiveError,
+    VoiceLiveHandshakeError,
+    VoiceLiveUnreachable,
+)
+from realtime_pipeline.voicelive_events import (
+    SESSION_EXPIRED_CODE,
+    AssistantTranscriptDone,
+    AudioDelta,
+    AudioDone,
+    ErrorEvent,
+    ResponseCreated,
+    ResponseDone,
+    SpeechStarted,
+    SpeechStopped,
+    UserTranscriptDone,
+    VoiceLiveEvent,
+    VoiceLiveEventError,
+    append_audio,
+    delete_item,
+    is_fatal,
+    message_items,
+    parse_event,
+    response_create,
+    truncate_item,
+)
+from router.observability import Metrics
+
+log = logging.getLogger(__name__)
+
+PIPELINE = "realtime"
+
+
+class FrameProbe(Protocol):
+    """Optional per-frame timing hook (benchmarks): nanoseconds from frame received to frame forwarded."""
+
+    def inbound(self, nanoseconds: int) -> None: ...
+
+    def outbound(self, nanoseconds: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    greeting: str = ""
+    slow_call_seconds: float = 4.0
+    open_timeout: float = 5.0
+    ready_timeout: float = 5.0
+    reconnect_timeout: float = 3.0
+    session_max_age_seconds: float = 28 * 60
+    move_grace_seconds: float = 10.0
+    max_frames_per_second: float = 200.0
+    frame_burst: float = 500.0
+    flood_close_after: int = 1000  # frames dropped by the rate limiter before the stream is closed
+    max_buffered_frames: int = 150  # caller audio held while a session is replaced (3 s)
+
+
+class _TwilioGone(Exception):
+    """Sending to Twilio failed: the stream is over."""
+
+
+class _BridgeDone(Exception):
+    """The Voice Live side is finished (call moved to legacy)."""
+
+
+class CallBridge:
+    def __init__(
+        self,
+        *,
+        websocket: WebSocket,
+        start: Start,
+        client: VoiceLiveClient,
+        session: dict[str, Any],
+        audio: AudioPath,
+        mover: CallMover,
+        outcome: OutcomeReporter,
+        call_log: CallLog,
+        metrics: Metrics,
+        clock: Clock,
+        config: BridgeConfig,
+        ratelog: RateLimitedLog,
+        probe: FrameProbe | None = None,
+    ) -> None:
+        self._ws = websocket
+        self._start = start
+        self._call_sid = start.call_sid
+        self._stream_sid = start.stream_sid
+        self._client = client
+        self._session = session
+        self._audio = audio
+        self._mover = mover
+        self._outcome = outcome
+        self._log = call_log
+        self._metrics = metrics
+        self._clock = clock
+        self._config = config
+        self._ratelog = ratelog
+        self._probe = probe
+
+        self._writer = TwilioFrameWriter(start.stream_sid)
+        self._playback = PlaybackTracker()
+        self._turns = TurnTracker()
+        self._history = ConversationHistory()
+        self._limiter = FrameRateLimiter(config.max_frames_per_second, config.frame_burst, clock.monotonic)
+
+        self._vl: VoiceLiveConnection | None = None
+        self._vl_ready = False
+        self._generation = 0
+        self._session_started = 0.0
+        self._buffer: deque[str] = deque(maxlen=config.max_buffered_frames)
+        self._replace_lock = asyncio.Lock()
+        self._cut_items: set[str] = set()
+        self._response_active = False
+        self._user_speaking = False
+        self._moved = False
+        self._closing = False
+        self._stream_started = clock.monotonic()
+        self._first_audio_anchor: float | None = None
+        self._greeting_requested: float | None = None
+        self._pending_stages: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closers: set[asyncio.Task[None]] = set()
+        self.stats = {
+            "frames_in": 0,
+            "frames_out": 0,
+            "dropped": 0,
+            "barge_ins": 0,
+            "reconnects": 0,
+            "renewals": 0,
+        }
+
+    # Lifecycle -------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._log.event("stream_started", self._clock.time(), stream_sid=self._stream_sid)
+        try:
+            if await self._open_first_session():
+                await self._bridge()
+            else:
+                await self._wait_for_twilio_stop()
+        finally:
+            await self._finish()
+
+    async def _bridge(self) -> None:
+        twilio = asyncio.create_task(self._twilio_loop(), name=f"twilio-{self._call_sid}")
+        voicelive = asyncio.create_task(self._voicelive_loop(), name=f"voicelive-{self._call_sid}")
+        self._tasks.append(asyncio.create_task(self._maintenance(), name=f"maint-{self._call_sid}"))
+        try:
+            done, _ = await asyncio.wait({twilio, voicelive}, return_when=asyncio.FIRST_COMPLETED)
+            if voicelive in done and twilio not in done and self._moved:
+                # Twilio ends the stream itself once it runs the redirect; closing first would make it run
+                # the TwiML after <Connect> (a hang-up) instead.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(twilio), self._config.move_grace_seconds)
+        finally:
+            for task in (twilio, voicelive):
+                task.cancel()
+            await asyncio.gather(twilio, voicelive, return_exceptions=True)
+
+    async def _finish(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if not self._outcome.decided:
+            slow = (
+                self._first_audio_anchor is not None
+                and self._clock.monotonic() - self._first_audio_anchor > self._config.slow_call_seconds
+            )
+            await self._outcome.report(Outcome.SLOW if slow else Outcome.SUCCESS, "call ended")
+        turn = self._turns.finish()
+        if turn is not None:
+            self._write_turn(turn)
+        if self._vl is not None:
+            await _close_quietly(self._vl)
+            self._vl = None
+        if self._closers:
+            await asyncio.gather(*self._closers, return_exceptions=True)
+        self._log.merge({"realtime": {"audio_mode": self._audio.mode, **self.stats}})
+        self._log.event("stream_ended", self._clock.time(), **self.stats)
+
+    # Voice Live sessions ---------------------------------------------------------------------------------
+
+    async def _open_first_session(self) -> bool:
+        try:
+            ready = await self._client.open_session(
+                self._session,
+                open_timeout=self._config.open_timeout,
+                ready_timeout=self._config.ready_timeout,
+            )
+        except VoiceLiveUnreachable as exc:
+            return await self._fail_at_start(Outcome.CONNECT_FAILURE, "voicelive_unreachable", exc)
+        except VoiceLiveHandshakeError as exc:
+            return await self._fail_at_start(Outcome.FAILURE, "voicelive_handshake_failed", exc)
+        except SessionNotReady as exc:
+            return await self._fail_at_start(Outcome.FAILURE, "voicelive_session_not_ready", exc)
+        except VoiceLiveError as exc:
+            return await self._fail_at_start(Outcome.FAILURE, "voicelive_closed", exc)
+        self._adopt(ready)
+        self._pending_stages = {"session_connect": ready.connect_ms, "session_ready": ready.ready_ms}
+        self._metrics.observe_turn(PIPELINE, "session_connect", ready.connect_ms)
+        self._metrics.observe_turn(PIPELINE, "session_ready", ready.ready_ms)
+        self._log.merge({"realtime_session": {"connect_ms": ready.connect_ms, "ready_ms": ready.ready_ms}})
+        if self._config.greeting:
+            now = self._clock.monotonic()
+            self._begin_turn(self._stream_started, self._clock.time() - (now - self._stream_started), "")
+            self._greeting_requested = now
+            await self._send_vl(response_create(greeting_instructions(self._config.greeting)))
+            self._arm_first_audio(now)
+        else:
+            self._turns.skip_greeting()
+        return True
+
+    async def _fail_at_start(self, outcome: Outcome, reason: str, exc: Exception) -> bool:
+        log.warning("voice live unavailable at call start: %s", exc, extra={"reason": reason})
+        self._metrics.turn_failures.labels(PIPELINE, reason).inc()
+        self._log.event("voicelive_failed", self._clock.time(), reason=reason, detail=str(exc)[:200])
+        await self._outcome.report(outcome, reason)
+        await self._move_to_legacy(reason)
+        return False
+
+    def _adopt(self, ready: ReadySession) -> None:
+        self._vl = ready.connection
+        self._generation += 1
+        self._session_started = self._clock.monotonic()
+        self._vl_ready = True
+
+    async def _replace_session(self, reason: str) -> bool:
+        """Open a new session with the conversation so far; True when it took over."""
+        async with self._replace_lock:
+            old = self._vl
+            self._vl_ready = False
+            try:
+                ready = await asyncio.wait_for(
+                    self._client.open_session(
+                        self._session,
+                        open_timeout=self._config.reconnect_timeout,
+                        ready_timeout=self._config.reconnect_timeout,
+                    ),
+                    self._config.reconnect_timeout * 2,
+                )
+                for event in message_items(self._history.replay()):
+                    await ready.connection.send(event)
+            except (VoiceLiveError, TimeoutError) as exc:
+                log.warning("voice live %s failed: %s", reason, exc, extra={"reason": reason})
+                if reason == "renewal" and old is not None:
+                    self._vl_ready = True  # the old session is still good; try again later
+                    await self._flush_buffer()
+                return False
+            interrupted_response = self._response_active
+            self._adopt(ready)
+            self._response_active = False
+            self._user_speaking = False
+            self._audio.discard_outbound()
+            if old is not None:
+                closing = asyncio.create_task(_close_quietly(old))
+                self._closers.add(closing)
+                closing.add_done_callback(self._closers.discard)
+            await self._flush_buffer()
+            if interrupted_response and reason != "renewal":
+                await self._send_vl(response_create())  # the reply the caller was waiting for
+            key = "renewals" if reason == "renewal" else "reconnects"
+            self.stats[key] += 1
+            self._log.event("voicelive_session_replaced", self._clock.time(), reason=reason)
+            return True
+
+    async def _recover(self, cause: str, detail: str) -> None:
+        """The session is unusable: record it, reconnect once, else move the call. Raises _BridgeDone."""
+        if cause != SESSION_EXPIRED_CODE:
+            self._metrics.turn_failures.labels(PIPELINE, f"voicelive_{cause}").inc()
+            await self._outcome.report(Outcome.FAILURE, cause)
+        self._log.event("voicelive_lost", self._clock.time(), cause=cause, detail=detail[:200])
+        if await self._replace_session(cause):
+            return
+        await self._move_to_legacy(f"voicelive_{cause}")
+        raise _BridgeDone
+
+    async def _move_to_legacy(self, reason: str) -> None:
+        if self._moved:
+            return
+        self._moved = True
+        self._vl_ready = False
+        self._buffer.clear()
+        moved = await self._mover.move_to_legacy(self._call_sid, reason)
+        self._metrics.fallbacks.labels(reason).inc()
+        self._log.merge({"moved_to_legacy": True, "move_reason": reason})
+        self._log.event("moved_to_legacy", self._clock.time(), reason=reason, accepted=moved)
+        if not moved:
+            await self._close_twilio(1011, "realtime unavailable")
+
+    async def _maintenance(self) -> None:
+        """Renew an ageing session at a turn boundary, before the service's own limit ends it."""
+        interval = max(0.01, min(1.0, self._config.session_max_age_seconds / 4))
+        while not self._moved:
+            await asyncio.sleep(interval)
+            age = self._clock.monotonic() - self._session_started
+            if (
+                age >= self._config.session_max_age_seconds
+                and self._vl_ready
+                and not self._response_active
+                and not self._user_speaking
+                and not self._playback.audio_queued
+            ):
+                await self._replace_session("renewal")
+
+    # Twilio → Voice Live ---------------------------------------------------------------------------------
+
+    async def _twilio_loop(self) -> None:
+        receive = self._ws.receive
+        probe = self._probe
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            received = time.perf_counter_ns() if probe is not None else 0
+            frame = message.get("text")
+            if frame is None:
+                frame = message.get("bytes")
+                if frame is None:
+                    continue
+            if not self._limiter.allow():
+                self._drop("flood")
+                self.stats["flood"] = self.stats.get("flood", 0) + 1
+                if self.stats["flood"] > self._config.flood_close_after:
+                    await self._close_twilio(1008, "too many frames")
+                    return
+                continue
+            try:
+                event = parse_frame(frame)
+            except MediaFrameError as exc:
+                if exc.reason == "frame_too_large":
+                    self._drop(exc.reason)
+                    await self._close_twilio(1009, "frame too large")
+                    return
+                self._drop(exc.reason)
+                continue
+            if type(event) is Media:
+                if event.stream_sid != self._stream_sid:
+                    self._drop("wrong_stream")
+                    continue
+                if self._moved:
+                    continue
+                self.stats["frames_in"] += 1
+                payload = self._audio.inbound(event.payload, event.audio)
+                if self._vl_ready and self._vl is not None:
+                    try:
+                        await self._vl.send(append_audio(payload))
+                    except VoiceLiveClosed:
+                        self._buffer.append(payload)
+                    if probe is not None:
+                        probe.inbound(time.perf_counter_ns() - received)
+                else:
+                    self._buffer.append(payload)
+            elif type(event) is Mark:
+                if event.stream_sid != self._stream_sid:
+                    self._drop("wrong_stream")
+                    continue
+                self._on_mark(event.name)
+            elif type(event) is Stop:
+                return
+            elif type(event) is Dtmf:
+                self._log.event("dtmf", self._clock.time(), digit=event.digit)
+            else:
+                self._drop("unexpected_" + type(event).__name__.lower())
+
+    def _on_mark(self, name: str) -> None:
+        echo = self._playback.echoed(name)
+        if echo is None or not echo.first_for_item:
+            return
+        heard_ms = self._turns.first_heard(echo.item_id, self._clock.monotonic())
+        if heard_ms is not None:
+            self._metrics.observe_turn(PIPELINE, "heard", heard_ms)
+
+    async def _flush_buffer(self) -> None:
+        while self._buffer and self._vl is not None and self._vl_ready:
+            payload = self._buffer.popleft()
+            try:
+                await self._vl.send(append_audio(payload))
+            except VoiceLiveClosed:
+                self._buffer.appendleft(payload)
+                return
+
+    def _drop(self, reason: str) -> None:
+        self.stats["dropped"] += 1
+        self._metrics.bridge_dropped_frames.labels(reason).inc()
+        self._ratelog.log(logging.WARNING, reason, f"dropped Twilio frame: {reason}", self._call_sid)
+
+    # Voice Live → Twilio ---------------------------------------------------------------------------------
+
+    async def _voicelive_loop(self) -> None:
+        while not self._moved:
+            connection = self._vl
+            if connection is None:
+                return
+            try:
+                frame = await connection.recv()
+            except VoiceLiveClosed as closed:
+                if self._closing or self._moved:
+                    return
+                if connection is not self._vl:
+                    continue  # replaced (renewal, reconnect): read the new one
+                try:
+                    await self._recover("lost", f"code={closed.code} {closed.reason}")
+                except _BridgeDone:
+                    return
+                continue
+            received = time.perf_counter_ns() if self._probe is not None else 0
+            try:
+                event = parse_event(frame)
+            except VoiceLiveEventError as exc:
+                self._ratelog.log(
+                    logging.WARNING, "vl_bad_frame", f"bad Voice Live frame: {exc}", self._call_sid
+                )
+                continue
+            if connection is not self._vl:
+                continue  # late event of a session we already replaced
+            try:
+                await self._on_event(event)
+            except (_TwilioGone, _BridgeDone):
+                return
+            except Exception:
+                log.exception("could not handle Voice Live event %s", type(event).__name__)
+                continue
+            if self._probe is not None and type(event) is AudioDelta:
+                self._probe.outbound(time.perf_counter_ns() - received)
+
+    async def _on_event(self, event: VoiceLiveEvent) -> None:
+        kind = type(event)
+        if kind is AudioDelta:
+            assert isinstance(event, AudioDelta)
+            await self._on_audio(event)
+        elif kind is SpeechStarted:
+            await self._on_speech_started()
+        elif kind is SpeechStopped:
+            assert isinstance(event, SpeechStopped)
+            self._on_speech_stopped(event)
+        elif kind is ResponseCreated:
+            self._response_active = True
+        elif kind is AudioDone:
+            assert isinstance(event, AudioDone)
+            await self._on_audio_done(event)
+        elif kind is ResponseDone:
+            assert isinstance(event, ResponseDone)
+            self._response_active = False
+            self._turns.add_usage(event.usage)
+        elif kind is AssistantTranscriptDone:
+            assert isinstance(event, AssistantTranscriptDone)
+            self._history.set_text("assistant", event.item_id, event.transcript)
+            self._turns.assistant_transcript(event.item_id, event.transcript)
+        elif kind is UserTranscriptDone:
+            assert isinstance(event, UserTranscriptDone)
+            self._history.set_text("user", event.item_id, event.transcript)
+            self._turns.user_transcript(event.item_id, event.transcript)
+        elif kind is ErrorEvent:
+            assert isinstance(event, ErrorEvent)
+            await self._on_error(event)
+
+    async def _on_audio(self, event: AudioDelta) -> None:
+        if event.item_id in self._cut_items:
+            return  # the caller interrupted this item; its remaining audio must not play
+        try:
+            payload, twilio_bytes, duration_ms = self._audio.outbound(event.delta)
+        except ValueError:
+            self._ratelog.log(logging.WARNING, "vl_bad_audio", "bad base64 in audio delta", self._call_sid)
+            return
+        item = self._playback.add_audio(event.item_id, duration_ms, self._generation)
+        if not twilio_bytes:
+            return
+        first = item.marks == 0
+        await self._to_twilio(self._writer.media(payload))
+        await self._to_twilio(self._writer.mark(self._playback.mark_after(item)))
+        self.stats["frames_out"] += 1
+        if first:
+            await self._on_first_audio(event.item_id)
+
+    async def _on_first_audio(self, item_id: str) -> None:
+        now = self._clock.monotonic()
+        self._history.add("assistant", item_id)
+        response_ms = self._turns.first_audio(item_id, now)
+        turn = self._turns.current
+        if response_ms is not None and turn is not None:
+            if turn.index == 0 and self._greeting_requested is not None:
+                first_audio_ms = (now - self._greeting_requested) * 1000.0
+            else:
+                first_audio_ms = response_ms
+            turn.stages["first_audio"] = first_audio_ms
+            self._metrics.observe_turn(PIPELINE, "response", response_ms)
+            self._metrics.observe_turn(PIPELINE, "first_audio", first_audio_ms)
+        if not self._outcome.decided and self._first_audio_anchor is not None:
+            elapsed = now - self._first_audio_anchor
+            outcome = Outcome.SLOW if elapsed > self._config.slow_call_seconds else Outcome.SUCCESS
+            await self._outcome.report(outcome, "first audio")
+
+    async def _on_audio_done(self, event: AudioDone) -> None:
+        tail = self._audio.flush_outbound()
+        if not tail or event.item_id in self._cut_items:
+            return
+        item = self._playback.add_audio(event.item_id, 0.0, self._generation)
+        await self._to_twilio(self._writer.media(tail))
+        await self._to_twilio(self._writer.mark(self._playback.mark_after(item)))
+
+    async def _on_speech_started(self) -> None:
+        self._user_speaking = True
+        if not self._playback.audio_queued:
+            return
+        # Barge-in: the caller talks over audio still queued at Twilio.
+        await self._to_twilio(self._writer.clear())
+        self._audio.discard_outbound()
+        for cut in self._playback.clear():
+            self._cut_items.add(cut.item_id)
+            if cut.generation != self._generation:
+                continue  # item of a replaced session: the new session never had it
+            self._history.cut(cut.item_id, cut.heard_ms / cut.sent_ms if cut.sent_ms else 0.0)
+            if cut.heard_ms >= 1.0:
+                await self._send_vl(truncate_item(cut.item_id, int(cut.heard_ms)))
+            else:
+                # Nothing of it was heard; a truncate to 0 is rejected, so remove the item instead.
+                await self._send_vl(delete_item(cut.item_id))
+            self._log.event(
+                "barge_in",
+                self._clock.time(),
+                item_id=cut.item_id,
+                heard_ms=int(cut.heard_ms),
+                sent_ms=int(cut.sent_ms),
+            )
+        if self._turns.current is not None:
+            self._turns.current.interrupted = True
+        self.stats["barge_ins"] += 1
+        self._metrics.barge_ins.labels(PIPELINE).inc()
+
+    def _on_speech_stopped(self, event: SpeechStopped) -> None:
+        self._user_speaking = False
+        now = self._clock.monotonic()
+        self._begin_turn(now, self._clock.time(), event.item_id)
+        self._history.add("user", event.item_id)
+        self._arm_first_audio(now)
+
+    async def _on_error(self, event: ErrorEvent) -> None:
+        if event.code == SESSION_EXPIRED_CODE:
+            await self._recover(SESSION_EXPIRED_CODE, event.message)
+        elif is_fatal(event):
+            await self._recover("error", f"{event.type}/{event.code}: {event.message}")
+        else:
+            self._ratelog.log(
+                logging.WARNING,
+                f"vl_error_{event.code or event.type}",
+                f"Voice Live error {event.type}/{event.code}: {event.message}",
+                self._call_sid,
+            )
+
+    # Turns and outcome -----------------------------------------------------------------------------------
+
+    def _begin_turn(self, anchor: float, at: float, user_item_id: str) -> None:
+        finished = self._turns.begin(anchor, at, user_item_id)
+        if finished is not None:
+            self._write_turn(finished)
+        if self._pending_stages and self._turns.current is not None:
+            self._turns.current.stages.update(self._pending_stages)
+            self._pending_stages = {}
+
+    def _write_turn(self, turn: Turn) -> None:
+        self._log.turn(turn.record(self._call_sid))
+
+    def _arm_first_audio(self, anchor: float) -> None:
+        if self._outcome.decided or self._first_audio_anchor is not None:
+            return
+        self._first_audio_anchor = anchor
+        self._tasks.append(asyncio.create_task(self._first_audio_watchdog()))
+
+    async def _first_audio_watchdog(self) -> None:
+        await asyncio.sleep(self._config.slow_call_seconds)
+        if not self._outcome.decided:
+            self._log.event("first_audio_slow", self._clock.time())
+            await self._outcome.report(Outcome.SLOW, "no first audio within the slow-call threshold")
+
+    # Sending -----------------------------------------------------------------------------------------
+
+    async def _to_twilio(self, text: str) -> None:
+        try:
+            await self._ws.send_text(text)
+        except Exception as exc:
+            raise _TwilioGone from exc
+
+    async def _send_vl(self, text: str) -> None:
+        if self._vl is None:
+            return
+        with contextlib.suppress(VoiceLiveClosed):
+            await self._vl.send(text)
+
+    async def _close_twilio(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._ws.close(code, reason)
+
+    async def _wait_for_twilio_stop(self) -> None:
+        """After a move at call start, let Twilio end the stream (draining frames) for a bounded time."""
+
+        async def drain() -> None:
+            while True:
+                message = await self._ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                with contextlib.suppress(MediaFrameError):
+                    if type(parse_frame(message.get("text") or message.get("bytes") or b"")) is Stop:
+                        return
+
+        with contextlib.suppress(TimeoutError, Exception):
+            await asyncio.wait_for(drain(), self._config.move_grace_seconds)
+
+
+async def _close_quietly(connection: VoiceLiveConnection) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(connection.close(), 2.0)

@@ -1,0 +1,72 @@
+"""Moving a live call from the realtime pipeline to legacy, through Twilio's REST API.
+
+Updating the call's ``Url`` makes Twilio stop the ``<Connect><Stream>`` and fetch
+``{PUBLIC_BASE_URL}/legacy/start`` for new TwiML, so the caller hears the legacy agent instead of silence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class CallMover(Protocol):
+    async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
+        """Redirect the call; True when Twilio accepted it."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class TwilioCallMover:
+    """The real mover: ``twilio`` library with its async HTTP client (created on first use)."""
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        public_base_url: str,
+        api_base_url: str = "",
+        timeout: float = 5.0,
+    ) -> None:
+        self._account_sid = account_sid
+        self._auth_token = auth_token
+        self._target = public_base_url.rstrip("/") + "/legacy/start"
+        self._api_base_url = api_base_url
+        self._timeout = timeout
+        self._client: Any = None
+        self._http: Any = None
+
+    def _twilio(self) -> Any:
+        if self._client is None:
+            from twilio.http.async_http_client import AsyncTwilioHttpClient
+            from twilio.rest import Client
+
+            self._http = AsyncTwilioHttpClient(timeout=self._timeout)
+            self._client = Client(self._account_sid, self._auth_token, http_client=self._http)
+            if self._api_base_url:
+                self._client.api.base_url = self._api_base_url.rstrip("/")
+        return self._client
+
+    async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
+        try:
+            await self._twilio().calls(call_sid).update_async(url=self._target, method="POST")
+        except Exception as exc:
+            log.error(
+                "could not move call to legacy: %s: %s",
+                type(exc).__name__,
+                exc,
+                extra={"call_sid": call_sid, "reason": reason},
+            )
+            return False
+        log.info("call moved to legacy", extra={"call_sid": call_sid, "reason": reason})
+        return True
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+            self._client = None

@@ -1,0 +1,103 @@
+"""What Twilio still has queued, and what the caller has actually heard, from our marks and their echoes.
+
+Every chunk of assistant audio sent to Twilio is followed by a mark with a name unique for the call
+(``"{item_id}:{n}"``) that records how far into that item the chunk ends. Twilio echoes a mark when the audio
+before it has played, so the newest echoed mark of an item is a lower bound of what the caller heard (it never
+overstates: a truncate never cuts audio that was not played). After a ``clear`` Twilio also echoes every mark
+it dropped; we forget those names at the clear, so their late echoes are recognised as stale and can never be
+taken for marks of the next response.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class ItemPlayback:
+    item_id: str
+    generation: int  # which Voice Live session produced it (item ids are per session)
+    sent_ms: float = 0.0  # audio sent to Twilio for this item, in the item's own timeline
+    heard_ms: float = 0.0  # position of the newest echoed mark
+    echoed: bool = False
+    marks: int = 0  # marks sent after this item's audio
+
+
+@dataclass(frozen=True, slots=True)
+class MarkEcho:
+    item_id: str
+    heard_ms: float
+    first_for_item: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted:
+    """An item whose audio was still queued at Twilio when it was cleared."""
+
+    item_id: str
+    generation: int
+    heard_ms: float  # clamped to sent_ms
+    sent_ms: float
+
+
+class PlaybackTracker:
+    def __init__(self) -> None:
+        self._seq = 0
+        self._pending: OrderedDict[str, tuple[ItemPlayback, float]] = OrderedDict()
+        self._items: dict[str, ItemPlayback] = {}
+        self.stale_echoes = 0
+
+    @property
+    def audio_queued(self) -> bool:
+        """True while some audio we sent has not been confirmed played by its mark echo."""
+        return bool(self._pending)
+
+    def add_audio(self, item_id: str, duration_ms: float, generation: int = 0) -> ItemPlayback:
+        """Account for audio of ``item_id`` (even if nothing went to Twilio yet, e.g. a filling resampler)."""
+        item = self._items.get(item_id)
+        if item is None:
+            item = self._items[item_id] = ItemPlayback(item_id, generation)
+        item.sent_ms += duration_ms
+        return item
+
+    def mark_after(self, item: ItemPlayback) -> str:
+        """A unique mark name for 'everything of ``item`` sent so far'; send it right after the media."""
+        self._seq += 1
+        item.marks += 1
+        name = f"{item.item_id}:{self._seq}"
+        self._pending[name] = (item, item.sent_ms)
+        return name
+
+    def echoed(self, name: str) -> MarkEcho | None:
+        """Twilio echoed ``name``. Returns None for stale/unknown names (e.g. echoes of cleared marks)."""
+        if name not in self._pending:
+            self.stale_echoes += 1
+            return None
+        # Marks are echoed in order: anything queued before this one has played too.
+        while True:
+            key, (item, position) = self._pending.popitem(last=False)
+            if position > item.heard_ms:
+                item.heard_ms = position
+            if key == name:
+                break
+        first = not item.echoed
+        item.echoed = True
+        return MarkEcho(item.item_id, item.heard_ms, first)
+
+    def clear(self) -> list[Interrupted]:
+        """Twilio's buffer is being cleared: forget pending marks, report the items that were cut short."""
+        cut: dict[str, ItemPlayback] = {}
+        for item, _ in self._pending.values():
+            cut.setdefault(item.item_id, item)
+        self._pending.clear()
+        return [
+            Interrupted(item.item_id, item.generation, min(item.heard_ms, item.sent_ms), item.sent_ms)
+            for item in cut.values()
+        ]
+
+    def item(self, item_id: str) -> ItemPlayback | None:
+        return self._items.get(item_id)
+
+    def forget_item(self, item_id: str) -> None:
+        self._items.pop(item_id, None)

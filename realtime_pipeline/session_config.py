@@ -1,0 +1,82 @@
+"""The Voice Live ``session`` object, built from the agent profile both pipelines share.
+
+Environment overrides (``AZURE_VOICELIVE_VOICE``, ``AZURE_VOICELIVE_INSTRUCTIONS``) win over the profile so an
+operator can change the realtime voice without touching the shared YAML.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from router.agent_profile import AgentProfile
+
+AudioMode = Literal["g711_ulaw", "pcm16"]
+
+OPENAI_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"}
+)
+
+
+def voice_object(name: str) -> dict[str, Any]:
+    """OpenAI voice names → ``{"type":"openai"}``; anything else is an Azure neural/HD voice name."""
+    if name.lower() in OPENAI_VOICES:
+        return {"type": "openai", "name": name.lower()}
+    return {"type": "azure-standard", "name": name}
+
+
+def turn_detection(profile: AgentProfile) -> dict[str, Any]:
+    td = profile.turn_detection
+    out: dict[str, Any] = {
+        "type": td.type,
+        "threshold": td.threshold,
+        "prefix_padding_ms": td.prefix_padding_ms,
+        "silence_duration_ms": td.silence_duration_ms,
+        "create_response": td.create_response,
+        "interrupt_response": td.interrupt_response,
+    }
+    if td.speech_duration_ms is not None:
+        out["speech_duration_ms"] = td.speech_duration_ms
+    if td.remove_filler_words is not None and td.type != "server_vad":
+        out["remove_filler_words"] = td.remove_filler_words
+    return out
+
+
+def build_session(
+    profile: AgentProfile,
+    *,
+    audio_mode: AudioMode = "g711_ulaw",
+    voice_override: str = "",
+    instructions_override: str = "",
+) -> dict[str, Any]:
+    """The ``session`` of ``session.update``."""
+    session: dict[str, Any] = {
+        "modalities": ["text", "audio"],
+        "instructions": instructions_override or profile.instructions,
+        "voice": voice_object(voice_override or profile.voice),
+        "turn_detection": turn_detection(profile),
+        "temperature": profile.temperature,
+        "max_response_output_tokens": profile.max_output_tokens,
+    }
+    if audio_mode == "g711_ulaw":
+        session["input_audio_format"] = "g711_ulaw"
+        session["output_audio_format"] = "g711_ulaw"
+        session["input_audio_sampling_rate"] = 8000
+    else:
+        session["input_audio_format"] = "pcm16"
+        session["output_audio_format"] = "pcm16"
+        session["input_audio_sampling_rate"] = 24000
+    if profile.noise_suppression:
+        session["input_audio_noise_reduction"] = {"type": "azure_deep_noise_suppression"}
+    if profile.echo_cancellation:
+        session["input_audio_echo_cancellation"] = {"type": "server_echo_cancellation"}
+    if profile.input_transcription:
+        transcription: dict[str, Any] = {"model": profile.input_transcription}
+        if profile.language and profile.input_transcription == "azure-speech":
+            transcription["language"] = profile.language
+        session["input_audio_transcription"] = transcription
+    return session
+
+
+def greeting_instructions(greeting: str) -> str:
+    """Instructions for the first response so the agent opens the call with the profile's greeting."""
+    return f"Greet the caller by saying exactly this, and nothing else: {greeting}"

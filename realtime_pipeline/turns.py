@@ -1,0 +1,110 @@
+"""Per-turn latency and transcripts, with the same anchors the legacy pipeline uses.
+
+Turn 0 is the greeting (anchored at the stream's ``start``); turn N ≥ 1 starts at the caller's speech end,
+i.e. when Voice Live's ``speech_stopped`` for that utterance is received. ``response_ms`` ends when the
+first reply audio is sent to Twilio, ``heard_ms`` when Twilio echoes the mark after that first chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from router.records import Pipeline, TurnRecord
+
+
+@dataclass
+class Turn:
+    index: int
+    anchor: float  # monotonic seconds: caller's speech end (or stream start for the greeting)
+    at: float  # wall-clock epoch seconds of the anchor
+    user_item_id: str = ""
+    response_ms: float | None = None
+    heard_ms: float | None = None
+    stages: dict[str, float] = field(default_factory=dict)
+    user_text: str = ""
+    assistant_text: list[str] = field(default_factory=list)
+    assistant_items: set[str] = field(default_factory=set)
+    interrupted: bool = False
+    error: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def record(self, call_sid: str) -> TurnRecord:
+        return TurnRecord(
+            call_sid=call_sid,
+            pipeline=Pipeline.REALTIME,
+            turn=self.index,
+            at=self.at,
+            response_ms=self.response_ms,
+            heard_ms=self.heard_ms,
+            stages=dict(self.stages),
+            user_text=self.user_text,
+            assistant_text=" ".join(t for t in self.assistant_text if t),
+            interrupted=self.interrupted,
+            error=self.error,
+            error_stage="realtime" if self.error else None,
+            usage=dict(self.usage),
+        )
+
+
+class TurnTracker:
+    def __init__(self) -> None:
+        self.current: Turn | None = None
+        self._by_user_item: dict[str, Turn] = {}
+        self._next_index = 0
+
+    def begin(self, anchor: float, at: float, user_item_id: str = "") -> Turn | None:
+        """Start a new turn; returns the previous one, now finished, for writing."""
+        finished = self.current
+        turn = Turn(index=self._next_index, anchor=anchor, at=at, user_item_id=user_item_id)
+        self._next_index += 1
+        self.current = turn
+        if user_item_id:
+            self._by_user_item[user_item_id] = turn
+        if finished is not None and finished.user_item_id:
+            # Keep the mapping a little longer: transcripts can arrive after the next turn starts.
+            self._by_user_item = {k: v for k, v in self._by_user_item.items() if v.index >= finished.index}
+        return finished
+
+    def skip_greeting(self) -> None:
+        """No greeting: the caller's first utterance is turn 1, as in the legacy pipeline."""
+        if self._next_index == 0:
+            self._next_index = 1
+
+    def first_audio(self, item_id: str, now: float) -> float | None:
+        """First audio of ``item_id`` sent; returns the turn's ``response_ms`` if this set it."""
+        turn = self.current
+        if turn is None:
+            return None
+        turn.assistant_items.add(item_id)
+        if turn.response_ms is not None:
+            return None
+        turn.response_ms = (now - turn.anchor) * 1000.0
+        return turn.response_ms
+
+    def first_heard(self, item_id: str, now: float) -> float | None:
+        turn = self.current
+        if turn is None or item_id not in turn.assistant_items or turn.heard_ms is not None:
+            return None
+        turn.heard_ms = (now - turn.anchor) * 1000.0
+        return turn.heard_ms
+
+    def user_transcript(self, item_id: str, text: str) -> None:
+        turn = self._by_user_item.get(item_id)
+        if turn is not None:
+            turn.user_text = text
+
+    def assistant_transcript(self, item_id: str, text: str) -> None:
+        turn = self.current
+        if turn is not None and (item_id in turn.assistant_items or not turn.assistant_items):
+            turn.assistant_text.append(text)
+
+    def add_usage(self, usage: dict[str, int]) -> None:
+        turn = self.current
+        if turn is None:
+            return
+        for key, value in usage.items():
+            turn.usage[key] = turn.usage.get(key, 0) + value
+
+    def finish(self) -> Turn | None:
+        finished, self.current = self.current, None
+        return finished

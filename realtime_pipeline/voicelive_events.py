@@ -1,0 +1,244 @@
+"""Azure AI Voice Live event shapes (API 2025-10-01, OpenAI-beta naming): the only module that knows them.
+
+Server events we act on are parsed into small typed events; every other well-formed event becomes
+:class:`OtherEvent` (logged at DEBUG, ignored). A frame that is not a JSON object with a string ``type`` raises
+:class:`VoiceLiveEventError`. Client events are built here too; ``input_audio_buffer.append`` is built by
+string concatenation because it is sent 50 times a second per call and base64 needs no escaping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+class VoiceLiveEventError(ValueError):
+    """A server frame that is not a Voice Live event at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCreated:
+    session: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdated:
+    session: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    item_id: str
+    audio_start_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCreated:
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDelta:
+    response_id: str
+    item_id: str
+    delta: str  # base64 audio in the session's output format
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDone:
+    response_id: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantTranscriptDone:
+    response_id: str
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserTranscriptDone:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    response_id: str
+    status: str
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    type: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class OtherEvent:
+    type: str
+
+
+VoiceLiveEvent = (
+    SessionCreated
+    | SessionUpdated
+    | SpeechStarted
+    | SpeechStopped
+    | ResponseCreated
+    | AudioDelta
+    | AudioDone
+    | AssistantTranscriptDone
+    | UserTranscriptDone
+    | ResponseDone
+    | ErrorEvent
+    | OtherEvent
+)
+
+# Error codes after which the session cannot be used any more (the socket is closing or useless).
+SESSION_EXPIRED_CODE = "session_expired"
+_FATAL_ERROR_TYPES = frozenset({"server_error", "authentication_error", "internal_error"})
+_FATAL_ERROR_CODES = frozenset({SESSION_EXPIRED_CODE, "internal_server_error", "service_unavailable"})
+
+
+def is_fatal(error: ErrorEvent) -> bool:
+    """Most Voice Live ``error`` events are recoverable (the session stays open); these are not."""
+    return error.type in _FATAL_ERROR_TYPES or error.code in _FATAL_ERROR_CODES
+
+
+def _s(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _i(data: dict[str, Any], key: str) -> int:
+    value = data.get(key)
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _usage(response: dict[str, Any]) -> dict[str, int]:
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return {}
+    out = {k: int(v) for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
+    for detail_key, prefix in (("input_token_details", "input_"), ("output_token_details", "output_")):
+        details = usage.get(detail_key)
+        if isinstance(details, dict):
+            for k, v in details.items():
+                if isinstance(v, int) and not isinstance(v, bool):
+                    out[prefix + k] = v
+    return out
+
+
+def parse_event(frame: str | bytes) -> VoiceLiveEvent:
+    """Parse one server frame. Unknown types become :class:`OtherEvent`."""
+    try:
+        data = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        raise VoiceLiveEventError("not JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise VoiceLiveEventError("no event type")
+    kind: str = data["type"]
+    if kind == "response.audio.delta":
+        return AudioDelta(_s(data, "response_id"), _s(data, "item_id"), _s(data, "delta"))
+    if kind == "input_audio_buffer.speech_started":
+        return SpeechStarted(_s(data, "item_id"), _i(data, "audio_start_ms"))
+    if kind == "input_audio_buffer.speech_stopped":
+        return SpeechStopped(_s(data, "item_id"), _i(data, "audio_end_ms"))
+    if kind == "response.created":
+        response = data.get("response")
+        return ResponseCreated(_s(response, "id") if isinstance(response, dict) else "")
+    if kind == "response.audio.done":
+        return AudioDone(_s(data, "response_id"), _s(data, "item_id"))
+    if kind == "response.audio_transcript.done":
+        return AssistantTranscriptDone(_s(data, "response_id"), _s(data, "item_id"), _s(data, "transcript"))
+    if kind == "conversation.item.input_audio_transcription.completed":
+        return UserTranscriptDone(_s(data, "item_id"), _s(data, "transcript"))
+    if kind == "response.done":
+        response = data.get("response")
+        if not isinstance(response, dict):
+            response = {}
+        return ResponseDone(_s(response, "id"), _s(response, "status"), _usage(response))
+    if kind == "error":
+        error = data.get("error")
+        if not isinstance(error, dict):
+            error = {}
+        return ErrorEvent(_s(error, "type"), _s(error, "code"), _s(error, "message"))
+    if kind == "session.updated":
+        session = data.get("session")
+        return SessionUpdated(session if isinstance(session, dict) else {})
+    if kind == "session.created":
+        session = data.get("session")
+        return SessionCreated(session if isinstance(session, dict) else {})
+    return OtherEvent(kind)
+
+
+# Client events -----------------------------------------------------------------------------------------
+
+_APPEND_PREFIX = '{"type":"input_audio_buffer.append","audio":"'
+_APPEND_SUFFIX = '"}'
+
+
+def append_audio(audio_b64: str) -> str:
+    """``input_audio_buffer.append`` for a base64 payload (forwarded untouched)."""
+    return _APPEND_PREFIX + audio_b64 + _APPEND_SUFFIX
+
+
+def _dump(event: dict[str, Any]) -> str:
+    return orjson.dumps(event).decode()
+
+
+def session_update(session: dict[str, Any]) -> str:
+    return _dump({"type": "session.update", "session": session})
+
+
+def response_create(instructions: str | None = None) -> str:
+    if instructions is None:
+        return _dump({"type": "response.create"})
+    return _dump({"type": "response.create", "response": {"instructions": instructions}})
+
+
+def truncate_item(item_id: str, audio_end_ms: int) -> str:
+    return _dump(
+        {
+            "type": "conversation.item.truncate",
+            "item_id": item_id,
+            "content_index": 0,
+            "audio_end_ms": audio_end_ms,
+        }
+    )
+
+
+def delete_item(item_id: str) -> str:
+    return _dump({"type": "conversation.item.delete", "item_id": item_id})
+
+
+def message_items(messages: Iterable[tuple[str, str]]) -> list[str]:
+    """``conversation.item.create`` events that replay a conversation (role, text) into a new session."""
+    events = []
+    for role, text in messages:
+        content_type = "input_text" if role == "user" else "text"
+        events.append(
+            _dump(
+                {
+                    "type": "conversation.item.create",
+                    "item": {
+                        "type": "message",
+                        "role": role,
+                        "content": [{"type": content_type, "text": text}],
+                    },
+                }
+            )
+        )
+    return events
