@@ -148,7 +148,9 @@ class SpeechApp:
             return None
         offered = [p for p in websocket.scope.get("subprotocols", []) if p.lower() == "usp"]
         await websocket.accept(subprotocol=offered[0] if offered else None)
-        return UspConnection(websocket, record.connection_id)
+        connection = UspConnection(websocket, record.connection_id)
+        connection.start_reading()
+        return connection
 
     async def _serve(self, connection: UspConnection, run: Callable[[], Any]) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from typing import Any, Self
 
@@ -11,6 +12,22 @@ from emulators.azure_speech.records import HandshakeRecord, RecognitionRecord, S
 from emulators.azure_speech.stt import TranscriptSource
 from emulators.azure_speech.tts import voice_check
 from emulators.runner import ServerThread
+
+
+class _DenialResponseNoise(logging.Filter):
+    """uvicorn's websockets-sansio protocol logs this error after every *successful* handshake denial
+    (the ``websocket.http.response`` extension we use for 401/503): the client did get the response."""
+
+    MESSAGE = "ASGI callable returned without completing handshake."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != self.MESSAGE
+
+
+def _quiet_denials() -> None:
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialResponseNoise) for f in logger.filters):
+        logger.addFilter(_DenialResponseNoise())
 
 
 class AzureSpeechEmulator:
@@ -65,6 +82,7 @@ class AzureSpeechEmulator:
         return f"{self.url}/speech/recognition/{mode}/cognitiveservices/v1"
 
     def start(self) -> Self:
+        _quiet_denials()
         self._server.start()
         return self
 

@@ -11,7 +11,6 @@ audio actually received. The recognised text comes from a script, since no real 
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import uuid
@@ -22,6 +21,7 @@ from urllib.parse import parse_qs
 
 import numpy as np
 import orjson
+from starlette.websockets import WebSocketDisconnect
 
 from emulators.azure_speech.audio import InputFormat, decode_to_pcm16, split_riff
 from emulators.azure_speech.connection import CloseConnection, UspConnection
@@ -233,12 +233,19 @@ class SttSession:
         )
 
     async def _finish(self, turn: _Turn, *, end_of_audio: bool) -> None:
+        try:
+            await self._answer(turn)
+        except WebSocketDisconnect:
+            turn.record.status = "disconnected"
+            raise
+
+    async def _answer(self, turn: _Turn) -> None:
         self._finished.add(turn.request_id)
         self._turn = None
         knobs = self.knobs.snapshot()
         record = turn.record
         record.audio_ms = turn.audio_ms
-        await asyncio.sleep(knobs.stt_latency_s)
+        await self.connection.pause(knobs.stt_latency_s)
         rid = turn.request_id
         if turn.speech_start_ms is None:
             record.status = "InitialSilenceTimeout"

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
+from starlette.websockets import WebSocketDisconnect
 
 from emulators.azure_speech.audio import OutputFormat, parse_output_format, synthesize
 from emulators.azure_speech.connection import CloseConnection, UspConnection
@@ -124,7 +125,11 @@ class TtsSession:
         duration_ms = round(len(parsed.text) * knobs.tts_ms_per_char) + parsed.pause_ms
         audio = await asyncio.to_thread(synthesize, fmt, duration_ms, parsed.text)
         record.duration_ms = duration_ms
-        await self._send_turn(request_id, fmt, audio, duration_ms, metadata, record, fault)
+        try:
+            await self._send_turn(request_id, fmt, audio, duration_ms, metadata, record, fault)
+        except WebSocketDisconnect:
+            record.outcome = "disconnected"
+            raise
 
     async def _send_turn(
         self,
@@ -153,7 +158,7 @@ class TtsSession:
                 ),
             )
         )
-        await asyncio.sleep(knobs.tts_first_chunk_delay_s)
+        await self.connection.pause(knobs.tts_first_chunk_delay_s)
         step = max(1, int(fmt.bytes_per_ms * knobs.tts_chunk_ms))
         if fmt.encoding == "pcm":
             step -= step % 2
@@ -162,7 +167,7 @@ class TtsSession:
                 record.outcome = f"closed:{fault.close_code}"
                 raise CloseConnection(fault.close_code, fault.close_reason)
             if index:
-                await asyncio.sleep(knobs.tts_chunk_delay_s)
+                await self.connection.pause(knobs.tts_chunk_delay_s)
             await self.connection.send_bytes(audio_frame(request_id, stream_id, audio[start : start + step]))
             record.audio_bytes += len(audio[start : start + step])
         if metadata.get("sessionEndEnabled", True):
