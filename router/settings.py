@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     realtime_session_ready_timeout_seconds: float = 5.0
     realtime_first_audio_timeout_seconds: float = 4.0
     realtime_reconnect_timeout_seconds: float = 3.0
+    # Realtime bridge internals (added by the realtime-pipeline work)
+    realtime_open_timeout_seconds: float = 3.0  # TCP + WebSocket upgrade to Voice Live
+    realtime_start_timeout_seconds: float = 10.0  # Twilio's ``start`` must arrive this soon after the upgrade
+    realtime_move_grace_seconds: float = 10.0  # after a move to legacy, wait this long for Twilio to end the stream
+    realtime_max_frames_per_second: float = 200.0  # per call, inbound (Twilio sends 50); excess is dropped
+    realtime_frame_burst: int = 500  # frames accepted at once above that rate
 
     # Circuit breaker (defaults sized for phone traffic; see flags/breaker.py for the reasoning)
     breaker_window_seconds: int = 300
