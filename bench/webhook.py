@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -44,7 +45,7 @@ def wait_listening(port: int, timeout: float = 60.0) -> None:
     raise TimeoutError(f"nothing listening on {port}")
 
 
-def request_factory(port: int, public_base_url: str):  # type: ignore[no-untyped-def]
+def request_factory(port: int, public_base_url: str) -> Callable[[int], bytes]:
     def make(index: int) -> bytes:
         params = {
             "CallSid": f"CA{index:032x}",
