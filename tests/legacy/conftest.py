@@ -1,0 +1,182 @@
+"""The legacy pipeline over real sockets: the router app on uvicorn, the OpenAI and Speech emulators,
+Azurite, SQLite state, and a scripted Twilio that signs its webhooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from emulators.azure_speech import AzureSpeechEmulator, SpeechKnobs
+from emulators.openai import OpenAIEmulator, OpenAIKnobs
+from emulators.runner import ServerThread, free_port
+from flags.clock import SystemClock
+from legacy_pipeline.pipeline import LegacyPipeline
+from legacy_pipeline.services import LegacyServices
+from router.agent_profile import AgentProfile
+from router.app import create_app
+from router.observability import Metrics
+from router.settings import DEFAULT_PROFILE, Settings
+from router.store.base import StateStore
+from router.store.factory import open_store
+from router.twilio_signature import TwilioSignatureValidator
+from tests.legacy.twilio_script import ACCOUNT_SID, ScriptedTwilio
+
+AUTH_TOKEN = "test-auth-token"
+
+
+class NoRealtime:
+    """The realtime pipeline is not under test here; rollout is 0 % so every call goes legacy."""
+
+    def routes(self) -> list[Any]:
+        return []
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class LegacyHarness:
+    settings: Settings
+    profile: AgentProfile
+    server: ServerThread
+    twilio: ScriptedTwilio
+    store: StateStore  # a second connection to the server's SQLite file, on the test's loop
+    pipeline: LegacyPipeline
+    metrics: Metrics
+    openai: OpenAIEmulator
+    speech: AzureSpeechEmulator
+
+    @property
+    def url(self) -> str:
+        return self.server.http_url
+
+    def sample(self, metric: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(metric, labels)
+        return value or 0.0
+
+
+HarnessFactory = Callable[..., Awaitable[LegacyHarness]]
+
+
+@pytest.fixture(scope="session")
+def openai_emulator() -> Any:
+    with OpenAIEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="session")
+def speech_emulator() -> Any:
+    with AzureSpeechEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(autouse=True)
+def _reset_emulators(request: pytest.FixtureRequest) -> None:
+    """Each test starts with both emulators at zero latency, no faults and the default replies."""
+    if "openai_emulator" in request.fixturenames or "legacy" in request.fixturenames:
+        emulator: OpenAIEmulator = request.getfixturevalue("openai_emulator")
+        emulator.knobs.update(**dataclasses.asdict(OpenAIKnobs()))
+        emulator.set_script(None)
+        emulator.clear_requests()
+    if "speech_emulator" in request.fixturenames or "legacy" in request.fixturenames:
+        speech: AzureSpeechEmulator = request.getfixturevalue("speech_emulator")
+        speech.knobs.update(**dataclasses.asdict(SpeechKnobs()))
+        speech.clear_records()
+
+
+def write_profile(directory: Path, **legacy: Any) -> Path:
+    data = yaml.safe_load(DEFAULT_PROFILE.read_text())
+    data["legacy"].update(legacy)
+    path = directory / f"agent-{uuid.uuid4().hex[:8]}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+async def legacy(
+    tmp_path: Path,
+    openai_emulator: OpenAIEmulator,
+    speech_emulator: AzureSpeechEmulator,
+    azurite_connection_string: str,
+) -> AsyncIterator[HarnessFactory]:
+    """``await legacy(**settings)`` → a running service; ``profile_legacy={...}`` overrides profile options,
+    ``services=`` replaces the clients built from settings."""
+    started: list[tuple[ServerThread, StateStore, httpx.AsyncClient]] = []
+
+    async def start(
+        *,
+        profile_legacy: dict[str, Any] | None = None,
+        services: LegacyServices | None = None,
+        **overrides: Any,
+    ) -> LegacyHarness:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        state_url = f"sqlite:///{tmp_path / f'state-{port}.db'}"
+        values: dict[str, Any] = {
+            "public_base_url": base,
+            "twilio_account_sid": ACCOUNT_SID,
+            "twilio_auth_token": SecretStr(AUTH_TOKEN),
+            "admin_token": SecretStr("admin-token"),
+            "state_url": state_url,
+            "rollout_percent": 0.0,
+            "openai_base_url": openai_emulator.openai_base_url,
+            "openai_api_key": SecretStr("sk-test"),
+            "openai_model": "gpt-4o-mini",
+            "azure_speech_host": speech_emulator.url,
+            "azure_storage_connection_string": SecretStr(azurite_connection_string),
+            "azure_storage_container": f"tts-{uuid.uuid4().hex[:12]}",
+            "legacy_tts_first_chunk_timeout_ms": 800,
+            "legacy_stt_timeout_seconds": 3.0,
+            "legacy_turn_deadline_seconds": 5.0,
+            "legacy_blob_cleanup_interval_seconds": 0.0,
+        }
+        if profile_legacy:
+            values["agent_profile"] = write_profile(tmp_path, **profile_legacy)
+        values.update(overrides)
+        settings = Settings(**values)
+        profile = AgentProfile.load(settings.agent_profile)
+        metrics = Metrics()
+        server_store = open_store(state_url)
+        pipeline = LegacyPipeline(
+            settings=settings,
+            profile=profile,
+            store=server_store,
+            metrics=metrics,
+            signatures=TwilioSignatureValidator(AUTH_TOKEN, base),
+            clock=SystemClock(),
+            services=services,
+        )
+        app = create_app(
+            settings, store=server_store, metrics=metrics, legacy=pipeline, realtime=NoRealtime()
+        )
+        server = ServerThread(app, port=port).start()
+        reader = open_store(state_url)
+        await reader.open()
+        client = httpx.AsyncClient(timeout=30.0)
+        started.append((server, reader, client))
+        return LegacyHarness(
+            settings=settings,
+            profile=profile,
+            server=server,
+            twilio=ScriptedTwilio(public_base_url=base, auth_token=AUTH_TOKEN, client=client),
+            store=reader,
+            pipeline=pipeline,
+            metrics=metrics,
+            openai=openai_emulator,
+            speech=speech_emulator,
+        )
+
+    yield start
+    for server, reader, client in started:
+        await client.aclose()
+        await reader.close()
+        server.stop()

@@ -1,0 +1,125 @@
+"""A scripted Twilio for the legacy tests: signs its webhooks like Twilio and follows the TwiML it gets."""
+
+from __future__ import annotations
+
+import struct
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+import httpx
+
+from router.twilio_signature import sign
+
+ACCOUNT_SID = "AC" + "0" * 32
+
+
+@dataclass
+class Twiml:
+    status: int
+    text: str
+    plays: list[str] = field(default_factory=list)
+    says: list[str] = field(default_factory=list)
+    gather: dict[str, str] | None = None
+    record: dict[str, str] | None = None
+    redirect: str | None = None
+    hangup: bool = False
+
+    @classmethod
+    def parse(cls, response: httpx.Response) -> Twiml:
+        twiml = cls(status=response.status_code, text=response.text)
+        if response.status_code != 200:
+            return twiml
+        root = ET.fromstring(response.text)
+        assert root.tag == "Response", response.text
+        for element in root:
+            if element.tag == "Play":
+                twiml.plays.append(element.text or "")
+            elif element.tag == "Say":
+                twiml.says.append(element.text or "")
+            elif element.tag == "Gather":
+                twiml.gather = dict(element.attrib)
+            elif element.tag == "Record":
+                twiml.record = dict(element.attrib)
+            elif element.tag == "Redirect":
+                twiml.redirect = element.text
+            elif element.tag == "Hangup":
+                twiml.hangup = True
+        return twiml
+
+    @property
+    def action(self) -> str:
+        if self.gather is not None:
+            return self.gather["action"]
+        assert self.record is not None, self.text
+        return self.record["action"]
+
+
+class ScriptedTwilio:
+    def __init__(self, *, public_base_url: str, auth_token: str, client: httpx.AsyncClient) -> None:
+        self.base = public_base_url.rstrip("/")
+        self.auth_token = auth_token
+        self.client = client
+
+    async def post(
+        self, url: str, params: dict[str, str], *, signature: str | None = "sign"
+    ) -> httpx.Response:
+        if not url.startswith("http"):
+            url = self.base + url
+        headers = {}
+        if signature == "sign":
+            headers["X-Twilio-Signature"] = sign(self.auth_token, url, params)
+        elif signature is not None:
+            headers["X-Twilio-Signature"] = signature
+        return await self.client.post(url, data=params, headers=headers)
+
+    def params(self, call_sid: str, **extra: str) -> dict[str, str]:
+        return {
+            "CallSid": call_sid,
+            "AccountSid": ACCOUNT_SID,
+            "From": "+15550100001",
+            "To": "+15550100999",
+            "CallStatus": "in-progress",
+            "ApiVersion": "2010-04-01",
+            "Direction": "inbound",
+            **extra,
+        }
+
+    async def incoming_call(self, call_sid: str) -> Twiml:
+        params = self.params(call_sid, CallStatus="ringing")
+        return Twiml.parse(await self.post("/twilio/voice", params))
+
+    async def say(self, previous: Twiml, call_sid: str, speech: str | None) -> Twiml:
+        """Answer ``previous``'s ``<Gather>`` as Twilio does: ``SpeechResult`` (absent when silent)."""
+        assert previous.gather is not None, previous.text
+        extra = {"SpeechResult": speech, "Confidence": "0.92"} if speech is not None else {}
+        return Twiml.parse(await self.post(previous.gather["action"], self.params(call_sid, **extra)))
+
+    async def fetch_audio(self, url: str) -> bytes:
+        response = await self.client.get(url)
+        assert response.status_code == 200, (response.status_code, response.text[:200])
+        assert response.headers["content-type"] == "audio/wav"
+        return response.content
+
+
+@dataclass(frozen=True)
+class Wav:
+    format_tag: int
+    channels: int
+    sample_rate: int
+    bits: int
+    data: bytes
+
+
+def read_wav(blob: bytes) -> Wav:
+    assert blob[:4] == b"RIFF" and blob[8:12] == b"WAVE", blob[:16]
+    offset, fmt = 12, None
+    while offset + 8 <= len(blob):
+        chunk, size = blob[offset : offset + 4], struct.unpack_from("<I", blob, offset + 4)[0]
+        if chunk == b"fmt ":
+            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", blob, offset + 8)
+            fmt = (tag, channels, rate, bits)
+        elif chunk == b"data":
+            assert fmt is not None
+            return Wav(*fmt, data=blob[offset + 8 : offset + 8 + size])
+        offset += 8 + size + (size & 1)
+    raise AssertionError("no data chunk")
