@@ -101,6 +101,8 @@ class RealtimeConnection:
         if self.stalled or self.faults.stall or self._closed.is_set():
             return
         payload = {"event_id": new_id("event"), **event}
+        if event["type"] == "response.done":  # record before the client can observe it
+            self.record.responses[event["response"]["id"]] = event["response"]["status"]
         async with self._send_lock:
             if self._closed.is_set():
                 return
@@ -273,11 +275,6 @@ class RealtimeConnection:
     def _note_client_event(self, kind: str, event: dict[str, Any]) -> None:
         if kind == "input_audio_buffer.append":
             self.record.append_count += 1
-            audio = event.get("audio")
-            self.record.last_client_event[kind] = {
-                "type": kind,
-                "audio_bytes": len(audio) * 3 // 4 if isinstance(audio, str) else None,
-            }
             return
         self.record.client_events.append(kind)
         self.record.last_client_event[kind] = event
@@ -328,6 +325,10 @@ class RealtimeConnection:
             raise InvalidRequest(
                 "invalid_value", "Invalid 'audio': expected base64-encoded audio.", "audio"
             ) from None
+        self.record.last_client_event["input_audio_buffer.append"] = {
+            "type": "input_audio_buffer.append",
+            "audio_bytes": len(data),
+        }
         pcm = decode_input(data, self.session["input_audio_format"])
         self.appended_samples += int(pcm.size)
         self.record.appended_audio_ms = self.appended_ms

@@ -1,0 +1,237 @@
+"""A spoken turn end to end: VAD events in appended-audio time, the response sequence, audio, transcripts."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+
+from emulators.speechlike import silence_ulaw, speechlike_pcm16
+from emulators.voicelive import VoiceLiveEmulator
+from emulators.voicelive.config import DEFAULT_REPLIES, DEFAULT_USER_TRANSCRIPTS
+from tests.voicelive_emulator.client import audio_bytes, open_client, types, ulaw_session
+
+TURN_ORDER_HEAD = [
+    "input_audio_buffer.speech_started",
+    "input_audio_buffer.speech_stopped",
+    "input_audio_buffer.committed",
+    "conversation.item.created",
+    "response.created",
+    "rate_limits.updated",
+    "response.output_item.added",
+    "conversation.item.created",
+    "response.content_part.added",
+]
+TURN_ORDER_TAIL = [
+    "response.audio.done",
+    "response.audio_transcript.done",
+    "response.content_part.done",
+    "response.output_item.done",
+    "response.done",
+]
+
+
+async def test_spoken_turn_event_order_and_audio_times(emulator: VoiceLiveEmulator) -> None:
+    client = await ulaw_session(emulator)
+    await client.speak(1000, lead_ms=600, tail_ms=700)
+    events = await client.until("response.done")
+    names = types(events)
+    assert names[: len(TURN_ORDER_HEAD)] == TURN_ORDER_HEAD
+    assert names[-len(TURN_ORDER_TAIL) :] == TURN_ORDER_TAIL
+    middle = set(names[len(TURN_ORDER_HEAD) : -len(TURN_ORDER_TAIL)])
+    assert middle == {"response.audio.delta", "response.audio_transcript.delta"}
+
+    started, stopped, committed, user_item = events[:4]
+    # speech begins at 600 ms of appended audio; prefix padding 300 ms is included
+    assert started["audio_start_ms"] == 600 - 300
+    # speech ends at 1600 ms; the stop is reported after 500 ms of silence
+    assert stopped["audio_end_ms"] == 1600 + 500
+    assert started["item_id"] == stopped["item_id"] == committed["item_id"] == user_item["item"]["id"]
+    assert committed["previous_item_id"] is None
+    assert user_item["item"]["role"] == "user"
+    assert user_item["item"]["content"][0]["type"] == "input_audio"
+
+    created = events[4]["response"]
+    assert created["status"] == "in_progress" and created["output"] == []
+    item = events[6]["item"]
+    assert item["role"] == "assistant" and item["status"] == "in_progress"
+    assert events[7]["previous_item_id"] == user_item["item"]["id"]
+    for event in events:
+        if event["type"].startswith("response.audio"):
+            assert event["response_id"] == created["id"]
+            assert event["item_id"] == item["id"]
+            assert (event["output_index"], event["content_index"]) == (0, 0)
+
+    done = events[-1]["response"]
+    assert done["status"] == "completed" and done["status_details"] is None
+    usage = done["usage"]
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    assert usage["input_token_details"]["audio_tokens"] > 0
+    assert usage["output_token_details"]["audio_tokens"] > 0
+    assert set(usage["input_token_details"]) == {"cached_tokens", "text_tokens", "audio_tokens"}
+    transcript = "".join(e["delta"] for e in events if e["type"] == "response.audio_transcript.delta")
+    assert transcript == DEFAULT_REPLIES[0]
+    assert events[-4]["transcript"] == DEFAULT_REPLIES[0]
+    assert done["output"][0]["content"][0] == {"type": "audio", "transcript": DEFAULT_REPLIES[0]}
+    await client.ws.close()
+
+
+async def test_ulaw_reply_length_follows_text(emulator: VoiceLiveEmulator) -> None:
+    client = await ulaw_session(emulator)
+    await client.speak()
+    events = await client.until("response.done")
+    audio = audio_bytes(events)
+    assert len(audio) == len(DEFAULT_REPLIES[0]) * 65 * 8  # 8 bytes per ms of μ-law
+    deltas = [e for e in events if e["type"] == "response.audio.delta"]
+    assert all(len(base64.b64decode(d["delta"])) == 800 for d in deltas[:-1])  # 100 ms chunks
+    await client.ws.close()
+
+
+async def test_second_turn_uses_next_script_line_and_appended_time_continues(
+    emulator: VoiceLiveEmulator,
+) -> None:
+    client = await ulaw_session(emulator, input_audio_transcription={"model": "azure-speech"})
+    await client.speak(500, tail_ms=600)
+    first = await client.until("response.done")
+    await client.speak(500, tail_ms=600, seed=1)
+    second = await client.until("response.done")
+    transcript = "".join(e["delta"] for e in second if e["type"] == "response.audio_transcript.delta")
+    assert transcript == DEFAULT_REPLIES[1]
+    started = next(e for e in second if e["type"] == "input_audio_buffer.speech_started")
+    assert started["audio_start_ms"] == 1100 - 300  # the second utterance starts after 1100 ms appended
+    completions = [
+        e for e in first + second if e["type"] == "conversation.item.input_audio_transcription.completed"
+    ]
+    assert [c["transcript"] for c in completions] == list(DEFAULT_USER_TRANSCRIPTS[:2])
+    assert emulator.sessions[0].appended_audio_ms == 2200
+    await client.ws.close()
+
+
+async def test_no_transcription_event_when_transcription_is_off(emulator: VoiceLiveEmulator) -> None:
+    client = await ulaw_session(emulator)
+    await client.speak()
+    events = await client.until("response.done")
+    assert "conversation.item.input_audio_transcription.completed" not in types(events)
+    await client.ws.close()
+
+
+async def test_pcm16_in_and_out(emulator: VoiceLiveEmulator) -> None:
+    client = await open_client(emulator)  # defaults: pcm16 24 kHz both ways
+    speech = speechlike_pcm16(800, sample_rate=24000).astype("<i2").tobytes()
+    silence = np.zeros(24 * 700, dtype="<i2").tobytes()
+    await client.append(speech + silence, frame=960)  # 20 ms frames
+    events = await client.until("response.done")
+    assert events[0]["audio_start_ms"] == 0
+    assert events[1]["audio_end_ms"] == 800 + 500
+    audio = audio_bytes(events)
+    assert len(audio) == len(DEFAULT_REPLIES[0]) * 65 * 48  # 24 kHz × 2 bytes
+    assert events[4]["response"]["output_audio_format"] == "pcm16"
+    await client.ws.close()
+
+
+async def test_pcm16_at_16khz_input(emulator: VoiceLiveEmulator) -> None:
+    client = await open_client(emulator)
+    await client.update(input_audio_sampling_rate=16000, output_audio_format="pcm16_16000hz")
+    speech = speechlike_pcm16(400, sample_rate=16000).astype("<i2").tobytes()
+    await client.append(b"\x00\x00" * 16 * 200 + speech + b"\x00\x00" * 16 * 600, frame=640)
+    events = await client.until("response.done")
+    assert events[0]["audio_start_ms"] == 0  # 200 ms lead minus 300 ms padding, clamped
+    assert events[1]["audio_end_ms"] == 600 + 500
+    assert len(audio_bytes(events)) == len(DEFAULT_REPLIES[0]) * 65 * 32
+    await client.ws.close()
+
+
+async def test_silence_alone_triggers_nothing(emulator: VoiceLiveEmulator) -> None:
+    client = await ulaw_session(emulator)
+    await client.append(silence_ulaw(2000))
+    await client.send({"type": "input_audio_buffer.clear"})
+    assert (await client.recv())["type"] == "input_audio_buffer.cleared"
+    await client.ws.close()
+
+
+async def test_turn_detection_off_needs_manual_commit(emulator: VoiceLiveEmulator) -> None:
+    client = await ulaw_session(emulator, turn_detection=None)
+    await client.speak(400, tail_ms=600)
+    await client.send({"type": "input_audio_buffer.commit"})
+    committed, created = await client.recv(), await client.recv()
+    assert committed["type"] == "input_audio_buffer.committed"
+    assert created["type"] == "conversation.item.created" and created["item"]["id"] == committed["item_id"]
+    await client.send({"type": "input_audio_buffer.commit", "event_id": "c2"})
+    error = await client.recv()
+    assert error["error"]["code"] == "input_audio_buffer_commit_empty"
+    assert error["error"]["event_id"] == "c2"
+    await client.send({"type": "response.create"})
+    events = await client.until("response.done")
+    assert events[0]["type"] == "response.created"
+    await client.ws.close()
+
+
+async def test_create_response_false_commits_without_responding(emulator: VoiceLiveEmulator) -> None:
+    client = await ulaw_session(emulator, turn_detection={"type": "server_vad", "create_response": False})
+    await client.speak()
+    events = await client.until("conversation.item.created")
+    assert types(events)[-2] == "input_audio_buffer.committed"
+    await client.send({"type": "conversation.item.retrieve", "item_id": events[-1]["item"]["id"]})
+    assert (await client.recv())["type"] == "conversation.item.retrieved"
+    await client.ws.close()
+
+
+async def test_agent_greets_first(emulator: VoiceLiveEmulator) -> None:
+    client = await ulaw_session(emulator)
+    await client.send(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "system",
+                "content": [{"type": "input_text", "text": "Greet."}],
+            },
+        }
+    )
+    created = await client.recv()
+    assert created["type"] == "conversation.item.created" and created["previous_item_id"] is None
+    await client.send({"type": "response.create", "response": {"instructions": "Say hello"}})
+    events = await client.until("response.done")
+    assert events[0]["type"] == "response.created"
+    assert events[3]["previous_item_id"] == created["item"]["id"]
+    assert len(audio_bytes(events)) == len(DEFAULT_REPLIES[0]) * 65 * 8
+    await client.ws.close()
+
+
+async def test_items_create_retrieve_delete(emulator: VoiceLiveEmulator) -> None:
+    client = await ulaw_session(emulator)
+    await client.send(
+        {
+            "type": "conversation.item.create",
+            "item": {"id": "out1", "type": "function_call_output", "call_id": "c1", "output": "{}"},
+        }
+    )
+    created = await client.recv()
+    assert created["item"]["id"] == "out1" and created["item"]["type"] == "function_call_output"
+    await client.send({"type": "conversation.item.retrieve", "item_id": "out1"})
+    assert (await client.recv())["item"]["call_id"] == "c1"
+    await client.send({"type": "conversation.item.delete", "item_id": "out1"})
+    assert await client.recv() == {
+        **client.received[-1],
+        "type": "conversation.item.deleted",
+        "item_id": "out1",
+    }
+    await client.send({"type": "conversation.item.retrieve", "item_id": "out1"})
+    error = await client.recv()
+    assert error["error"]["code"] == "item_not_found"
+    await client.send({"type": "conversation.item.create", "item": {"type": "banana"}})
+    assert (await client.recv())["error"]["param"] == "item.type"
+    await client.ws.close()
+
+
+async def test_client_events_are_recorded(emulator: VoiceLiveEmulator) -> None:
+    client = await ulaw_session(emulator)
+    await client.speak(300, tail_ms=600)
+    await client.until("response.done")
+    record = emulator.sessions[0]
+    assert list(record.client_events) == ["session.update"]
+    assert record.append_count == (300 + 600) // 20
+    assert record.last_client_event["input_audio_buffer.append"]["audio_bytes"] == 160
+    assert list(record.responses.values()) == ["completed"]
+    assert "response.done" in record.server_events
+    await client.ws.close()
