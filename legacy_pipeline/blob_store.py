@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobSasPermissions, ContentSettings, generate_blob_sas
-from azure.storage.blob.aio import BlobServiceClient
+from azure.storage.blob.aio import BlobServiceClient, LinearRetry
 
 log = logging.getLogger("legacy_pipeline.blob_store")
 
@@ -65,9 +65,19 @@ class AzureBlobAudioStore:
         *,
         sas_ttl: dt.timedelta = dt.timedelta(minutes=15),
         api_version: str | None = None,
+        connect_timeout_s: float = 3.0,
+        read_timeout_s: float = 10.0,
     ) -> None:
         options: dict[str, Any] = {"api_version": api_version} if api_version else {}
-        self._service = BlobServiceClient.from_connection_string(connection_string, **options)
+        # The SDK's default retry waits 15 s (± 3 s jitter) between attempts: far past a phone turn's
+        # deadline. One immediate retry covers a dropped keep-alive connection; the turn handles the rest.
+        self._service = BlobServiceClient.from_connection_string(
+            connection_string,
+            retry_policy=LinearRetry(backoff=0, random_jitter_range=0, retry_total=1),
+            connection_timeout=connect_timeout_s,
+            read_timeout=read_timeout_s,
+            **options,
+        )
         self._container_name = container
         self._container = self._service.get_container_client(container)
         self._container_url = self._container.url.rstrip("/")

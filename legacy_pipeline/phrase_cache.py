@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from legacy_pipeline.blob_store import BlobStore, StoredAudio
@@ -62,8 +63,13 @@ class PhraseCache:
             return stored
         return self._blob_store.read_url(stored.name)
 
-    async def get(self, text: str, *, voice: str, language: str) -> PhraseAudio:
-        """The phrase's audio URL; synthesises and uploads it on first use (one caller per phrase)."""
+    async def get(
+        self, text: str, *, voice: str, language: str, on_stage: Callable[[str], None] | None = None
+    ) -> PhraseAudio:
+        """The phrase's audio URL; synthesises and uploads it on first use (one caller per phrase).
+
+        ``on_stage("tts")`` / ``on_stage("upload")`` say what is running, so a caller whose deadline
+        cancels the work knows which stage was late."""
         key: PhraseKey = (text, voice, language, self._synthesizer.audio_format)
         stored = self._entries.get(key)
         if stored is not None:
@@ -77,11 +83,15 @@ class PhraseCache:
             if stored is not None:
                 return PhraseAudio(url=self._fresh(stored).url, cached=True)
             started = time.perf_counter()
+            if on_stage is not None:
+                on_stage("tts")
             try:
                 audio = await self._synthesizer.synthesize(text, voice=voice, language=language)
             except Exception as exc:
                 raise PhraseFailed("tts", exc) from exc
             synthesized = time.perf_counter()
+            if on_stage is not None:
+                on_stage("upload")
             try:
                 stored = await self._blob_store.upload_phrase_audio(phrase_blob_name(key), audio)
             except Exception as exc:

@@ -41,6 +41,9 @@ class StageTimer:
         self.stages: dict[str, float] = {}
         self.current = "turn"
 
+    def enter(self, name: str) -> None:
+        self.current = name
+
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.current = name
@@ -109,7 +112,13 @@ class TurnLoop:
         return [self._options.reprompt, self._options.goodbye, self._settings.legacy_resume_phrase]
 
     async def warm(self, text: str) -> PhraseAudio:
-        return await self._phrases.get(text, voice=self._profile.voice, language=self._profile.language)
+        return await self._phrase(text, StageTimer())
+
+    async def _phrase(self, text: str, timer: StageTimer) -> PhraseAudio:
+        timer.enter("tts")
+        return await self._phrases.get(
+            text, voice=self._profile.voice, language=self._profile.language, on_stage=timer.enter
+        )
 
     # First turn -------------------------------------------------------------------------------
     async def first_turn(
@@ -142,14 +151,13 @@ class TurnLoop:
         await self._state.save_counters(call_sid, TurnCounters(last_turn=last_turn, empty_turns=0))
         await self._event(call_sid, {"type": "legacy.resumed", "after_turn": last_turn})
         line = self._settings.legacy_resume_phrase
+        timer = StageTimer()
         try:
             async with asyncio.timeout(self._remaining(received_at)):
-                phrase = await self._phrases.get(
-                    line, voice=self._profile.voice, language=self._profile.language
-                )
+                phrase = await self._phrase(line, timer)
             return self._twiml.play_and_listen(phrase.url)
         except Exception as exc:
-            self._failed(call_sid, exc.stage if isinstance(exc, PhraseFailed) else "tts", exc)
+            self._failed(call_sid, timer.current, exc)
             return self._twiml.say_and_listen(line)
 
     # Caller turns -----------------------------------------------------------------------------
@@ -248,15 +256,12 @@ class TurnLoop:
     async def _phrase_twiml(
         self, text: str, received_at: float, timer: StageTimer, record: TurnRecord
     ) -> str:
-        timer.current = "tts"
         scope = asyncio.timeout(self._remaining(received_at))
         try:
             async with scope:
-                phrase = await self._phrases.get(
-                    text, voice=self._profile.voice, language=self._profile.language
-                )
+                phrase = await self._phrase(text, timer)
         except Exception as exc:
-            stage = exc.stage if isinstance(exc, PhraseFailed) else timer.current
+            stage = timer.current
             record.error = f"deadline of {self._deadline_s:g}s exceeded" if scope.expired() else describe(exc)
             record.error_stage = stage
             self._failed(record.call_sid, stage, exc)
@@ -268,13 +273,12 @@ class TurnLoop:
         return self._twiml.play_and_listen(phrase.url)
 
     async def _try_phrase(self, call_sid: str, text: str, received_at: float) -> PhraseAudio | None:
+        timer = StageTimer()
         try:
             async with asyncio.timeout(self._remaining(received_at)):
-                return await self._phrases.get(
-                    text, voice=self._profile.voice, language=self._profile.language
-                )
+                return await self._phrase(text, timer)
         except Exception as exc:
-            self._failed(call_sid, exc.stage if isinstance(exc, PhraseFailed) else "tts", exc)
+            self._failed(call_sid, timer.current, exc)
             return None
 
     def _remaining(self, received_at: float) -> float:

@@ -1,0 +1,108 @@
+"""Item 6: any stage failing or running late → a spoken apology and a new <Gather>, never dead air or a 5xx."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from emulators.azurite import connection_string
+from emulators.runner import free_port
+from tests.legacy.conftest import HarnessFactory, LegacyHarness
+from tests.legacy.twilio_script import Twiml
+
+CALL = "CA" + "f" * 32
+
+
+async def _failed_turn(h: LegacyHarness, greeting: Twiml) -> tuple[Twiml, dict[str, Any]]:
+    twiml = await h.twilio.say(greeting, CALL, "Can I book for Monday?")
+    assert twiml.status == 200, twiml.text
+    assert twiml.says == [h.profile.legacy.apology] and not twiml.plays
+    assert twiml.gather is not None and twiml.gather["action"] == f"{h.url}/legacy/turn"
+    turns = await h.store.list_turns(call_sid=CALL)
+    assert turns[-1]["turn"] == 1 and turns[-1]["user_text"] == "Can I book for Monday?"
+    # The router's call record survives the failure.
+    call = await h.store.get_call(CALL)
+    assert call is not None and call["pipeline"] == "legacy"
+    return twiml, turns[-1]
+
+
+@pytest.mark.parametrize(
+    ("faults", "error_part"),
+    [
+        ({"rate_limit_next": 1}, "RateLimitError"),
+        ({"server_error_next": 1}, "InternalServerError"),
+        ({"midstream_error_next": 1, "midstream_error_after": 1}, "APIError"),
+    ],
+    ids=["429", "500", "midstream"],
+)
+async def test_llm_failure_apologises(
+    legacy: HarnessFactory, faults: dict[str, Any], error_part: str
+) -> None:
+    h = await legacy()
+    greeting = await h.twilio.incoming_call(CALL)
+    h.openai.set_faults(**faults)
+    twiml, turn = await _failed_turn(h, greeting)
+    assert turn["error_stage"] == "llm" and error_part in turn["error"]
+    assert "tts" not in turn["stages"] and turn["response_ms"] > 0
+    assert h.sample("voice_router_turn_failures_total", pipeline="legacy", stage="llm") == 1
+    # The next turn works again and the failed one left no half-written history.
+    recovered = await h.twilio.say(twiml, CALL, "Monday at nine")
+    assert len(recovered.plays) == 1
+    roles = [m["role"] for m in h.openai.requests[-1].body["messages"]]
+    assert roles == ["system", "assistant", "user"]
+    assert [t["turn"] for t in await h.store.list_turns(call_sid=CALL)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("faults", "error_part"),
+    [
+        (
+            {"close_next": 1, "close_code": 1011, "close_reason": "Internal service error."},
+            "Internal service error",
+        ),
+        ({"stall_next": 1}, "SpeechError"),
+    ],
+    ids=["closed", "stalled"],
+)
+async def test_speech_failure_apologises(
+    legacy: HarnessFactory, faults: dict[str, Any], error_part: str
+) -> None:
+    h = await legacy()
+    greeting = await h.twilio.incoming_call(CALL)
+    h.speech.set_faults(**faults)
+    _, turn = await _failed_turn(h, greeting)
+    assert turn["error_stage"] == "tts" and error_part in turn["error"]
+    assert "llm_total" in turn["stages"] and "upload" not in turn["stages"]
+    assert h.sample("voice_router_turn_failures_total", pipeline="legacy", stage="tts") == 1
+
+
+async def test_blob_failure_apologises_and_keeps_the_record(legacy: HarnessFactory) -> None:
+    dead = connection_string(free_port())  # nothing listens there: connection refused
+    h = await legacy(azure_storage_connection_string=SecretStr(dead))
+    greeting = await h.twilio.incoming_call(CALL)
+    # Even the greeting cannot be uploaded: it is spoken with <Say> instead of silence.
+    assert greeting.says == [h.profile.greeting] and greeting.gather is not None
+    _, turn = await _failed_turn(h, greeting)
+    assert turn["error_stage"] == "upload"
+    assert {"llm_total", "tts"} <= set(turn["stages"])
+    turns = await h.store.list_turns(call_sid=CALL)
+    assert turns[0]["error_stage"] == "upload"
+    assert h.sample("voice_router_turn_failures_total", pipeline="legacy", stage="upload") == 2
+
+
+async def test_late_llm_hits_the_turn_deadline(legacy: HarnessFactory) -> None:
+    h = await legacy(legacy_turn_deadline_seconds=1.0)
+    greeting = await h.twilio.incoming_call(CALL)
+    h.openai.set_faults(first_token_delay_s=4.0)
+    _, turn = await _failed_turn(h, greeting)
+    assert turn["error_stage"] == "llm" and "deadline" in turn["error"]
+    assert h.sample("voice_router_turn_failures_total", pipeline="legacy", stage="llm") == 1
+
+
+async def test_unconfigured_services_still_answer(legacy: HarnessFactory) -> None:
+    h = await legacy(openai_base_url="", openai_api_key=SecretStr(""))
+    greeting = await h.twilio.incoming_call(CALL)
+    _, turn = await _failed_turn(h, greeting)
+    assert turn["error_stage"] == "llm" and "not configured" in turn["error"]
