@@ -158,6 +158,7 @@ class CallBridge:
         self._cut_items: set[str] = set()
         self._response_active = False
         self._user_speaking = False
+        self._reconnect_spent = False
         self._moved = False
         self._closing = False
         self._stream_started = clock.monotonic()
@@ -224,6 +225,7 @@ class CallBridge:
             await asyncio.gather(*self._closers, return_exceptions=True)
         self._log.merge({"realtime": {"audio_mode": self._audio.mode, **self.stats}})
         self._log.event("stream_ended", self._clock.time(), **self.stats)
+        await self._log.close()
 
     # Voice Live sessions ---------------------------------------------------------------------------------
 
@@ -316,7 +318,12 @@ class CallBridge:
             self._metrics.turn_failures.labels(PIPELINE, f"voicelive_{cause}").inc()
             await self._outcome.report(Outcome.FAILURE, cause)
         self._log.event("voicelive_lost", self._clock.time(), cause=cause, detail=detail[:200])
-        if await self._replace_session(cause):
+        # One quick reconnect per failure: if the new session fails again before completing a response,
+        # the service is not healthy enough for this call.
+        retry = cause == SESSION_EXPIRED_CODE or not self._reconnect_spent
+        if cause != SESSION_EXPIRED_CODE:
+            self._reconnect_spent = True
+        if retry and await self._replace_session(cause):
             return
         await self._move_to_legacy(f"voicelive_{cause}")
         raise _BridgeDone
@@ -489,6 +496,8 @@ class CallBridge:
             assert isinstance(event, ResponseDone)
             self._response_active = False
             self._turns.add_usage(event.usage)
+            if event.status == "completed":
+                self._reconnect_spent = False
         elif kind is AssistantTranscriptDone:
             assert isinstance(event, AssistantTranscriptDone)
             self._history.set_text("assistant", event.item_id, event.transcript)

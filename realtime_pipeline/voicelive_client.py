@@ -128,13 +128,19 @@ class EntraIdAuth:
 
     def __init__(
         self,
-        credential: AsyncTokenCredentialLike,
+        credential: AsyncTokenCredentialLike | Callable[[], AsyncTokenCredentialLike],
         *,
         scope: str = ENTRA_SCOPE,
         refresh_margin_seconds: float = 300.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._credential = credential
+        # A factory defers building the credential chain to the first call that needs a token.
+        self._credential: AsyncTokenCredentialLike | None = None
+        self._factory: Callable[[], AsyncTokenCredentialLike] | None = None
+        if callable(credential) and not hasattr(credential, "get_token"):
+            self._factory = credential
+        else:
+            self._credential = credential  # type: ignore[assignment]
         self._scope = scope
         self._margin = refresh_margin_seconds
         self._clock = clock
@@ -151,6 +157,9 @@ class EntraIdAuth:
             return self._token
         async with self._lock:
             if not self._fresh():
+                if self._credential is None:
+                    assert self._factory is not None
+                    self._credential = self._factory()
                 access = await self._credential.get_token(self._scope)
                 self._token = str(access.token)
                 self._expires_on = float(access.expires_on)
@@ -161,14 +170,20 @@ class EntraIdAuth:
         return {"Authorization": f"Bearer {await self.token()}"}
 
     async def close(self) -> None:
-        await self._credential.close()
+        if self._credential is not None:
+            await self._credential.close()
 
 
 def default_entra_auth() -> EntraIdAuth:
     """``DefaultAzureCredential`` (async): managed identity, workload identity, az login, ..."""
-    from azure.identity.aio import DefaultAzureCredential
 
-    return EntraIdAuth(DefaultAzureCredential())
+    def build() -> AsyncTokenCredentialLike:
+        from azure.identity.aio import DefaultAzureCredential
+
+        credential: AsyncTokenCredentialLike = DefaultAzureCredential()
+        return credential
+
+    return EntraIdAuth(build)
 
 
 # Connections ---------------------------------------------------------------------------------------------
@@ -276,13 +291,16 @@ class VoiceLiveClient:
         open_timeout: float = 5.0,
         ready_timeout: float = 5.0,
     ) -> None:
-        self.url = realtime_url(endpoint, api_version=api_version, model=model)
+        # No endpoint configured: every call fails fast as "unreachable" (and moves to legacy).
+        self.url = realtime_url(endpoint, api_version=api_version, model=model) if endpoint else ""
         self._auth = auth
         self._connector: VoiceLiveConnector = connector or WebsocketsConnector()
         self._open_timeout = open_timeout
         self._ready_timeout = ready_timeout
 
     async def connect(self, *, open_timeout: float | None = None) -> VoiceLiveConnection:
+        if not self.url:
+            raise VoiceLiveUnreachable("AZURE_VOICELIVE_ENDPOINT is not set")
         try:
             headers = await self._auth.headers()
         except Exception as exc:  # credential chain failures: realtime cannot be used

@@ -1,0 +1,141 @@
+"""A normal turn, the greeting, barge-in and the PCM16 mode, end to end over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from emulators.speechlike import silence_ulaw, speechlike_ulaw
+from realtime_pipeline.audio import ulaw_to_pcm16
+from tests.realtime.harness import Harness, new_call_sid
+
+SPEECH = speechlike_ulaw(900, seed=1) + silence_ulaw(800)
+
+
+async def test_normal_turn_streams_reply_and_records_latency(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness()
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        # The whole reply arrives and plays; every mark is echoed.
+        await twilio.wait_for(lambda: len(twilio.marks_echoed) >= 3 and not twilio._queue)
+        await twilio.wait_for(lambda: harness.voicelive.sessions[0].responses.get(
+            next(iter(harness.voicelive.sessions[0].responses), ""), "") == "completed")
+        await twilio.stop()
+        await twilio.wait_closed()
+
+    session = harness.voicelive.sessions[0]
+    assert session.session["input_audio_format"] == "g711_ulaw"
+    assert session.session["output_audio_format"] == "g711_ulaw"
+    assert session.session["voice"] == {"type": "azure-standard", "name": "en-US-AvaNeural"}
+    assert session.client_events[0] == "session.update"
+    assert session.appended_audio_ms == len(SPEECH) // 8  # every caller frame reached Voice Live
+    # No greeting configured: the agent waited for the caller.
+    assert "response.create" not in session.client_events
+    assert twilio.audio and twilio.clears == 0
+    names = [echo.name for echo in twilio.marks_echoed]
+    assert len(set(names)) == len(names)  # unique mark per chunk
+
+    outcome = await harness.wait_call_field(call_sid, "breaker_outcome")
+    assert outcome == "success"
+    assert await harness.breaker_window() == (1, 0, 0)
+    turns = await harness.turns(call_sid)
+    assert [t["turn"] for t in turns] == [1]
+    turn = turns[0]
+    assert turn["pipeline"] == "realtime"
+    assert 0 < turn["response_ms"] <= turn["heard_ms"]
+    assert turn["user_text"] == "Hi, I'd like to book a cleaning."
+    assert turn["assistant_text"] == "Hello there, how can I help you today?"
+    assert turn["usage"]["total_tokens"] > 0 and turn["usage"]["output_tokens"] > 0
+    assert {"session_connect", "session_ready", "first_audio"} <= set(turn["stages"])
+    assert not turn["interrupted"]
+    assert harness.metric("voice_router_turn_latency_seconds_count", pipeline="realtime", stage="response") == 1
+    record = await harness.call(call_sid)
+    assert record["realtime"]["frames_in"] == len(SPEECH) // 160
+    assert not record["moved_to_legacy"]
+
+
+async def test_greeting_plays_first(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(profile_overrides={"greeting": "Welcome to the test line."})
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        # Nothing sent by the caller, yet audio arrives: the agent speaks first.
+        await twilio.wait_for(lambda: len(twilio.marks_echoed) >= 2)
+        await twilio.stop()
+        await twilio.wait_closed()
+    session = harness.voicelive.sessions[0]
+    assert list(session.client_events)[:2] == ["session.update", "response.create"]
+    assert "Welcome to the test line." in session.last_client_event["response.create"]["response"]["instructions"]
+    await harness.wait_call_field(call_sid, "breaker_outcome")
+    turns = await harness.turns(call_sid)
+    assert turns[0]["turn"] == 0
+    assert turns[0]["response_ms"] > 0 and turns[0]["stages"]["first_audio"] > 0
+    assert turns[0]["heard_ms"] >= turns[0]["response_ms"]
+
+
+async def test_barge_in_clears_twilio_and_truncates_to_what_was_heard(
+    make_harness: Callable[..., Harness],
+) -> None:
+    # Long greeting audio, played at 2x so the caller can talk over it.
+    harness = make_harness(profile_overrides={"greeting": "Hello."})
+    harness.voicelive.config.ms_per_char = 80
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid, play_speed=2.0) as twilio:
+        await twilio.start()
+        await twilio.wait_for(lambda: len(twilio.marks_echoed) >= 2)
+        heard_before_speaking = max(e.played_ms for e in twilio.marks_echoed)
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: twilio.clears == 1)
+        session = harness.voicelive.sessions[0]
+        await twilio.wait_for(lambda: "conversation.item.truncate" in session.client_events)
+        # The next reply (to the caller's interruption) plays normally afterwards.
+        await twilio.wait_for(lambda: len(twilio.events("media")) > 0 and len(
+            {e.item_id for e in twilio.marks_echoed}) >= 2, timeout=15)
+        await twilio.stop()
+        await twilio.wait_closed()
+
+    truncate = session.last_client_event["conversation.item.truncate"]
+    item_id = truncate["item_id"]
+    echoed_positions = {e.played_ms for e in twilio.echoes if e.item_id == item_id and not e.cleared}
+    assert truncate["content_index"] == 0
+    assert truncate["audio_end_ms"] in {int(p) for p in echoed_positions}
+    assert truncate["audio_end_ms"] >= int(heard_before_speaking)
+    # Never more than what Twilio had played: the rest of that item was cleared unheard.
+    assert twilio.played_by_item[item_id] >= truncate["audio_end_ms"]
+    assert any(e.cleared and e.item_id == item_id for e in twilio.echoes)
+    assert session.client_events.count("conversation.item.truncate") == 1
+    assert "conversation.item.truncated" in session.server_events
+    assert not session.errors_sent
+    turns = await harness.turns(call_sid)
+    assert turns[0]["interrupted"] is True
+    assert turns[1]["heard_ms"] is not None  # late echoes of cleared marks did not confuse the next reply
+    assert harness.metric("voice_router_barge_ins_total", pipeline="realtime") == 1
+
+
+async def test_pcm16_mode_converts_both_directions(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(settings_overrides={"realtime_audio_mode": "pcm16"})
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: len(twilio.marks_echoed) >= 3 and not twilio._queue)
+        await twilio.stop()
+        await twilio.wait_closed()
+    session = harness.voicelive.sessions[0]
+    assert session.session["input_audio_format"] == "pcm16"
+    assert session.session["input_audio_sampling_rate"] == 24000
+    # soxr's stream emits in blocks (~60 ms at HQ for 20 ms input): at most that much is still held back.
+    assert 0 <= len(SPEECH) // 8 - session.appended_audio_ms <= 80
+    assert "input_audio_buffer.speech_stopped" in session.server_events
+    pcm = ulaw_to_pcm16(bytes(twilio.audio)).astype(np.float64)
+    assert pcm.size > 8000 * 0.5  # reply audio came back as 8 kHz μ-law
+    assert np.sqrt(np.mean(pcm**2)) > 300  # and it is not silence
+    turns = await harness.turns(call_sid)
+    assert turns and turns[0]["response_ms"] is not None

@@ -1,0 +1,238 @@
+"""A scripted Twilio Media Streams client: what Twilio does on the bridge's socket, and what it heard.
+
+Signs the upgrade like Twilio, sends ``connected``/``start``/``media`` (20 ms μ-law frames)/``stop``, and plays
+what the bridge sends: media is queued and "played" at ``play_speed`` × real time, a mark is echoed when the
+audio queued before it has played, and ``clear`` drops the queued audio and echoes every pending mark (as
+Twilio documents). Every echo is recorded with the item's played position so tests can check truncates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
+
+
+@dataclass
+class Echo:
+    name: str
+    item_id: str
+    played_ms: float  # how much of that item the client had played when it echoed
+    cleared: bool  # echoed because of a clear, not because its audio played
+
+
+class TwilioMediaClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        signature: str | None,
+        call_sid: str,
+        stream_sid: str = "MZ00000000000000000000000000000001",
+        account_sid: str = "AC00000000000000000000000000000000",
+        token: str | None = None,
+        play_speed: float = 4.0,
+    ) -> None:
+        self.url = url
+        self.signature = signature
+        self.call_sid = call_sid
+        self.stream_sid = stream_sid
+        self.account_sid = account_sid
+        self.token = token
+        self.play_speed = play_speed
+        self.ws: ClientConnection | None = None
+        self.received: list[dict[str, Any]] = []
+        self.audio = bytearray()  # every media payload received, in order
+        self.echoes: list[Echo] = []
+        self.clears = 0
+        self.played_by_item: dict[str, float] = {}
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._pending_bytes = 0
+        self._wake = asyncio.Event()
+        self._seq = 0
+        self._chunk = 0
+        self._media_ms = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closed = asyncio.Event()
+
+    # Connection ------------------------------------------------------------------------------------------
+
+    async def open(self) -> TwilioMediaClient:
+        headers = {"X-Twilio-Signature": self.signature} if self.signature else {}
+        self.ws = await websockets.connect(
+            self.url, additional_headers=headers, compression=None, proxy=None, max_size=None
+        )
+        self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._play())]
+        return self
+
+    async def __aenter__(self) -> TwilioMediaClient:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send(orjson.dumps(message).decode())
+
+    async def send_raw(self, text: str | bytes) -> None:
+        assert self.ws is not None
+        await self.ws.send(text)
+
+    def _next_seq(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    async def start(self, *, connected: bool = True, parameters: dict[str, str] | None = None) -> None:
+        if connected:
+            await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        params = dict(parameters or {})
+        if self.token is not None:
+            params.setdefault("token", self.token)
+        await self.send(
+            {
+                "event": "start",
+                "sequenceNumber": self._next_seq(),
+                "start": {
+                    "accountSid": self.account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    "customParameters": params,
+                },
+                "streamSid": self.stream_sid,
+            }
+        )
+
+    def media_event(self, frame: bytes, stream_sid: str | None = None) -> dict[str, Any]:
+        self._chunk += 1
+        event = {
+            "event": "media",
+            "sequenceNumber": self._next_seq(),
+            "streamSid": stream_sid or self.stream_sid,
+            "media": {
+                "track": "inbound",
+                "chunk": str(self._chunk),
+                "timestamp": str(self._media_ms),
+                "payload": base64.b64encode(frame).decode(),
+            },
+        }
+        self._media_ms += 20
+        return event
+
+    async def send_audio(self, ulaw: bytes, *, pace: float = 0.0) -> None:
+        """Send ``ulaw`` as 20 ms frames; ``pace`` seconds between frames (0 = as fast as possible)."""
+        for offset in range(0, len(ulaw), FRAME_BYTES):
+            await self.send(self.media_event(ulaw[offset : offset + FRAME_BYTES]))
+            if pace:
+                await asyncio.sleep(pace)
+
+    async def stop(self) -> None:
+        await self.send(
+            {
+                "event": "stop",
+                "sequenceNumber": self._next_seq(),
+                "streamSid": self.stream_sid,
+                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+            }
+        )
+
+    async def wait_closed(self, timeout: float = 10.0) -> int | None:
+        await asyncio.wait_for(self.closed.wait(), timeout)
+        return self.close_code
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        async def poll() -> None:
+            while not predicate():
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(poll(), timeout)
+
+    # What the bridge sends -----------------------------------------------------------------------------
+
+    @property
+    def marks_echoed(self) -> list[Echo]:
+        return [echo for echo in self.echoes if not echo.cleared]
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [message for message in self.received if message.get("event") == kind]
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for frame in self.ws:
+                message = orjson.loads(frame)
+                self.received.append(message)
+                kind = message.get("event")
+                if kind == "media":
+                    data = base64.b64decode(message["media"]["payload"])
+                    self.audio.extend(data)
+                    self._queue.append(("media", data))
+                elif kind == "mark":
+                    self._queue.append(("mark", message["mark"]["name"]))
+                elif kind == "clear":
+                    self._on_clear()
+                self._wake.set()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            if self.ws.close_code is not None:
+                self.close_code = self.ws.close_code
+                self.close_reason = self.ws.close_reason or ""
+            self.closed.set()
+
+    def _on_clear(self) -> None:
+        self.clears += 1
+        self._pending_bytes = 0
+        pending_marks = [value for kind, value in self._queue if kind == "mark"]
+        self._queue.clear()
+        for name in pending_marks:
+            self._echo(name, cleared=True)
+
+    def _echo(self, name: str, *, cleared: bool) -> None:
+        item_id = name.rsplit(":", 1)[0]
+        if not cleared:
+            self.played_by_item[item_id] = self.played_by_item.get(item_id, 0.0) + self._pending_bytes / 8
+            self._pending_bytes = 0
+        self.echoes.append(Echo(name, item_id, self.played_by_item.get(item_id, 0.0), cleared))
+        if self.ws is not None:
+            task = asyncio.create_task(
+                self.send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+            )
+            self._tasks.append(task)
+
+    async def _play(self) -> None:
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            kind, value = self._queue.popleft()
+            if kind == "media":
+                clears = self.clears
+                await asyncio.sleep(len(value) / 8000 / self.play_speed)
+                if clears == self.clears:  # a clear while "playing" discards the chunk
+                    self._pending_bytes += len(value)
+            else:
+                with contextlib.suppress(Exception):
+                    self._echo(value, cleared=False)
