@@ -431,7 +431,7 @@ class _Call:
             if isinstance(verb, SayVerb | PlayVerb | PauseVerb):
                 if not isinstance(verb, PauseVerb):
                     self.enter_mode("legacy")
-                await self._prompt(verb)
+                await self._prompt(verb, current.url)
             elif isinstance(verb, GatherVerb):
                 self.enter_mode("legacy")
                 gathered = await self._gather(verb, current.url)
@@ -463,7 +463,9 @@ class _Call:
         return None
 
     # Legacy verbs ----------------------------------------------------------------------------------------
-    async def _prompt(self, verb: SayVerb | PlayVerb | PauseVerb, *, limit_ms: float | None = None) -> None:
+    async def _prompt(
+        self, verb: SayVerb | PlayVerb | PauseVerb, doc_url: str, *, limit_ms: float | None = None
+    ) -> None:
         """Play a prompt to the caller (``limit_ms``: the caller talks over it after that long)."""
         if isinstance(verb, PauseVerb):
             await self.sleep(verb.length_s * 1000.0)
@@ -472,7 +474,7 @@ class _Call:
             duration: float = self.sim.say_ms_per_character * max(1, len(verb.text)) * max(1, verb.loop)
         else:
             try:
-                data = await self.sim.fetch_media(verb.url)
+                data = await self.sim.fetch_media(urljoin(doc_url, verb.url))
                 info = read_wav(data)
             except (UnplayableAudio, httpx.HTTPError) as exc:
                 self.result.errors.append(f"13227: cannot play {verb.url}: {exc}")
@@ -503,12 +505,12 @@ class _Call:
         for prompt in verb.prompts:
             if barge:
                 before = self.ears.now()
-                await self._prompt(prompt, limit_ms=budget)
+                await self._prompt(prompt, doc_url, limit_ms=budget)
                 budget -= (self.ears.now() - before) * 1000.0 / self.scale
                 if budget <= 0:
                     break
             else:
-                await self._prompt(prompt)
+                await self._prompt(prompt, doc_url)
         if "speech" not in verb.input:
             await self.sleep(verb.timeout_s * 1000.0)  # a DTMF-only gather: the caller presses nothing
             return self._empty_gather(verb, action)
