@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -155,12 +157,13 @@ async def test_record_posts_a_recording_served_with_basic_auth(sim, router, rest
     router.turn_twiml = "<Response><Hangup/></Response>"
     utterance = Utterance.speechlike("leave a message", duration_ms=1200)
     result = await sim.place_call(CallScript(steps=[Say(utterance)]))
-    posted = [data for path, data in router.form_posts if path == "/rec"][0]
+    posted = next(data for path, data in router.form_posts if path == "/rec")
     assert posted["RecordingSid"].startswith("RE") and posted["RecordingDuration"] == "2"
     url = posted["RecordingUrl"]
     assert url.startswith(rest.url)
-    assert httpx.get(url).status_code == 401
-    wav = httpx.get(url + ".wav", auth=(ACCOUNT, TOKEN))
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(url)).status_code == 401
+        wav = await http.get(url + ".wav", auth=(ACCOUNT, TOKEN))
     assert wav.status_code == 200
     info = read_wav(wav.content)
     assert (info.format_code, info.sample_rate, info.bits_per_sample) == (1, 8000, 16)
@@ -205,10 +208,9 @@ async def test_rest_hangup_ends_the_call(sim, router, rest):
     router.mode = "realtime"
     router.reply_ms = 200
     script = CallScript(steps=[Pause(60_000)], hang_up_when_done=False)
-    import asyncio
 
     task = asyncio.create_task(sim.place_call(script))
-    while not router.streams or len(router.streams[0].events) < 3:
+    while not router.streams or len(router.streams[0].events) < 3:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     call_sid = router.streams[0].events[1]["start"]["callSid"]
     await asyncio.to_thread(
