@@ -1,0 +1,217 @@
+"""Every fault knob, over a real socket, plus the HTTP control surface."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from emulators.voicelive import ErrorSpec, Faults, VoiceLiveEmulator
+from tests.voicelive_emulator.client import Client, open_client, types, ulaw_session
+
+
+async def test_drop_connections_closes_tcp_without_http_response(emulator: VoiceLiveEmulator) -> None:
+    emulator.faults.update(drop_connections=True)
+    with pytest.raises((OSError, EOFError, websockets.exceptions.InvalidMessage)) as info:
+        async with websockets.connect(
+            emulator.realtime_url(), additional_headers={"api-key": "emulator-key"}
+        ):
+            pass
+    assert not isinstance(info.value, InvalidStatus)
+    assert emulator.state.connections_dropped == 1
+    emulator.faults.update(drop_connections=False)
+    client = await open_client(emulator)  # recovers once the fault is lifted
+    await client.ws.close()
+
+
+@pytest.mark.parametrize("status", [401, 403, 429, 503])
+async def test_reject_handshake_with_status(emulator: VoiceLiveEmulator, status: int) -> None:
+    emulator.faults.update(reject_handshake_status=status)
+    with pytest.raises(InvalidStatus) as info:
+        async with websockets.connect(
+            emulator.realtime_url(), additional_headers={"api-key": "emulator-key"}
+        ):
+            pass
+    assert info.value.response.status_code == status
+    assert orjson.loads(info.value.response.body)["error"]["code"] == str(status)
+    assert emulator.state.connections_rejected == 1
+    assert emulator.sessions == []
+
+
+async def test_session_updated_delayed(emulator: VoiceLiveEmulator) -> None:
+    emulator.faults.update(session_updated_delay_ms=1500)
+    client = await open_client(emulator)
+    await client.send({"type": "session.update", "session": {"temperature": 0.9}})
+    with pytest.raises(TimeoutError):
+        await client.recv(wait_s=0.3)
+    assert (await client.recv(wait_s=5))["type"] == "session.updated"
+    await client.ws.close()
+
+
+async def test_session_updated_dropped(emulator: VoiceLiveEmulator) -> None:
+    emulator.faults.update(drop_session_updated=True)
+    client = await open_client(emulator)
+    await client.send({"type": "session.update", "session": {"input_audio_format": "g711_ulaw"}})
+    await client.send({"type": "input_audio_buffer.clear"})
+    # the next event is the answer to the clear: session.updated never comes
+    assert (await client.recv())["type"] == "input_audio_buffer.cleared"
+    assert emulator.sessions[0].session["input_audio_format"] == "g711_ulaw"  # applied, just not acknowledged
+    await client.ws.close()
+
+
+async def test_error_at_session_start(emulator: VoiceLiveEmulator) -> None:
+    emulator.faults.update(
+        error_at_session_start={"type": "server_error", "code": "overloaded", "message": "busy"}
+    )
+    client = await open_client(emulator)
+    error = await client.recv()
+    assert error["type"] == "error"
+    assert (error["error"]["type"], error["error"]["code"], error["error"]["message"]) == (
+        "server_error",
+        "overloaded",
+        "busy",
+    )
+    await client.ws.close()
+
+
+async def test_error_mid_response_fails_the_response(emulator: VoiceLiveEmulator) -> None:
+    emulator.faults.update(error_after_deltas=2, mid_response_error=True)
+    client = await ulaw_session(emulator)
+    await client.speak()
+    events = await client.until("response.done")
+    names = types(events)
+    assert names.count("response.audio.delta") == 2
+    error = events[names.index("error")]
+    assert error["error"]["type"] == "server_error"
+    done = events[-1]["response"]
+    assert done["status"] == "failed"
+    assert done["status_details"]["type"] == "failed"
+    assert done["status_details"]["error"]["type"] == "server_error"
+    await client.ws.close()
+
+
+async def test_stall_mid_response_keeps_socket_open(emulator: VoiceLiveEmulator) -> None:
+    emulator.faults.update(stall_after_deltas=2)
+    client = await ulaw_session(emulator)
+    await client.speak()
+    events: list[dict] = []
+    with pytest.raises(TimeoutError):
+        while True:
+            events.append(await client.recv(wait_s=0.5))
+    assert types(events).count("response.audio.delta") == 2
+    assert "response.done" not in types(events)
+    pong = await client.ws.ping()
+    await asyncio.wait_for(pong, 5)  # the socket is alive, the server just says nothing
+    await client.send({"type": "response.cancel"})
+    with pytest.raises(TimeoutError):
+        await client.recv(wait_s=0.3)
+    await client.ws.close()
+
+
+async def test_global_stall_silences_everything(emulator: VoiceLiveEmulator) -> None:
+    client = await open_client(emulator)
+    emulator.faults.update(stall=True)
+    await client.send({"type": "session.update", "session": {"temperature": 0.9}})
+    with pytest.raises(TimeoutError):
+        await client.recv(wait_s=0.3)
+    await client.ws.close()
+
+
+async def test_close_mid_response_with_code(emulator: VoiceLiveEmulator) -> None:
+    emulator.faults.update(close_after_deltas=3, close_code=1011)
+    client = await ulaw_session(emulator)
+    await client.speak()
+    events = await drain_until_closed(client)
+    assert types(events).count("response.audio.delta") == 3
+    assert client.ws.close_code == 1011
+    assert client.ws.protocol.close_rcvd is not None
+    await asyncio.sleep(0)
+    assert emulator.sessions[0].close_code == 1011
+
+
+async def test_close_mid_response_abruptly(emulator: VoiceLiveEmulator) -> None:
+    emulator.faults.update(close_after_deltas=1, close_abruptly=True)
+    client = await ulaw_session(emulator)
+    await client.speak()
+    events = await drain_until_closed(client)
+    assert types(events).count("response.audio.delta") == 1
+    assert client.ws.protocol.close_rcvd is None  # no close frame: TCP reset
+    assert client.ws.close_code == 1006
+
+
+async def test_session_expires(emulator: VoiceLiveEmulator) -> None:
+    emulator.faults.update(expire_after_s=0.3)
+    client = await open_client(emulator)
+    events = await drain_until_closed(client)
+    assert events[-1]["type"] == "error"
+    assert events[-1]["error"]["code"] == "session_expired"
+    assert events[-1]["error"]["type"] == "invalid_request_error"
+    assert client.ws.close_code == 1001
+
+
+async def drain_until_closed(client: Client) -> list[dict]:
+    events: list[dict] = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            events.append(await client.recv(wait_s=5))
+    return events
+
+
+async def test_latency_knobs_shape_delta_pacing() -> None:
+    faults = Faults(pace=4.0)
+    assert faults.delta_interval_s(100) == pytest.approx(0.025)
+    faults.update(pace=0)
+    assert faults.delta_interval_s(100) == 0.0
+    faults.update(delta_delay_ms=40)
+    assert faults.delta_interval_s(100) == pytest.approx(0.04)
+
+
+def test_faults_reject_unknown_knobs_and_bad_values() -> None:
+    faults = Faults()
+    with pytest.raises(ValueError, match="unknown"):
+        faults.update(explode=True)
+    with pytest.raises(ValueError):
+        faults.update(reject_handshake_status=200)
+    with pytest.raises(ValueError):
+        faults.update(close_after_deltas=-1)
+    faults.update(error_at_session_start={"code": "x"})
+    assert faults.error_at_session_start == ErrorSpec(code="x")
+    faults.update(stall=True, first_audio_ms=5)
+    faults.reset()
+    assert faults.to_dict() == Faults().to_dict()
+
+
+async def test_control_endpoints(emulator: VoiceLiveEmulator) -> None:
+    async with httpx.AsyncClient(base_url=emulator.url) as http:
+        response = await http.post(
+            "/_emulator/faults", json={"reject_handshake_status": 503, "first_audio_ms": 7}
+        )
+        assert response.status_code == 200
+        assert response.json()["reject_handshake_status"] == 503
+        assert emulator.faults.first_audio_ms == 7
+        with pytest.raises(InvalidStatus):
+            async with websockets.connect(
+                emulator.realtime_url(), additional_headers={"api-key": "emulator-key"}
+            ):
+                pass
+        bad = await http.post("/_emulator/faults", json={"nonsense": 1})
+        assert bad.status_code == 400
+        assert "nonsense" in bad.json()["error"]["message"]
+        reset = await http.post("/_emulator/faults", json={"reset": True})
+        assert reset.json()["reject_handshake_status"] is None
+        client = await ulaw_session(emulator)
+        await client.speak(300, tail_ms=600)
+        await client.until("response.done")
+        state = (await http.get("/_emulator/state")).json()
+        assert state["connections_rejected"] == 1
+        assert state["connections_accepted"] == 1
+        session = state["sessions"][0]
+        assert session["client_events"] == ["session.update"]
+        assert list(session["responses"].values()) == ["completed"]
+        assert session["session"]["input_audio_format"] == "g711_ulaw"
+        assert state["faults"]["first_audio_ms"] == 120
+        await client.ws.close()
