@@ -1,0 +1,135 @@
+"""The ``azure`` STT mode: <Record>, download with Twilio's Basic auth, Azure Speech SDK transcription."""
+
+from __future__ import annotations
+
+import base64
+import io
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from emulators.runner import ServerThread
+from emulators.speechlike import silence_ulaw, speechlike_pcm16, ulaw_decode
+from tests.legacy.conftest import AUTH_TOKEN, HarnessFactory
+from tests.legacy.twilio_script import ACCOUNT_SID, Twiml
+
+CALL = "CA" + "c" * 32
+
+
+def pcm_wav(pcm: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(pcm)
+    return buffer.getvalue()
+
+
+@dataclass
+class RecordingServer:
+    """Twilio's recordings endpoint: serves ``{RecordingUrl}.wav`` to HTTP Basic ``AccountSid:AuthToken``."""
+
+    server: ServerThread
+    authorizations: list[str | None] = field(default_factory=list)
+
+    def url(self, recording_sid: str) -> str:
+        return f"{self.server.http_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording_sid}"
+
+
+@pytest.fixture(scope="module")
+def recordings() -> Iterator[RecordingServer]:
+    speech = speechlike_pcm16(1500, seed=3).tobytes()
+    silence = ulaw_decode(silence_ulaw(400)).tobytes()
+    wav = pcm_wav(silence + speech + silence)
+    expected = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
+    seen: list[str | None] = []
+
+    async def recording(request: Request) -> Response:
+        seen.append(request.headers.get("authorization"))
+        if request.headers.get("authorization") != expected:
+            return Response(status_code=401, headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
+        return Response(wav, media_type="audio/x-wav")
+
+    app = Starlette(routes=[Route("/2010-04-01/Accounts/{account}/Recordings/{sid}.wav", recording)])
+    with ServerThread(app) as server:
+        yield RecordingServer(server, seen)
+
+
+async def test_record_mode_transcribes_with_azure(
+    legacy: HarnessFactory, recordings: RecordingServer
+) -> None:
+    h = await legacy(legacy_stt_mode="azure")
+    h.speech.set_transcripts(["I need to move my appointment."])
+    greeting = await h.twilio.incoming_call(CALL)
+    assert greeting.gather is None and greeting.record is not None
+    assert greeting.record["action"] == f"{h.url}/legacy/recording"
+    assert greeting.record["playBeep"] == "false"
+
+    params = h.twilio.params(
+        CALL,
+        RecordingUrl=recordings.url("RE" + "1" * 32),
+        RecordingSid="RE" + "1" * 32,
+        RecordingDuration="2",
+    )
+    reply = Twiml.parse(await h.twilio.post(greeting.action, params))
+    assert len(reply.plays) == 1 and reply.record is not None, reply.text
+    assert recordings.authorizations[-1] is not None and recordings.authorizations[-1].startswith("Basic ")
+    (recognition,) = h.speech.recognitions
+    assert recognition.language == "en-US" and recognition.status == "Success"
+    assert h.openai.requests[-1].body["messages"][-1]["content"] == "I need to move my appointment."
+    (turn,) = [t for t in await h.store.list_turns(call_sid=CALL) if t["turn"] == 1]
+    assert turn["user_text"] == "I need to move my appointment."
+    assert {"recording", "stt", "llm_total", "tts", "upload", "endpointing"} <= set(turn["stages"])
+
+
+async def test_record_mode_empty_recording_reprompts(
+    legacy: HarnessFactory, recordings: RecordingServer
+) -> None:
+    h = await legacy(legacy_stt_mode="azure")
+    greeting = await h.twilio.incoming_call(CALL)
+    empty = Twiml.parse(
+        await h.twilio.post(greeting.action, h.twilio.params(CALL))
+    )  # the <Redirect> fallback
+    assert empty.record is not None and len(empty.plays) == 1
+    assert h.speech.syntheses[-1].text == h.profile.legacy.reprompt
+    assert h.speech.recognitions == [] and h.openai.requests == []
+
+
+async def test_record_mode_stt_failure_apologises(
+    legacy: HarnessFactory, recordings: RecordingServer
+) -> None:
+    h = await legacy(legacy_stt_mode="azure")
+    greeting = await h.twilio.incoming_call(CALL)
+    # The SDK reconnects and retries a recognition once the socket drops, so the outage must persist.
+    h.speech.set_faults(close_next=-1, close_code=1011, close_reason="Internal service error.")
+    params = h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "2" * 32), RecordingDuration="2")
+    reply = Twiml.parse(await h.twilio.post(greeting.action, params))
+    assert reply.says == [h.profile.legacy.apology] and reply.record is not None
+    (turn,) = [t for t in await h.store.list_turns(call_sid=CALL) if t["turn"] == 1]
+    assert turn["error_stage"] == "stt" and "recording" in turn["stages"]
+    assert h.openai.requests == []
+
+
+async def test_record_mode_download_refused_apologises(
+    legacy: HarnessFactory, recordings: RecordingServer
+) -> None:
+    from pydantic import SecretStr
+
+    h = await legacy(legacy_stt_mode="azure")
+    greeting = await h.twilio.incoming_call(CALL)
+    # Wrong credentials for the download (the webhook itself is still signed correctly).
+    h.pipeline.services.recordings = type(h.pipeline.services.recordings)(
+        account_sid=ACCOUNT_SID, auth_token=SecretStr("wrong").get_secret_value()
+    )
+    params = h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "3" * 32), RecordingDuration="2")
+    reply = Twiml.parse(await h.twilio.post(greeting.action, params))
+    assert reply.says == [h.profile.legacy.apology]
+    (turn,) = [t for t in await h.store.list_turns(call_sid=CALL) if t["turn"] == 1]
+    assert turn["error_stage"] == "recording" and "401" in turn["error"]
