@@ -141,7 +141,7 @@ class Harness:
     async def turns(self, call_sid: str) -> list[dict[str, Any]]:
         return await self.on_server(self.store.list_turns(call_sid=call_sid))
 
-    async def wait_call_field(self, call_sid: str, field: str, timeout: float = 10.0) -> Any:
+    async def wait_call_field(self, call_sid: str, field: str, within: float = 10.0) -> Any:
         async def poll() -> Any:
             while True:
                 record = await self.call(call_sid)
@@ -149,7 +149,7 @@ class Harness:
                     return record[field]
                 await asyncio.sleep(0.02)
 
-        return await asyncio.wait_for(poll(), timeout)
+        return await asyncio.wait_for(poll(), within)
 
     async def breaker_window(self) -> tuple[int, int, int]:
         now = int(self.clock.time())

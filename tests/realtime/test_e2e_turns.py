@@ -22,8 +22,14 @@ async def test_normal_turn_streams_reply_and_records_latency(make_harness: Calla
         await twilio.send_audio(SPEECH)
         # The whole reply arrives and plays; every mark is echoed.
         await twilio.wait_for(lambda: len(twilio.marks_echoed) >= 3 and not twilio._queue)
-        await twilio.wait_for(lambda: harness.voicelive.sessions[0].responses.get(
-            next(iter(harness.voicelive.sessions[0].responses), ""), "") == "completed")
+        await twilio.wait_for(
+            lambda: (
+                harness.voicelive.sessions[0].responses.get(
+                    next(iter(harness.voicelive.sessions[0].responses), ""), ""
+                )
+                == "completed"
+            )
+        )
         await twilio.stop()
         await twilio.wait_closed()
 
@@ -52,7 +58,9 @@ async def test_normal_turn_streams_reply_and_records_latency(make_harness: Calla
     assert turn["usage"]["total_tokens"] > 0 and turn["usage"]["output_tokens"] > 0
     assert {"session_connect", "session_ready", "first_audio"} <= set(turn["stages"])
     assert not turn["interrupted"]
-    assert harness.metric("voice_router_turn_latency_seconds_count", pipeline="realtime", stage="response") == 1
+    assert (
+        harness.metric("voice_router_turn_latency_seconds_count", pipeline="realtime", stage="response") == 1
+    )
     record = await harness.call(call_sid)
     assert record["realtime"]["frames_in"] == len(SPEECH) // 160
     assert not record["moved_to_legacy"]
@@ -70,7 +78,10 @@ async def test_greeting_plays_first(make_harness: Callable[..., Harness]) -> Non
         await twilio.wait_closed()
     session = harness.voicelive.sessions[0]
     assert list(session.client_events)[:2] == ["session.update", "response.create"]
-    assert "Welcome to the test line." in session.last_client_event["response.create"]["response"]["instructions"]
+    assert (
+        "Welcome to the test line."
+        in session.last_client_event["response.create"]["response"]["instructions"]
+    )
     await harness.wait_call_field(call_sid, "breaker_outcome")
     turns = await harness.turns(call_sid)
     assert turns[0]["turn"] == 0
@@ -95,8 +106,10 @@ async def test_barge_in_clears_twilio_and_truncates_to_what_was_heard(
         session = harness.voicelive.sessions[0]
         await twilio.wait_for(lambda: "conversation.item.truncate" in session.client_events)
         # The next reply (to the caller's interruption) plays normally afterwards.
-        await twilio.wait_for(lambda: len(twilio.events("media")) > 0 and len(
-            {e.item_id for e in twilio.marks_echoed}) >= 2, timeout=15)
+        await twilio.wait_for(
+            lambda: len(twilio.events("media")) > 0 and len({e.item_id for e in twilio.marks_echoed}) >= 2,
+            within=15,
+        )
         await twilio.stop()
         await twilio.wait_closed()
 

@@ -31,6 +31,17 @@ class Echo:
     cleared: bool  # echoed because of a clear, not because its audio played
 
 
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll ``predicate`` until true; TimeoutError after ``within`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        if predicate():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
 class TwilioMediaClient:
     def __init__(
         self,
@@ -157,16 +168,12 @@ class TwilioMediaClient:
             }
         )
 
-    async def wait_closed(self, timeout: float = 10.0) -> int | None:
-        await asyncio.wait_for(self.closed.wait(), timeout)
+    async def wait_closed(self, within: float = 10.0) -> int | None:
+        await asyncio.wait_for(self.closed.wait(), within)
         return self.close_code
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-        async def poll() -> None:
-            while not predicate():
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(poll(), timeout)
+    async def wait_for(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
+        await wait_until(predicate, within)
 
     # What the bridge sends -----------------------------------------------------------------------------
 

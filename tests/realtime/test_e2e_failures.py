@@ -1,0 +1,220 @@
+"""Item 6: every Voice Live failure is one breaker outcome, and the caller never sits in silence."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from emulators.runner import free_port
+from emulators.speechlike import silence_ulaw, speechlike_ulaw
+from flags.breaker import Outcome
+from tests.realtime.controlled_connector import ControlledConnector
+from tests.realtime.harness import PUBLIC_BASE_URL, Harness, new_call_sid
+from tests.realtime.twilio_client import TwilioMediaClient, wait_until
+
+SPEECH = speechlike_ulaw(900, seed=2) + silence_ulaw(800)
+LEGACY_REDIRECT = {"Url": f"{PUBLIC_BASE_URL}/legacy/start", "Method": "POST"}
+
+
+def _saw(harness: Harness, index: int, server_event: str) -> bool:
+    sessions = harness.voicelive.sessions
+    return (
+        len(sessions) > (index if index >= 0 else -index - 1)
+        and server_event in sessions[index].server_events
+    )
+
+
+async def _assert_moved(harness: Harness, twilio: TwilioMediaClient, call_sid: str, reason: str) -> None:
+    await wait_until(lambda: bool(harness.rest.updates_for(call_sid)))
+    # Twilio runs the redirect and ends the stream itself; the bridge must not hang up first.
+    assert not twilio.closed.is_set()
+    await twilio.stop()
+    await twilio.wait_closed()
+    assert harness.rest.updates_for(call_sid) == [LEGACY_REDIRECT]
+    record = await harness.call(call_sid)
+    assert record["moved_to_legacy"] is True
+    assert record["move_reason"] == reason
+    assert harness.metric("voice_router_fallbacks_total", reason=reason) == 1
+
+
+async def test_connection_refused_is_a_connect_failure_and_moves_the_call(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(voicelive_endpoint=f"http://127.0.0.1:{free_port()}")
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH[:1600])
+        await _assert_moved(harness, twilio, call_sid, "voicelive_unreachable")
+    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "connect_failure"
+    assert await harness.breaker_window() == (1, 1, 0)
+    assert not twilio.events("media")
+
+
+async def test_handshake_rejected_is_a_failure(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness()
+    harness.voicelive.faults.update(reject_handshake_status=503)
+    recorded: list[tuple[str, bool]] = []
+    real_record = harness.breaker.record
+
+    async def spy(outcome: Outcome, *, trial: bool = False) -> None:
+        recorded.append((outcome.value, trial))
+        await real_record(outcome, trial=trial)
+
+    harness.breaker.record = spy  # type: ignore[method-assign]
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid, trial=True)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await _assert_moved(harness, twilio, call_sid, "voicelive_handshake_failed")
+    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "failure"
+    assert harness.voicelive.state.connections_rejected == 1
+    # The router admitted it as a half-open trial: its outcome is recorded as the trial's.
+    assert recorded == [("failure", True)]
+
+
+async def test_session_updated_timeout_is_a_failure(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(settings_overrides={"realtime_session_ready_timeout_seconds": 0.3})
+    harness.voicelive.faults.update(drop_session_updated=True)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH[:1600])
+        await _assert_moved(harness, twilio, call_sid, "voicelive_session_not_ready")
+    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "failure"
+    session = harness.voicelive.sessions[0]
+    # Nothing but the session.update was sent to an unconfirmed session.
+    assert list(session.client_events) == ["session.update"]
+    assert session.append_count == 0
+
+
+async def test_slow_first_audio_is_recorded_slow_and_the_call_goes_on(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(
+        settings_overrides={"breaker_slow_call_seconds": 0.3},
+        profile_overrides={"greeting": "Hi."},
+    )
+    harness.voicelive.faults.update(first_audio_ms=700)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        assert await harness.wait_call_field(call_sid, "breaker_outcome") == "slow"
+        assert not twilio.events("media")  # recorded at the deadline, before any audio came
+        await twilio.wait_for(lambda: len(twilio.marks_echoed) >= 1)
+        await twilio.stop()
+        await twilio.wait_closed()
+    assert await harness.breaker_window() == (1, 0, 1)
+    assert not harness.rest.updates_for(call_sid)
+
+
+async def test_fatal_error_reconnects_once_then_moves_to_legacy(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(profile_overrides={"greeting": "Hi."})
+    harness.voicelive.faults.update(error_after_deltas=0)  # every response fails with server_error
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await _assert_moved(harness, twilio, call_sid, "voicelive_error")
+    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "failure"
+    sessions = harness.voicelive.sessions
+    assert len(sessions) == 2  # exactly one quick reconnect
+    # The reconnect re-asked for the reply the caller was waiting for.
+    assert "response.create" in sessions[1].client_events
+    assert await harness.breaker_window() == (1, 1, 0)
+
+
+async def test_socket_loss_reconnects_with_the_conversation(make_harness: Callable[..., Harness]) -> None:
+    connector = ControlledConnector()
+    harness = make_harness(connector=connector)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: _saw(harness, 0, "response.done"))
+        await twilio.wait_for(lambda: not twilio._queue and len(twilio.marks_echoed) >= 1)
+        assert harness.server.loop is not None
+        harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+        await twilio.wait_for(lambda: len(harness.voicelive.sessions) == 2)
+        second = harness.voicelive.sessions[1]
+        await twilio.wait_for(lambda: second.client_events.count("conversation.item.create") == 2)
+        # The call goes on in the new session: the next utterance gets a reply.
+        before = len(twilio.marks_echoed)
+        await twilio.send_audio(speechlike_ulaw(900, seed=3) + silence_ulaw(800))
+        await twilio.wait_for(lambda: len(twilio.marks_echoed) > before + 1)
+        await twilio.stop()
+        await twilio.wait_closed()
+    replayed = second.last_client_event["conversation.item.create"]["item"]
+    assert replayed["role"] == "assistant"
+    assert replayed["content"] == [{"type": "text", "text": "Hello there, how can I help you today?"}]
+    record = await harness.call(call_sid)
+    assert record["realtime"]["reconnects"] == 1
+    assert not record["moved_to_legacy"]
+    assert record["breaker_outcome"] == "success"  # decided at first audio; later loss is in the events
+    assert any(event["type"] == "voicelive_lost" for event in record["events"])
+
+
+async def test_socket_loss_with_refused_reconnect_moves_the_call(
+    make_harness: Callable[..., Harness],
+) -> None:
+    connector = ControlledConnector()
+    connector.refuse_after = 1
+    harness = make_harness(connector=connector)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.wait_for(lambda: bool(connector.connections))
+        await twilio.wait_for(lambda: _saw(harness, 0, "session.updated"))
+        assert harness.server.loop is not None
+        harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+        await _assert_moved(harness, twilio, call_sid, "voicelive_lost")
+    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "failure"
+    assert await harness.breaker_window() == (1, 1, 0)
+
+
+async def test_session_expired_reconnects_without_a_failure(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(profile_overrides={"greeting": "Hi."})
+    harness.voicelive.faults.update(expire_after_s=0.6)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.wait_for(lambda: len(harness.voicelive.sessions) >= 2)
+        first = harness.voicelive.sessions[0]
+        assert first.close_reason == "session_expired"
+        harness.voicelive.faults.update(expire_after_s=None)
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: _saw(harness, -1, "response.done"))
+        await twilio.stop()
+        await twilio.wait_closed()
+    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "success"
+    assert not harness.rest.updates_for(call_sid)
+    record = await harness.call(call_sid)
+    assert record["realtime"]["reconnects"] >= 1
+
+
+async def test_session_is_renewed_at_a_turn_boundary(make_harness: Callable[..., Harness]) -> None:
+    harness = make_harness(settings_overrides={"realtime_session_max_age_seconds": 0.5})
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: _saw(harness, 0, "response.done"))
+        await twilio.wait_for(lambda: len(harness.voicelive.sessions) >= 2)
+        renewed = harness.voicelive.sessions[1]
+        await twilio.wait_for(lambda: renewed.client_events.count("conversation.item.create") >= 2)
+        # The old session was closed by us, cleanly, after the new one took over.
+        await twilio.wait_for(lambda: harness.voicelive.sessions[0].closed)
+        await twilio.stop()
+        await twilio.wait_closed()
+    record = await harness.call(call_sid)
+    assert record["realtime"]["renewals"] >= 1
+    assert record["breaker_outcome"] == "success"
+    assert not record["moved_to_legacy"]
+    texts = [renewed.last_client_event["conversation.item.create"]["item"]["content"][0]["text"]]
+    assert texts == ["Hello there, how can I help you today?"]
