@@ -1,0 +1,92 @@
+"""Small pure pieces: SSML escaping, text bounds, WAV parsing, TwiML building."""
+
+from __future__ import annotations
+
+import io
+import struct
+import wave
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from legacy_pipeline.ssml import build_ssml
+from legacy_pipeline.stt import WAVE_FORMAT_MULAW, WAVE_FORMAT_PCM, parse_wav
+from legacy_pipeline.turns import bound_text
+from legacy_pipeline.twiml import TwimlBuilder
+from router.agent_profile import AgentProfile
+from router.settings import DEFAULT_PROFILE
+
+NS = "{http://www.w3.org/2001/10/synthesis}"
+
+
+def test_ssml_escapes_markup_and_quotes() -> None:
+    text = "a < b & c > d \"q\" 'r' </voice><voice name='x'>"
+    ssml = build_ssml(text, voice="en-US-Ava'Neural", language='en-US" x="y')
+    root = ET.fromstring(ssml)
+    voices = list(root.iter(f"{NS}voice"))
+    assert len(voices) == 1 and voices[0].get("name") == "en-US-Ava'Neural"
+    assert voices[0].text == text
+    assert root.get("{http://www.w3.org/XML/1998/namespace}lang") == 'en-US" x="y'
+
+
+def test_ssml_drops_characters_xml_cannot_carry() -> None:
+    root = ET.fromstring(build_ssml("bell\x07 and\x00 nul\x1b", voice="v", language="en-US"))
+    assert next(root.iter(f"{NS}voice")).text == "bell and nul"
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "expected"),
+    [
+        ("short", 10, "short"),
+        ("one two three four", 12, "one two"),
+        ("x" * 50, 10, "x" * 10),
+        ("  spaced \n\t out  ", 100, "spaced out"),
+    ],
+)
+def test_bound_text(text: str, limit: int, expected: str) -> None:
+    assert bound_text(text, limit) == expected
+
+
+def test_parse_wav_pcm_and_mulaw() -> None:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\x01\x00" * 80)
+    pcm = parse_wav(buffer.getvalue())
+    assert (pcm.format_tag, pcm.sample_rate, pcm.bits_per_sample, len(pcm.data)) == (
+        WAVE_FORMAT_PCM,
+        8000,
+        16,
+        160,
+    )
+    data = b"\xff" * 100
+    fmt = struct.pack("<HHIIHH", WAVE_FORMAT_MULAW, 1, 8000, 8000, 1, 8) + b"\0\0"
+    mulaw = b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE"
+    mulaw += b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    parsed = parse_wav(mulaw)
+    assert (parsed.format_tag, parsed.data) == (WAVE_FORMAT_MULAW, data)
+    with pytest.raises(ValueError):
+        parse_wav(b"not a wav file at all")
+
+
+def test_twiml_escapes_the_sas_query() -> None:
+    profile = AgentProfile.load(DEFAULT_PROFILE)
+    builder = TwimlBuilder(public_base_url="https://voice.example.com/", profile=profile)
+    url = "https://acct.blob.core.windows.net/tts/turns/x.wav?se=2026&sp=r&sv=2026-10-06&sr=b&sig=a%2Bb%3D"
+    document = builder.play_and_listen(url)
+    assert "?se=2026&amp;sp=r&amp;sv=2026-10-06&amp;sr=b&amp;sig=a%2Bb%3D" in document
+    root = ET.fromstring(document)
+    assert root.find("Play") is not None and root.find("Play").text == url  # type: ignore[union-attr]
+    gather = root.find("Gather")
+    assert gather is not None and gather.get("action") == "https://voice.example.com/legacy/turn"
+
+
+def test_twiml_goodbye_hangs_up() -> None:
+    profile = AgentProfile.load(DEFAULT_PROFILE)
+    root = ET.fromstring(
+        TwimlBuilder(public_base_url="https://v.example", profile=profile).goodbye(text="Bye & <now>")
+    )
+    assert [child.tag for child in root] == ["Say", "Hangup"]
+    assert root[0].text == "Bye & <now>"
