@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from emulators.runner import ServerThread
+from legacy_pipeline.recordings import TwilioRecordingFetcher
 from emulators.speechlike import silence_ulaw, speechlike_pcm16, ulaw_decode
 from tests.legacy.conftest import AUTH_TOKEN, HarnessFactory
 from tests.legacy.twilio_script import ACCOUNT_SID, Twiml
@@ -120,13 +121,10 @@ async def test_record_mode_stt_failure_apologises(
 async def test_record_mode_download_refused_apologises(
     legacy: HarnessFactory, recordings: RecordingServer
 ) -> None:
-    from pydantic import SecretStr
-
     h = await legacy(legacy_stt_mode="azure")
     greeting = await h.twilio.incoming_call(CALL)
     # Wrong credentials for the download (the webhook itself is still signed correctly).
-    h.pipeline.services.recordings = type(h.pipeline.services.recordings)(
-        account_sid=ACCOUNT_SID, auth_token=SecretStr("wrong").get_secret_value()
+    h.pipeline.services.recordings = TwilioRecordingFetcher(account_sid=ACCOUNT_SID, auth_token="wrong")
     )
     params = h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "3" * 32), RecordingDuration="2")
     reply = Twiml.parse(await h.twilio.post(greeting.action, params))
