@@ -15,8 +15,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from emulators.runner import ServerThread
-from legacy_pipeline.recordings import TwilioRecordingFetcher
 from emulators.speechlike import silence_ulaw, speechlike_pcm16, ulaw_decode
+from legacy_pipeline.recordings import TwilioRecordingFetcher
 from tests.legacy.conftest import AUTH_TOKEN, HarnessFactory
 from tests.legacy.twilio_script import ACCOUNT_SID, Twiml
 
@@ -125,7 +125,6 @@ async def test_record_mode_download_refused_apologises(
     greeting = await h.twilio.incoming_call(CALL)
     # Wrong credentials for the download (the webhook itself is still signed correctly).
     h.pipeline.services.recordings = TwilioRecordingFetcher(account_sid=ACCOUNT_SID, auth_token="wrong")
-    )
     params = h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "3" * 32), RecordingDuration="2")
     reply = Twiml.parse(await h.twilio.post(greeting.action, params))
     assert reply.says == [h.profile.legacy.apology]
