@@ -1,0 +1,335 @@
+"""Unit tests of the protocol modules, playback tracking, session building and Voice Live auth."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import orjson
+import pytest
+
+from realtime_pipeline.guards import FrameRateLimiter, RateLimitedLog
+from realtime_pipeline.history import ConversationHistory
+from realtime_pipeline.playback import PlaybackTracker
+from realtime_pipeline.session_config import build_session, voice_object
+from realtime_pipeline.twilio_media import (
+    Mark,
+    Media,
+    MediaFrameError,
+    Start,
+    Stop,
+    TwilioFrameWriter,
+    parse_frame,
+)
+from realtime_pipeline.voicelive_client import ApiKeyAuth, EntraIdAuth, realtime_url
+from realtime_pipeline.voicelive_events import (
+    AudioDelta,
+    ErrorEvent,
+    OtherEvent,
+    ResponseDone,
+    VoiceLiveEventError,
+    append_audio,
+    is_fatal,
+    parse_event,
+    truncate_item,
+)
+from router.agent_profile import AgentProfile
+
+# Twilio wire format ------------------------------------------------------------------------------------
+
+
+def test_parse_twilio_events() -> None:
+    start = parse_frame(
+        orjson.dumps(
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "start": {
+                    "accountSid": "AC1",
+                    "streamSid": "MZ1",
+                    "callSid": "CA1",
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    "customParameters": {"token": "t"},
+                },
+                "streamSid": "MZ1",
+            }
+        )
+    )
+    assert start == Start("MZ1", "CA1", "AC1", {"token": "t"}, "audio/x-mulaw", 8000)
+    media = parse_frame(
+        '{"event":"media","streamSid":"MZ1","media":{"track":"inbound","chunk":"2","timestamp":"20","payload":"AAEC"}}'
+    )
+    assert media == Media("MZ1", "AAEC", b"\x00\x01\x02", 20)
+    assert parse_frame('{"event":"mark","streamSid":"MZ1","mark":{"name":"a:1"}}') == Mark("MZ1", "a:1")
+    assert parse_frame('{"event":"stop","streamSid":"MZ1","stop":{"callSid":"CA1"}}') == Stop("MZ1", "CA1")
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        ("nope", "not_json"),
+        ("[]", "not_object"),
+        ('{"event":"warp"}', "unknown_event"),
+        ('{"event":"media","streamSid":"MZ1","media":{"payload":"@@@"}}', "bad_base64"),
+        ('{"event":"media","streamSid":"MZ1"}', "bad_media"),
+        ('{"event":"mark","streamSid":"MZ1","mark":{}}', "bad_mark"),
+        ('{"event":"start","start":{"streamSid":"MZ1"}}', "bad_start"),
+        ("x" * (64 * 1024 + 1), "frame_too_large"),
+    ],
+)
+def test_bad_twilio_frames_raise_with_a_reason(frame: str, reason: str) -> None:
+    with pytest.raises(MediaFrameError) as caught:
+        parse_frame(frame)
+    assert caught.value.reason == reason
+
+
+def test_writer_emits_exactly_twilios_three_messages() -> None:
+    writer = TwilioFrameWriter('MZ"1')
+    assert orjson.loads(writer.media("AAEC")) == {
+        "event": "media",
+        "streamSid": 'MZ"1',
+        "media": {"payload": "AAEC"},
+    }
+    assert orjson.loads(writer.mark('it"em:1')) == {
+        "event": "mark",
+        "streamSid": 'MZ"1',
+        "mark": {"name": 'it"em:1'},
+    }
+    assert orjson.loads(writer.clear()) == {"event": "clear", "streamSid": 'MZ"1'}
+
+
+# Voice Live wire format --------------------------------------------------------------------------------
+
+
+def test_voicelive_events() -> None:
+    delta = parse_event('{"type":"response.audio.delta","response_id":"r","item_id":"i","delta":"AA=="}')
+    assert delta == AudioDelta("r", "i", "AA==")
+    done = parse_event(
+        orjson.dumps(
+            {
+                "type": "response.done",
+                "response": {
+                    "id": "r",
+                    "status": "completed",
+                    "usage": {
+                        "total_tokens": 9,
+                        "input_tokens": 4,
+                        "output_token_details": {"audio_tokens": 3},
+                    },
+                },
+            }
+        )
+    )
+    assert done == ResponseDone(
+        "r", "completed", {"total_tokens": 9, "input_tokens": 4, "output_audio_tokens": 3}
+    )
+    assert parse_event('{"type":"rate_limits.updated","rate_limits":[]}') == OtherEvent("rate_limits.updated")
+    assert parse_event('{"type":"error"}') == ErrorEvent("", "", "")
+    for bad in ("{", "[]", '{"type": 3}'):
+        with pytest.raises(VoiceLiveEventError):
+            parse_event(bad)
+    assert is_fatal(ErrorEvent("server_error", "", "")) and not is_fatal(
+        ErrorEvent("invalid_request_error", "x", "")
+    )
+    assert orjson.loads(append_audio("AAEC")) == {"type": "input_audio_buffer.append", "audio": "AAEC"}
+    assert orjson.loads(truncate_item("i", 120)) == {
+        "type": "conversation.item.truncate",
+        "item_id": "i",
+        "content_index": 0,
+        "audio_end_ms": 120,
+    }
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        (
+            "https://res.services.ai.azure.com",
+            "wss://res.services.ai.azure.com/voice-live/realtime?api-version=2025-10-01&model=gpt-realtime",
+        ),
+        (
+            "https://res.cognitiveservices.azure.com/",
+            "wss://res.cognitiveservices.azure.com/voice-live/realtime?api-version=2025-10-01&model=gpt-realtime",
+        ),
+        (
+            "http://127.0.0.1:9000",
+            "ws://127.0.0.1:9000/voice-live/realtime?api-version=2025-10-01&model=gpt-realtime",
+        ),
+        (
+            "https://x/?foo=bar&api-version=old",
+            "wss://x/voice-live/realtime?api-version=2025-10-01&model=gpt-realtime&foo=bar",
+        ),
+    ],
+)
+def test_realtime_url(endpoint: str, expected: str) -> None:
+    assert realtime_url(endpoint, api_version="2025-10-01", model="gpt-realtime") == expected
+
+
+def test_realtime_url_rejects_non_http_endpoints() -> None:
+    with pytest.raises(ValueError):
+        realtime_url("ftp://x", api_version="v", model="m")
+
+
+@dataclass
+class _Token:
+    token: str
+    expires_on: int
+
+
+class FakeCredential:
+    def __init__(self, now: list[float]) -> None:
+        self.now = now
+        self.calls: list[tuple[str, ...]] = []
+        self.closed = False
+
+    async def get_token(self, *scopes: str, **kwargs: object) -> _Token:
+        self.calls.append(scopes)
+        return _Token(f"token-{len(self.calls)}", int(self.now[0]) + 3600)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_entra_token_is_cached_and_refreshed_before_expiry() -> None:
+    now = [1_000_000.0]
+    credential = FakeCredential(now)
+    auth = EntraIdAuth(credential, refresh_margin_seconds=300, clock=lambda: now[0])
+    assert await auth.headers() == {"Authorization": "Bearer token-1"}
+    now[0] += 3000  # still more than 5 minutes left
+    assert await auth.headers() == {"Authorization": "Bearer token-1"}
+    assert credential.calls == [("https://ai.azure.com/.default",)]
+    now[0] += 301  # inside the refresh margin: a new token before the old one expires
+    assert await auth.headers() == {"Authorization": "Bearer token-2"}
+    await auth.close()
+    assert credential.closed
+
+
+async def test_entra_credential_is_built_lazily_and_concurrent_calls_share_one_fetch() -> None:
+    import asyncio
+
+    now = [1_000_000.0]
+    built: list[FakeCredential] = []
+
+    def factory() -> FakeCredential:
+        built.append(FakeCredential(now))
+        return built[-1]
+
+    auth = EntraIdAuth(factory, clock=lambda: now[0])
+    assert built == []
+    tokens = await asyncio.gather(*(auth.token() for _ in range(10)))
+    assert set(tokens) == {"token-1"} and len(built) == 1 and len(built[0].calls) == 1
+
+
+async def test_api_key_auth() -> None:
+    assert await ApiKeyAuth("k").headers() == {"api-key": "k"}
+
+
+# Session ----------------------------------------------------------------------------------------------
+
+
+def test_session_from_profile() -> None:
+    profile = AgentProfile.model_validate(
+        {
+            "instructions": "Be brief.",
+            "voice": "en-US-AvaNeural",
+            "temperature": 0.7,
+            "max_output_tokens": 200,
+            "turn_detection": {
+                "type": "azure_semantic_vad",
+                "silence_duration_ms": 400,
+                "remove_filler_words": True,
+            },
+            "noise_suppression": True,
+            "echo_cancellation": True,
+            "input_transcription": "azure-speech",
+        }
+    )
+    session = build_session(profile)
+    assert session["voice"] == {"type": "azure-standard", "name": "en-US-AvaNeural"}
+    assert session["input_audio_format"] == session["output_audio_format"] == "g711_ulaw"
+    assert session["turn_detection"]["type"] == "azure_semantic_vad"
+    assert session["turn_detection"]["silence_duration_ms"] == 400
+    assert session["turn_detection"]["remove_filler_words"] is True
+    assert session["input_audio_noise_reduction"] == {"type": "azure_deep_noise_suppression"}
+    assert session["input_audio_echo_cancellation"] == {"type": "server_echo_cancellation"}
+    assert session["input_audio_transcription"] == {"model": "azure-speech", "language": "en-US"}
+    assert session["temperature"] == 0.7 and session["max_response_output_tokens"] == 200
+    pcm = build_session(profile, audio_mode="pcm16", voice_override="Alloy", instructions_override="Other.")
+    assert pcm["voice"] == {"type": "openai", "name": "alloy"}
+    assert pcm["instructions"] == "Other."
+    assert pcm["input_audio_format"] == "pcm16" and pcm["input_audio_sampling_rate"] == 24000
+    assert voice_object("en-US-Ava:DragonHDLatestNeural")["type"] == "azure-standard"
+
+
+# Playback ---------------------------------------------------------------------------------------------
+
+
+def test_marks_give_heard_position_and_late_echoes_after_clear_are_stale() -> None:
+    tracker = PlaybackTracker()
+    item = tracker.add_audio("A", 100)
+    first = tracker.mark_after(item)
+    tracker.add_audio("A", 100)
+    second = tracker.mark_after(item)
+    tracker.add_audio("A", 100)
+    third = tracker.mark_after(item)
+    assert len({first, second, third}) == 3
+    echo = tracker.echoed(first)
+    assert echo is not None and echo.first_for_item and echo.heard_ms == 100
+    assert tracker.audio_queued
+    cut = tracker.clear()
+    assert [(c.item_id, c.heard_ms, c.sent_ms) for c in cut] == [("A", 100, 300)]
+    assert not tracker.audio_queued
+    # Twilio echoes the cleared marks late; a new response is already queued.
+    item_b = tracker.add_audio("B", 100)
+    b_mark = tracker.mark_after(item_b)
+    assert tracker.echoed(second) is None and tracker.echoed(third) is None
+    assert tracker.stale_echoes == 2
+    assert tracker.audio_queued  # B's audio is still queued: the late echoes did not pop it
+    echo_b = tracker.echoed(b_mark)
+    assert echo_b is not None and echo_b.item_id == "B"
+
+
+def test_an_echo_implies_earlier_marks_played() -> None:
+    tracker = PlaybackTracker()
+    item = tracker.add_audio("A", 40)
+    names = [tracker.mark_after(item)]
+    tracker.add_audio("A", 40)
+    names.append(tracker.mark_after(item))
+    echo = tracker.echoed(names[1])
+    assert echo is not None and echo.heard_ms == 80 and not tracker.audio_queued
+
+
+def test_nothing_heard_gives_zero() -> None:
+    tracker = PlaybackTracker()
+    item = tracker.add_audio("A", 100)
+    tracker.mark_after(item)
+    assert [(c.heard_ms, c.sent_ms) for c in tracker.clear()] == [(0.0, 100.0)]
+
+
+# History and guards -----------------------------------------------------------------------------------
+
+
+def test_history_replays_in_order_and_cuts_interrupted_replies() -> None:
+    history = ConversationHistory()
+    history.add("user", "u1")
+    history.add("assistant", "a1")
+    history.set_text("assistant", "a1", "one two three four")
+    history.set_text("user", "u1", "hello")  # transcript arrives after the reply started
+    history.cut("a1", 0.5)
+    assert history.replay() == [("user", "hello"), ("assistant", "one two")]
+
+
+def test_rate_limiter_and_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    limiter = FrameRateLimiter(50, 10, lambda: now[0])
+    assert sum(limiter.allow() for _ in range(20)) == 10
+    now[0] += 0.1
+    assert sum(limiter.allow() for _ in range(20)) == 5
+    log = RateLimitedLog(logging.getLogger("test.ratelog"), lambda: now[0], interval=10)
+    with caplog.at_level(logging.WARNING, logger="test.ratelog"):
+        for _ in range(100):
+            log.log(logging.WARNING, "r", "bad")
+        now[0] += 11
+        log.log(logging.WARNING, "r", "bad")
+    assert [r.getMessage() for r in caplog.records] == ["bad", "bad (99 more since last report)"]
