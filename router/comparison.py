@@ -1,0 +1,515 @@
+"""Side-by-side comparison of the two pipelines: latency percentiles, outcomes and an estimated cost.
+
+Percentiles come from DDSketches (1 % relative accuracy), never from averaging percentiles: a sketch is
+mergeable, so the sketches of two replicas (or two time windows) add up to exactly the sketch of all their
+samples. Next to each sketch we keep exact counts per Prometheus bucket of
+:data:`router.observability.LATENCY_BUCKETS`, so the report lines up with ``voice_router_turn_latency_seconds``.
+
+Inputs are the store's call and turn records (what the server saw) and, optionally, the caller-side
+measurements of the Twilio call simulator (what the caller heard). Turns are split into the greeting (turn
+0), the first reply (turn 1, where cold starts show) and later turns.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from ddsketch import DDSketch
+
+from router.observability import LATENCY_BUCKETS
+from router.store.base import StateStore
+
+RELATIVE_ACCURACY = 0.01
+SEGMENTS = ("greeting", "first", "later")
+PIPELINES = ("legacy", "realtime")
+DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
+CDF_POINTS = 50
+
+
+def segment_of(turn: int) -> str:
+    return "greeting" if turn <= 0 else "first" if turn == 1 else "later"
+
+
+class LatencySketch:
+    """Milliseconds in a DDSketch plus exact Prometheus bucket counts; both merge by addition."""
+
+    def __init__(self) -> None:
+        self._sketch = DDSketch(relative_accuracy=RELATIVE_ACCURACY)
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket (not cumulative); last = +Inf
+
+    @property
+    def count(self) -> int:
+        return int(self._sketch.count)
+
+    def add(self, milliseconds: float) -> None:
+        value = max(0.0, float(milliseconds))
+        self._sketch.add(value)
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, value / 1000.0)] += 1
+
+    def merge(self, other: LatencySketch) -> None:
+        if other.count:
+            self._sketch.merge(other._sketch)
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+
+    def quantile(self, q: float) -> float | None:
+        if not self.count:
+            return None
+        value = self._sketch.get_quantile_value(q)
+        return None if value is None else float(value)
+
+    def summary(self) -> dict[str, Any]:
+        count = self.count
+        cumulative = 0
+        prometheus: dict[str, int] = {}
+        for bound, bucket_count in zip((*LATENCY_BUCKETS, math.inf), self.buckets, strict=True):
+            cumulative += bucket_count
+            prometheus["+Inf" if math.isinf(bound) else f"{bound:g}"] = cumulative
+        return {
+            "count": count,
+            "p50": self.quantile(0.50),
+            "p90": self.quantile(0.90),
+            "p95": self.quantile(0.95),
+            "p99": self.quantile(0.99),
+            "mean": (float(self._sketch.sum) / count) if count else None,
+            "min": float(self._sketch._min) if count else None,
+            "max": float(self._sketch._max) if count else None,
+            "buckets": prometheus,  # cumulative, `le` in seconds, like the Prometheus histogram
+        }
+
+    def cdf(self, points: int = CDF_POINTS) -> list[tuple[float, float]]:
+        """(milliseconds, fraction of samples at or below) for plotting."""
+        if not self.count:
+            return []
+        out: list[tuple[float, float]] = []
+        for index in range(points + 1):
+            q = index / points
+            value = self.quantile(q)
+            if value is not None:
+                out.append((round(value, 3), q))
+        return out
+
+    # Serialisation: the sketch's bins (DDSketch keys → counts), so a report can be merged later. ----------
+    def to_dict(self) -> dict[str, Any]:
+        sketch = self._sketch
+        store = sketch._store
+        bins = {str(store.offset + index): count for index, count in enumerate(store.bins) if count}
+        return {
+            "relative_accuracy": RELATIVE_ACCURACY,
+            "bins": bins,
+            "zero_count": float(sketch._zero_count),
+            "count": float(sketch._count),
+            "sum": float(sketch._sum),
+            "min": float(sketch._min) if sketch._count else None,
+            "max": float(sketch._max) if sketch._count else None,
+            "buckets": list(self.buckets),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LatencySketch:
+        out = cls()
+        sketch = out._sketch
+        for key, count in data.get("bins", {}).items():
+            sketch._store.add(int(key), float(count))
+        sketch._zero_count = float(data.get("zero_count", 0.0))
+        sketch._count = float(data.get("count", 0.0))
+        sketch._sum = float(data.get("sum", 0.0))
+        if data.get("min") is not None:
+            sketch._min = float(data["min"])
+            sketch._max = float(data["max"])
+        buckets = list(data.get("buckets", []))
+        if len(buckets) == len(out.buckets):
+            out.buckets = [int(b) for b in buckets]
+        return out
+
+
+@dataclass
+class Prices:
+    """USD list prices (see ``router/prices.yaml`` for sources)."""
+
+    voicelive_text_input_per_mtok: float = 0.0
+    voicelive_cached_input_per_mtok: float = 0.0
+    voicelive_text_output_per_mtok: float = 0.0
+    voicelive_audio_input_per_mtok: float = 0.0
+    voicelive_audio_output_per_mtok: float = 0.0
+    openai_input_per_mtok: float = 0.0
+    openai_output_per_mtok: float = 0.0
+    tts_per_mchar: float = 0.0
+    stt_per_hour: float = 0.0
+    speech_recognition_per_request: float = 0.0
+    voice_per_minute: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path | str = DEFAULT_PRICES) -> Prices:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        return cls.from_mapping(data)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> Prices:
+        vl = data.get("voicelive", {}) or {}
+        oa = data.get("openai", {}) or {}
+        sp = data.get("azure_speech", {}) or {}
+        tw = data.get("twilio", {}) or {}
+        return cls(
+            voicelive_text_input_per_mtok=float(vl.get("text_input_per_mtok", 0.0)),
+            voicelive_cached_input_per_mtok=float(vl.get("cached_input_per_mtok", 0.0)),
+            voicelive_text_output_per_mtok=float(vl.get("text_output_per_mtok", 0.0)),
+            voicelive_audio_input_per_mtok=float(vl.get("audio_input_per_mtok", 0.0)),
+            voicelive_audio_output_per_mtok=float(vl.get("audio_output_per_mtok", 0.0)),
+            openai_input_per_mtok=float(oa.get("input_per_mtok", 0.0)),
+            openai_output_per_mtok=float(oa.get("output_per_mtok", 0.0)),
+            tts_per_mchar=float(sp.get("tts_per_mchar", 0.0)),
+            stt_per_hour=float(sp.get("stt_per_hour", 0.0)),
+            speech_recognition_per_request=float(tw.get("speech_recognition_per_request", 0.0)),
+            voice_per_minute=float(tw.get("voice_per_minute", 0.0)),
+        )
+
+    def turn_cost(self, pipeline: str, usage: Mapping[str, Any], *, gathered: bool) -> dict[str, float]:
+        """Cost lines (USD) of one turn from its usage counters."""
+        u = {k: float(v) for k, v in usage.items() if isinstance(v, int | float)}
+        lines: dict[str, float] = {}
+        if pipeline == "realtime":
+            audio_in = u.get("input_audio_tokens", 0.0)
+            cached = u.get("input_cached_tokens", 0.0)
+            text_in = u.get("input_text_tokens", max(0.0, u.get("input_tokens", 0.0) - audio_in - cached))
+            audio_out = u.get("output_audio_tokens", 0.0)
+            text_out = u.get("output_text_tokens", max(0.0, u.get("output_tokens", 0.0) - audio_out))
+            lines["voicelive_tokens"] = (
+                audio_in * self.voicelive_audio_input_per_mtok
+                + cached * self.voicelive_cached_input_per_mtok
+                + text_in * self.voicelive_text_input_per_mtok
+                + audio_out * self.voicelive_audio_output_per_mtok
+                + text_out * self.voicelive_text_output_per_mtok
+            ) / 1e6
+        else:
+            lines["openai_tokens"] = (
+                u.get("prompt_tokens", 0.0) * self.openai_input_per_mtok
+                + u.get("completion_tokens", 0.0) * self.openai_output_per_mtok
+            ) / 1e6
+            lines["tts_chars"] = u.get("tts_chars", 0.0) * self.tts_per_mchar / 1e6
+            stt_seconds = u.get("stt_seconds", u.get("stt_audio_ms", 0.0) / 1000.0)
+            lines["stt"] = stt_seconds / 3600.0 * self.stt_per_hour
+            if gathered:
+                lines["twilio_speech_recognition"] = self.speech_recognition_per_request
+        return lines
+
+
+@dataclass
+class ArmReport:
+    """One pipeline's numbers."""
+
+    pipeline: str
+    calls: int = 0
+    completed_calls: int = 0
+    turns: int = 0
+    turn_errors: int = 0
+    moved_to_legacy: int = 0  # realtime calls moved mid-call (fallbacks)
+    barge_ins: int = 0
+    caller_turns: int = 0
+    caller_no_reply: int = 0
+    caller_barge_ins: int = 0
+    cost_usd: dict[str, float] = field(default_factory=dict)  # by line, all calls of this arm
+    # stage → segment → sketch (server side: response_ms, heard_ms, per-stage ms)
+    stages: dict[str, dict[str, LatencySketch]] = field(default_factory=dict)
+    # caller side: caller_latency_ms, caller_silence_ms
+    caller: dict[str, dict[str, LatencySketch]] = field(default_factory=dict)
+    errors_by_stage: dict[str, int] = field(default_factory=dict)
+
+    def sketch(self, group: str, metric: str, segment: str) -> LatencySketch:
+        target = self.stages if group == "stages" else self.caller
+        return target.setdefault(metric, {}).setdefault(segment, LatencySketch())
+
+    def overall(self, group: str, metric: str) -> LatencySketch:
+        """All segments of one metric merged."""
+        merged = LatencySketch()
+        for sketch in (self.stages if group == "stages" else self.caller).get(metric, {}).values():
+            merged.merge(sketch)
+        return merged
+
+    @property
+    def error_rate(self) -> float:
+        return self.turn_errors / self.turns if self.turns else 0.0
+
+    @property
+    def fallback_rate(self) -> float:
+        return self.moved_to_legacy / self.calls if self.calls else 0.0
+
+    @property
+    def cost_per_call_usd(self) -> float:
+        return sum(self.cost_usd.values()) / self.calls if self.calls else 0.0
+
+    def merge(self, other: ArmReport) -> None:
+        for name in (
+            "calls",
+            "completed_calls",
+            "turns",
+            "turn_errors",
+            "moved_to_legacy",
+            "barge_ins",
+            "caller_turns",
+            "caller_no_reply",
+            "caller_barge_ins",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for key, value in other.cost_usd.items():
+            self.cost_usd[key] = self.cost_usd.get(key, 0.0) + value
+        for key, count in other.errors_by_stage.items():
+            self.errors_by_stage[key] = self.errors_by_stage.get(key, 0) + count
+        for group in ("stages", "caller"):
+            source = other.stages if group == "stages" else other.caller
+            for metric, segments in source.items():
+                for segment, sketch in segments.items():
+                    self.sketch(group, metric, segment).merge(sketch)
+
+    def to_dict(self) -> dict[str, Any]:
+        def dump(groups: dict[str, dict[str, LatencySketch]]) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for metric, segments in groups.items():
+                entry: dict[str, Any] = {}
+                for segment, sketch in segments.items():
+                    entry[segment] = {**sketch.summary(), "sketch": sketch.to_dict()}
+                merged = LatencySketch()
+                for sketch in segments.values():
+                    merged.merge(sketch)
+                entry["all"] = {**merged.summary(), "cdf": merged.cdf()}
+                out[metric] = entry
+            return out
+
+        return {
+            "pipeline": self.pipeline,
+            "calls": self.calls,
+            "completed_calls": self.completed_calls,
+            "turns": self.turns,
+            "turn_errors": self.turn_errors,
+            "error_rate": self.error_rate,
+            "errors_by_stage": dict(self.errors_by_stage),
+            "moved_to_legacy": self.moved_to_legacy,
+            "fallback_rate": self.fallback_rate,
+            "barge_ins": self.barge_ins,
+            "caller_turns": self.caller_turns,
+            "caller_no_reply": self.caller_no_reply,
+            "caller_barge_ins": self.caller_barge_ins,
+            "cost_usd": dict(self.cost_usd),
+            "cost_per_call_usd": self.cost_per_call_usd,
+            "stages": dump(self.stages),
+            "caller": dump(self.caller),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ArmReport:
+        def load(groups: Mapping[str, Any]) -> dict[str, dict[str, LatencySketch]]:
+            return {
+                metric: {
+                    segment: LatencySketch.from_dict(entry["sketch"])
+                    for segment, entry in segments.items()
+                    if segment != "all" and isinstance(entry, dict) and "sketch" in entry
+                }
+                for metric, segments in groups.items()
+            }
+
+        return cls(
+            pipeline=str(data["pipeline"]),
+            calls=int(data.get("calls", 0)),
+            completed_calls=int(data.get("completed_calls", 0)),
+            turns=int(data.get("turns", 0)),
+            turn_errors=int(data.get("turn_errors", 0)),
+            moved_to_legacy=int(data.get("moved_to_legacy", 0)),
+            barge_ins=int(data.get("barge_ins", 0)),
+            caller_turns=int(data.get("caller_turns", 0)),
+            caller_no_reply=int(data.get("caller_no_reply", 0)),
+            caller_barge_ins=int(data.get("caller_barge_ins", 0)),
+            cost_usd={k: float(v) for k, v in data.get("cost_usd", {}).items()},
+            stages=load(data.get("stages", {})),
+            caller=load(data.get("caller", {})),
+            errors_by_stage={k: int(v) for k, v in data.get("errors_by_stage", {}).items()},
+        )
+
+
+@dataclass
+class Comparison:
+    since: float | None
+    generated_at: float
+    arms: dict[str, ArmReport]
+    relative_accuracy: float = RELATIVE_ACCURACY
+
+    def arm(self, pipeline: str) -> ArmReport:
+        return self.arms.setdefault(pipeline, ArmReport(pipeline=pipeline))
+
+    def merge(self, other: Comparison) -> Comparison:
+        """Combine two reports (two replicas, two windows): exact for counts and sketches."""
+        merged = Comparison.from_dict(self.to_dict())
+        for name, arm in other.arms.items():
+            merged.arm(name).merge(arm)
+        merged.generated_at = max(self.generated_at, other.generated_at)
+        if self.since is not None and other.since is not None:
+            merged.since = min(self.since, other.since)
+        return merged
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since,
+            "generated_at": self.generated_at,
+            "relative_accuracy": self.relative_accuracy,
+            "segments": {"greeting": "turn 0", "first": "turn 1", "later": "turns 2+"},
+            "arms": {name: self.arms[name].to_dict() for name in sorted(self.arms)},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Comparison:
+        return cls(
+            since=data.get("since"),
+            generated_at=float(data.get("generated_at", 0.0)),
+            arms={name: ArmReport.from_dict(arm) for name, arm in data.get("arms", {}).items()},
+            relative_accuracy=float(data.get("relative_accuracy", RELATIVE_ACCURACY)),
+        )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def compare_records(
+    calls: Iterable[Mapping[str, Any]],
+    turns: Iterable[Mapping[str, Any]],
+    *,
+    prices: Prices,
+    caller_measurements: Sequence[Mapping[str, Any]] = (),
+    since: float | None = None,
+    now: float | None = None,
+) -> Comparison:
+    """The comparison of already-loaded records (pure; :func:`build_comparison` reads the store)."""
+    comparison = Comparison(since=since, generated_at=now if now is not None else time.time(), arms={})
+    for name in PIPELINES:
+        comparison.arm(name)
+    arm_of_call: dict[str, str] = {}
+    for call in calls:
+        pipeline = str(call.get("pipeline") or "")
+        if not pipeline:
+            continue
+        arm = comparison.arm(pipeline)
+        arm.calls += 1
+        arm_of_call[str(call.get("call_sid"))] = pipeline
+        if call.get("status") == "completed" or call.get("ended_at"):
+            arm.completed_calls += 1
+        if call.get("moved_to_legacy"):
+            arm.moved_to_legacy += 1
+    for turn in turns:
+        pipeline = str(turn.get("pipeline") or "")
+        if not pipeline:
+            continue
+        arm = comparison.arm(pipeline)
+        index = int(turn.get("turn") or 0)
+        segment = segment_of(index)
+        arm.turns += 1
+        if turn.get("error"):
+            arm.turn_errors += 1
+            stage = str(turn.get("error_stage") or "unknown")
+            arm.errors_by_stage[stage] = arm.errors_by_stage.get(stage, 0) + 1
+        if turn.get("interrupted"):
+            arm.barge_ins += 1
+        for metric in ("response_ms", "heard_ms"):
+            value = _number(turn.get(metric))
+            if value is not None:
+                arm.sketch("stages", metric, segment).add(value)
+        for stage, value in (turn.get("stages") or {}).items():
+            number = _number(value)
+            if number is not None:
+                arm.sketch("stages", str(stage), segment).add(number)
+        # Cost is charged to the arm the call was routed to (a moved call's legacy turns count for realtime).
+        owner = comparison.arm(arm_of_call.get(str(turn.get("call_sid")), pipeline))
+        gathered = pipeline == "legacy" and index >= 1 and bool(turn.get("user_text"))
+        for line, usd in prices.turn_cost(pipeline, turn.get("usage") or {}, gathered=gathered).items():
+            owner.cost_usd[line] = owner.cost_usd.get(line, 0.0) + usd
+    for measurement in caller_measurements:
+        pipeline = str(measurement.get("turn_pipeline") or measurement.get("pipeline") or "")
+        if not pipeline:
+            continue
+        arm = comparison.arm(pipeline)
+        segment = segment_of(int(measurement.get("turn") or 0))
+        arm.caller_turns += 1
+        if measurement.get("error") == "no_reply":
+            arm.caller_no_reply += 1
+        if measurement.get("barge_in"):
+            arm.caller_barge_ins += 1
+        latency = _number(measurement.get("latency_ms"))
+        if latency is not None:
+            arm.sketch("caller", "caller_latency_ms", segment).add(latency)
+        silence = _number(measurement.get("silence_ms"))
+        if silence is not None and (latency is not None or measurement.get("error") == "no_reply"):
+            arm.sketch("caller", "caller_silence_ms", segment).add(silence)
+    return comparison
+
+
+async def build_comparison(
+    store: StateStore,
+    *,
+    since: float | None,
+    prices: Prices,
+    caller_measurements: Sequence[dict[str, Any]] = (),
+) -> Comparison:
+    """Read the calls and turns recorded since ``since`` (epoch seconds) and compare the pipelines."""
+    calls = await store.list_calls(limit=1_000_000, since=since)
+    turns = await store.list_turns(since=since)
+    return compare_records(calls, turns, prices=prices, caller_measurements=caller_measurements, since=since)
+
+
+# Text table ------------------------------------------------------------------------------------------------
+def _ms(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.0f}"
+
+
+def render_table(c: Comparison) -> str:
+    """A plain-text table for the terminal: one block per metric, one row per pipeline and segment."""
+    lines: list[str] = []
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.generated_at))
+    since = "all time" if c.since is None else time.strftime("%H:%M:%S", time.localtime(c.since))
+    lines.append(
+        f"Pipeline comparison (since {since}, generated {when}; percentiles ±{c.relative_accuracy:.0%})"
+    )
+    lines.append("")
+    header = f"{'pipeline':<9} {'calls':>5} {'done':>5} {'turns':>5} {'err%':>6} {'moved':>5} {'barge':>5} {'$/call':>8}"
+    lines.append(header)
+    for name in sorted(c.arms):
+        arm = c.arms[name]
+        lines.append(
+            f"{name:<9} {arm.calls:>5} {arm.completed_calls:>5} {arm.turns:>5} "
+            f"{100 * arm.error_rate:>5.1f}% {arm.moved_to_legacy:>5} {arm.barge_ins + arm.caller_barge_ins:>5} "
+            f"{arm.cost_per_call_usd:>8.4f}"
+        )
+    lines.append("")
+    metrics: list[tuple[str, str]] = [
+        ("caller", "caller_latency_ms"),
+        ("caller", "caller_silence_ms"),
+        ("stages", "response_ms"),
+        ("stages", "heard_ms"),
+    ]
+    extra = sorted({m for arm in c.arms.values() for m in arm.stages} - {"response_ms", "heard_ms"})
+    metrics += [("stages", m) for m in extra]
+    row = f"  {'pipeline':<9} {'segment':<9} {'n':>5} {'p50':>7} {'p90':>7} {'p95':>7} {'p99':>7} {'max':>7}"
+    for group, metric in metrics:
+        rows: list[str] = []
+        for name in sorted(c.arms):
+            arm = c.arms[name]
+            segments = (arm.stages if group == "stages" else arm.caller).get(metric, {})
+            for segment in SEGMENTS:
+                sketch = segments.get(segment)
+                if sketch is None or not sketch.count:
+                    continue
+                s = sketch.summary()
+                rows.append(
+                    f"  {name:<9} {segment:<9} {s['count']:>5} {_ms(s['p50']):>7} {_ms(s['p90']):>7} "
+                    f"{_ms(s['p95']):>7} {_ms(s['p99']):>7} {_ms(s['max']):>7}"
+                )
+        if rows:
+            lines.append(f"{metric} (ms)")
+            lines.append(row)
+            lines.extend(rows)
+    return "\n".join(lines) + "\n"

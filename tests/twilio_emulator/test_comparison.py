@@ -1,0 +1,229 @@
+"""The pipeline comparison: sketch accuracy and exact merging, record aggregation, cost, rendering."""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+
+import pytest
+
+from router.comparison import (
+    LatencySketch,
+    Prices,
+    build_comparison,
+    compare_records,
+    render_table,
+)
+from router.observability import LATENCY_BUCKETS
+from router.report_html import render_html
+from router.store.factory import open_store
+
+PRICES = Prices.from_mapping(
+    {
+        "voicelive": {"audio_input_per_mtok": 32, "audio_output_per_mtok": 64, "text_input_per_mtok": 4},
+        "openai": {"input_per_mtok": 0.15, "output_per_mtok": 0.6},
+        "azure_speech": {"tts_per_mchar": 15},
+        "twilio": {"speech_recognition_per_request": 0.02},
+    }
+)
+
+
+def samples(n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.lognormvariate(math.log(900), 0.6) for _ in range(n)]
+
+
+def exact_quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[int(q * (len(ordered) - 1))]
+
+
+def test_sketch_percentiles_are_within_relative_accuracy_of_exact():
+    values = samples(5000, seed=1)
+    sketch = LatencySketch()
+    for v in values:
+        sketch.add(v)
+    for q in (0.5, 0.9, 0.95, 0.99):
+        exact = exact_quantile(values, q)
+        estimate = sketch.quantile(q)
+        assert estimate is not None
+        assert abs(estimate - exact) <= 0.01 * exact + 1e-9, (q, estimate, exact)
+
+
+def test_two_replicas_merge_into_exactly_the_sketch_of_the_union():
+    a, b = samples(3000, seed=2), samples(1700, seed=3)
+    replica_a, replica_b, union = LatencySketch(), LatencySketch(), LatencySketch()
+    for v in a:
+        replica_a.add(v)
+        union.add(v)
+    for v in b:
+        replica_b.add(v)
+        union.add(v)
+    # Through the wire form, as two replicas' reports would travel.
+    merged = LatencySketch.from_dict(replica_a.to_dict())
+    merged.merge(LatencySketch.from_dict(replica_b.to_dict()))
+    assert merged.count == union.count == 4700
+    for q in (0.0, 0.1, 0.5, 0.9, 0.95, 0.99, 1.0):
+        assert merged.quantile(q) == union.quantile(q)
+    assert merged.buckets == union.buckets
+    # Bucket counts are exact, on the Prometheus boundaries.
+    expected = [0] * (len(LATENCY_BUCKETS) + 1)
+    for v in a + b:
+        expected[bisect.bisect_left(LATENCY_BUCKETS, v / 1000.0)] += 1
+    assert merged.buckets == expected
+    assert merged.summary()["buckets"]["+Inf"] == 4700
+
+
+def records(prefix: str, n_calls: int, seed: int):
+    rng = random.Random(seed)
+    calls, turns = [], []
+    for i in range(n_calls):
+        pipeline = "realtime" if i % 2 else "legacy"
+        sid = f"CA{prefix}{i:04d}"
+        moved = pipeline == "realtime" and i % 6 == 1
+        calls.append(
+            {
+                "call_sid": sid,
+                "pipeline": pipeline,
+                "status": "completed",
+                "moved_to_legacy": moved,
+                "started_at": 1000.0 + i,
+            }
+        )
+        for turn in range(4):
+            base = 350 if pipeline == "realtime" else 2100
+            usage = (
+                {"input_audio_tokens": 100, "output_audio_tokens": 200, "input_text_tokens": 50}
+                if pipeline == "realtime"
+                else {"prompt_tokens": 300, "completion_tokens": 40, "tts_chars": 80}
+            )
+            turns.append(
+                {
+                    "call_sid": sid,
+                    "pipeline": pipeline,
+                    "turn": turn,
+                    "at": 1000.0 + i + turn,
+                    "response_ms": base * rng.uniform(0.8, 1.5),
+                    "heard_ms": None,
+                    "stages": {"llm_first_token": 300.0} if pipeline == "legacy" else {"first_audio": 280.0},
+                    "user_text": "hi" if turn else "",
+                    "interrupted": turn == 2 and pipeline == "realtime",
+                    "error": "timeout" if (pipeline == "legacy" and turn == 3 and i % 4 == 0) else None,
+                    "error_stage": "llm" if (pipeline == "legacy" and turn == 3 and i % 4 == 0) else None,
+                    "usage": usage,
+                }
+            )
+    return calls, turns
+
+
+def test_compare_records_counts_rates_segments_and_cost():
+    calls, turns = records("a", 12, seed=4)
+    caller = [
+        {
+            "call_sid": "CAa0001",
+            "pipeline": "realtime",
+            "turn_pipeline": "realtime",
+            "turn": 1,
+            "latency_ms": 420.0,
+            "silence_ms": 420.0,
+            "barge_in": False,
+            "error": None,
+        },
+        {
+            "call_sid": "CAa0001",
+            "pipeline": "realtime",
+            "turn_pipeline": "legacy",
+            "turn": 2,
+            "latency_ms": 2600.0,
+            "silence_ms": 2600.0,
+            "barge_in": True,
+            "error": None,
+        },
+        {
+            "call_sid": "CAa0000",
+            "pipeline": "legacy",
+            "turn_pipeline": "legacy",
+            "turn": 3,
+            "latency_ms": None,
+            "silence_ms": 15000.0,
+            "barge_in": False,
+            "error": "no_reply",
+        },
+    ]
+    c = compare_records(calls, turns, prices=PRICES, caller_measurements=caller, since=None)
+    legacy, realtime = c.arms["legacy"], c.arms["realtime"]
+    assert (legacy.calls, realtime.calls) == (6, 6)
+    assert (legacy.turns, realtime.turns) == (24, 24)
+    assert legacy.turn_errors == 3 and legacy.errors_by_stage == {"llm": 3}
+    assert legacy.error_rate == pytest.approx(3 / 24)
+    assert realtime.moved_to_legacy == 2 and realtime.fallback_rate == pytest.approx(2 / 6)
+    assert realtime.barge_ins == 6
+    # Segments: greeting = turn 0, first = turn 1, later = 2+.
+    assert realtime.stages["response_ms"]["greeting"].count == 6
+    assert realtime.stages["response_ms"]["first"].count == 6
+    assert realtime.stages["response_ms"]["later"].count == 12
+    assert legacy.stages["llm_first_token"]["later"].count == 12
+    # Caller-side measurements count for the pipeline that served the turn.
+    assert realtime.caller["caller_latency_ms"]["first"].count == 1
+    assert legacy.caller["caller_latency_ms"]["later"].count == 1
+    assert legacy.caller_no_reply == 1 and legacy.caller_barge_ins == 1
+    # Cost: realtime per turn = (100*32 + 200*64 + 50*4) / 1e6; legacy per turn = LLM + TTS (+ $0.02 per gather).
+    realtime_turn = (100 * 32 + 200 * 64 + 50 * 4) / 1e6
+    assert realtime.cost_per_call_usd == pytest.approx(4 * realtime_turn)
+    legacy_turn = (300 * 0.15 + 40 * 0.6) / 1e6 + 80 * 15 / 1e6
+    assert legacy.cost_per_call_usd == pytest.approx(4 * legacy_turn + 3 * 0.02)
+
+
+def test_merging_two_replica_reports_equals_the_report_of_all_records():
+    calls_a, turns_a = records("a", 10, seed=5)
+    calls_b, turns_b = records("b", 14, seed=6)
+    a = compare_records(calls_a, turns_a, prices=PRICES, now=1.0)
+    b = compare_records(calls_b, turns_b, prices=PRICES, now=2.0)
+    union = compare_records(calls_a + calls_b, turns_a + turns_b, prices=PRICES, now=2.0)
+    merged = a.merge(type(a).from_dict(b.to_dict()))
+    assert render_table(merged) == render_table(union)
+    for name in ("legacy", "realtime"):
+        left = merged.arms[name].overall("stages", "response_ms")
+        right = union.arms[name].overall("stages", "response_ms")
+        assert [left.quantile(q) for q in (0.5, 0.9, 0.99)] == [right.quantile(q) for q in (0.5, 0.9, 0.99)]
+
+
+def test_round_trip_and_rendering():
+    calls, turns = records("c", 8, seed=7)
+    c = compare_records(calls, turns, prices=PRICES)
+    data = c.to_dict()
+    again = type(c).from_dict(data)
+    assert render_table(again) == render_table(c)
+    table = render_table(c)
+    assert "legacy" in table and "realtime" in table and "response_ms (ms)" in table
+    page = render_html(c)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page and "<link" not in page and "src=" not in page
+    assert page.count("<polyline") >= 2  # one CDF curve per pipeline
+    summary = data["arms"]["legacy"]["stages"]["response_ms"]["all"]
+    assert summary["count"] == 16 and summary["p50"] <= summary["p90"] <= summary["p99"]
+    assert summary["cdf"][0][1] == 0.0 and summary["cdf"][-1][1] == 1.0
+
+
+async def test_build_comparison_reads_the_store(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    await store.open()
+    try:
+        calls, turns = records("d", 6, seed=8)
+        for call in calls:
+            await store.put_call(call)
+        for turn in turns:
+            await store.append_turn(turn)
+        c = await build_comparison(store, since=None, prices=Prices.load())
+        assert c.arms["legacy"].calls == 3 and c.arms["realtime"].calls == 3
+        assert c.arms["legacy"].turns == 12
+        assert c.arms["realtime"].cost_per_call_usd > 0
+    finally:
+        await store.close()
+
+
+def test_shipped_price_file_loads():
+    prices = Prices.load()
+    assert prices.voicelive_audio_output_per_mtok > 0 and prices.openai_input_per_mtok > 0
+    assert prices.tts_per_mchar > 0
