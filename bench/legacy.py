@@ -171,7 +171,9 @@ async def run(calls: int, turns: int) -> dict[str, Any]:
     ]
     greetings = [r["stages"]["server_total"] for r in measured if r["turn"] == 0 and "tts" not in r["stages"]]
     stage_names = sorted({s for r in caller_turns for s in r["stages"]})
-    result = {
+    overhead_stats = summary(overhead)
+    greeting_stats = summary(greetings)
+    result: dict[str, Any] = {
         "benchmark": "legacy",
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
@@ -181,8 +183,8 @@ async def run(calls: int, turns: int) -> dict[str, Any]:
         },
         "setup": {"calls": calls, "turns_per_call": turns, "store": "sqlite", "emulator_latency_ms": 0},
         "failed_turns": len(failures),
-        "server_overhead_per_turn": summary(overhead),
-        "greeting_from_phrase_cache": summary(greetings),
+        "server_overhead_per_turn": overhead_stats,
+        "greeting_from_phrase_cache": greeting_stats,
         "stages": {
             name: summary([r["stages"][name] for r in caller_turns if name in r["stages"]])
             for name in stage_names
@@ -194,8 +196,8 @@ async def run(calls: int, turns: int) -> dict[str, Any]:
         },
     }
     result["targets_met"] = {
-        "server_overhead_p99": result["server_overhead_per_turn"]["p99_ms"] <= 15.0,
-        "greeting_from_cache_p99": result["greeting_from_phrase_cache"]["p99_ms"] <= 2.0,
+        "server_overhead_p99": overhead_stats["p99_ms"] <= 15.0,
+        "greeting_from_cache_p99": greeting_stats["p99_ms"] <= 2.0,
     }
     return result
 
