@@ -172,3 +172,23 @@ async def test_turn_for_unknown_call_starts_fresh(legacy: HarnessFactory) -> Non
     assert [m["role"] for m in messages] == ["system", "user"]
     turns = await h.store.list_turns(call_sid=call)
     assert [(t["turn"], t["user_text"], t["error"]) for t in turns] == [(1, "Hi there", None)]
+
+
+async def test_warm_phrases_prepares_every_fixed_phrase(legacy: HarnessFactory) -> None:
+    import asyncio
+
+    h = await legacy()
+    assert h.server.loop is not None
+    warm = asyncio.run_coroutine_threadsafe(h.pipeline.warm_phrases(), h.server.loop)
+    await asyncio.wrap_future(warm)
+    expected = {
+        h.profile.greeting,
+        h.profile.legacy.reprompt,
+        h.profile.legacy.goodbye,
+        h.settings.legacy_resume_phrase,
+    }
+    assert {s.text for s in h.speech.syntheses} == expected
+    greeting = await h.twilio.incoming_call(CALL)
+    assert len(greeting.plays) == 1 and len(h.speech.syntheses) == len(expected)  # served from the cache
+    (turn0,) = await h.store.list_turns(call_sid=CALL)
+    assert "tts" not in turn0["stages"] and turn0["error"] is None
