@@ -9,8 +9,8 @@ import wave
 from dataclasses import dataclass
 from typing import Any
 
-import azure.cognitiveservices.speech as speechsdk
 import pytest
+from azure.cognitiveservices import speech as speechsdk
 
 from emulators.azure_speech import AzureSpeechEmulator
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import azure.cognitiveservices.speech as speechsdk
 import httpx
 import pytest
+from azure.cognitiveservices import speech as speechsdk
 
 from emulators.azure_speech import AzureSpeechEmulator
 from tests.legacy_emulators.speech_sdk import read_wav, speak, synthesizer
