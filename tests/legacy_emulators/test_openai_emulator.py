@@ -222,3 +222,13 @@ async def test_control_endpoint(emulator: OpenAIEmulator) -> None:
         assert result.choices[0].message.content == "Scripted."
         state = (await http.get("/_emulator/state")).json()
         assert state["requests"] == 2 and [r["status"] for r in state["recent"]] == [429, 200]
+
+
+async def test_latency_knobs_apply(emulator: OpenAIEmulator) -> None:
+    emulator.set_faults(first_token_delay_s=5)
+    client = AsyncOpenAI(base_url=emulator.openai_base_url, api_key=KEY, max_retries=0, timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        await client.chat.completions.create(model="m", messages=MESSAGES)
+    emulator.set_faults(first_token_delay_s=0.01, token_delay_s=0.001)
+    stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    assert [c async for c in stream]
