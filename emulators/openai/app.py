@@ -312,7 +312,9 @@ class ChatCompletionsApp:
                 stream, media_type="text/event-stream", headers={"cache-control": "no-cache"}
             )
 
-        await asyncio.sleep(plan.first_token_delay_s + plan.token_delay_s * max(0, len(reply_tokens) - 1))
+        generation_s = plan.first_token_delay_s + plan.token_delay_s * max(0, len(reply_tokens) - 1)
+        if generation_s > 0 and await _stall(request, generation_s):
+            return Response(status_code=499)  # the client gave up while the "model" was generating
         choice: dict[str, Any] = {
             "index": 0,
             "message": {"role": "assistant", "content": "".join(reply_tokens), "refusal": None},
@@ -385,7 +387,7 @@ class ChatCompletionsApp:
 
 
 async def _stall(request: Request, seconds: float) -> bool:
-    """Hang without sending a byte; ``True`` if the client gave up meanwhile."""
+    """Wait without sending a byte; ``True`` if the client gave up meanwhile (so shutdown is not held up)."""
     deadline = time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
         try:
