@@ -71,6 +71,19 @@ class LegacyPipeline:
             phrases=self.phrases,
         )
         self._cleanup_task: asyncio.Task[None] | None = None
+        self._warm_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Called by the app's lifespan: start the blob clean-up and warm the phrase cache in the
+        background, so the first caller's greeting is already synthesised (start-up never waits on Speech)."""
+        self._ensure_cleanup()
+        if self._settings.legacy_warm_phrases_on_start and self._warm_task is None:
+            self._warm_task = asyncio.get_running_loop().create_task(self.warm_phrases(), name="legacy-warm")
+
+    @property
+    def is_warm(self) -> bool:
+        """True once the start-up phrase warm-up has finished (successfully or not)."""
+        return self._warm_task is not None and self._warm_task.done()
 
     async def first_turn(self, call_sid: str, *, moved: bool = False) -> str:
         """TwiML for the call's first legacy turn: the greeting, or a resume line for a moved call."""
@@ -96,6 +109,11 @@ class LegacyPipeline:
         ]
 
     async def aclose(self) -> None:
+        if self._warm_task is not None:
+            self._warm_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warm_task
+            self._warm_task = None
         if self._cleanup_task is not None:
             self._cleanup_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -42,6 +42,10 @@ log = logging.getLogger("router.app")
 class PipelinePart(Protocol):
     def routes(self) -> list[BaseRoute]: ...
 
+    async def start(self) -> None:
+        """Background work that needs a running loop (caches, clean-up); must not block start-up."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -205,6 +209,8 @@ def create_app(
             set_state_gauge(metrics, (await breaker.current()).state)
         except StoreUnavailable:
             log.warning("state store unreachable at start-up; serving with legacy as the default")
+        await legacy.start()
+        await realtime.start()
         try:
             yield
         finally:

@@ -54,7 +54,9 @@ class Settings(BaseSettings):
     # Realtime bridge internals (added by the realtime-pipeline work)
     realtime_open_timeout_seconds: float = 3.0  # TCP + WebSocket upgrade to Voice Live
     realtime_start_timeout_seconds: float = 10.0  # Twilio's ``start`` must arrive this soon after the upgrade
-    realtime_move_grace_seconds: float = 10.0  # after a move to legacy, wait this long for Twilio to end the stream
+    realtime_move_grace_seconds: float = (
+        10.0  # after a move to legacy, wait this long for Twilio to end the stream
+    )
     realtime_max_frames_per_second: float = 200.0  # per call, inbound (Twilio sends 50); excess is dropped
     realtime_frame_burst: int = 500  # frames accepted at once above that rate
 
@@ -83,13 +85,18 @@ class Settings(BaseSettings):
     azure_storage_container: str = "tts-audio"
     legacy_stt_mode: Literal["twilio", "azure"] = "twilio"
     legacy_turn_deadline_seconds: float = 10.0
+    legacy_warm_phrases_on_start: bool = True  # synthesise greeting and fixed phrases at start-up
     # Legacy pipeline internals (added by the legacy-pipeline work)
-    legacy_tts_first_chunk_timeout_ms: int = 3000  # Speech SDK first-chunk timeout; SDK default is 40 s + 1 retry
+    legacy_tts_first_chunk_timeout_ms: int = (
+        3000  # Speech SDK first-chunk timeout; SDK default is 40 s + 1 retry
+    )
     legacy_stt_timeout_seconds: float = 6.0  # Azure STT of a recording (the SDK has no bound of its own)
     legacy_blob_sas_minutes: float = 15.0  # lifetime of the read-only SAS URL in <Play>
     legacy_blob_retention_hours: float = 24.0  # per-turn reply audio older than this is deleted
     legacy_blob_cleanup_interval_seconds: float = 3600.0  # 0 disables the periodic clean-up
-    legacy_resume_phrase: str = "Sorry about that. Let's carry on."  # a call moved over from realtime hears this
+    legacy_resume_phrase: str = (
+        "Sorry about that. Let's carry on."  # a call moved over from realtime hears this
+    )
 
     # Local profile: set by ``serve --local``; names of the services an emulator stands in for.
     local_profile: bool = False

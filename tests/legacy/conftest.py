@@ -39,6 +39,9 @@ class NoRealtime:
     def routes(self) -> list[Any]:
         return []
 
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
@@ -138,6 +141,9 @@ async def legacy(
             "legacy_stt_timeout_seconds": 3.0,
             "legacy_turn_deadline_seconds": 5.0,
             "legacy_blob_cleanup_interval_seconds": 0.0,
+            # Off so each test sees only the Speech traffic its own calls cause; test_startup_warms_the_phrase_cache
+            # covers the start-up warm-up.
+            "legacy_warm_phrases_on_start": False,
         }
         if profile_legacy:
             values["agent_profile"] = write_profile(tmp_path, **profile_legacy)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.legacy.conftest import HarnessFactory
-from tests.legacy.twilio_script import read_wav
+from tests.legacy.twilio_script import Twiml, read_wav
 
 CALL = "CA" + "1" * 32
 
@@ -192,3 +194,20 @@ async def test_warm_phrases_prepares_every_fixed_phrase(legacy: HarnessFactory) 
     assert len(greeting.plays) == 1 and len(h.speech.syntheses) == len(expected)  # served from the cache
     (turn0,) = await h.store.list_turns(call_sid=CALL)
     assert "tts" not in turn0["stages"] and turn0["error"] is None
+
+
+async def test_startup_warms_the_phrase_cache_so_the_first_greeting_needs_no_synthesis(
+    legacy: HarnessFactory,
+) -> None:
+    h = await legacy(legacy_warm_phrases_on_start=True)
+    for _ in range(300):
+        if h.pipeline.is_warm:
+            break
+        await asyncio.sleep(0.05)
+    assert h.pipeline.is_warm
+    warmed = {record.text for record in h.speech.syntheses}
+    assert h.profile.greeting in warmed and h.profile.legacy.reprompt in warmed
+    before = len(h.speech.syntheses)
+    twiml = Twiml.parse(await h.twilio.post("/twilio/voice", h.twilio.params("CA" + "e" * 32)))
+    assert len(twiml.plays) == 1
+    assert len(h.speech.syntheses) == before

@@ -42,6 +42,9 @@ class StubLegacy:
     def routes(self) -> list[BaseRoute]:
         return []
 
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 
@@ -49,6 +52,9 @@ class StubLegacy:
 class StubRealtime:
     def routes(self) -> list[BaseRoute]:
         return []
+
+    async def start(self) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None
