@@ -135,6 +135,10 @@ class RealtimePipeline:
             probe=self._probe,
         )
 
+    async def start(self) -> None:
+        """Nothing to warm up: Voice Live sessions are per call and the Entra token is fetched on demand."""
+        return None
+
     async def aclose(self) -> None:
         await self._mover.aclose()
         await self.client.aclose()
