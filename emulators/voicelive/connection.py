@@ -106,12 +106,11 @@ class RealtimeConnection:
         async with self._send_lock:
             if self._closed.is_set():
                 return
+            self.record.server_events.append(event["type"])  # before the client can observe it
             try:
                 await self.ws.send_text(orjson.dumps(payload).decode())
             except (WebSocketDisconnect, RuntimeError, OSError):
                 self._closed.set()
-                return
-        self.record.server_events.append(event["type"])
 
     async def send_error(self, error: dict[str, Any], *, client_event_id: str | None = None) -> None:
         body = {"type": "invalid_request_error", "code": None, "message": "", "param": None, **error}

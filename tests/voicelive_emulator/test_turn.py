@@ -226,11 +226,11 @@ async def test_items_create_retrieve_delete(emulator: VoiceLiveEmulator) -> None
 
 async def test_client_events_are_recorded(emulator: VoiceLiveEmulator) -> None:
     client = await ulaw_session(emulator)
-    await client.speak(300, tail_ms=600)
+    await client.speak(300, tail_ms=500)  # the last append completes the turn
     await client.until("response.done")
     record = emulator.sessions[0]
     assert list(record.client_events) == ["session.update"]
-    assert record.append_count == (300 + 600) // 20
+    assert record.append_count == (300 + 500) // 20
     assert record.last_client_event["input_audio_buffer.append"]["audio_bytes"] == 160
     assert list(record.responses.values()) == ["completed"]
     assert "response.done" in record.server_events
