@@ -35,7 +35,7 @@ from emulators.runner import ServerThread, free_port
 from flags.clock import SystemClock
 from legacy_pipeline.pipeline import LegacyPipeline
 from router.agent_profile import AgentProfile
-from router.app import create_app
+from router.app import NoRealtime, create_app
 from router.observability import Metrics
 from router.settings import Settings
 from router.store.factory import open_store
@@ -52,14 +52,6 @@ UTTERANCES = [
     "Can you also tell me your opening hours on Saturday?",
     "Great, thank you very much.",
 ]
-
-
-class NoRealtime:
-    def routes(self) -> list[Any]:
-        return []
-
-    async def aclose(self) -> None:
-        return None
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,7 +1,11 @@
-"""Exactly one circuit-breaker outcome per realtime call.
+"""The circuit-breaker outcomes of one realtime call.
 
-SUCCESS or SLOW is decided at the call's first response audio (or at call end if none came); a failure kind
-is recorded when it happens. Whatever comes first wins; later events are kept in the call record only.
+SUCCESS or SLOW is decided at the call's first response audio (or at call end if none came) so the breaker
+learns within seconds, not at the end of a minutes-long call; a failure kind is recorded when it happens.
+The first outcome wins, with one exception: a call that started well and then failed (mid-call socket loss,
+a fatal error) reports that failure as a second sample. Otherwise a Voice Live that drops calls after
+their first words would never trip the breaker. The late failure is never a half-open trial result (the
+trial already reported), and a call reports at most one late failure.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from router.observability import Metrics
 
 log = logging.getLogger(__name__)
 
+FAILURES = frozenset({Outcome.FAILURE, Outcome.CONNECT_FAILURE})
+
 
 class OutcomeReporter:
     def __init__(self, breaker: CircuitBreaker, metrics: Metrics, call_log: CallLog, *, trial: bool) -> None:
@@ -22,20 +28,27 @@ class OutcomeReporter:
         self._call_log = call_log
         self._trial = trial
         self.outcome: Outcome | None = None
+        self.late_failure: Outcome | None = None
 
     @property
     def decided(self) -> bool:
         return self.outcome is not None
 
     async def report(self, outcome: Outcome, detail: str = "") -> bool:
-        """Record ``outcome`` unless one was already recorded for this call."""
+        """Record ``outcome`` unless this call already has one (see the module docstring's exception)."""
+        trial = self._trial
         if self.outcome is not None:
-            return False
-        self.outcome = outcome
+            if outcome not in FAILURES or self.outcome in FAILURES or self.late_failure is not None:
+                return False
+            self.late_failure = outcome
+            trial = False
+            self._call_log.merge({"breaker_late_failure": outcome.value})
+        else:
+            self.outcome = outcome
+            self._call_log.merge({"breaker_outcome": outcome.value})
         self._metrics.breaker_outcomes.labels(outcome.value).inc()
-        self._call_log.merge({"breaker_outcome": outcome.value})
         try:
-            await self._breaker.record(outcome, trial=self._trial)
+            await self._breaker.record(outcome, trial=trial)
         except Exception as exc:  # the store behind the breaker may be down; the call goes on
             log.warning(
                 "breaker outcome not recorded: %s",

@@ -49,6 +49,19 @@ class PipelinePart(Protocol):
     async def aclose(self) -> None: ...
 
 
+class NoRealtime:
+    """A realtime part that serves nothing: for legacy-only deployments, tests and benchmarks."""
+
+    def routes(self) -> list[BaseRoute]:
+        return []
+
+    async def start(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
 class LegacyPart(PipelinePart, Protocol):
     async def first_turn(self, call_sid: str, *, moved: bool = False) -> str: ...
 

@@ -49,7 +49,6 @@ class Settings(BaseSettings):
     realtime_audio_mode: Literal["g711_ulaw", "pcm16"] = "g711_ulaw"
     realtime_session_max_age_seconds: float = 28 * 60
     realtime_session_ready_timeout_seconds: float = 5.0
-    realtime_first_audio_timeout_seconds: float = 4.0
     realtime_reconnect_timeout_seconds: float = 3.0
     # Realtime bridge internals (added by the realtime-pipeline work)
     realtime_open_timeout_seconds: float = 3.0  # TCP + WebSocket upgrade to Voice Live

@@ -22,7 +22,7 @@ from flags.clock import SystemClock
 from legacy_pipeline.pipeline import LegacyPipeline
 from legacy_pipeline.services import LegacyServices
 from router.agent_profile import AgentProfile
-from router.app import create_app
+from router.app import NoRealtime, create_app
 from router.observability import Metrics
 from router.settings import DEFAULT_PROFILE, Settings
 from router.store.base import StateStore
@@ -31,19 +31,6 @@ from router.twilio_signature import TwilioSignatureValidator
 from tests.legacy.twilio_script import ACCOUNT_SID, ScriptedTwilio
 
 AUTH_TOKEN = "test-auth-token"
-
-
-class NoRealtime:
-    """The realtime pipeline is not under test here; rollout is 0 % so every call goes legacy."""
-
-    def routes(self) -> list[Any]:
-        return []
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pytest
 from starlette.routing import BaseRoute
 
 from emulators.runner import ServerThread
-from router.app import create_app
+from router.app import NoRealtime, create_app
 from router.settings import Settings
 from router.store.base import StateStore, StoreUnavailable
 from router.store.factory import open_store
@@ -39,17 +39,6 @@ class StubLegacy:
         self.first_turns.append(call_sid)
         return '<?xml version="1.0" encoding="UTF-8"?><Response><Gather input="speech" action="/legacy/turn"/></Response>'
 
-    def routes(self) -> list[BaseRoute]:
-        return []
-
-    async def start(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
-class StubRealtime:
     def routes(self) -> list[BaseRoute]:
         return []
 
@@ -154,7 +143,7 @@ def router_factory(tmp_path: Path) -> Iterator[Callable[..., RunningRouter]]:
         settings = make_settings(tmp_path, **({"state_url": state_url} if state_url else {}), **overrides)
         store = SwitchableStore(open_store(settings.state_url))
         legacy = StubLegacy()
-        app = create_app(settings, store=store, legacy=legacy, realtime=StubRealtime())
+        app = create_app(settings, store=store, legacy=legacy, realtime=NoRealtime())
         server = ServerThread(app).start()
         router = RunningRouter(server, app, store, legacy)
         running.append(router)
