@@ -26,6 +26,7 @@ from flags.clock import Clock, SystemClock
 from router.admin import AdminApi
 from router.agent_profile import AgentProfile
 from router.breaker_listeners import audit_and_count, set_state_gauge
+from router.breaker_view import BreakerView
 from router.limits import BodySizeLimitMiddleware
 from router.observability import Metrics
 from router.rollout_service import RolloutService
@@ -163,9 +164,13 @@ def create_app(
             tokens=tokens,
             clock=clock,
         )
+    breaker_view = BreakerView(
+        breaker, cache_seconds=settings.config_cache_seconds, monotonic=clock.monotonic
+    )
     webhooks = TwilioWebhooks(
         rollout=rollout,
         breaker=breaker,
+        breaker_view=breaker_view,
         store=store,
         legacy=legacy,
         signatures=signatures,

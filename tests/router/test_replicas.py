@@ -39,6 +39,7 @@ def test_breaker_forced_open_on_one_replica_routes_legacy_on_the_other(
     assert route(b, "CA" + "2" * 32)[0] == "realtime"
     assert a.admin("POST", "/admin/breaker", json={"action": "open", "reason": "drill"}).status_code == 200
     assert b.admin("GET", "/admin/breaker").json()["state"] == "forced_open"
+    time.sleep(1.0)  # within one second every replica routes by the new breaker state
     assert route(b, "CA" + "3" * 32) == ("legacy", "breaker_open")
     # Call records written through either replica are visible from both.
     sids = {c["call_sid"] for c in a.admin("GET", "/admin/calls").json()}

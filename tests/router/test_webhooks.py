@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from xml.etree import ElementTree
 
 from flags.breaker_state import BreakerState
@@ -122,22 +123,27 @@ def test_oversized_body_is_413_and_changes_nothing(router: RunningRouter) -> Non
 
 
 def test_store_outage_answers_from_last_known_config(router_factory) -> None:
-    router = router_factory(config_cache_seconds=0.0)
+    router = router_factory()
     set_rollout(router, percent=100)
     assert router.incoming_call("CA" + "6" * 32).headers["X-Voice-Router-Pipeline"] == "realtime"
     router.store.down = True
+    time.sleep(0.3)  # past the 0.2 s cache: the next webhook really asks the (dead) store
     response = router.incoming_call("CA" + "7" * 32)
-    # The rollout comes from memory; the breaker can't be read, so no caller goes to realtime blind.
+    # Rollout config and breaker state come from memory; the record write fails and is counted.
     assert response.status_code == 200
-    assert response.headers["X-Voice-Router-Pipeline"] == "legacy"
-    assert response.headers["X-Voice-Router-Reason"] == "store_unavailable"
-    assert "<Gather" in response.text
+    assert response.headers["X-Voice-Router-Pipeline"] == "realtime"
+    assert response.headers["X-Voice-Router-Reason"] == "rollout_in"
+    assert "<Stream" in response.text
+    metrics = router.client.get("/metrics").text
+    assert 'voice_router_store_errors_total{operation="put_call"} 1.0' in metrics
+    assert 'voice_router_store_errors_total{operation="get_rollout"}' in metrics
     router.store.down = False
     assert router.incoming_call("CA" + "8" * 32).headers["X-Voice-Router-Pipeline"] == "realtime"
+    assert {c["call_sid"] for c in calls(router)} == {"CA" + "6" * 32, "CA" + "8" * 32}
 
 
 def test_store_down_from_the_start_routes_legacy_never_5xx(router_factory) -> None:
-    router = router_factory(config_cache_seconds=0.0)
+    router = router_factory(config_cache_seconds=0.0, rollout_percent=100)
     router.store.down = True
     response = router.incoming_call("CA" + "9" * 32)
     assert response.status_code == 200

@@ -1,0 +1,52 @@
+"""The breaker state as the webhook sees it: read through a short cache, like the rollout config.
+
+Routing needs the state on every incoming call; reading it from the shared store each time would put a
+store round trip on every webhook. A cache of ``cache_seconds`` (0.5 s by default) keeps the promise that
+a change on one replica is seen by every other within a second. Transitions are still decided by the
+breaker against the store (``record``, ``try_acquire_trial``), never from this cache.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from flags.breaker import CircuitBreaker
+from flags.breaker_state import BreakerDocument, BreakerState
+from router.store.base import StoreUnavailable
+
+
+class BreakerView:
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        *,
+        cache_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._breaker = breaker
+        self._cache_seconds = cache_seconds
+        self._monotonic = monotonic
+        self._state: BreakerState | None = None
+        self._read_at = float("-inf")
+
+    async def state(self) -> BreakerState:
+        """The current state; raises StoreUnavailable only when it was never read successfully."""
+        now = self._monotonic()
+        if self._state is not None and now - self._read_at < self._cache_seconds:
+            return self._state
+        try:
+            self._state = (await self._breaker.current()).state
+        except StoreUnavailable:
+            if self._state is None:
+                raise
+            return self._state
+        self._read_at = now
+        return self._state
+
+    async def on_transition(
+        self, before: BreakerDocument, after: BreakerDocument, cause: str, actor: str
+    ) -> None:
+        """Breaker listener: a transition made on this replica is seen here at once."""
+        self._state = after.state
+        self._read_at = self._monotonic()
