@@ -9,7 +9,13 @@ from emulators.runner import ServerThread
 from emulators.voicelive.config import VoiceLiveEmulatorConfig
 from emulators.voicelive.faults import Faults
 from emulators.voicelive.records import EmulatorState, SessionRecord
-from emulators.voicelive.server import REALTIME_PATH, TransportRegistry, build_app, fault_aware_protocol
+from emulators.voicelive.server import (
+    REALTIME_PATH,
+    TransportRegistry,
+    build_app,
+    fault_aware_protocol,
+    install_denial_log_filter,
+)
 
 
 class VoiceLiveEmulator:
@@ -28,6 +34,7 @@ class VoiceLiveEmulator:
     # ------------------------------------------------------------------
     def start(self) -> Self:
         if self._server is None:
+            install_denial_log_filter()
             self._server = ServerThread(
                 self.app,
                 host=self.config.host,

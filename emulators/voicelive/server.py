@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import itertools
 import logging
 import socket
@@ -34,6 +35,25 @@ from emulators.voicelive.faults import Faults
 from emulators.voicelive.records import EmulatorState, SessionRecord
 
 logger = logging.getLogger("emulators.voicelive")
+
+# uvicorn's sans-I/O WebSocket protocol logs "ASGI callable returned without completing handshake." even after
+# a proper denial response. The app runs in uvicorn's task, so a context variable set by the app is still
+# visible when uvicorn logs; the filter below drops exactly that false positive and nothing else.
+_DENIAL_SENT: contextvars.ContextVar[bool] = contextvars.ContextVar("voicelive_denial_sent", default=False)
+_HANDSHAKE_NOISE = "ASGI callable returned without completing handshake."
+
+
+class _DenialNoiseFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_DENIAL_SENT.get() and record.getMessage() == _HANDSHAKE_NOISE)
+
+
+def install_denial_log_filter() -> None:
+    """Idempotently attach the filter to uvicorn's error logger."""
+    uvicorn_logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _DenialNoiseFilter) for f in uvicorn_logger.filters):
+        uvicorn_logger.addFilter(_DenialNoiseFilter())
+
 
 REALTIME_PATH = "/voice-live/realtime"
 ACCESS_DENIED = (
@@ -138,6 +158,7 @@ def build_app(
             status, body = refusal
             state.note_rejected(status, body["error"]["message"])
             await websocket.send_denial_response(json_response(body, status))
+            _DENIAL_SENT.set(True)
             return
         query = websocket.query_params
         record = SessionRecord(
