@@ -85,7 +85,7 @@ def start_servers(workdir: Path) -> tuple[int, int, list[subprocess.Popen[bytes]
         "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
         "ADMIN_TOKEN": "bench-admin",
         "STATE_URL": f"sqlite:///{workdir / 'state.db'}",
-        "ROLLOUT_PERCENT": "50",
+        "ROLLOUT_PERCENT": os.environ.get("BENCH_ROLLOUT_PERCENT", "50"),
         "PUBLIC_BASE_URL": f"http://{HOST}:{router_port}",
     }
     router = subprocess.Popen(

@@ -97,6 +97,7 @@ class TurnLoop:
         self._state = ConversationState(store, metrics, cap=profile.legacy.max_history_messages)
         self._deadline_s = settings.legacy_turn_deadline_seconds
         self._system = {"role": "system", "content": profile.instructions}
+        self._phrase_documents: dict[str, str] = {}
 
     @property
     def greeting(self) -> str:
@@ -270,7 +271,14 @@ class TurnLoop:
             timer.stages["tts"] = phrase.tts_ms
             timer.stages["upload"] = phrase.upload_ms
             record.usage["tts_chars"] = phrase.chars
-        return self._twiml.play_and_listen(phrase.url)
+        # Every caller's greeting plays the same cached URL until its SAS is refreshed, so the TwiML is
+        # memoised per URL: serialising it is the largest CPU cost of a greeting.
+        twiml = self._phrase_documents.get(phrase.url)
+        if twiml is None:
+            if len(self._phrase_documents) >= 64:
+                self._phrase_documents.clear()
+            twiml = self._phrase_documents[phrase.url] = self._twiml.play_and_listen(phrase.url)
+        return twiml
 
     async def _try_phrase(self, call_sid: str, text: str, received_at: float) -> PhraseAudio | None:
         timer = StageTimer()
