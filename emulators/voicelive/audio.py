@@ -58,8 +58,13 @@ def bytes_per_ms(output_format: str) -> int:
     return rate * width // 1000
 
 
+@functools.lru_cache(maxsize=64)
 def synthesize(duration_ms: int, output_format: str, *, seed: int) -> bytes:
-    """Reply audio of ``duration_ms`` in ``output_format`` (speech-like, so a client VAD hears speech)."""
+    """Reply audio of ``duration_ms`` in ``output_format`` (speech-like, so a client VAD hears speech).
+
+    Cached: replies come from a short cycled script, and synthesis (~5 ms per second of audio) would
+    otherwise stall the event loop at the start of every response.
+    """
     rate = output_sample_rate(output_format)
     pcm = speechlike_pcm16(duration_ms, sample_rate=rate, seed=seed, pitch_hz=190.0)
     if output_format == "g711_ulaw":

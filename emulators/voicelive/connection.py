@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import itertools
 import logging
 import math
 import secrets
@@ -61,14 +62,13 @@ class RealtimeConnection:
         faults: Faults,
         record: SessionRecord,
         abort_transport: Callable[[], bool],
-        reply_counter: Callable[[], int],
     ) -> None:
         self.ws = websocket
         self.config = config
         self.faults = faults
         self.record = record
         self._abort_transport = abort_transport
-        self._next_reply = reply_counter
+        self._replies = itertools.count()  # each session starts at the top of the script
         self.session = default_session(session_id=record.session_id, model=record.model)
         self.session["expires_at"] = int(time.time()) + 1800
         self.record.session = self.session
@@ -601,7 +601,8 @@ class RealtimeConnection:
         if self._closed.is_set():
             return
         replies = self.config.replies or ("",)
-        text = str(replies[self._next_reply() % len(replies)])
+        reply_index = next(self._replies) % len(replies)
+        text = str(replies[reply_index])
         input_audio_ms = sum(int(item.get("_audio_ms", 0)) for item in self.items.values())
         instructions = str(options.get("instructions") or self.session.get("instructions") or "")
         plan = ResponsePlan(
@@ -616,7 +617,7 @@ class RealtimeConnection:
             max_output_tokens=options.get(
                 "max_response_output_tokens", self.session["max_response_output_tokens"]
             ),
-            seed=len(self.record.responses),
+            seed=reply_index,
             input_text_tokens=math.ceil(len(instructions) / CHARS_PER_TEXT_TOKEN),
             input_audio_tokens=math.ceil(input_audio_ms / INPUT_AUDIO_MS_PER_TOKEN),
             metadata=options.get("metadata"),

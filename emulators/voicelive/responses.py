@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -147,6 +148,7 @@ class ResponseRun:
     async def run(self) -> None:
         plan = self.plan
         host = self.host
+        started = time.monotonic()
         await host.send({"type": "response.created", "response": self._response_object([], None)})
         await host.send(
             {
@@ -182,7 +184,8 @@ class ResponseRun:
         audio = synthesize(duration_ms, plan.output_audio_format, seed=plan.seed) if self.audio else b""
         step = bytes_per_ms(plan.output_audio_format) * self.chunk_ms
 
-        cancelled = await self._wait(self.faults.first_audio_ms / 1000.0)
+        elapsed = time.monotonic() - started  # synthesis time counts toward the first-audio latency
+        cancelled = await self._wait(self.faults.first_audio_ms / 1000.0 - elapsed)
         index = 0
         while not cancelled and index < chunks:
             faults = self.faults.snapshot()

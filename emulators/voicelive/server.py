@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import itertools
 import logging
 import socket
 import struct
@@ -147,11 +146,6 @@ def fault_aware_protocol(
 def build_app(
     *, config: VoiceLiveEmulatorConfig, faults: Faults, state: EmulatorState, registry: TransportRegistry
 ) -> Starlette:
-    replies = itertools.count()
-
-    def next_reply() -> int:
-        return next(replies)
-
     async def realtime(websocket: WebSocket) -> None:
         refusal = _check_handshake(websocket, config, faults)
         if isinstance(refusal, tuple):
@@ -178,7 +172,6 @@ def build_app(
             faults=faults,
             record=record,
             abort_transport=lambda: registry.abort(peer),
-            reply_counter=next_reply,
         )
         try:
             await connection.serve()

@@ -7,7 +7,7 @@ import base64
 import numpy as np
 
 from emulators.speechlike import silence_ulaw, speechlike_pcm16
-from emulators.voicelive import VoiceLiveEmulator
+from emulators.voicelive import Faults, VoiceLiveEmulator, VoiceLiveEmulatorConfig
 from emulators.voicelive.config import DEFAULT_REPLIES, DEFAULT_USER_TRANSCRIPTS
 from tests.voicelive_emulator.client import audio_bytes, open_client, types, ulaw_session
 
@@ -235,3 +235,35 @@ async def test_client_events_are_recorded(emulator: VoiceLiveEmulator) -> None:
     assert list(record.responses.values()) == ["completed"]
     assert "response.done" in record.server_events
     await client.ws.close()
+
+
+async def test_each_session_starts_at_the_top_of_the_script(emulator: VoiceLiveEmulator) -> None:
+    for _ in range(2):
+        client = await ulaw_session(emulator)
+        await client.send({"type": "response.create"})
+        events = await client.until("response.done")
+        assert events[-1]["response"]["output"][0]["content"][0]["transcript"] == DEFAULT_REPLIES[0]
+        await client.ws.close()
+
+
+async def test_configured_script_and_audio_sizing() -> None:
+    config = VoiceLiveEmulatorConfig(
+        replies=("Hi there.", "Bye."),
+        user_transcripts=("hello",),
+        ms_per_char=10,
+        chunk_ms=20,
+        faults=Faults(first_audio_ms=0, pace=0),
+    )
+    with VoiceLiveEmulator(config) as custom:
+        client = await ulaw_session(custom, input_audio_transcription={"model": "whisper-1"})
+        await client.speak(400, tail_ms=600)
+        events = await client.until("response.done")
+        transcription = next(e for e in events if e["type"].endswith("input_audio_transcription.completed"))
+        assert transcription["transcript"] == "hello"
+        deltas = [base64.b64decode(e["delta"]) for e in events if e["type"] == "response.audio.delta"]
+        assert len(b"".join(deltas)) == len("Hi there.") * 10 * 8
+        assert {len(d) for d in deltas[:-1]} == {160}
+        await client.send({"type": "response.create"})
+        second = await client.until("response.done")
+        assert second[-1]["response"]["output"][0]["content"][0]["transcript"] == "Bye."
+        await client.ws.close()
