@@ -27,6 +27,7 @@ from router.admin import AdminApi
 from router.agent_profile import AgentProfile
 from router.breaker_listeners import audit_and_count, set_state_gauge
 from router.breaker_view import BreakerView
+from router.comparison import Prices, build_comparison
 from router.limits import BodySizeLimitMiddleware
 from router.observability import Metrics
 from router.rollout_service import RolloutService
@@ -183,6 +184,12 @@ def create_app(
         ),
         fallback_greeting=profile.greeting or "Hello, how can I help you?",
     )
+    if comparison is None:
+        prices = Prices.load(settings.prices_file) if settings.prices_file else Prices.load()
+
+        async def comparison(since: float | None) -> dict[str, Any]:
+            return (await build_comparison(store, since=since, prices=prices)).to_dict()
+
     admin = AdminApi(
         token=settings.admin_token.get_secret_value(),
         rollout=rollout,

@@ -174,7 +174,8 @@ def run_operator_command(args: argparse.Namespace, client: AdminClient) -> int:
 
 
 def _print_report(data: dict[str, Any], *, as_json: bool, html_path: str | None) -> None:
-    from router.comparison import Comparison, render_html, render_table
+    from router.comparison import Comparison, render_table
+    from router.report_html import render_html
 
     if as_json:
         print(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())

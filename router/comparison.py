@@ -62,7 +62,10 @@ class LatencySketch:
         if not self.count:
             return None
         value = self._sketch.get_quantile_value(q)
-        return None if value is None else float(value)
+        if value is None:
+            return None
+        # The sketch answers within 1 % of the true value, which can fall just outside the observed range.
+        return min(max(float(value), float(self._sketch._min)), float(self._sketch._max))
 
     def summary(self) -> dict[str, Any]:
         count = self.count

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
 
     # Agent
     agent_profile: Path = DEFAULT_PROFILE
+    prices_file: Path | None = None  # YAML of list prices for the cost estimate (default: router/prices.yaml)
 
     # Realtime pipeline (Azure AI Voice Live)
     azure_voicelive_endpoint: str = ""
