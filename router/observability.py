@@ -164,3 +164,6 @@ def configure_logging(level: str = "INFO", *, json_logs: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # The Azure SDKs log every HTTP request and response at INFO: far too much for a call service.
+    for noisy in ("azure", "azure.core.pipeline.policies.http_logging_policy"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
