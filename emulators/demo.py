@@ -25,7 +25,6 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from emulators.local_profile import LOCAL_ADMIN_TOKEN, Stoppable, start_local_se
 from emulators.runner import ServerThread, free_port
 from emulators.twilio.caller import CallResult, TwilioCallSimulator
 from emulators.twilio.rest import TwilioRestEmulator
-from emulators.twilio.script import CallScript, Say, fixture_utterances
+from emulators.twilio.script import BargeIn, CallScript, Say, Step, fixture_utterances
 from router.comparison import Comparison, Prices, build_comparison, compare_records, render_table
 from router.report_html import render_html
 from router.settings import Settings
@@ -62,7 +61,9 @@ TTS_FIRST_CHUNK_S = 0.25
 GATHER_AUTO_END_OF_SPEECH_MS = 1000
 
 OUTAGE_FAULTS: dict[str, Any] = {
-    "drop_connections": True,  # new sessions cannot connect (connect failures: the breaker's fast trip)
+    # New sessions are refused (503 on the upgrade). ``drop_connections`` would also refuse the emulator's
+    # own control endpoint, and the demo could not end the outage through it.
+    "reject_handshake_status": 503,
     "close_after_deltas": 1,  # live sessions lose their socket during their next reply (mid-call failure)
     "close_abruptly": True,
 }
@@ -74,9 +75,9 @@ class DemoConfig:
     calls_at_0: int = 6
     calls_at_25: int = 8
     calls_at_50: int = 20
-    calls_after_recovery: int = 8
+    calls_after_recovery: int = 6
     turns_per_call: int = 3
-    ramp_spread_s: float = 4.0  # a step's calls arrive spread over this many (wall) seconds
+    ramp_spread_s: float = 10.0  # a step's calls arrive spread over this many (wall) seconds
     outage_after_s: float = 6.0  # into the 50 % step (wall seconds)
     outage_length_s: float = 16.0
     breaker_wait_open_s: float = 12.0
@@ -96,7 +97,7 @@ class DemoConfig:
             calls_at_50=16,
             calls_after_recovery=6,
             turns_per_call=2,
-            ramp_spread_s=1.0,
+            ramp_spread_s=2.0,
             outage_after_s=1.5,
             outage_length_s=4.0,
             breaker_wait_open_s=2.0,
@@ -165,7 +166,9 @@ def _scripts(count: int, turns: int, *, offset: int) -> list[CallScript]:
     scripts = []
     for n in range(count):
         index = offset + n
-        steps = [Say(utterances[(index + t) % len(utterances)]) for t in range(turns)]
+        steps: list[Step] = [Say(utterances[(index + t) % len(utterances)]) for t in range(turns)]
+        if index % 4 == 3 and turns >= 2:  # every fourth caller talks over the bot's first reply
+            steps[1] = BargeIn(utterances[(index + 1) % len(utterances)], after_ms=700)
         scripts.append(CallScript(steps=list(steps), from_=f"+1555{index:07d}", label=f"call-{index}"))
     return scripts
 
@@ -284,31 +287,34 @@ async def _scenario(
         response.raise_for_status()
         progress.say(f"rollout set to {percent:g}% realtime")
 
-    async def wave(
-        name: str, count: int, spread_s: float, during: Callable[[], Any] | None = None
-    ) -> list[CallResult]:
+    waves: list[asyncio.Task[list[CallResult]]] = []
+
+    async def step(name: str, count: int, spread_s: float) -> None:
+        """Start ``count`` calls arriving over ``spread_s`` seconds; returns once they have all arrived.
+
+        Steps overlap: the calls of one step are still talking when the next step's calls arrive.
+        """
         nonlocal offset
         scripts = _scripts(count, config.turns_per_call, offset=offset)
         offset += count
-        progress.say(f"{name}: placing {count} concurrent calls over {spread_s:g} s")
+        progress.say(f"{name}: {count} calls arriving over {spread_s:g} s")
         stagger_ms = 1000.0 * spread_s / max(1, count) / config.time_scale  # place_calls scales it back
-        calls = asyncio.create_task(sim.place_calls(scripts, stagger_ms=stagger_ms))
-        extra = asyncio.create_task(during()) if during is not None else None
-        while not calls.done():
-            live = len(sim._live)
-            done = len(sim.results)
-            progress.status(f"{name}: {live} calls live, {done} finished in total")
-            await asyncio.wait({calls}, timeout=0.5)
-        if extra is not None:
-            await extra
-        results = calls.result()
-        phases[name] = [r.call_sid for r in results]
-        by_pipeline: dict[str, int] = {}
-        for r in results:
-            by_pipeline[r.pipeline] = by_pipeline.get(r.pipeline, 0) + 1
-        moved = sum(1 for r in results if r.moved)
-        progress.say(f"{name}: done — {by_pipeline}, moved mid-call: {moved}")
-        return results
+
+        async def placed() -> list[CallResult]:
+            results = await sim.place_calls(scripts, stagger_ms=stagger_ms)
+            phases[name] = [r.call_sid for r in results]
+            by_pipeline: dict[str, int] = {}
+            for r in results:
+                by_pipeline[r.pipeline] = by_pipeline.get(r.pipeline, 0) + 1
+            moved = sum(1 for r in results if r.moved)
+            progress.say(f"{name}: all {count} calls finished — {by_pipeline}, moved mid-call: {moved}")
+            return results
+
+        waves.append(asyncio.create_task(placed()))
+        arrived = time.monotonic() + spread_s
+        while time.monotonic() < arrived:
+            progress.status(f"{len(sim._live)} calls live, {len(sim.results)} finished")
+            await asyncio.sleep(min(0.5, max(0.0, arrived - time.monotonic())))
 
     async def inject_outage() -> None:
         nonlocal outage
@@ -316,7 +322,7 @@ async def _scenario(
         begin = time.monotonic() - started
         response = await control.post(f"{stack.voicelive_url}/_emulator/faults", json=OUTAGE_FAULTS)
         response.raise_for_status()
-        progress.say("Voice Live OUTAGE injected (connections refused, live sockets cut)")
+        progress.say("Voice Live OUTAGE injected (new sessions refused with 503, live sockets cut)")
         await asyncio.sleep(config.outage_length_s)
         response = await control.post(f"{stack.voicelive_url}/_emulator/faults", json={"reset": True})
         response.raise_for_status()
@@ -339,22 +345,29 @@ async def _scenario(
     try:
         async with sim:
             await set_rollout(0)
-            await wave("rollout 0%", config.calls_at_0, config.ramp_spread_s)
+            await step("rollout 0%", config.calls_at_0, config.ramp_spread_s)
             await set_rollout(25)
-            await wave("rollout 25%", config.calls_at_25, config.ramp_spread_s)
+            await step("rollout 25%", config.calls_at_25, config.ramp_spread_s)
             await set_rollout(50)
             # Calls keep arriving through the outage, so new ones meet it as well as those in flight.
-            outage_spread = config.outage_after_s + config.outage_length_s
-            await wave("rollout 50% + outage", config.calls_at_50, outage_spread, inject_outage)
+            outage_task = asyncio.create_task(inject_outage())
+            await step(
+                "rollout 50% + outage", config.calls_at_50, config.outage_after_s + config.outage_length_s
+            )
+            await outage_task
             progress.say("waiting for the breaker to close on its own (half-open trials)…")
             deadline = time.monotonic() + config.breaker_close_timeout_s
             rounds = 0
             while time.monotonic() < deadline:
-                rounds += 1
-                await wave(f"recovery {rounds}", config.calls_after_recovery, config.ramp_spread_s)
                 if (await admin.get("/admin/breaker")).json()["state"] == "closed":
                     break
-                await asyncio.sleep(0.5)
+                rounds += 1
+                await step(f"recovery {rounds}", config.calls_after_recovery, config.ramp_spread_s)
+            while not all(task.done() for task in waves):
+                progress.status(f"{len(sim._live)} calls live, {len(sim.results)} finished")
+                await asyncio.wait(waves, timeout=0.5)
+            for task in waves:
+                task.result()
     finally:
         stop_polling.set()
         await poller

@@ -75,7 +75,9 @@ def test_comparison_has_both_arms_with_the_calls_placed(report):
         by_pipeline[result.pipeline] += 1
     assert arms["legacy"].calls == by_pipeline["legacy"]
     assert arms["realtime"].calls == by_pipeline["realtime"]
-    assert arms["realtime"].moved_to_legacy == sum(1 for r in report.results if r.moved)
+    moved = [r.call_sid for r in report.results if r.moved]
+    # Server-side record of the move must match what the callers experienced.
+    assert arms["realtime"].moved_to_legacy == len(moved), moved
     for name in ("legacy", "realtime"):
         assert arms[name].caller.get("caller_latency_ms"), name
         assert arms[name].stages, name
