@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -188,6 +189,10 @@ def _print_report(data: dict[str, Any], *, as_json: bool, html_path: str | None)
         print(f"HTML report: {html_path}", file=sys.stderr)
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -196,6 +201,9 @@ def serve(args: argparse.Namespace) -> int:
     from router.settings import Settings
 
     configure_logging(args.log_level)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the
+    # ``finally`` below stop the local profile's emulators instead of dying with them still running.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = Settings()
     running: list[Any] = []
     if args.local:
