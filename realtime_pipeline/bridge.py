@@ -334,11 +334,14 @@ class CallBridge:
         self._moved = True
         self._vl_ready = False
         self._buffer.clear()
-        moved = await self._mover.move_to_legacy(self._call_sid, reason)
+        # Recorded before the REST call: once Twilio accepts the redirect it ends this stream at once,
+        # and the bridge may be torn down before the call returns.
         self._metrics.fallbacks.labels(reason).inc()
         self._log.merge({"moved_to_legacy": True, "move_reason": reason})
+        moved = await self._mover.move_to_legacy(self._call_sid, reason)
         self._log.event("moved_to_legacy", self._clock.time(), reason=reason, accepted=moved)
         if not moved:
+            self._log.merge({"moved_to_legacy": False, "move_failed": reason})
             await self._close_twilio(1011, "realtime unavailable")
 
     async def _maintenance(self) -> None:
