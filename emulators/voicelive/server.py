@@ -4,8 +4,8 @@
 an HTTP response through the ASGI WebSocket denial-response extension) and then hands the socket to a
 ``RealtimeConnection``. ``POST /_emulator/faults`` and ``GET /_emulator/state`` are the control surface.
 
-``fault_aware_protocol`` builds a uvicorn HTTP protocol class that can drop a TCP connection before any
-byte is read (``drop_connections``) and that remembers each connection's transport by peer address, so a
+``fault_aware_protocol`` builds a uvicorn HTTP protocol class that remembers each connection's transport
+by peer address, so a realtime upgrade can be reset before any response (``drop_connections``) and a
 session can be cut without a close frame (``close_abruptly``).
 """
 
@@ -123,17 +123,8 @@ def fault_aware_protocol(
 
     class FaultAwareH11Protocol(H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            if faults.drop_connections:
-                state.note_dropped()
-                reset_abort(transport)
-                return
             registry.add(transport)
             super().connection_made(transport)
-
-        def data_received(self, data: bytes) -> None:
-            if not hasattr(self, "transport"):
-                return  # dropped in connection_made
-            super().data_received(data)
 
         def connection_lost(self, exc: Exception | None) -> None:
             if not hasattr(self, "transport"):
@@ -147,6 +138,15 @@ def build_app(
     *, config: VoiceLiveEmulatorConfig, faults: Faults, state: EmulatorState, registry: TransportRegistry
 ) -> Starlette:
     async def realtime(websocket: WebSocket) -> None:
+        client = websocket.scope.get("client")
+        peer = (str(client[0]), int(client[1])) if client else None
+        if faults.drop_connections:
+            # Reset the TCP connection before any handshake response, like a crashed front end. Only the
+            # realtime path: the control endpoint on the same port must keep working so the fault can be
+            # switched off again.
+            state.note_dropped()
+            registry.abort(peer)
+            return
         refusal = _check_handshake(websocket, config, faults)
         if isinstance(refusal, tuple):
             status, body = refusal
@@ -164,8 +164,6 @@ def build_app(
         )
         await websocket.accept()
         state.add_session(record)
-        client = websocket.scope.get("client")
-        peer = (str(client[0]), int(client[1])) if client else None
         connection = RealtimeConnection(
             websocket,
             config=config,

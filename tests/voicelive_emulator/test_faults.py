@@ -23,7 +23,10 @@ async def test_drop_connections_closes_tcp_without_http_response(emulator: Voice
             pass
     assert not isinstance(info.value, InvalidStatus)
     assert emulator.state.connections_dropped == 1
-    emulator.faults.update(drop_connections=False)
+    # The control endpoint on the same port still answers, so a drill can switch the fault off over HTTP.
+    async with httpx.AsyncClient(base_url=emulator.url) as control:
+        lifted = await control.post("/_emulator/faults", json={"drop_connections": False})
+    assert lifted.status_code == 200 and lifted.json()["drop_connections"] is False
     client = await open_client(emulator)  # recovers once the fault is lifted
     await client.ws.close()
 
