@@ -61,8 +61,8 @@ TTS_FIRST_CHUNK_S = 0.25
 GATHER_AUTO_END_OF_SPEECH_MS = 1000
 
 OUTAGE_FAULTS: dict[str, Any] = {
-    # New sessions are refused (503 on the upgrade). ``drop_connections`` would also refuse the emulator's
-    # own control endpoint, and the demo could not end the outage through it.
+    # New sessions are refused (503 on the upgrade: the service answering but unavailable, as in a regional
+    # incident; ``drop_connections`` is the harder variant, a TCP reset with no answer at all).
     "reject_handshake_status": 503,
     "close_after_deltas": 1,  # live sessions lose their socket during their next reply (mid-call failure)
     "close_abruptly": True,
