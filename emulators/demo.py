@@ -423,9 +423,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=Path("var/demo"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    # The Voice Live emulator's dropped-connection fault makes uvicorn log a harmless AttributeError per
-    # refused connection on the asyncio logger; keep the demo's output readable (reported to its owner).
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     config = DemoConfig.fast() if args.fast else DemoConfig()
     config.output_dir = args.output_dir
     config.progress = True
