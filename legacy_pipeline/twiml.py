@@ -7,8 +7,10 @@ comes back to us as an empty turn instead of Twilio falling off the end of the d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
+from twilio.twiml import TwiML
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
 from router.agent_profile import AgentProfile
@@ -54,19 +56,17 @@ class TwimlBuilder:
 
     def play_and_listen(self, audio_url: str) -> str:
         response = VoiceResponse()
-        response.play(audio_url)
-        self._listen(response)
+        self._listen(response, lambda verb: verb.play(audio_url))
         return str(response)
 
     def say_and_listen(self, text: str) -> str:
         response = VoiceResponse()
-        response.say(text, language=self._profile.language)
-        self._listen(response)
+        self._listen(response, lambda verb: verb.say(text, language=self._profile.language))
         return str(response)
 
     def listen(self) -> str:
         response = VoiceResponse()
-        self._listen(response)
+        self._listen(response, None)
         return str(response)
 
     def goodbye(self, *, text: str, audio_url: str | None = None) -> str:
@@ -78,8 +78,12 @@ class TwimlBuilder:
         response.hangup()
         return str(response)
 
-    def _listen(self, response: VoiceResponse) -> None:
+    def _listen(self, response: VoiceResponse, prompt: Callable[[TwiML], object] | None) -> None:
+        """Speak ``prompt`` and listen. With Twilio's recognition the prompt goes *inside* ``<Gather>`` so
+        the caller can interrupt it (Gather's bargeIn); ``<Record>`` cannot nest one, so it plays first."""
         if self._stt_mode == "azure":
+            if prompt is not None:
+                prompt(response)
             response.record(
                 action=self.recording_url,
                 method="POST",
@@ -90,15 +94,16 @@ class TwimlBuilder:
             )
             response.redirect(self.recording_url, method="POST")
             return
-        response.append(
-            Gather(
-                input="speech",
-                action=self.turn_url,
-                method="POST",
-                language=self._profile.language,
-                speech_timeout=self._speech_timeout,
-                action_on_empty_result=True,
-                **({"hints": self._hints} if self._hints else {}),
-            )
+        gather = Gather(
+            input="speech",
+            action=self.turn_url,
+            method="POST",
+            language=self._profile.language,
+            speech_timeout=self._speech_timeout,
+            action_on_empty_result=True,
+            **({"hints": self._hints} if self._hints else {}),
         )
+        if prompt is not None:
+            prompt(gather)
+        response.append(gather)
         response.redirect(self.turn_url, method="POST")

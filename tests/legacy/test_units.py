@@ -78,9 +78,19 @@ def test_twiml_escapes_the_sas_query() -> None:
     document = builder.play_and_listen(url)
     assert "?se=2026&amp;sp=r&amp;sv=2026-10-06&amp;sr=b&amp;sig=a%2Bb%3D" in document
     root = ET.fromstring(document)
-    assert root.find("Play") is not None and root.find("Play").text == url  # type: ignore[union-attr]
     gather = root.find("Gather")
     assert gather is not None and gather.get("action") == "https://voice.example.com/legacy/turn"
+    # The reply plays inside the Gather, so the caller can interrupt it (Twilio's bargeIn).
+    play = gather.find("Play")
+    assert play is not None and play.text == url
+    assert root.find("Play") is None
+
+
+def test_record_mode_plays_the_prompt_before_recording() -> None:
+    profile = AgentProfile.load(DEFAULT_PROFILE)
+    builder = TwimlBuilder(public_base_url="https://voice.example.com/", profile=profile, stt_mode="azure")
+    root = ET.fromstring(builder.play_and_listen("https://blob.example/x.wav"))
+    assert [element.tag for element in root] == ["Play", "Record", "Redirect"]
 
 
 def test_twiml_goodbye_hangs_up() -> None:

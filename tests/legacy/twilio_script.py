@@ -20,6 +20,7 @@ class Twiml:
     plays: list[str] = field(default_factory=list)
     says: list[str] = field(default_factory=list)
     gather: dict[str, str] | None = None
+    gather_prompt: bool = False  # the prompt is inside <Gather>, so the caller can barge in
     record: dict[str, str] | None = None
     redirect: str | None = None
     hangup: bool = False
@@ -38,6 +39,14 @@ class Twiml:
                 twiml.says.append(element.text or "")
             elif element.tag == "Gather":
                 twiml.gather = dict(element.attrib)
+                # A prompt nested in <Gather> is played the same way (and the caller may interrupt it).
+                for nested in element:
+                    if nested.tag == "Play":
+                        twiml.plays.append(nested.text or "")
+                        twiml.gather_prompt = True
+                    elif nested.tag == "Say":
+                        twiml.says.append(nested.text or "")
+                        twiml.gather_prompt = True
             elif element.tag == "Record":
                 twiml.record = dict(element.attrib)
             elif element.tag == "Redirect":
