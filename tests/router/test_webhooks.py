@@ -193,3 +193,10 @@ def test_metrics_expose_decisions_breaker_state_percent_and_latency(router: Runn
     assert "voice_router_rollout_percent 12.5" in text
     assert 'voice_router_webhook_seconds_count{route="voice"} 1.0' in text
     assert ADMIN_TOKEN not in text
+
+
+def test_signature_over_the_url_with_its_default_port_is_accepted(router: RunningRouter) -> None:
+    # Twilio's signing is inconsistent about ":443"; RequestValidator accepts both forms, and so do we.
+    params = {"CallSid": "CA" + "d" * 32, "From": "+14155550100"}
+    with_port = sign(AUTH_TOKEN, "https://router.example.com:443/twilio/voice", params)
+    assert router.twilio_post("/twilio/voice", params, signature=with_port).status_code == 200
