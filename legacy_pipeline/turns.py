@@ -135,11 +135,12 @@ class TurnLoop:
             call_sid=call_sid, pipeline=Pipeline.LEGACY, turn=0, at=self._wall_time(), assistant_text=greeting
         )
         twiml = self._twiml.listen()
+        writes = [self._state.save_counters(call_sid, TurnCounters(last_turn=0, empty_turns=0))]
         if greeting:
             twiml = await self._phrase_twiml(greeting, received_at, timer, record)
-            await self._state.append(call_sid, [{"role": "assistant", "content": greeting}])
-        await self._state.save_counters(call_sid, TurnCounters(last_turn=0, empty_turns=0))
-        await self._finish(record, timer, received_at)
+            writes.append(self._state.append(call_sid, [{"role": "assistant", "content": greeting}]))
+        # Independent writes, awaited together: the store commits them as one group.
+        await asyncio.gather(*writes, self._finish(record, timer, received_at))
         return twiml
 
     async def _resume(self, call_sid: str, received_at: float) -> str:

@@ -13,7 +13,7 @@ the same stage names for what they share, so a comparison can line them up:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -40,8 +40,11 @@ class TurnRecord:
     usage: dict[str, int] = field(default_factory=dict)  # tokens, tts_chars, audio seconds …
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Written on every turn: a plain copy is several times cheaper than ``dataclasses.asdict``.
+        data = dict(self.__dict__)
         data["pipeline"] = self.pipeline.value
+        data["stages"] = dict(self.stages)
+        data["usage"] = dict(self.usage)
         return data
 
     @classmethod
@@ -72,8 +75,10 @@ class CallRecord:
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Written on every incoming call: a plain copy is several times cheaper than ``dataclasses.asdict``.
+        data = dict(self.__dict__)
         data["pipeline"] = self.pipeline.value
+        data["events"] = [dict(event) for event in self.events]
         return data
 
     @classmethod

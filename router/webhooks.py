@@ -7,6 +7,7 @@ and a pipeline that raises while building its TwiML falls back to a minimal lega
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -114,17 +115,20 @@ class TwilioWebhooks:
 
         decision = await self._decide(caller, call_sid)
         self._metrics.decisions.labels(decision.pipeline.value, decision.reason).inc()
-        await self._record(call_sid, caller, decision)
+        if decision.pipeline is Pipeline.REALTIME:
+            await self._record(call_sid, caller, decision)
+            twiml = self._realtime_twiml(call_sid)
+        else:
+            # The record and the first turn's own writes go to the store together (one group commit).
+            _, twiml = await asyncio.gather(
+                self._record(call_sid, caller, decision), self._legacy_twiml(call_sid)
+            )
         log.info(
             "routed call to %s (%s)",
             decision.pipeline.value,
             decision.reason,
             extra={"pipeline": decision.pipeline.value, "reason": decision.reason},
         )
-        if decision.pipeline is Pipeline.REALTIME:
-            twiml = self._realtime_twiml(call_sid)
-        else:
-            twiml = await self._legacy_twiml(call_sid)
         return Response(
             twiml,
             media_type=TWIML,

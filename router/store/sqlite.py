@@ -1,7 +1,10 @@
 """SQLite state store: the embedded default for one replica (``STATE_URL=sqlite:///var/state.db``).
 
 One connection lives on one worker thread, so every operation runs whole and in submission order without
-blocking the event loop, and no two coroutines can interleave statements inside one transaction. Writes take
+blocking the event loop, and no two coroutines can interleave statements inside one transaction. Operations
+that queue up while the worker is busy run as one group: one transaction, each operation inside its own
+SAVEPOINT (so one failing operation rolls back only itself), one COMMIT, one wake-up of the event loop.
+Under load that turns N thread round trips and N commits into one (group commit). Writes take
 the write lock up front (``BEGIN IMMEDIATE``) so compare-and-set also holds against another process on the
 same file (the CLI while the server runs). WAL + ``synchronous=NORMAL``: readers never wait for the writer and
 a commit costs no fsync (a power cut may lose the last commits, never corrupt the file).
@@ -10,13 +13,16 @@ a commit costs no fsync (a power cut may lose the last commits, never corrupt th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -81,41 +87,159 @@ def _started_at(body: dict[str, Any]) -> float:
     return float(body.get("started_at") or 0.0)
 
 
+MAX_GROUP = 256  # operations committed together at most
+
+
+@dataclass
+class _Job(Generic[T]):
+    begin: str | None  # None: run ``fn(None)`` outside any transaction (connect, close)
+    fn: Callable[[sqlite3.Connection | None], T]
+    future: asyncio.Future[T]
+    loop: asyncio.AbstractEventLoop
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+
+class _Worker:
+    """The thread that owns the connection and runs queued operations in groups (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="sqlite-store", daemon=True)
+        self.conn: sqlite3.Connection | None = None
+        self._thread.start()
+
+    def submit(self, begin: str | None, fn: Callable[[sqlite3.Connection | None], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Job(begin, fn, future, loop))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if job.begin is None:
+                self._deliver([job], self._alone(job))
+                continue
+            group = [job]
+            stopping = False
+            while len(group) < MAX_GROUP:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    stopping = True
+                    break
+                if following.begin is None:
+                    self._deliver(group, self._together(group))
+                    self._deliver([following], self._alone(following))
+                    group = []
+                    break
+                group.append(following)
+            if group:
+                self._deliver(group, self._together(group))
+            if stopping:
+                return
+
+    def _alone(self, job: _Job[Any]) -> list[tuple[Any, BaseException | None]]:
+        try:
+            return [(job.fn(self.conn), None)]
+        except BaseException as exc:
+            return [(None, exc)]
+
+    def _together(self, group: list[_Job[Any]]) -> list[tuple[Any, BaseException | None]]:
+        conn = self.conn
+        if conn is None:
+            error = sqlite3.ProgrammingError("the connection is closed")
+            return [(None, error) for _ in group]
+        begin = "BEGIN IMMEDIATE" if any(job.begin == "BEGIN IMMEDIATE" for job in group) else "BEGIN"
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute(begin)
+            for job in group:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = job.fn(conn)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            return [(None, exc) for _ in group]
+        return outcomes
+
+    @staticmethod
+    def _deliver(group: list[_Job[Any]], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]]
+        by_loop = {}
+        for job, (result, error) in zip(group, outcomes, strict=True):
+            by_loop.setdefault(job.loop, []).append((job.future, result, error))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(_settle, settled)
+
+
 class SqliteStore:
     """:class:`~router.store.base.StateStore` on one SQLite file; a new instance on the same file sees all."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._worker: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._worker: _Worker | None = None
 
     # Plumbing -------------------------------------------------------------------------------------------
 
     async def open(self) -> None:
         if self._worker is not None:
             return
-        worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        worker = _Worker()
         try:
-            self._conn = await self._submit(worker, self._connect)
+            worker.conn = await self._submit(worker.submit(None, lambda _: self._connect()))
         except BaseException:
-            worker.shutdown(wait=False)
+            worker.stop()
             raise
         self._worker = worker
 
     async def close(self) -> None:
-        worker, conn = self._worker, self._conn
-        self._worker = self._conn = None
+        worker, self._worker = self._worker, None
         if worker is None:
             return
-        try:
+        conn = worker.conn
+
+        def close_connection(_: sqlite3.Connection | None) -> None:
+            worker.conn = None
             if conn is not None:
-                await self._submit(worker, conn.close)
+                conn.close()
+
+        try:
+            await self._submit(worker.submit(None, close_connection))
         finally:
-            worker.shutdown(wait=False)
+            worker.stop()
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -125,28 +249,22 @@ class SqliteStore:
             raise
         return conn
 
-    async def _submit(self, worker: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    async def _submit(self, future: asyncio.Future[T]) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(worker, fn)
+            return await future
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"SQLite state store {self.path}: {exc}") from exc
 
     async def _transaction(self, begin: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        worker, conn = self._worker, self._conn
-        if worker is None or conn is None:
+        worker = self._worker
+        if worker is None:
             raise StoreUnavailable(f"SQLite state store {self.path} is not open")
 
-        def run() -> T:
-            conn.execute(begin)
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.rollback()  # a no-op when COMMIT already ended the transaction
-                raise
-            return result
+        def run(conn: sqlite3.Connection | None) -> T:
+            assert conn is not None  # grouped jobs always run with the connection
+            return fn(conn)
 
-        return await self._submit(worker, run)
+        return await self._submit(worker.submit(begin, run))
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A consistent snapshot across the statements in ``fn``."""

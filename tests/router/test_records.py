@@ -1,0 +1,46 @@
+"""Call and turn records survive the round trip through their stored (JSON) form unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import orjson
+
+from router.records import CallRecord, Pipeline, TurnRecord
+
+
+def test_turn_record_round_trip_matches_asdict() -> None:
+    turn = TurnRecord(
+        call_sid="CA1",
+        pipeline=Pipeline.REALTIME,
+        turn=2,
+        at=1.5,
+        response_ms=320.0,
+        heard_ms=410.0,
+        stages={"first_audio": 320.0},
+        user_text="hi",
+        assistant_text="hello",
+        usage={"output_tokens": 12},
+    )
+    data = turn.to_dict()
+    assert data == {**dataclasses.asdict(turn), "pipeline": "realtime"}
+    data["stages"]["first_audio"] = 1.0  # a copy, not the record's own dict
+    assert turn.stages["first_audio"] == 320.0
+    assert TurnRecord.from_dict(orjson.loads(orjson.dumps(turn.to_dict()))) == turn
+
+
+def test_call_record_round_trip_ignores_unknown_fields() -> None:
+    call = CallRecord(
+        call_sid="CA2",
+        pipeline=Pipeline.LEGACY,
+        reason="rollout_out",
+        bucket=9000,
+        percent=12.5,
+        caller_hash="ab" * 16,
+        started_at=10.0,
+        events=[{"type": "x"}],
+    )
+    data = call.to_dict()
+    assert data == {**dataclasses.asdict(call), "pipeline": "legacy"}
+    stored = {**orjson.loads(orjson.dumps(data)), "realtime": {"reconnects": 1}}
+    assert CallRecord.from_dict(stored) == call
