@@ -134,11 +134,12 @@ class TurnLoop:
         record = TurnRecord(
             call_sid=call_sid, pipeline=Pipeline.LEGACY, turn=0, at=self._wall_time(), assistant_text=greeting
         )
-        twiml = self._twiml.listen()
         writes = [self._state.save_counters(call_sid, TurnCounters(last_turn=0, empty_turns=0))]
         if greeting:
             twiml = await self._phrase_twiml(greeting, received_at, timer, record)
             writes.append(self._state.append(call_sid, [{"role": "assistant", "content": greeting}]))
+        else:
+            twiml = self._twiml.listen()
         # Independent writes, awaited together: the store commits them as one group.
         await asyncio.gather(*writes, self._finish(record, timer, received_at))
         return twiml

@@ -38,6 +38,7 @@ class TwimlBuilder:
         self.recording_url = base + RECORDING_PATH
         self._profile = profile
         self._stt_mode = stt_mode
+        self._listen_document: str | None = None
         options = profile.legacy
         self._speech_timeout = options.speech_timeout
         self._hints = ", ".join(options.hints) if options.hints else None
@@ -65,9 +66,12 @@ class TwimlBuilder:
         return str(response)
 
     def listen(self) -> str:
-        response = VoiceResponse()
-        self._listen(response, None)
-        return str(response)
+        """Just listen (no prompt): the same document every time, so it is built once."""
+        if self._listen_document is None:
+            response = VoiceResponse()
+            self._listen(response, None)
+            self._listen_document = str(response)
+        return self._listen_document
 
     def goodbye(self, *, text: str, audio_url: str | None = None) -> str:
         response = VoiceResponse()
