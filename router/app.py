@@ -6,6 +6,7 @@ gets the real ones. Nothing here runs at import time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -30,6 +31,7 @@ from router.breaker_view import BreakerView
 from router.comparison import Prices, build_comparison
 from router.limits import BodySizeLimitMiddleware
 from router.observability import Metrics
+from router.retention import RecordRetention
 from router.rollout_service import RolloutService
 from router.settings import Settings
 from router.store.base import StateStore, StoreUnavailable
@@ -236,9 +238,23 @@ def create_app(
             log.warning("state store unreachable at start-up; serving with legacy as the default")
         await legacy.start()
         await realtime.start()
+        pruning: asyncio.Task[None] | None = None
+        if settings.record_retention_days > 0:
+            retention = RecordRetention(
+                store,
+                keep_days=settings.record_retention_days,
+                interval_seconds=settings.record_prune_interval_seconds,
+                clock=clock,
+                metrics=metrics,
+            )
+            pruning = asyncio.get_running_loop().create_task(retention.run_forever(), name="record-retention")
         try:
             yield
         finally:
+            if pruning is not None:
+                pruning.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruning
             await realtime.aclose()
             await legacy.aclose()
             await store.close()

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     stream_token_secret: SecretStr = SecretStr("")
     stream_token_ttl_seconds: int = 120
     config_cache_seconds: float = 0.5
+    record_retention_days: float = 30.0  # call and turn records older than this are pruned (0: keep all)
+    record_prune_interval_seconds: float = 3600.0
 
     # Agent
     agent_profile: Path = DEFAULT_PROFILE

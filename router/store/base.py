@@ -92,6 +92,11 @@ class StateStore(BreakerBackend, Protocol):
         """Oldest first by ``at``."""
         ...
 
+    async def prune_records(self, before: float) -> int:
+        """Delete calls that started before ``before`` (with their events and turns) and turns older than
+        it; returns the number of calls deleted. Keeps call and turn records from growing forever."""
+        ...
+
     # Legacy conversation history ---------------------------------------------
     async def get_history(self, call_sid: str) -> list[dict[str, Any]]: ...
 

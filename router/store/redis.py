@@ -324,6 +324,28 @@ class RedisStore:
             calls.append(doc)
         return calls
 
+    async def prune_records(self, before: float) -> int:
+        cutoff = repr(float(before))
+        calls_key = self._key("calls")
+        deleted = 0
+        with self._unavailable_on_error():
+            while True:
+                # Score 0 marks a call known only from events (its record was never written): kept.
+                batch = _byte_list(
+                    await self._redis.zrange(calls_key, "(0", f"({cutoff}", byscore=True, offset=0, num=500)
+                )
+                if not batch:
+                    break
+                sids = [sid.decode() for sid in batch]
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for sid in sids:
+                        pipe.delete(*self._call_keys(sid), self._key("turns", "call", sid))
+                    pipe.zrem(calls_key, *sids)
+                    await pipe.execute()
+                deleted += len(sids)
+            await self._redis.zremrangebyscore(self._key("turns"), "-inf", f"({cutoff}")
+        return deleted
+
     # Turns ------------------------------------------------------------------------------------------------
 
     async def append_turn(self, turn: dict[str, Any]) -> None:

@@ -426,6 +426,25 @@ class SqliteStore:
 
         return await self._read(run)
 
+    async def prune_records(self, before: float) -> int:
+        cutoff = float(before)
+
+        def run(conn: sqlite3.Connection) -> int:
+            # started_at 0 marks a call known only from events (its record was never written): kept.
+            sids = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT call_sid FROM calls WHERE started_at > 0 AND started_at < ?", (cutoff,)
+                )
+            ]
+            conn.executemany("DELETE FROM call_events WHERE call_sid = ?", [(sid,) for sid in sids])
+            conn.executemany("DELETE FROM calls WHERE call_sid = ?", [(sid,) for sid in sids])
+            conn.executemany("DELETE FROM turns WHERE call_sid = ?", [(sid,) for sid in sids])
+            conn.execute("DELETE FROM turns WHERE at < ?", (cutoff,))
+            return len(sids)
+
+        return await self._write(run)
+
     # Turns ------------------------------------------------------------------------------------------------
 
     async def append_turn(self, turn: dict[str, Any]) -> None:

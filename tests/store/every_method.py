@@ -30,6 +30,7 @@ EVERY_METHOD: dict[str, StoreCall] = {
     "list_calls": lambda s: s.list_calls(),
     "append_turn": lambda s: s.append_turn({"call_sid": "CA1", "at": T0}),
     "list_turns": lambda s: s.list_turns(),
+    "prune_records": lambda s: s.prune_records(T0),
     "get_history": lambda s: s.get_history("CA1"),
     "append_history": lambda s: s.append_history("CA1", [{"content": "x"}], cap=3),
     "get_value": lambda s: s.get_value("k"),

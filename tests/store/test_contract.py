@@ -348,3 +348,23 @@ async def test_values_round_trip_and_expire(store: StateStore) -> None:
     assert await store.get_value("counter:CA1") == {"turns": 2, "nested": {"x": [1.5]}}
     assert await store.get_value("short") is None
     assert await store.get_value("gone") is None
+
+
+async def test_prune_records_deletes_old_calls_with_their_events_and_turns(store: StateStore) -> None:
+    base = 1_700_000_000.0
+    for index, started in enumerate((base - 100, base - 50, base + 10)):
+        sid = f"CA{index}"
+        await store.put_call({"call_sid": sid, "started_at": started})
+        await store.append_call_event(sid, {"type": "x"})
+        await store.append_turn({"call_sid": sid, "at": started + 1, "turn": 1})
+    await store.append_call_event("CAorphan", {"type": "only events"})  # no record: started_at unknown
+    await store.append_turn({"call_sid": "CAgone", "at": base - 500, "turn": 3})
+
+    assert await store.prune_records(base) == 2
+
+    assert [c["call_sid"] for c in await store.list_calls(limit=10, since=base - 1000)] == ["CA2"]
+    assert await store.get_call("CA0") is None and await store.get_call("CA1") is None
+    assert await store.get_call("CAorphan") is not None
+    assert [t["call_sid"] for t in await store.list_turns()] == ["CA2"]
+    assert await store.list_turns(call_sid="CA0") == []
+    assert await store.prune_records(base) == 0
