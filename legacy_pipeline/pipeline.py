@@ -30,6 +30,7 @@ from router.agent_profile import AgentProfile
 from router.observability import Metrics, call_sid_var
 from router.settings import Settings
 from router.store.base import StateStore
+from router.twilio_request import ForgedRequest, MalformedForm, read_signed_form
 from router.twilio_signature import TwilioSignatureValidator
 
 log = logging.getLogger("legacy_pipeline")
@@ -143,13 +144,11 @@ class LegacyPipeline:
         async def endpoint(request: Request) -> Response:
             received_at = time.perf_counter()
             try:
-                raw = await request.form()
-            except Exception:
+                form = await read_signed_form(request, self._signatures)
+            except MalformedForm:
                 self._metrics.rejected_requests.labels(path, "bad_form").inc()
                 return PlainTextResponse("malformed form body", status_code=400)
-            form = {key: value for key, value in raw.multi_items() if isinstance(value, str)}
-            signature = request.headers.get("X-Twilio-Signature")
-            if not self._signatures.validate_http(path, request.url.query, form, signature):
+            except ForgedRequest:
                 self._metrics.rejected_requests.labels(path, "signature").inc()
                 log.warning("rejected %s: missing or invalid X-Twilio-Signature", path)
                 return PlainTextResponse("invalid Twilio signature", status_code=403)

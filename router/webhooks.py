@@ -29,7 +29,7 @@ from router.records import CallRecord, Pipeline
 from router.rollout_service import RolloutService
 from router.store.base import StateStore, StoreUnavailable
 from router.stream_token import StreamTokens
-from router.twilio_request import ForgedRequest, read_signed_form
+from router.twilio_request import ForgedRequest, MalformedForm, read_signed_form
 from router.twilio_signature import TwilioSignatureValidator
 
 log = logging.getLogger("router.webhooks")
@@ -102,6 +102,9 @@ class TwilioWebhooks:
     async def voice(self, request: Request) -> Response:
         try:
             form = await read_signed_form(request, self._signatures)
+        except MalformedForm as exc:
+            self._metrics.rejected_requests.labels("voice", "bad_form").inc()
+            return JSONResponse({"error": f"malformed form body: {exc}"}, status_code=400)
         except ForgedRequest as exc:
             self._metrics.rejected_requests.labels("voice", "signature").inc()
             log.warning("refused /twilio/voice: %s", exc)
@@ -217,6 +220,9 @@ class TwilioWebhooks:
     async def status(self, request: Request) -> Response:
         try:
             form = await read_signed_form(request, self._signatures)
+        except MalformedForm as exc:
+            self._metrics.rejected_requests.labels("status", "bad_form").inc()
+            return JSONResponse({"error": f"malformed form body: {exc}"}, status_code=400)
         except ForgedRequest as exc:
             self._metrics.rejected_requests.labels("status", "signature").inc()
             log.warning("refused /twilio/status: %s", exc)
