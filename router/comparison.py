@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,11 +228,12 @@ class ArmReport:
         target = self.stages if group == "stages" else self.caller
         return target.setdefault(metric, {}).setdefault(segment, LatencySketch())
 
-    def overall(self, group: str, metric: str) -> LatencySketch:
-        """All segments of one metric merged."""
+    def overall(self, group: str, metric: str, *, exclude: Collection[str] = ()) -> LatencySketch:
+        """All segments of one metric merged (but those in ``exclude``)."""
         merged = LatencySketch()
-        for sketch in (self.stages if group == "stages" else self.caller).get(metric, {}).values():
-            merged.merge(sketch)
+        for segment, sketch in (self.stages if group == "stages" else self.caller).get(metric, {}).items():
+            if segment not in exclude:
+                merged.merge(sketch)
         return merged
 
     @property

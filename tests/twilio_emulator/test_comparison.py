@@ -227,3 +227,15 @@ def test_shipped_price_file_loads():
     prices = Prices.load()
     assert prices.voicelive_audio_output_per_mtok > 0 and prices.openai_input_per_mtok > 0
     assert prices.tts_per_mchar > 0
+
+
+def test_cdf_curves_leave_the_greeting_out():
+    calls, turns = records("g", 6, seed=11)
+    c = compare_records(calls, turns, prices=PRICES)
+    legacy = c.arms["legacy"]
+    everything = legacy.overall("stages", "response_ms")
+    caller_turns = legacy.overall("stages", "response_ms", exclude=("greeting",))
+    greetings = legacy.stages["response_ms"]["greeting"]
+    assert greetings.count > 0
+    assert caller_turns.count == everything.count - greetings.count
+    assert "(CDF, caller turns 1+)" in render_html(c)
