@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-import time
-
 from emulators.azure_speech.emulator import AzureSpeechEmulator
 from emulators.azure_speech.knobs import SpeechKnobs
+from emulators.control import cli_parser, serve_in_foreground
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emulators.azure_speech", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8790)
+    parser = cli_parser("python -m emulators.azure_speech", __doc__, port=8790)
     parser.add_argument("--key", default=None, help="required Ocp-Apim-Subscription-Key (default: none)")
     parser.add_argument(
         "--voice", action="append", help="allowed voice (repeatable; default any xx-XX-*Neural)"
@@ -23,7 +18,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tts-chunk-delay-ms", type=float, default=0.0)
     parser.add_argument("--stt-latency-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     emulator = AzureSpeechEmulator(
         host=args.host,
         port=args.port,
@@ -36,16 +30,13 @@ def main(argv: list[str] | None = None) -> None:
             stt_latency_s=args.stt_latency_ms / 1000,
         ),
     ).start()
-    logging.getLogger("emulators.azure_speech").info(
+    serve_in_foreground(
+        emulator,
+        "emulators.azure_speech",
         "Azure Speech emulator on %s (SpeechConfig(host=...)); faults: POST %s/_emulator/faults",
         emulator.url,
         emulator.http_url,
     )
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        emulator.stop()
 
 
 if __name__ == "__main__":

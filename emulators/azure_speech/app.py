@@ -13,11 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from emulators.azure_speech.connection import CloseConnection, UspConnection
@@ -25,12 +22,9 @@ from emulators.azure_speech.knobs import SpeechKnobStore
 from emulators.azure_speech.records import HandshakeRecord, SpeechLog
 from emulators.azure_speech.stt import RECOGNITION_MODES, SttSession, TranscriptSource
 from emulators.azure_speech.tts import TtsSession
+from emulators.control import control_routes, json_response
 
 log = logging.getLogger("emulators.azure_speech")
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 class SpeechApp:
@@ -54,8 +48,7 @@ class SpeechApp:
             routes=[
                 WebSocketRoute("/cognitiveservices/websocket/v1", self.tts),
                 WebSocketRoute("/speech/recognition/{mode}/cognitiveservices/v1", self.stt),
-                Route("/_emulator/faults", self.set_faults, methods=["POST"]),
-                Route("/_emulator/state", self.state, methods=["GET"]),
+                *control_routes(apply=self.apply_control, state=self.state_dict),
             ]
         )
 
@@ -68,30 +61,21 @@ class SpeechApp:
             **self.log.to_dict(),
         }
 
-    async def state(self, request: Request) -> Response:
-        return _json(self.state_dict())
-
-    async def set_faults(self, request: Request) -> Response:
-        try:
-            changes = orjson.loads(await request.body())
-            if not isinstance(changes, dict):
-                raise ValueError("body must be a JSON object")
-            transcripts = changes.pop("transcripts", None)
-            clear = bool(changes.pop("clear_records", False))
-            if transcripts is not None and (
-                not isinstance(transcripts, list)
-                or not all(isinstance(t, str) for t in transcripts)
-                or not transcripts
-            ):
-                raise ValueError("transcripts must be a non-empty list of strings")
-            self.knobs.update(**changes)
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            return _json({"error": str(exc)}, 400)
+    def apply_control(self, changes: dict[str, Any]) -> None:
+        """A ``POST /_emulator/faults`` body: knobs plus ``transcripts`` and ``clear_records``."""
+        transcripts = changes.pop("transcripts", None)
+        clear = bool(changes.pop("clear_records", False))
+        if transcripts is not None and (
+            not isinstance(transcripts, list)
+            or not all(isinstance(t, str) for t in transcripts)
+            or not transcripts
+        ):
+            raise ValueError("transcripts must be a non-empty list of strings")
+        self.knobs.update(**changes)
         if transcripts is not None:
             self.transcripts.set_script(transcripts)
         if clear:
             self.log.clear()
-        return _json(self.state_dict())
 
     # -- websockets ------------------------------------------------------------------------------------
 
@@ -104,7 +88,9 @@ class SpeechApp:
     async def stt(self, websocket: WebSocket) -> None:
         mode = str(websocket.path_params["mode"])
         if mode not in RECOGNITION_MODES:
-            await websocket.send_denial_response(_json({"error": f"unknown recognition mode {mode}"}, 404))
+            await websocket.send_denial_response(
+                json_response({"error": f"unknown recognition mode {mode}"}, 404)
+            )
             return
         connection = await self._accept(websocket)
         if connection is not None:
@@ -130,12 +116,14 @@ class SpeechApp:
         refusal = self.knobs.take_refusal()
         if refusal is not None:
             record.status = refusal
-            await websocket.send_denial_response(_json({"error": "service unavailable (emulated)"}, refusal))
+            await websocket.send_denial_response(
+                json_response({"error": "service unavailable (emulated)"}, refusal)
+            )
             return None
         if self.subscription_key is not None and self.subscription_key not in (key, token):
             record.status = 401
             await websocket.send_denial_response(
-                _json(
+                json_response(
                     {
                         "error": {
                             "code": "401",

@@ -11,7 +11,7 @@ from emulators.azure_speech.knobs import SpeechKnobs, SpeechKnobStore
 from emulators.azure_speech.records import HandshakeRecord, RecognitionRecord, SpeechLog, SynthesisRecord
 from emulators.azure_speech.stt import TranscriptSource
 from emulators.azure_speech.tts import voice_check
-from emulators.runner import ServerThread
+from emulators.control import EmulatorServer
 
 
 class _DenialResponseNoise(logging.Filter):
@@ -30,7 +30,7 @@ def _quiet_denials() -> None:
         logger.addFilter(_DenialResponseNoise())
 
 
-class AzureSpeechEmulator:
+class AzureSpeechEmulator(EmulatorServer):
     """The Speech service's USP WebSocket endpoints for the real Speech SDK.
 
     ``SpeechConfig(host=emulator.url)`` (no key) or
@@ -58,7 +58,7 @@ class AzureSpeechEmulator:
             subscription_key=subscription_key,
             voice_allowed=voice_check(voices),
         )
-        self._server = ServerThread(app.build(), host=host, port=port, timeout_graceful_shutdown=1)
+        super().__init__(app.build(), host=host, port=port)
 
     @property
     def url(self) -> str:
@@ -71,10 +71,6 @@ class AzureSpeechEmulator:
         return self._server.http_url
 
     @property
-    def port(self) -> int:
-        return self._server.port
-
-    @property
     def tts_endpoint(self) -> str:
         return f"{self.url}/cognitiveservices/websocket/v1"
 
@@ -83,17 +79,7 @@ class AzureSpeechEmulator:
 
     def start(self) -> Self:
         _quiet_denials()
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        return super().start()
 
     def set_faults(self, **changes: Any) -> SpeechKnobs:
         """Change latency/fault knobs while running (names: :class:`SpeechKnobs`)."""

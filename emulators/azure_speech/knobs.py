@@ -6,10 +6,9 @@ handshake for ``refuse_handshakes_next``); ``-1`` means "every one until changed
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 from dataclasses import dataclass
-from typing import Any
+
+from emulators.control import KnobStore, take
 
 
 @dataclass
@@ -63,61 +62,30 @@ class Fault:
 
 
 NO_FAULT = Fault("none")
-_FIELDS = {f.name: f for f in dataclasses.fields(SpeechKnobs)}
 
 
-class SpeechKnobStore:
+def _check(knobs: SpeechKnobs) -> None:
+    if knobs.close_code not in range(1000, 5000):
+        raise ValueError("close_code must be a WebSocket close code (1000-4999)")
+    if knobs.tts_chunk_ms <= 0:
+        raise ValueError("tts_chunk_ms must be positive")
+
+
+class SpeechKnobStore(KnobStore[SpeechKnobs]):
+    """The knobs of one emulator; fault counters are consumed per request or handshake."""
+
     def __init__(self, knobs: SpeechKnobs | None = None) -> None:
-        self._lock = threading.Lock()
-        self._knobs = knobs or SpeechKnobs()
-
-    def snapshot(self) -> SpeechKnobs:
-        with self._lock:
-            return dataclasses.replace(self._knobs)
-
-    def update(self, **changes: Any) -> SpeechKnobs:
-        """Change some knobs; unknown names or wrong types raise ``ValueError``."""
-        unknown = set(changes) - set(_FIELDS)
-        if unknown:
-            raise ValueError(f"unknown knob(s): {', '.join(sorted(unknown))}")
-        with self._lock:
-            current = dataclasses.asdict(self._knobs)
-            for name, value in changes.items():
-                expected = type(current[name])
-                if expected is str:
-                    if not isinstance(value, str):
-                        raise ValueError(f"knob {name} must be a string")
-                elif isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ValueError(f"knob {name} must be a number")
-                elif expected is int and not float(value).is_integer():
-                    raise ValueError(f"knob {name} must be an integer")
-                current[name] = expected(value)
-            if current["close_code"] not in range(1000, 5000):
-                raise ValueError("close_code must be a WebSocket close code (1000-4999)")
-            if current["tts_chunk_ms"] <= 0:
-                raise ValueError("tts_chunk_ms must be positive")
-            self._knobs = SpeechKnobs(**current)
-            return dataclasses.replace(self._knobs)
+        super().__init__(knobs or SpeechKnobs(), check=_check)
 
     def take_fault(self) -> Fault:
-        with self._lock:
-            k = self._knobs
-            if _take(k, "close_next"):
+        with self.locked() as k:
+            if take(k, "close_next"):
                 return Fault("close", k.close_code, k.close_reason, k.close_after_chunks)
-            if _take(k, "stall_next"):
+            if take(k, "stall_next"):
                 return Fault("stall")
             return NO_FAULT
 
     def take_refusal(self) -> int | None:
         """The HTTP status to refuse this handshake with, or ``None`` to accept it."""
-        with self._lock:
-            return self._knobs.refuse_status if _take(self._knobs, "refuse_handshakes_next") else None
-
-
-def _take(knobs: SpeechKnobs, counter: str) -> bool:
-    remaining: int = getattr(knobs, counter)
-    if remaining == 0:
-        return False
-    if remaining > 0:
-        setattr(knobs, counter, remaining - 1)
-    return True
+        with self.locked() as k:
+            return k.refuse_status if take(k, "refuse_handshakes_next") else None

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-import logging
-import time
-
+from emulators.control import cli_parser, serve_in_foreground
 from emulators.openai.emulator import OpenAIEmulator
 from emulators.openai.knobs import OpenAIKnobs
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m emulators.openai", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8780)
+    parser = cli_parser("python -m emulators.openai", __doc__, port=8780)
     parser.add_argument("--api-key", default=None, help="required key (default: accept any non-empty key)")
     parser.add_argument(
         "--deployment", action="append", help="allowed Azure deployment (repeatable; default any)"
@@ -22,7 +17,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-token-delay-ms", type=float, default=0.0)
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     emulator = OpenAIEmulator(
         host=args.host,
         port=args.port,
@@ -33,17 +27,14 @@ def main(argv: list[str] | None = None) -> None:
             first_token_delay_s=args.first_token_delay_ms / 1000, token_delay_s=args.token_delay_ms / 1000
         ),
     ).start()
-    logging.getLogger("emulators.openai").info(
+    serve_in_foreground(
+        emulator,
+        "emulators.openai",
         "OpenAI emulator on %s (OpenAI base_url %s); faults: POST %s/_emulator/faults",
         emulator.url,
         emulator.openai_base_url,
         emulator.url,
     )
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        emulator.stop()
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from emulators.openai.knobs import KnobStore, RequestPlan
+from emulators.control import control_routes
+from emulators.openai.knobs import OpenAIKnobStore, RequestPlan
 from emulators.openai.replies import ReplySource, prompt_tokens, tokenize
 
 RECORDED_HEADERS = ("authorization", "api-key", "content-type", "user-agent", "x-stainless-retry-count")
@@ -91,7 +92,7 @@ class ChatCompletionsApp:
     def __init__(
         self,
         *,
-        knobs: KnobStore,
+        knobs: OpenAIKnobStore,
         replies: ReplySource,
         log: RequestLog,
         api_key: str | None,
@@ -109,8 +110,7 @@ class ChatCompletionsApp:
             routes=[
                 Route("/v1/chat/completions", self.openai_chat, methods=["POST"]),
                 Route("/openai/deployments/{deployment}/chat/completions", self.azure_chat, methods=["POST"]),
-                Route("/_emulator/faults", self.set_faults, methods=["POST"]),
-                Route("/_emulator/state", self.state, methods=["GET"]),
+                *control_routes(apply=self.apply_control, state=self.state_dict),
             ]
         )
 
@@ -125,28 +125,19 @@ class ChatCompletionsApp:
             "recent": [r.to_dict() for r in requests[-20:]],
         }
 
-    async def state(self, request: Request) -> Response:
-        return _json(self.state_dict())
-
-    async def set_faults(self, request: Request) -> Response:
-        try:
-            changes = orjson.loads(await request.body())
-            if not isinstance(changes, dict):
-                raise ValueError("body must be a JSON object")
-            script = changes.pop("script", None)
-            clear = bool(changes.pop("clear_requests", False))
-            if script is not None and (
-                not isinstance(script, list) or not all(isinstance(s, str) for s in script)
-            ):
-                raise ValueError("script must be a list of strings")
-            self.knobs.update(**changes)
-        except (orjson.JSONDecodeError, ValueError) as exc:
-            return _json({"error": str(exc)}, 400)
+    def apply_control(self, changes: dict[str, Any]) -> None:
+        """A ``POST /_emulator/faults`` body: knobs plus ``script`` and ``clear_requests``."""
+        script = changes.pop("script", None)
+        clear = bool(changes.pop("clear_requests", False))
+        if script is not None and (
+            not isinstance(script, list) or not all(isinstance(s, str) for s in script)
+        ):
+            raise ValueError("script must be a list of strings")
+        self.knobs.update(**changes)
         if script is not None:
             self.replies.set_script(script)
         if clear:
             self.log.clear()
-        return _json(self.state_dict())
 
     # -- chat completions -------------------------------------------------------------------------------
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Any, Self
+from typing import Any
 
+from emulators.control import EmulatorServer
 from emulators.openai.app import ChatCompletionsApp, RecordedRequest, RequestLog
-from emulators.openai.knobs import KnobStore, OpenAIKnobs
+from emulators.openai.knobs import OpenAIKnobs, OpenAIKnobStore
 from emulators.openai.replies import ReplyFunction, ReplySource
-from emulators.runner import ServerThread
 
 
-class OpenAIEmulator:
+class OpenAIEmulator(EmulatorServer):
     """OpenAI and Azure OpenAI chat completions on one port.
 
     Point ``AsyncOpenAI(base_url=emulator.openai_base_url, api_key=...)`` or
@@ -30,13 +30,13 @@ class OpenAIEmulator:
         reply: ReplyFunction | None = None,
         knobs: OpenAIKnobs | None = None,
     ) -> None:
-        self.knobs = KnobStore(knobs)
+        self.knobs = OpenAIKnobStore(knobs)
         self.replies = ReplySource(script, reply)
         self.log = RequestLog()
         self._app = ChatCompletionsApp(
             knobs=self.knobs, replies=self.replies, log=self.log, api_key=api_key, deployments=deployments
         )
-        self._server = ServerThread(self._app.build(), host=host, port=port, timeout_graceful_shutdown=1)
+        super().__init__(self._app.build(), host=host, port=port)
 
     @property
     def url(self) -> str:
@@ -47,23 +47,6 @@ class OpenAIEmulator:
     def openai_base_url(self) -> str:
         """``base_url`` for the plain OpenAI client (``{url}/v1``)."""
         return f"{self._server.http_url}/v1"
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    def start(self) -> Self:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def set_faults(self, **changes: Any) -> OpenAIKnobs:
         """Change latency/fault knobs while running (see :class:`OpenAIKnobs` for the names)."""

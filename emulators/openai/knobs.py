@@ -7,10 +7,9 @@ and a mid-stream error are independent of those and of each other.
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 from dataclasses import dataclass
-from typing import Any
+
+from emulators.control import KnobStore, take
 
 
 @dataclass
@@ -47,48 +46,22 @@ class RequestPlan:
     retry_after_s: float = 1.0
 
 
-_FIELDS = {f.name for f in dataclasses.fields(OpenAIKnobs)}
-
-
-class KnobStore:
-    """Holds an :class:`OpenAIKnobs` behind a lock; counters are consumed per request."""
+class OpenAIKnobStore(KnobStore[OpenAIKnobs]):
+    """The knobs of one emulator; counters are consumed per request by :meth:`plan`."""
 
     def __init__(self, knobs: OpenAIKnobs | None = None) -> None:
-        self._lock = threading.Lock()
-        self._knobs = knobs or OpenAIKnobs()
-
-    def snapshot(self) -> OpenAIKnobs:
-        with self._lock:
-            return dataclasses.replace(self._knobs)
-
-    def update(self, **changes: Any) -> OpenAIKnobs:
-        """Change some knobs; unknown names or wrong types raise ``ValueError``."""
-        unknown = set(changes) - _FIELDS
-        if unknown:
-            raise ValueError(f"unknown knob(s): {', '.join(sorted(unknown))}")
-        with self._lock:
-            current = dataclasses.asdict(self._knobs)
-            for name, value in changes.items():
-                expected = type(current[name])
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise ValueError(f"knob {name} must be a number")
-                if expected is int and not float(value).is_integer():
-                    raise ValueError(f"knob {name} must be an integer")
-                current[name] = expected(value)
-            self._knobs = OpenAIKnobs(**current)
-            return dataclasses.replace(self._knobs)
+        super().__init__(knobs or OpenAIKnobs())
 
     def plan(self, *, streaming: bool) -> RequestPlan:
-        with self._lock:
-            k = self._knobs
-            stall = k.stall_s if _take(k, "stall_next") else 0.0
+        with self.locked() as k:
+            stall = k.stall_s if take(k, "stall_next") else 0.0
             status = 200
-            if _take(k, "rate_limit_next"):
+            if take(k, "rate_limit_next"):
                 status = 429
-            elif _take(k, "server_error_next"):
+            elif take(k, "server_error_next"):
                 status = 500
             midstream = None
-            if status == 200 and streaming and _take(k, "midstream_error_next"):
+            if status == 200 and streaming and take(k, "midstream_error_next"):
                 midstream = k.midstream_error_after
             return RequestPlan(
                 stall_s=stall,
@@ -98,12 +71,3 @@ class KnobStore:
                 token_delay_s=k.token_delay_s,
                 retry_after_s=k.retry_after_s,
             )
-
-
-def _take(knobs: OpenAIKnobs, counter: str) -> bool:
-    remaining: int = getattr(knobs, counter)
-    if remaining == 0:
-        return False
-    if remaining > 0:
-        setattr(knobs, counter, remaining - 1)
-    return True
