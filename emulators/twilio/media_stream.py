@@ -18,6 +18,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,57 @@ log = logging.getLogger(__name__)
 FRAME_MS = 20
 FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
 SILENCE_FRAME = b"\xff" * FRAME_BYTES
+
+
+def connected_message() -> dict[str, object]:
+    """Twilio's first message on a new stream."""
+    return {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+
+
+def start_message(
+    *, account_sid: str, stream_sid: str, call_sid: str, parameters: Mapping[str, str]
+) -> dict[str, object]:
+    """``start``: the stream's metadata, with the ``<Parameter>``s as ``customParameters``."""
+    return {
+        "event": "start",
+        "start": {
+            "accountSid": account_sid,
+            "streamSid": stream_sid,
+            "callSid": call_sid,
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": dict(parameters),
+        },
+        "streamSid": stream_sid,
+    }
+
+
+def media_message(*, stream_sid: str, chunk: int, timestamp_ms: int, audio: bytes) -> dict[str, object]:
+    """One ``media`` message of caller audio (``chunk`` and ``timestamp`` are strings on the wire)."""
+    return {
+        "event": "media",
+        "streamSid": stream_sid,
+        "media": {
+            "track": "inbound",
+            "chunk": str(chunk),
+            "timestamp": str(timestamp_ms),
+            "payload": base64.b64encode(audio).decode(),
+        },
+    }
+
+
+def mark_message(stream_sid: str, name: str) -> dict[str, object]:
+    """The echo of a ``mark`` whose audio has played (or was cleared)."""
+    return {"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}
+
+
+def stop_message(*, account_sid: str, stream_sid: str, call_sid: str) -> dict[str, object]:
+    """``stop``: Twilio leaves the stream (the call ended or moved on)."""
+    return {
+        "event": "stop",
+        "streamSid": stream_sid,
+        "stop": {"accountSid": account_sid, "callSid": call_sid},
+    }
 
 
 class StreamRejected(Exception):
@@ -148,20 +200,14 @@ class MediaStreamSession:
             raise StreamRejected(f"31920: upgrade answered {exc.response.status_code}") from exc
         except (InvalidHandshake, OSError, TimeoutError) as exc:
             raise StreamRejected(f"31920: {exc!r}") from exc
-        await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"}, sequenced=False)
+        await self._send(connected_message(), sequenced=False)
         await self._send(
-            {
-                "event": "start",
-                "start": {
-                    "accountSid": self.account_sid,
-                    "streamSid": self.stream_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    "customParameters": dict(self.parameters),
-                },
-                "streamSid": self.stream_sid,
-            }
+            start_message(
+                account_sid=self.account_sid,
+                stream_sid=self.stream_sid,
+                call_sid=self.call_sid,
+                parameters=self.parameters,
+            )
         )
 
     async def _send_media(self) -> None:
@@ -174,16 +220,9 @@ class MediaStreamSession:
             frame, last = self.mic.next_frame()
             chunk += 1
             await self._send(
-                {
-                    "event": "media",
-                    "streamSid": self.stream_sid,
-                    "media": {
-                        "track": "inbound",
-                        "chunk": str(chunk),
-                        "timestamp": str((chunk - 1) * FRAME_MS),
-                        "payload": base64.b64encode(frame).decode(),
-                    },
-                }
+                media_message(
+                    stream_sid=self.stream_sid, chunk=chunk, timestamp_ms=(chunk - 1) * FRAME_MS, audio=frame
+                )
             )
             self.stats.frames_sent += 1
             deadline += interval
@@ -255,9 +294,7 @@ class MediaStreamSession:
 
     def _echo_mark_soon(self, name: str) -> None:
         self.stats.marks_echoed += 1
-        task = asyncio.get_running_loop().create_task(
-            self._send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
-        )
+        task = asyncio.get_running_loop().create_task(self._send(mark_message(self.stream_sid, name)))
         task.add_done_callback(_ignore_closed)
 
     # Playout ---------------------------------------------------------------------------------------------
@@ -353,11 +390,9 @@ class MediaStreamSession:
         if send_stop:
             with contextlib.suppress(ConnectionClosed, OSError):
                 await self._send(
-                    {
-                        "event": "stop",
-                        "streamSid": self.stream_sid,
-                        "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                    }
+                    stop_message(
+                        account_sid=self.account_sid, stream_sid=self.stream_sid, call_sid=self.call_sid
+                    )
                 )
         with contextlib.suppress(ConnectionClosed, OSError):
             await ws.close()

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import websockets
 
 from emulators.speechlike import silence_ulaw, speechlike_ulaw
+from emulators.twilio.media_stream import FRAME_BYTES
 from tests.realtime.harness import Harness, new_call_sid
-from tests.realtime.twilio_client import FRAME_BYTES
 
 SPEECH = speechlike_ulaw(900, seed=4) + silence_ulaw(800)
 

@@ -20,7 +20,14 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-FRAME_BYTES = 160  # 20 ms of 8 kHz μ-law
+from emulators.twilio.media_stream import (
+    FRAME_BYTES,
+    connected_message,
+    mark_message,
+    media_message,
+    start_message,
+    stop_message,
+)
 
 
 @dataclass
@@ -109,47 +116,35 @@ class TwilioMediaClient:
         assert self.ws is not None
         await self.ws.send(text)
 
-    def _next_seq(self) -> str:
+    def _sequenced(self, message: dict[str, Any]) -> dict[str, Any]:
         self._seq += 1
-        return str(self._seq)
+        message["sequenceNumber"] = str(self._seq)
+        return message
 
     async def start(self, *, connected: bool = True, parameters: dict[str, str] | None = None) -> None:
         if connected:
-            await self.send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            await self.send(connected_message())
         params = dict(parameters or {})
         if self.token is not None:
             params.setdefault("token", self.token)
-        await self.send(
-            {
-                "event": "start",
-                "sequenceNumber": self._next_seq(),
-                "start": {
-                    "accountSid": self.account_sid,
-                    "streamSid": self.stream_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    "customParameters": params,
-                },
-                "streamSid": self.stream_sid,
-            }
+        start = start_message(
+            account_sid=self.account_sid,
+            stream_sid=self.stream_sid,
+            call_sid=self.call_sid,
+            parameters=params,
         )
+        await self.send(self._sequenced(start))
 
     def media_event(self, frame: bytes, stream_sid: str | None = None) -> dict[str, Any]:
         self._chunk += 1
-        event = {
-            "event": "media",
-            "sequenceNumber": self._next_seq(),
-            "streamSid": stream_sid or self.stream_sid,
-            "media": {
-                "track": "inbound",
-                "chunk": str(self._chunk),
-                "timestamp": str(self._media_ms),
-                "payload": base64.b64encode(frame).decode(),
-            },
-        }
+        event = media_message(
+            stream_sid=stream_sid or self.stream_sid,
+            chunk=self._chunk,
+            timestamp_ms=self._media_ms,
+            audio=frame,
+        )
         self._media_ms += 20
-        return event
+        return self._sequenced(event)
 
     async def send_audio(self, ulaw: bytes, *, pace: float = 0.0) -> None:
         """Send ``ulaw`` as 20 ms frames; ``pace`` seconds between frames (0 = as fast as possible)."""
@@ -159,14 +154,8 @@ class TwilioMediaClient:
                 await asyncio.sleep(pace)
 
     async def stop(self) -> None:
-        await self.send(
-            {
-                "event": "stop",
-                "sequenceNumber": self._next_seq(),
-                "streamSid": self.stream_sid,
-                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-            }
-        )
+        stop = stop_message(account_sid=self.account_sid, stream_sid=self.stream_sid, call_sid=self.call_sid)
+        await self.send(self._sequenced(stop))
 
     async def wait_closed(self, within: float = 10.0) -> int | None:
         await asyncio.wait_for(self.closed.wait(), within)
@@ -223,9 +212,7 @@ class TwilioMediaClient:
             self._pending_bytes = 0
         self.echoes.append(Echo(name, item_id, self.played_by_item.get(item_id, 0.0), cleared))
         if self.ws is not None:
-            task = asyncio.create_task(
-                self.send({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
-            )
+            task = asyncio.create_task(self.send(mark_message(self.stream_sid, name)))
             self._tasks.append(task)
 
     async def _play(self) -> None:
