@@ -25,7 +25,11 @@ class WavInfo:
     sample_rate: int
     channels: int
     bits_per_sample: int
-    data_bytes: int
+    data: bytes
+
+    @property
+    def data_bytes(self) -> int:
+        return len(self.data)
 
     @property
     def duration_ms(self) -> float:
@@ -38,7 +42,7 @@ class WavInfo:
 
 
 def read_wav(data: bytes) -> WavInfo:
-    """Parse the RIFF header; raises :class:`UnplayableAudio` unless it is a PCM or μ-law WAV."""
+    """Parse the RIFF header and find the samples; raises :class:`UnplayableAudio` unless PCM or μ-law."""
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise UnplayableAudio("not a RIFF/WAVE file")
     offset = 12
@@ -58,8 +62,7 @@ def read_wav(data: bytes) -> WavInfo:
             code, channels, rate, bits = fmt
             if code not in (WAVE_FORMAT_PCM, WAVE_FORMAT_MULAW):
                 raise UnplayableAudio(f"unsupported WAV format code {code}")
-            available = min(size, len(data) - body)
-            return WavInfo(code, rate, channels, bits, available)
+            return WavInfo(code, rate, channels, bits, data[body : body + size])
         offset = body + size + (size & 1)
     raise UnplayableAudio("no data chunk")
 

@@ -8,9 +8,9 @@ import uuid
 
 import httpx
 
+from emulators.twilio.audio import read_wav
 from legacy_pipeline.blob_store import PHRASE_PREFIX, TURN_PREFIX, AzureBlobAudioStore
 from tests.legacy.conftest import HarnessFactory
-from tests.legacy.twilio_script import read_wav
 
 WAV = b"RIFF" + b"\0" * 60
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from emulators.twilio.audio import read_wav
 from tests.legacy.conftest import HarnessFactory
-from tests.legacy.twilio_script import Twiml, read_wav
+from tests.legacy.twilio_script import Twiml
 
 CALL = "CA" + "1" * 32
 
@@ -32,7 +33,7 @@ async def test_greeting_and_three_turns(legacy: HarnessFactory) -> None:
     (synthesis,) = h.speech.syntheses
     assert synthesis.text == h.profile.greeting
     assert synthesis.voice == h.profile.voice
-    assert (audio.format_tag, audio.channels, audio.sample_rate, audio.bits) == (7, 1, 8000, 8)
+    assert (audio.format_code, audio.channels, audio.sample_rate, audio.bits_per_sample) == (7, 1, 8000, 8)
     assert len(audio.data) == synthesis.duration_ms * 8 > 0
 
     said = ["I'd like to book a cleaning", "Tuesday morning works", "Thanks, that's all"]
@@ -44,7 +45,7 @@ async def test_greeting_and_three_turns(legacy: HarnessFactory) -> None:
         assert not twiml.says
         wav = read_wav(await h.twilio.fetch_audio(twiml.plays[0]))
         synthesis = h.speech.syntheses[-1]
-        assert wav.format_tag == 7 and wav.sample_rate == 8000
+        assert wav.format_code == 7 and wav.sample_rate == 8000
         assert len(wav.data) == synthesis.duration_ms * 8 > 0
         replies.append(synthesis.text)
 

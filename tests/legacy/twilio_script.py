@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import struct
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -108,27 +107,3 @@ class ScriptedTwilio:
         assert response.status_code == 200, (response.status_code, response.text[:200])
         assert response.headers["content-type"] == "audio/wav"
         return response.content
-
-
-@dataclass(frozen=True)
-class Wav:
-    format_tag: int
-    channels: int
-    sample_rate: int
-    bits: int
-    data: bytes
-
-
-def read_wav(blob: bytes) -> Wav:
-    assert blob[:4] == b"RIFF" and blob[8:12] == b"WAVE", blob[:16]
-    offset, fmt = 12, None
-    while offset + 8 <= len(blob):
-        chunk, size = blob[offset : offset + 4], struct.unpack_from("<I", blob, offset + 4)[0]
-        if chunk == b"fmt ":
-            tag, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", blob, offset + 8)
-            fmt = (tag, channels, rate, bits)
-        elif chunk == b"data":
-            assert fmt is not None
-            return Wav(*fmt, data=blob[offset + 8 : offset + 8 + size])
-        offset += 8 + size + (size & 1)
-    raise AssertionError("no data chunk")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import io
-import struct
 import threading
 import wave
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -53,31 +51,6 @@ def synthesizer(
         config.set_property_by_name("SpeechSynthesis_FirstChunkTimeoutMs", "1000")
         config.set_property_by_name("SpeechSynthesis_MaxRetryTimes", "0")
     return speechsdk.SpeechSynthesizer(speech_config=config, audio_config=None)
-
-
-@dataclass
-class Wav:
-    format_tag: int
-    channels: int
-    sample_rate: int
-    bits: int
-    data: bytes
-
-
-def read_wav(blob: bytes) -> Wav:
-    """Parse a WAV (the SDK writes a 46-byte header with a ``cbSize`` for G.711)."""
-    assert blob[:4] == b"RIFF" and blob[8:12] == b"WAVE", blob[:16]
-    position, fmt, data = 12, None, None
-    while position + 8 <= len(blob):
-        chunk, size = blob[position : position + 4], struct.unpack_from("<I", blob, position + 4)[0]
-        if chunk == b"fmt ":
-            fmt = struct.unpack_from("<HHIIHH", blob, position + 8)
-        elif chunk == b"data":
-            data = blob[position + 8 : position + 8 + size]
-        position += 8 + size + (size & 1)
-    assert fmt is not None and data is not None
-    tag, channels, rate, _, _, bits = fmt
-    return Wav(tag, channels, rate, bits, data)
 
 
 def mulaw_recognizer(

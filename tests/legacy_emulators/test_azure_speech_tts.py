@@ -9,7 +9,8 @@ import pytest
 from azure.cognitiveservices import speech as speechsdk
 
 from emulators.azure_speech import AzureSpeechEmulator
-from tests.legacy_emulators.speech_sdk import read_wav, speak, synthesizer
+from emulators.twilio.audio import read_wav
+from tests.legacy_emulators.speech_sdk import speak, synthesizer
 
 KEY = "speech-key"
 Reason = speechsdk.ResultReason
@@ -36,7 +37,7 @@ def test_mulaw_wav_whose_length_follows_the_text_and_second_turn_reuses_the_conn
     for result, text in ((first, short), (second, long)):
         assert result.reason == Reason.SynthesizingAudioCompleted
         wav = read_wav(bytes(result.audio_data))
-        assert (wav.format_tag, wav.channels, wav.sample_rate) == (7, 1, 8000)
+        assert (wav.format_code, wav.channels, wav.sample_rate) == (7, 1, 8000)
         assert len(wav.data) == expected_bytes(text)
         assert result.audio_duration.total_seconds() == pytest.approx(len(text) * 0.065, abs=0.001)
         assert wav.data[:4] != b"RIFF"  # the service sends raw audio; only the SDK adds a header
@@ -61,7 +62,7 @@ def test_raw_and_riff_pcm_formats(emulator: AzureSpeechEmulator) -> None:
         "Wave audio.",
     )
     wav = read_wav(bytes(riff.audio_data))
-    assert (wav.format_tag, wav.sample_rate, wav.bits) == (1, 24000, 16)
+    assert (wav.format_code, wav.sample_rate, wav.bits_per_sample) == (1, 24000, 16)
     assert len(wav.data) == expected_bytes("Wave audio.", 48)
     assert [r.output_format for r in emulator.syntheses] == [
         "raw-16khz-16bit-mono-pcm",
