@@ -1,14 +1,19 @@
-"""Bridge benchmark: N concurrent simulated calls through one uvicorn worker, Voice Live emulated in another
-process, both directions streaming at real pace.
+"""Bridge benchmark: N concurrent simulated calls through one uvicorn worker, Voice Live in another process,
+both directions streaming at real pace.
 
-    python -m bench.bridge [--quick] [--calls 50,200,400] [--seconds 20]
+    python -m bench.bridge [--quick] [--calls 50,200,400] [--modes baseline,g711_ulaw,pcm16] [--seconds 15]
+                           [--loop uvloop|asyncio] [--ws websockets|websockets-sansio] [--farend stub|emulator]
 
-Three processes: this driver (the simulated Twilio side: 20 ms μ-law frames at real pace per call, marks
-echoed at once), the server under test (``--serve``: ``RealtimePipeline`` in ``ulaw`` or ``pcm16`` mode, or a
-minimal passthrough bridge written with the same libraries as the baseline), and ``python -m emulators.voicelive``
-pacing its reply audio at real time. Reported per run: the bridge's added latency per frame (frame received →
-forwarded, both directions, measured inside the server with ``perf_counter_ns``), frames lost end to end,
-server CPU per frame and per call, server memory per call. Results go to ``bench/results/bridge.json``.
+Processes: the server under test (``--serve``: ``RealtimePipeline`` in ``g711_ulaw`` or ``pcm16`` mode, or a
+minimal passthrough bridge written with the same libraries as the baseline) pinned to one core (one worker =
+one core); on the other cores, ``--drivers`` driver processes (the simulated Twilio side: 20 ms μ-law frames
+at real pace per call, marks echoed at once) and the Voice Live side: by default the scripted stub
+``bench.voicelive_stub`` (same wire protocol, no VAD: the product emulator, ``--farend emulator``, costs about
+17 ms CPU per call-second and cannot keep 200 calls at pace on a 2-core box). Reported per run: the bridge's
+added latency per frame (frame received → forwarded, both directions, measured inside the server with
+``perf_counter_ns``), server CPU per audio frame and per call-second (from its ``/proc`` stat), server memory
+per call, harness CPU, driver late ticks, and frames lost end to end, or ``"invalid: harness behind"`` when a
+driver tick inside the measured window fired more than 10 ms late. Results go to ``bench/results/bridge.json``.
 """
 
 from __future__ import annotations
