@@ -223,6 +223,7 @@ def serve(args: argparse.Namespace) -> int:
             port=args.port,
             log_level=args.log_level,
             proxy_headers=False,
+            ws="websockets-sansio",  # uvicorn's current websockets implementation (the legacy one is deprecated)
             ws_max_size=64 * 1024,
         )
     finally:
