@@ -40,6 +40,8 @@ class ServerThread:
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        # The same WebSocket implementation ``python -m router serve`` uses, so tests exercise it.
+        uvicorn_options.setdefault("ws", "websockets-sansio")
         config = uvicorn.Config(
             app,
             host=host,
