@@ -105,12 +105,14 @@ class AdminApi:
         breaker: CircuitBreaker,
         store: StateStore,
         comparison: ComparisonBuilder | None = None,
+        flush_records: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._token = token.encode()
         self._rollout = rollout
         self._breaker = breaker
         self._store = store
         self._comparison = comparison
+        self._flush_records = flush_records
 
     def routes(self) -> list[Route]:
         return [
@@ -229,11 +231,18 @@ class AdminApi:
         return _json([entry.to_dict() for entry in entries])
 
     async def get_calls(self, request: Request) -> Response:
-        since = parse_since(request.query_params.get("since"))
-        return _json(await self._store.list_calls(_limit(request), since=since))
+        since, limit = parse_since(request.query_params.get("since")), _limit(request)
+        await self._flushed()
+        return _json(await self._store.list_calls(limit, since=since))
 
     async def get_comparison(self, request: Request) -> Response:
         if self._comparison is None:
             return _error("comparison is not available in this build", 404)
         since = parse_since(request.query_params.get("since", "1h"))
+        await self._flushed()
         return _json(await self._comparison(since))
+
+    async def _flushed(self) -> None:
+        """Operators expect to see the calls just routed: write the webhook's pending records first."""
+        if self._flush_records is not None:
+            await self._flush_records()

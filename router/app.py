@@ -31,6 +31,7 @@ from router.breaker_view import BreakerView
 from router.comparison import Prices, build_comparison
 from router.limits import BodySizeLimitMiddleware
 from router.observability import Metrics
+from router.record_writer import CallRecordWriter
 from router.retention import RecordRetention
 from router.rollout_service import RolloutService
 from router.settings import Settings
@@ -170,11 +171,13 @@ def create_app(
     breaker_view = BreakerView(
         breaker, cache_seconds=settings.config_cache_seconds, monotonic=clock.monotonic
     )
+    records = CallRecordWriter(store, metrics)
     webhooks = TwilioWebhooks(
         rollout=rollout,
         breaker=breaker,
         breaker_view=breaker_view,
         store=store,
+        records=records,
         legacy=legacy,
         signatures=signatures,
         tokens=tokens,
@@ -198,6 +201,7 @@ def create_app(
         breaker=breaker,
         store=store,
         comparison=comparison,
+        flush_records=records.flush,
     )
     components = Components(
         settings=settings,
@@ -236,6 +240,7 @@ def create_app(
             set_state_gauge(metrics, (await breaker.current()).state)
         except StoreUnavailable:
             log.warning("state store unreachable at start-up; serving with legacy as the default")
+        records.start()
         await legacy.start()
         await realtime.start()
         pruning: asyncio.Task[None] | None = None
@@ -257,6 +262,7 @@ def create_app(
                     await pruning
             await realtime.aclose()
             await legacy.aclose()
+            await records.aclose()
             await store.close()
 
     routes: list[BaseRoute] = [

@@ -25,6 +25,7 @@ from flags.clock import Clock
 from flags.decision import Decision, decide
 from router.breaker_view import BreakerView
 from router.observability import Metrics, call_sid_var
+from router.record_writer import CallRecordWriter
 from router.records import CallRecord, Pipeline
 from router.rollout_service import RolloutService
 from router.store.base import StateStore, StoreUnavailable
@@ -51,6 +52,7 @@ class TwilioWebhooks:
         breaker: CircuitBreaker,
         breaker_view: BreakerView,
         store: StateStore,
+        records: CallRecordWriter,
         legacy: FirstTurn,
         signatures: TwilioSignatureValidator,
         tokens: StreamTokens,
@@ -64,6 +66,7 @@ class TwilioWebhooks:
         self._breaker = breaker
         self._breaker_view = breaker_view
         self._store = store
+        self._records = records
         self._legacy = legacy
         self._signatures = signatures
         self._tokens = tokens
@@ -162,6 +165,8 @@ class TwilioWebhooks:
         return decision
 
     async def _record(self, call_sid: str, caller: str, decision: Decision) -> None:
+        """Hand the call record to the write-behind writer; a breaker trial is written before we answer,
+        because the realtime pipeline reads ``breaker_trial`` when the stream starts."""
         record = CallRecord(
             call_sid=call_sid,
             pipeline=decision.pipeline,
@@ -172,6 +177,9 @@ class TwilioWebhooks:
             started_at=self._clock.time(),
             breaker_trial=decision.trial,
         )
+        if not decision.trial:
+            self._records.submit(record.to_dict())
+            return
         try:
             await self._store.put_call(record.to_dict())
         except StoreUnavailable:
@@ -240,6 +248,7 @@ class TwilioWebhooks:
         if duration.isdigit():
             fields["duration_s"] = float(duration)
         try:
+            await self._records.flush()  # the call's own record first, or this merge would be replaced
             await self._store.merge_call(call_sid, fields)
         except StoreUnavailable:
             self._metrics.store_errors.labels("merge_call").inc()

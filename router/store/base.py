@@ -68,6 +68,10 @@ class StateStore(BreakerBackend, Protocol):
         """Create or replace the call document keyed by ``record["call_sid"]``."""
         ...
 
+    async def put_calls(self, records: list[dict[str, Any]]) -> None:
+        """``put_call`` for several documents in one round trip (the webhook's write-behind batches)."""
+        ...
+
     async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
         """Shallow-merge ``fields`` into the call document (creating ``{"call_sid": …}`` if absent)."""
         ...

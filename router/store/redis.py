@@ -251,16 +251,19 @@ class RedisStore:
         return self._key("call", sid), self._key("call", sid, "events")
 
     async def put_call(self, record: dict[str, Any]) -> None:
-        sid = _call_sid(record)
-        body, events = _split_events(record)
-        doc_key, events_key = self._call_keys(sid)
+        await self.put_calls([record])
+
+    async def put_calls(self, records: list[dict[str, Any]]) -> None:
+        prepared = [(_call_sid(record), *_split_events(record)) for record in records]
         with self._unavailable_on_error():
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(doc_key, events_key)
-                pipe.hset(doc_key, mapping={field: _dumps(value) for field, value in body.items()})
-                if events:
-                    pipe.rpush(events_key, *[_dumps(event) for event in events])
-                pipe.zadd(self._key("calls"), {sid: float(body.get("started_at") or 0.0)})
+                for sid, body, events in prepared:
+                    doc_key, events_key = self._call_keys(sid)
+                    pipe.delete(doc_key, events_key)
+                    pipe.hset(doc_key, mapping={field: _dumps(value) for field, value in body.items()})
+                    if events:
+                        pipe.rpush(events_key, *[_dumps(event) for event in events])
+                    pipe.zadd(self._key("calls"), {sid: float(body.get("started_at") or 0.0)})
                 await pipe.execute()
 
     async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:

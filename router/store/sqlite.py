@@ -379,6 +379,16 @@ class SqliteStore:
 
         await self._write(run)
 
+    async def put_calls(self, records: list[dict[str, Any]]) -> None:
+        prepared = [(_call_sid(record), *_split_events(record)) for record in records]
+
+        def run(conn: sqlite3.Connection) -> None:
+            for sid, body, events in prepared:
+                _upsert_call(conn, sid, body)
+                _replace_events(conn, sid, events or [])
+
+        await self._write(run)
+
     async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
         changes, events = _split_events(fields)
 

@@ -6,6 +6,7 @@ routing, the operator surface and the failure behaviour of the router itself.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ class SwitchableStore:
     def __init__(self, inner: StateStore) -> None:
         self._inner = inner
         self.down = False
+        self.batch_delay = 0.0  # seconds each put_calls (the write-behind batches) takes
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._inner, name)
@@ -64,6 +66,8 @@ class SwitchableStore:
         async def call(*args: Any, **kwargs: Any) -> Any:
             if self.down:
                 raise StoreUnavailable(f"{name}: store is down (test switch)")
+            if name == "put_calls" and self.batch_delay:
+                await asyncio.sleep(self.batch_delay)
             return await target(*args, **kwargs)
 
         return call

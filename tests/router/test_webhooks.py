@@ -134,7 +134,12 @@ def test_store_outage_answers_from_last_known_config(router_factory) -> None:
     assert response.headers["X-Voice-Router-Pipeline"] == "realtime"
     assert response.headers["X-Voice-Router-Reason"] == "rollout_in"
     assert "<Stream" in response.text
+    # The record is written behind the answer; its failure shows up in the metrics shortly after.
+    deadline = time.monotonic() + 2
     metrics = router.client.get("/metrics").text
+    while 'operation="put_call"} 1.0' not in metrics and time.monotonic() < deadline:
+        time.sleep(0.02)
+        metrics = router.client.get("/metrics").text
     assert 'voice_router_store_errors_total{operation="put_call"} 1.0' in metrics
     assert 'voice_router_store_errors_total{operation="get_rollout"}' in metrics
     router.store.down = False
@@ -200,3 +205,36 @@ def test_signature_over_the_url_with_its_default_port_is_accepted(router: Runnin
     params = {"CallSid": "CA" + "d" * 32, "From": "+14155550100"}
     with_port = sign(AUTH_TOKEN, "https://router.example.com:443/twilio/voice", params)
     assert router.twilio_post("/twilio/voice", params, signature=with_port).status_code == 200
+
+
+def test_a_half_open_trial_call_is_recorded_before_the_answer(router_factory, tmp_path) -> None:
+    import asyncio
+
+    from flags.breaker import Outcome
+    from router.store.factory import open_store
+
+    router = router_factory(
+        config_cache_seconds=0.0, breaker_wait_open_seconds=0.2, breaker_consecutive_connect_failures=1
+    )
+    set_rollout(router, percent=100)
+    asyncio.run(router.components.breaker.record(Outcome.CONNECT_FAILURE))
+    assert router.admin("GET", "/admin/breaker").json()["state"] == "open"
+    assert router.incoming_call("CA" + "e" * 32).headers["X-Voice-Router-Reason"] == "breaker_open"
+    time.sleep(0.3)  # past the open wait: the next call is a half-open trial
+
+    call_sid = "CA" + "f" * 32
+    router.store.batch_delay = 2.0  # write-behind batches are slow now; the trial must not wait for one
+    response = router.incoming_call(call_sid)
+    assert response.headers["X-Voice-Router-Pipeline"] == "realtime"
+
+    async def read() -> dict | None:
+        reader = open_store(router.components.settings.state_url)
+        await reader.open()
+        try:
+            return await reader.get_call(call_sid)
+        finally:
+            await reader.close()
+
+    # Read through another connection, without the admin API's flush: the record is already there.
+    record = asyncio.run(read())
+    assert record is not None and record["breaker_trial"] is True

@@ -24,6 +24,7 @@ EVERY_METHOD: dict[str, StoreCall] = {
     "append_audit": lambda s: s.append_audit(AuditEntry(T0, "a", "x", "", None, None)),
     "list_audit": lambda s: s.list_audit(),
     "put_call": lambda s: s.put_call({"call_sid": "CA1", "started_at": T0}),
+    "put_calls": lambda s: s.put_calls([{"call_sid": "CA1", "started_at": T0}]),
     "merge_call": lambda s: s.merge_call("CA1", {"status": "completed"}),
     "append_call_event": lambda s: s.append_call_event("CA1", {"event": "x"}),
     "get_call": lambda s: s.get_call("CA1"),

@@ -368,3 +368,28 @@ async def test_prune_records_deletes_old_calls_with_their_events_and_turns(store
     assert [t["call_sid"] for t in await store.list_turns()] == ["CA2"]
     assert await store.list_turns(call_sid="CA0") == []
     assert await store.prune_records(base) == 0
+
+
+async def test_put_calls_writes_a_batch_like_put_call(store: StateStore) -> None:
+    base = 1_700_000_000.0
+    await store.put_call({"call_sid": "CA0", "started_at": base, "status": "old"})
+    await store.append_call_event("CA0", {"type": "stale"})
+    await store.put_calls(
+        [
+            {"call_sid": "CA0", "started_at": base, "status": "replaced"},
+            {"call_sid": "CA1", "started_at": base + 1, "events": [{"type": "e"}]},
+        ]
+    )
+    assert await store.get_call("CA0") == {
+        "call_sid": "CA0",
+        "started_at": base,
+        "status": "replaced",
+        "events": [],
+    }
+    second = await store.get_call("CA1")
+    assert second is not None and second["events"] == [{"type": "e"}]
+    assert [c["call_sid"] for c in await store.list_calls()] == ["CA1", "CA0"]
+    await store.put_calls([])
+    with pytest.raises(ValueError):
+        await store.put_calls([{"call_sid": "CA2", "started_at": base}, {"started_at": base}])
+    assert await store.get_call("CA2") is None  # nothing of a refused batch is written
