@@ -101,22 +101,30 @@ class TwilioWebhooks:
 
         return endpoint
 
-    # POST /twilio/voice -------------------------------------------------------------------------
-    async def voice(self, request: Request) -> Response:
+    async def _signed_call(self, request: Request, route: str) -> tuple[dict[str, str], str] | Response:
+        """The form and CallSid of a genuine Twilio callback, or the error response to send instead."""
         try:
             form = await read_signed_form(request, self._signatures)
         except MalformedForm as exc:
-            self._metrics.rejected_requests.labels("voice", "bad_form").inc()
+            self._metrics.rejected_requests.labels(route, "bad_form").inc()
             return JSONResponse({"error": f"malformed form body: {exc}"}, status_code=400)
         except ForgedRequest as exc:
-            self._metrics.rejected_requests.labels("voice", "signature").inc()
-            log.warning("refused /twilio/voice: %s", exc)
+            self._metrics.rejected_requests.labels(route, "signature").inc()
+            log.warning("refused /twilio/%s: %s", route, exc)
             return JSONResponse({"error": "invalid X-Twilio-Signature"}, status_code=403)
         call_sid = form.get("CallSid", "")
         if not call_sid:
-            self._metrics.rejected_requests.labels("voice", "missing_callsid").inc()
+            self._metrics.rejected_requests.labels(route, "missing_callsid").inc()
             return JSONResponse({"error": "CallSid is required"}, status_code=400)
         call_sid_var.set(call_sid)
+        return form, call_sid
+
+    # POST /twilio/voice -------------------------------------------------------------------------
+    async def voice(self, request: Request) -> Response:
+        checked = await self._signed_call(request, "voice")
+        if isinstance(checked, Response):
+            return checked
+        form, call_sid = checked
         caller = form.get("From", "")
 
         decision = await self._decide(caller, call_sid)
@@ -226,20 +234,10 @@ class TwilioWebhooks:
 
     # POST /twilio/status ------------------------------------------------------------------------
     async def status(self, request: Request) -> Response:
-        try:
-            form = await read_signed_form(request, self._signatures)
-        except MalformedForm as exc:
-            self._metrics.rejected_requests.labels("status", "bad_form").inc()
-            return JSONResponse({"error": f"malformed form body: {exc}"}, status_code=400)
-        except ForgedRequest as exc:
-            self._metrics.rejected_requests.labels("status", "signature").inc()
-            log.warning("refused /twilio/status: %s", exc)
-            return JSONResponse({"error": "invalid X-Twilio-Signature"}, status_code=403)
-        call_sid = form.get("CallSid", "")
-        if not call_sid:
-            self._metrics.rejected_requests.labels("status", "missing_callsid").inc()
-            return JSONResponse({"error": "CallSid is required"}, status_code=400)
-        call_sid_var.set(call_sid)
+        checked = await self._signed_call(request, "status")
+        if isinstance(checked, Response):
+            return checked
+        form, call_sid = checked
         status = form.get("CallStatus", "")
         fields: dict[str, object] = {"status": status}
         if status in {"completed", "busy", "failed", "no-answer", "canceled"}:

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from flags.breaker_state import BreakerDocument, WindowTotals
 from router.store.base import AuditEntry, StoreUnavailable
+from router.store.documents import call_sid_of, split_events
 
 _Arg = str | int | float | bytes
 
@@ -85,19 +86,6 @@ return id
 
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value)
-
-
-def _call_sid(record: dict[str, Any]) -> str:
-    sid = record.get("call_sid")
-    if not isinstance(sid, str) or not sid:
-        raise ValueError(f"a call document needs a non-empty string call_sid, got {sid!r}")
-    return sid
-
-
-def _split_events(doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    body = dict(doc)
-    events = body.pop("events", None)
-    return body, None if events is None else list(events)
 
 
 def _byte_list(reply: Any) -> list[bytes]:
@@ -254,7 +242,7 @@ class RedisStore:
         await self.put_calls([record])
 
     async def put_calls(self, records: list[dict[str, Any]]) -> None:
-        prepared = [(_call_sid(record), *_split_events(record)) for record in records]
+        prepared = [(call_sid_of(record), *split_events(record)) for record in records]
         with self._unavailable_on_error():
             async with self._redis.pipeline(transaction=True) as pipe:
                 for sid, body, events in prepared:
@@ -267,7 +255,7 @@ class RedisStore:
                 await pipe.execute()
 
     async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
-        changes, events = _split_events(fields)
+        changes, events = split_events(fields)
         changes["call_sid"] = call_sid
         doc_key, events_key = self._call_keys(call_sid)
         with self._unavailable_on_error():
@@ -352,7 +340,7 @@ class RedisStore:
     # Turns ------------------------------------------------------------------------------------------------
 
     async def append_turn(self, turn: dict[str, Any]) -> None:
-        sid, at = _call_sid(turn), float(turn["at"])
+        sid, at = call_sid_of(turn), float(turn["at"])
         keys = [self._key("turns", "seq"), self._key("turns"), self._key("turns", "call", sid)]
         with self._unavailable_on_error():
             await self._append_script(keys=keys, args=[repr(at), _dumps(turn), 0])

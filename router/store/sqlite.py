@@ -28,6 +28,7 @@ import orjson
 
 from flags.breaker_state import BreakerDocument, WindowTotals
 from router.store.base import AuditEntry, StoreUnavailable
+from router.store.documents import call_sid_of, split_events
 
 T = TypeVar("T")
 
@@ -67,20 +68,6 @@ CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at);
 
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
-
-
-def _call_sid(record: dict[str, Any]) -> str:
-    sid = record.get("call_sid")
-    if not isinstance(sid, str) or not sid:
-        raise ValueError(f"a call document needs a non-empty string call_sid, got {sid!r}")
-    return sid
-
-
-def _split_events(doc: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    """Events live in their own rows so appending never rewrites (or races with) the document."""
-    body = dict(doc)
-    events = body.pop("events", None)
-    return body, None if events is None else list(events)
 
 
 def _started_at(body: dict[str, Any]) -> float:
@@ -370,8 +357,8 @@ class SqliteStore:
     # Calls ------------------------------------------------------------------------------------------------
 
     async def put_call(self, record: dict[str, Any]) -> None:
-        sid = _call_sid(record)
-        body, events = _split_events(record)
+        sid = call_sid_of(record)
+        body, events = split_events(record)
 
         def run(conn: sqlite3.Connection) -> None:
             _upsert_call(conn, sid, body)
@@ -380,7 +367,7 @@ class SqliteStore:
         await self._write(run)
 
     async def put_calls(self, records: list[dict[str, Any]]) -> None:
-        prepared = [(_call_sid(record), *_split_events(record)) for record in records]
+        prepared = [(call_sid_of(record), *split_events(record)) for record in records]
 
         def run(conn: sqlite3.Connection) -> None:
             for sid, body, events in prepared:
@@ -390,7 +377,7 @@ class SqliteStore:
         await self._write(run)
 
     async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
-        changes, events = _split_events(fields)
+        changes, events = split_events(fields)
 
         def run(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT doc FROM calls WHERE call_sid = ?", (call_sid,)).fetchone()
@@ -458,7 +445,7 @@ class SqliteStore:
     # Turns ------------------------------------------------------------------------------------------------
 
     async def append_turn(self, turn: dict[str, Any]) -> None:
-        sid, at, doc = _call_sid(turn), float(turn["at"]), _dumps(turn)
+        sid, at, doc = call_sid_of(turn), float(turn["at"]), _dumps(turn)
         await self._write(
             lambda conn: conn.execute(
                 "INSERT INTO turns (call_sid, at, doc) VALUES (?, ?, ?)", (sid, at, doc)
