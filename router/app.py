@@ -266,10 +266,10 @@ def create_app(
             await store.close()
 
     routes: list[BaseRoute] = [
+        *webhooks.routes(),  # first: Starlette matches routes in order, and these are the hot ones
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *webhooks.routes(),
         *admin.routes(),
         *legacy.routes(),
         *realtime.routes(),
