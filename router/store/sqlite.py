@@ -35,6 +35,7 @@ T = TypeVar("T")
 WINDOW_RETENTION_SECONDS = 7_200  # longer than any breaker window we would configure
 HISTORY_TTL_SECONDS = 86_400.0  # a conversation's history outlives its call by about a day
 BUSY_TIMEOUT_SECONDS = 5.0  # another process holding the write lock (CLI) is waited for, on the worker
+CHECKPOINT_INTERVAL_SECONDS = 1.0
 
 _ROLLOUT = "rollout"
 _BREAKER = "breaker"
@@ -186,12 +187,44 @@ class _Worker:
                 loop.call_soon_threadsafe(_settle, settled)
 
 
+class _Checkpointer:
+    """Moves the WAL into the database file from its own thread and connection, once a second.
+
+    SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 WAL pages, so every few
+    hundred writes one of them (and everything group-committed with it) waits for the copy: a latency
+    spike on the webhook. A PASSIVE checkpoint from another connection never blocks readers or writers.
+    """
+
+    def __init__(self, path: Path, interval: float = CHECKPOINT_INTERVAL_SECONDS) -> None:
+        self._path = path
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        except sqlite3.Error:
+            return
+        try:
+            while not self._stop.wait(self._interval):
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 class SqliteStore:
     """:class:`~router.store.base.StateStore` on one SQLite file; a new instance on the same file sees all."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._worker: _Worker | None = None
+        self._checkpointer: _Checkpointer | None = None
 
     # Plumbing -------------------------------------------------------------------------------------------
 
@@ -205,9 +238,13 @@ class SqliteStore:
             worker.stop()
             raise
         self._worker = worker
+        self._checkpointer = _Checkpointer(self.path)
 
     async def close(self) -> None:
         worker, self._worker = self._worker, None
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.stop()
         if worker is None:
             return
         conn = worker.conn
@@ -230,6 +267,7 @@ class SqliteStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the _Checkpointer does it, off the write path
             conn.executescript(_SCHEMA)
         except BaseException:
             conn.close()

@@ -143,3 +143,23 @@ async def test_every_method_on_an_unopenable_file_raises_store_unavailable(
         await store.open()
     with pytest.raises(StoreUnavailable):
         await EVERY_METHOD[method](store)
+
+
+async def test_wal_is_checkpointed_in_the_background_not_on_the_write_path(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        database = tmp_path / "state.db"
+        initial = database.stat().st_size
+        for index in range(300):
+            await store.append_turn({"call_sid": f"CA{index}", "at": 1.0 + index, "text": "x" * 2000})
+        # Commits only append to the WAL (no automatic checkpoint inside a write)...
+        assert database.stat().st_size == initial
+        # ...and the background checkpointer moves the pages into the database file within a second or so.
+        for _ in range(100):
+            if database.stat().st_size > initial:
+                break
+            await asyncio.sleep(0.05)
+        assert database.stat().st_size > initial
+    finally:
+        await store.close()
