@@ -12,7 +12,7 @@ import gc
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -120,7 +120,6 @@ def create_app(
     legacy: LegacyPart | None = None,
     realtime: PipelinePart | None = None,
     comparison: Callable[[float | None], Awaitable[dict[str, Any]]] | None = None,
-    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     profile = AgentProfile.load(settings.agent_profile)
     store = store if store is not None else open_store(settings.state_url)
@@ -278,7 +277,6 @@ def create_app(
         *admin.routes(),
         *legacy.routes(),
         *realtime.routes(),
-        *extra_routes,
     ]
     app = Starlette(
         routes=routes,
