@@ -92,6 +92,7 @@ class TwilioMediaClient:
         self.ws = await websockets.connect(
             self.url, additional_headers=headers, compression=None, proxy=None, max_size=None
         )
+        self._echo_sends: list[asyncio.Task[None]] = []
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._play())]
         return self
 
@@ -147,7 +148,11 @@ class TwilioMediaClient:
         return self._sequenced(event)
 
     async def send_audio(self, ulaw: bytes, *, pace: float = 0.0) -> None:
-        """Send ``ulaw`` as 20 ms frames; ``pace`` seconds between frames (0 = as fast as possible)."""
+        """Send ``ulaw`` as 20 ms frames; ``pace`` seconds between frames (0 = as fast as possible).
+
+        Mark echoes already decided are put on the wire first, as on a real call: what the caller heard
+        before speaking reaches the bridge before the speech does."""
+        await self.flush_echoes()
         for offset in range(0, len(ulaw), FRAME_BYTES):
             await self.send(self.media_event(ulaw[offset : offset + FRAME_BYTES]))
             if pace:
@@ -214,6 +219,14 @@ class TwilioMediaClient:
         if self.ws is not None:
             task = asyncio.create_task(self.send(mark_message(self.stream_sid, name)))
             self._tasks.append(task)
+            self._echo_sends.append(task)
+
+    async def flush_echoes(self) -> None:
+        """Wait until every mark echo decided so far has been sent."""
+        sends, self._echo_sends = self._echo_sends, []
+        for task in sends:
+            with contextlib.suppress(Exception):
+                await task
 
     async def _play(self) -> None:
         while True:
