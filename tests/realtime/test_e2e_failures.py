@@ -172,7 +172,12 @@ async def test_socket_loss_with_refused_reconnect_moves_the_call(
     async with harness.client(call_sid) as twilio:
         await twilio.start()
         await twilio.wait_for(lambda: bool(connector.connections))
-        await twilio.wait_for(lambda: _saw(harness, 0, "session.updated"))
+        # The bridge forwards caller audio only once session.updated has confirmed the session: from then on a
+        # lost socket is a mid-call loss (before, it is a failure at call start, with its own reason).
+        await twilio.send_audio(silence_ulaw(100))
+        await twilio.wait_for(
+            lambda: bool(harness.voicelive.sessions) and harness.voicelive.sessions[0].append_count > 0
+        )
         assert harness.server.loop is not None
         harness.server.loop.call_soon_threadsafe(connector.abort, 0)
         await _assert_moved(harness, twilio, call_sid, "voicelive_lost")
