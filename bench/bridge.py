@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench.wsframes import frame_at
+
 RESULTS = Path(__file__).with_name("results") / "bridge.json"
 AUTH_TOKEN = "bench-twilio-token"
 PUBLIC = "https://bench.invalid"
@@ -386,23 +388,11 @@ class RawTwilioCall(asyncio.Protocol):
                 return
             del buf[: end + 4]
             self.upgraded.set_result(None)
-        pos, size = 0, len(buf)
+        pos = 0
         transport = self.transport
         assert transport is not None
-        while size - pos >= 2:
-            opcode, length = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            start, end = pos + head, pos + head + length
-            if end > size:
-                break
+        while (frame := frame_at(buf, pos, masked=False)) is not None:
+            opcode, start, end, _ = frame
             if opcode == 1:
                 if buf.startswith(_MARK, start):
                     self.marks += 1
@@ -416,7 +406,7 @@ class RawTwilioCall(asyncio.Protocol):
                         (last - first) * 3 // 4 - (buf[last - 1] == 61) - (buf[last - 2] == 61)
                     )
             elif opcode == 9 and not self.closed:  # ping → pong with the same payload
-                transport.write(bytes((0x8A, 0x80 | length)) + b"\0\0\0\0" + bytes(buf[start:end]))
+                transport.write(bytes((0x8A, 0x80 | (end - start))) + b"\0\0\0\0" + bytes(buf[start:end]))
             elif opcode == 8:
                 self.closed = True
             pos = end
@@ -812,7 +802,9 @@ def main() -> None:
     parser.add_argument("--pcm16-max-calls", type=int, default=200, help="skip pcm16 above this")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--loop", default="uvloop", choices=["uvloop", "asyncio"], help="server event loop")
-    parser.add_argument("--ws", default="websockets", help="uvicorn WebSocket implementation")
+    parser.add_argument(
+        "--ws", default="websockets-sansio", help="uvicorn WebSocket implementation (the service uses sansio)"
+    )
     parser.add_argument("--drivers", type=int, default=4, help="driver processes sharing the calls")
     parser.add_argument("--chunk-ms", type=int, default=20, help="emulator audio per response.audio.delta")
     parser.add_argument(

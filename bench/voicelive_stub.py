@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench.wsframes import frame_at
+
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SLOT_SECONDS = 0.002
 SLOTS_PER_FRAME = 10
@@ -106,23 +108,9 @@ class StubSession(asyncio.Protocol):
             self.send_event(
                 {"type": "session.created", "event_id": "evt_0", "session": {"id": f"sess_{self.number}"}}
             )
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            opcode, length = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            key = bytes(buf[pos + head : pos + head + 4])
-            start = pos + head + 4
-            end = start + length
-            if end > size:
-                break
+        pos = 0
+        while (frame := frame_at(buf, pos, masked=True)) is not None:
+            opcode, start, end, key = frame
             if opcode == 1:
                 head_bytes = _unmask(buf[start : min(end, start + len(_APPEND))], key)
                 if head_bytes == _APPEND:
@@ -135,7 +123,7 @@ class StubSession(asyncio.Protocol):
                     self.transport.close()
                 self.closed = True
             elif opcode == 9 and not self.closed:
-                self.transport.write(bytes((0x8A, length)) + _unmask(buf[start:end], key))
+                self.transport.write(bytes((0x8A, end - start)) + _unmask(buf[start:end], key))
             pos = end
         if pos:
             del buf[:pos]
