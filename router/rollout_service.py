@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from flags.rollout import RolloutConfig
@@ -23,12 +22,6 @@ log = logging.getLogger("router.rollout")
 
 class RolloutConflict(Exception):
     """The config kept changing under us (another operator); try again."""
-
-
-@dataclass(frozen=True)
-class RolloutRead:
-    config: RolloutConfig | None  # None: the store never answered, route everything to legacy
-    stale: bool  # True when served from the last known config because the store is unreachable
 
 
 class RolloutService:
@@ -52,19 +45,20 @@ class RolloutService:
         self._last: RolloutConfig | None = None
         self._fetched_at = float("-inf")
 
-    async def read(self) -> RolloutRead:
+    async def read(self) -> RolloutConfig | None:
+        """The config to route by: cached, else stored, else the last one read (None: never read)."""
         now = self._monotonic()
         if self._last is not None and now - self._fetched_at < self._cache_seconds:
-            return RolloutRead(self._last, stale=False)
+            return self._last
         try:
             stored = await self._store.get_rollout()
         except StoreUnavailable:
             self._metrics.store_errors.labels("get_rollout").inc()
             log.warning("state store unreachable; routing from the last known rollout config")
-            return RolloutRead(self._last, stale=True)
+            return self._last
         config = RolloutConfig.from_dict(stored) if stored else self._initial
         self._remember(config, now)
-        return RolloutRead(config, stale=False)
+        return config
 
     async def current(self) -> RolloutConfig:
         """The stored config, uncached (operators must see what is really stored)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from twilio.request_validator import RequestValidator
 
@@ -47,15 +47,7 @@ class TwilioSignatureValidator:
             return True
         return bool(self._validator.validate(url, dict(params), signature))
 
-    def sign_http(self, url: str, params: Mapping[str, str]) -> str:
-        """Signature for ``url``: what Twilio would send (used by the Twilio emulator and tests)."""
-        return str(self._validator.compute_signature(url, dict(params)))
-
 
 def sign(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:
     """Compute ``X-Twilio-Signature`` for a request to ``url`` with form ``params``."""
     return str(RequestValidator(auth_token).compute_signature(url, dict(params or {})))
-
-
-def query_string(params: Mapping[str, str]) -> str:
-    return urlencode(sorted(params.items()))

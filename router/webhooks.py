@@ -153,15 +153,15 @@ class TwilioWebhooks:
         )
 
     async def _decide(self, caller: str, call_sid: str) -> Decision:
-        read = await self._rollout.read()
-        if read.config is None:
+        config = await self._rollout.read()
+        if config is None:
             return Decision(Pipeline.LEGACY, "store_unavailable", None, 0.0)
         try:
             breaker_state = await self._breaker_view.state()
         except StoreUnavailable:
             self._metrics.store_errors.labels("breaker_current").inc()
-            return Decision(Pipeline.LEGACY, "store_unavailable", None, read.config.percent)
-        decision = decide(read.config, caller=caller, call_sid=call_sid, breaker_state=breaker_state)
+            return Decision(Pipeline.LEGACY, "store_unavailable", None, config.percent)
+        decision = decide(config, caller=caller, call_sid=call_sid, breaker_state=breaker_state)
         if decision.pipeline is Pipeline.REALTIME and decision.trial:
             try:
                 admitted = await self._breaker.try_acquire_trial()
