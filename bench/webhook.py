@@ -3,8 +3,9 @@
 Targets (issue 2): the router keeps ≥ 40% of the bare endpoint's throughput; p99 ≤ 10 ms at 300
 requests/s with the SQLite store. The router runs ``python -m router serve --local`` (one worker,
 SQLite in a temp dir, emulators for the cloud services) and is measured at several rollout mixes: 0%
-(every call gets the legacy first turn: greeting from the phrase cache, four store writes), 50%, and
-100% (every call gets the realtime ``<Connect><Stream>`` answer, one store write).
+(every call gets the legacy first turn: the greeting from the phrase cache; its call record and turn
+record are written behind the answer), 50%, and 100% (every call gets the realtime ``<Connect><Stream>``
+answer; its call record is written behind the answer).
 
     python -m bench.webhook [--quick]
 """

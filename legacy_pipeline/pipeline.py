@@ -28,6 +28,7 @@ from legacy_pipeline.turns import TurnLoop
 from legacy_pipeline.twiml import RECORDING_PATH, START_PATH, TURN_PATH, TwimlBuilder
 from router.agent_profile import AgentProfile
 from router.observability import Metrics, call_sid_var
+from router.record_writer import BatchWriter
 from router.settings import Settings
 from router.store.base import StateStore
 from router.twilio_request import ForgedRequest, MalformedForm, read_signed_form
@@ -61,6 +62,9 @@ class LegacyPipeline:
             public_base_url=settings.public_base_url, profile=profile, stt_mode=settings.legacy_stt_mode
         )
         self.phrases = PhraseCache(self.services.synthesizer, self.services.blob_store)
+        self._turn_records = BatchWriter(
+            store.append_turns, metrics, operation="append_turn", what="legacy turn records"
+        )
         self.turns = TurnLoop(
             settings=settings,
             profile=profile,
@@ -70,6 +74,7 @@ class LegacyPipeline:
             wall_time=clock.time,
             twiml=self.twiml,
             phrases=self.phrases,
+            records=self._turn_records,
         )
         self._cleanup_task: asyncio.Task[None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
@@ -78,6 +83,7 @@ class LegacyPipeline:
         """Called by the app's lifespan: start the blob clean-up and warm the phrase cache in the
         background, so the first caller's greeting is already synthesised (start-up never waits on Speech)."""
         self._ensure_cleanup()
+        self._turn_records.start()
         if self._settings.legacy_warm_phrases_on_start and self._warm_task is None:
             self._warm_task = asyncio.get_running_loop().create_task(self.warm_phrases(), name="legacy-warm")
 
@@ -102,6 +108,10 @@ class LegacyPipeline:
             except Exception:
                 log.warning("could not pre-synthesise a phrase", exc_info=True)
 
+    async def flush(self) -> None:
+        """Return once every turn record queued so far is in the store (for readers that need them)."""
+        await self._turn_records.flush()
+
     def routes(self) -> list[BaseRoute]:
         return [
             Route(TURN_PATH, self._signed(TURN_PATH, self._on_gather), methods=["POST"]),
@@ -120,6 +130,7 @@ class LegacyPipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._cleanup_task
             self._cleanup_task = None
+        await self._turn_records.aclose()
         await self.services.aclose()
 
     async def cleanup_once(self) -> int:

@@ -21,6 +21,7 @@ from legacy_pipeline.ssml import clean_text
 from legacy_pipeline.twiml import TwimlBuilder
 from router.agent_profile import AgentProfile
 from router.observability import Metrics
+from router.record_writer import BatchWriter
 from router.records import Pipeline, TurnRecord
 from router.settings import Settings
 from router.store.base import StateStore
@@ -84,6 +85,7 @@ class TurnLoop:
         wall_time: Callable[[], float],
         twiml: TwimlBuilder,
         phrases: PhraseCache,
+        records: BatchWriter,
     ) -> None:
         self._settings = settings
         self._profile = profile
@@ -94,7 +96,10 @@ class TurnLoop:
         self._wall_time = wall_time
         self._twiml = twiml
         self._phrases = phrases
-        self._state = ConversationState(store, metrics, cap=profile.legacy.max_history_messages)
+        self._records = records
+        self._state = ConversationState(
+            store, metrics, cap=profile.legacy.max_history_messages, greeting=profile.greeting
+        )
         self._deadline_s = settings.legacy_turn_deadline_seconds
         self._system = {"role": "system", "content": profile.instructions}
         self._phrase_documents: dict[str, str] = {}
@@ -125,7 +130,11 @@ class TurnLoop:
     async def first_turn(
         self, call_sid: str, *, moved: bool = False, received_at: float | None = None
     ) -> str:
-        """Greeting (turn 0) for a new call; a short resume line for a call moved over from realtime."""
+        """Greeting (turn 0) for a new call; a short resume line for a call moved over from realtime.
+
+        The greeting awaits no store write: its history and counters are implied (see ``history``) and
+        its turn record is written behind the answer.
+        """
         received_at = time.perf_counter() if received_at is None else received_at
         if moved:
             return await self._resume(call_sid, received_at)
@@ -134,14 +143,11 @@ class TurnLoop:
         record = TurnRecord(
             call_sid=call_sid, pipeline=Pipeline.LEGACY, turn=0, at=self._wall_time(), assistant_text=greeting
         )
-        writes = [self._state.save_counters(call_sid, TurnCounters(last_turn=0, empty_turns=0))]
         if greeting:
             twiml = await self._phrase_twiml(greeting, received_at, timer, record)
-            writes.append(self._state.append(call_sid, [{"role": "assistant", "content": greeting}]))
         else:
             twiml = self._twiml.listen()
-        # Independent writes, awaited together: the store commits them as one group.
-        await asyncio.gather(*writes, self._finish(record, timer, received_at))
+        self._finish(record, timer, received_at)
         return twiml
 
     async def _resume(self, call_sid: str, received_at: float) -> str:
@@ -151,7 +157,10 @@ class TurnLoop:
             last_turn = max((int(t.get("turn", 0)) for t in earlier), default=0)
         except Exception:
             self._store_failed("list_turns")
-        await self._state.save_counters(call_sid, TurnCounters(last_turn=last_turn, empty_turns=0))
+        # The conversation so far is in the history as realtime left it, without an implied greeting.
+        await self._state.save_counters(
+            call_sid, TurnCounters(last_turn=last_turn, empty_turns=0, greeted=False)
+        )
         await self._event(call_sid, {"type": "legacy.resumed", "after_turn": last_turn})
         line = self._settings.legacy_resume_phrase
         timer = StageTimer()
@@ -178,8 +187,6 @@ class TurnLoop:
         self, call_sid: str, received_at: float, *, speech: str = "", recording_url: str | None = None
     ) -> str:
         counters = await self._state.counters(call_sid)
-        if not counters.known:
-            log.info("turn for a call without legacy state: starting a fresh conversation")
         turn = counters.last_turn + 1
         timer = StageTimer()
         record = TurnRecord(call_sid=call_sid, pipeline=Pipeline.LEGACY, turn=turn, at=self._wall_time())
@@ -200,7 +207,7 @@ class TurnLoop:
                     return await self._empty_turn(call_sid, counters, received_at)
                 record.user_text = user_text
                 counters.last_turn, counters.empty_turns = turn, 0
-                audio_url = await self._respond(call_sid, user_text, timer, record)
+                audio_url = await self._respond(call_sid, counters, user_text, timer, record)
             twiml = self._twiml.play_and_listen(audio_url)
         except Exception as exc:
             counters.last_turn, counters.empty_turns = turn, 0
@@ -210,12 +217,14 @@ class TurnLoop:
             self._failed(call_sid, stage, exc)
             twiml = self._twiml.say_and_listen(self._options.apology)
         await self._state.save_counters(call_sid, counters)
-        await self._finish(record, timer, received_at)
+        self._finish(record, timer, received_at)
         return twiml
 
-    async def _respond(self, call_sid: str, user_text: str, timer: StageTimer, record: TurnRecord) -> str:
+    async def _respond(
+        self, call_sid: str, counters: TurnCounters, user_text: str, timer: StageTimer, record: TurnRecord
+    ) -> str:
         timer.current = "history"
-        history = await self._state.history(call_sid)
+        history = await self._state.history(call_sid, counters)
         messages = [self._system, *history, {"role": "user", "content": user_text}]
         timer.current = "llm"
         reply = await self._services.llm.reply(
@@ -294,17 +303,15 @@ class TurnLoop:
     def _remaining(self, received_at: float) -> float:
         return max(0.0, self._deadline_s - (time.perf_counter() - received_at))
 
-    async def _finish(self, record: TurnRecord, timer: StageTimer, received_at: float) -> None:
+    def _finish(self, record: TurnRecord, timer: StageTimer, received_at: float) -> None:
+        """Close the turn's timings and queue its record (written behind the answer, in batches)."""
         total_ms = (time.perf_counter() - received_at) * 1000.0
         record.stages.update(timer.stages)
         record.stages["server_total"] = total_ms
         record.response_ms = total_ms
         for stage, ms in record.stages.items():
             self._metrics.observe_turn(PIPELINE, stage, ms)
-        try:
-            await self._store.append_turn(record.to_dict())
-        except Exception:
-            self._store_failed("append_turn")
+        self._records.submit(record.to_dict())
 
     async def _event(self, call_sid: str, event: dict[str, Any]) -> None:
         try:

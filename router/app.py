@@ -32,7 +32,7 @@ from router.breaker_view import BreakerView
 from router.comparison import Prices, build_comparison
 from router.limits import BodySizeLimitMiddleware
 from router.observability import Metrics
-from router.record_writer import CallRecordWriter
+from router.record_writer import BatchWriter
 from router.retention import RecordRetention
 from router.rollout_service import RolloutService
 from router.settings import Settings
@@ -70,6 +70,10 @@ class NoRealtime:
 
 class LegacyPart(PipelinePart, Protocol):
     async def first_turn(self, call_sid: str, *, moved: bool = False) -> str: ...
+
+    async def flush(self) -> None:
+        """Write the turn records queued behind earlier answers (before the admin API reads them)."""
+        ...
 
 
 @dataclass
@@ -171,7 +175,7 @@ def create_app(
     breaker_view = BreakerView(
         breaker, cache_seconds=settings.config_cache_seconds, monotonic=clock.monotonic
     )
-    records = CallRecordWriter(store, metrics)
+    records = BatchWriter(store.put_calls, metrics, operation="put_call", what="call records")
     webhooks = TwilioWebhooks(
         rollout=rollout,
         breaker=breaker,
@@ -195,13 +199,16 @@ def create_app(
         async def comparison(since: float | None) -> dict[str, Any]:
             return (await build_comparison(store, since=since, prices=prices)).to_dict()
 
+    async def flush_records() -> None:
+        await asyncio.gather(records.flush(), legacy.flush())
+
     admin = AdminApi(
         token=settings.admin_token.get_secret_value(),
         rollout=rollout,
         breaker=breaker,
         store=store,
         comparison=comparison,
-        flush_records=records.flush,
+        flush_records=flush_records,
     )
     components = Components(
         settings=settings,

@@ -1,13 +1,14 @@
-"""Write-behind for the call records the webhook creates.
+"""Write-behind for records nobody waits on: the webhook's call records and the legacy turn records.
 
-Twilio waits on ``POST /twilio/voice``; the call record is for operators and the comparison, not for the
-answer. So the webhook hands the record to this writer and answers at once, and one task writes whatever
-has queued up in a single ``put_calls`` round trip. At hundreds of calls a second that turns hundreds of
-store round trips into a few batches, and a slow store no longer slows the answer. Readers that must see
-the records just routed (the admin API, the status callback) call :meth:`flush` first.
+Twilio waits on ``POST /twilio/voice`` and on every ``<Gather>`` action; the records are for operators and
+the comparison, not for the answer. So the handler hands its record to a :class:`BatchWriter` and answers
+at once, and one task writes whatever has queued up in a single batch round trip (``put_calls``,
+``append_turns``). At hundreds of calls a second that turns hundreds of store round trips into a few
+batches, and a slow store no longer slows the answer. Readers that must see the records just written (the
+admin API, the status callback) call :meth:`BatchWriter.flush` first.
 
-What is lost if the process dies before a flush: the records of the last few milliseconds of calls. A call
-whose record decides something later (a half-open breaker trial) is written synchronously instead.
+What is lost if the process dies before a flush: the records of the last few milliseconds. A record that
+decides something later (a half-open breaker trial's call) is written synchronously instead.
 """
 
 from __future__ import annotations
@@ -15,36 +16,51 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from router.observability import Metrics
-from router.store.base import StateStore, StoreUnavailable
+from router.store.base import StoreUnavailable
 
 log = logging.getLogger("router.records")
 
 MAX_BATCH = 500
 MAX_PENDING = 50_000  # beyond this the store is down for good; drop rather than grow without bound
+CLOSE_GRACE_S = 5.0
 
 
-class CallRecordWriter:
-    def __init__(self, store: StateStore, metrics: Metrics) -> None:
-        self._store = store
+WriteBatch = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class BatchWriter:
+    """Queues records and writes them with ``write_batch`` (one store round trip per batch).
+
+    ``operation`` labels the store-error metric (``put_call``, ``append_turn``) and ``what`` the logs.
+    """
+
+    def __init__(self, write_batch: WriteBatch, metrics: Metrics, *, operation: str, what: str) -> None:
+        self._write_batch = write_batch
         self._metrics = metrics
+        self._operation = operation
+        self._what = what
         self._pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._closed = False
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="call-record-writer")
+            self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self._operation}-writer")
 
     def submit(self, record: dict[str, Any]) -> None:
-        """Queue ``record`` for the next batch; never blocks, never raises."""
-        if len(self._pending) >= MAX_PENDING:
-            self._metrics.store_errors.labels("put_call_dropped").inc()
+        """Queue ``record`` for the next batch; never blocks, never raises (call it on the loop)."""
+        if len(self._pending) >= MAX_PENDING or self._closed:
+            self._metrics.store_errors.labels(f"{self._operation}_dropped").inc()
             return
+        if self._task is None:
+            self.start()
         self._pending.append(record)
         self._idle.clear()
         self._wake.set()
@@ -57,6 +73,11 @@ class CallRecordWriter:
         await self._idle.wait()
 
     async def aclose(self) -> None:
+        """Write what is queued (waiting up to ``CLOSE_GRACE_S`` for a slow store), then stop."""
+        self._closed = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_GRACE_S):
+                await self.flush()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -74,11 +95,11 @@ class CallRecordWriter:
         while self._pending:
             batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
             try:
-                await self._store.put_calls(batch)
+                await self._write_batch(batch)
             except StoreUnavailable:
-                self._metrics.store_errors.labels("put_call").inc(len(batch))
-                log.error("could not write %d call records: state store unreachable", len(batch))
+                self._metrics.store_errors.labels(self._operation).inc(len(batch))
+                log.error("could not write %d %s: state store unreachable", len(batch), self._what)
             except Exception:
-                self._metrics.store_errors.labels("put_call").inc(len(batch))
-                log.exception("could not write %d call records", len(batch))
+                self._metrics.store_errors.labels(self._operation).inc(len(batch))
+                log.exception("could not write %d %s", len(batch), self._what)
         self._idle.set()

@@ -7,7 +7,6 @@ and a pipeline that raises while building its TwiML falls back to a minimal lega
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -25,7 +24,7 @@ from flags.clock import Clock
 from flags.decision import Decision, decide
 from router.breaker_view import BreakerView
 from router.observability import Metrics, call_sid_var
-from router.record_writer import CallRecordWriter
+from router.record_writer import BatchWriter
 from router.records import CallRecord, Pipeline
 from router.rollout_service import RolloutService
 from router.store.base import StateStore, StoreUnavailable
@@ -52,7 +51,7 @@ class TwilioWebhooks:
         breaker: CircuitBreaker,
         breaker_view: BreakerView,
         store: StateStore,
-        records: CallRecordWriter,
+        records: BatchWriter,
         legacy: FirstTurn,
         signatures: TwilioSignatureValidator,
         tokens: StreamTokens,
@@ -129,14 +128,11 @@ class TwilioWebhooks:
 
         decision = await self._decide(caller, call_sid)
         self._metrics.decisions.labels(decision.pipeline.value, decision.reason).inc()
+        await self._record(call_sid, caller, decision)
         if decision.pipeline is Pipeline.REALTIME:
-            await self._record(call_sid, caller, decision)
             twiml = self._realtime_twiml(call_sid)
         else:
-            # The record and the first turn's own writes go to the store together (one group commit).
-            _, twiml = await asyncio.gather(
-                self._record(call_sid, caller, decision), self._legacy_twiml(call_sid)
-            )
+            twiml = await self._legacy_twiml(call_sid)
         log.info(
             "routed call to %s (%s)",
             decision.pipeline.value,

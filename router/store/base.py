@@ -90,6 +90,10 @@ class StateStore(BreakerBackend, Protocol):
         """Store one turn record (``call_sid``, ``pipeline``, ``turn``, ``at`` …)."""
         ...
 
+    async def append_turns(self, turns: list[dict[str, Any]]) -> None:
+        """``append_turn`` for several records in one round trip, in order (the legacy write-behind)."""
+        ...
+
     async def list_turns(
         self, since: float | None = None, call_sid: str | None = None, limit: int = 100_000
     ) -> list[dict[str, Any]]:

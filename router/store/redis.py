@@ -341,9 +341,21 @@ class RedisStore:
 
     async def append_turn(self, turn: dict[str, Any]) -> None:
         sid, at = call_sid_of(turn), float(turn["at"])
-        keys = [self._key("turns", "seq"), self._key("turns"), self._key("turns", "call", sid)]
         with self._unavailable_on_error():
-            await self._append_script(keys=keys, args=[repr(at), _dumps(turn), 0])
+            await self._append_script(keys=self._turn_keys(sid), args=[repr(at), _dumps(turn), 0])
+
+    async def append_turns(self, turns: list[dict[str, Any]]) -> None:
+        if not turns:
+            return
+        prepared = [(call_sid_of(turn), repr(float(turn["at"])), _dumps(turn)) for turn in turns]
+        with self._unavailable_on_error():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for sid, at, doc in prepared:
+                    await self._append_script(keys=self._turn_keys(sid), args=[at, doc, 0], client=pipe)
+                await pipe.execute()
+
+    def _turn_keys(self, call_sid: str) -> list[str]:
+        return [self._key("turns", "seq"), self._key("turns"), self._key("turns", "call", call_sid)]
 
     async def list_turns(
         self, since: float | None = None, call_sid: str | None = None, limit: int = 100_000

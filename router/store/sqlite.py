@@ -483,11 +483,12 @@ class SqliteStore:
     # Turns ------------------------------------------------------------------------------------------------
 
     async def append_turn(self, turn: dict[str, Any]) -> None:
-        sid, at, doc = call_sid_of(turn), float(turn["at"]), _dumps(turn)
+        await self.append_turns([turn])
+
+    async def append_turns(self, turns: list[dict[str, Any]]) -> None:
+        rows = [(call_sid_of(turn), float(turn["at"]), _dumps(turn)) for turn in turns]
         await self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO turns (call_sid, at, doc) VALUES (?, ?, ?)", (sid, at, doc)
-            )
+            lambda conn: conn.executemany("INSERT INTO turns (call_sid, at, doc) VALUES (?, ?, ?)", rows)
         )
 
     async def list_turns(

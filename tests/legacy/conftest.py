@@ -3,6 +3,7 @@ Azurite, SQLite state, and a scripted Twilio that signs its webhooks."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,6 +54,12 @@ class LegacyHarness:
         value = self.metrics.registry.get_sample_value(metric, labels)
         return value or 0.0
 
+    async def list_turns(self, call_sid: str) -> list[dict[str, Any]]:
+        """The call's turn records, once the server has written those queued behind its answers."""
+        assert self.server.loop is not None
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.pipeline.flush(), self.server.loop))
+        return await self.store.list_turns(call_sid=call_sid)
+
 
 HarnessFactory = Callable[..., Awaitable[LegacyHarness]]
 
@@ -99,13 +106,14 @@ async def legacy(
     azurite_connection_string: str,
 ) -> AsyncIterator[HarnessFactory]:
     """``await legacy(**settings)`` → a running service; ``profile_legacy={...}`` overrides profile options,
-    ``services=`` replaces the clients built from settings."""
+    ``services=`` replaces the clients built from settings, ``wrap_store=`` wraps the server's store."""
     started: list[tuple[ServerThread, StateStore, httpx.AsyncClient]] = []
 
     async def start(
         *,
         profile_legacy: dict[str, Any] | None = None,
         services: LegacyServices | None = None,
+        wrap_store: Callable[[StateStore], StateStore] | None = None,
         **overrides: Any,
     ) -> LegacyHarness:
         port = free_port()
@@ -139,6 +147,8 @@ async def legacy(
         profile = AgentProfile.load(settings.agent_profile)
         metrics = Metrics()
         server_store = open_store(state_url)
+        if wrap_store is not None:
+            server_store = wrap_store(server_store)
         pipeline = LegacyPipeline(
             settings=settings,
             profile=profile,

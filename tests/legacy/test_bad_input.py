@@ -28,7 +28,7 @@ async def test_unsigned_or_forged_callbacks_are_refused(legacy: HarnessFactory, 
         assert response.status_code == 403, name
     assert h.sample("voice_router_rejected_requests_total", route=path, reason="signature") == len(attempts)
     # Nothing was recorded and no service was called.
-    assert await h.store.list_turns(call_sid=CALL) == []
+    assert await h.list_turns(CALL) == []
     assert await h.store.get_history(CALL) == []
     assert h.openai.requests == [] and h.speech.syntheses == []
     # The genuine request still works.
@@ -50,7 +50,7 @@ async def test_absurdly_long_speech_is_truncated_before_the_llm(legacy: HarnessF
     assert len(twiml.plays) == 1
     sent = h.openai.requests[-1].body["messages"][-1]["content"]
     assert 150 < len(sent) <= 200 and sent.startswith("blah blah")
-    (turn,) = await h.store.list_turns(call_sid=CALL)
+    (turn,) = await h.list_turns(CALL)
     assert turn["user_text"] == sent
 
 
@@ -63,7 +63,7 @@ async def test_long_reply_is_bounded_before_synthesis(legacy: HarnessFactory) ->
     assert len(twiml.plays) == 1
     synthesis = h.speech.syntheses[-1]
     assert 60 < len(synthesis.text) <= 120 and synthesis.text.startswith("This reply goes on")
-    (turn,) = await h.store.list_turns(call_sid=CALL)
+    (turn,) = await h.list_turns(CALL)
     assert turn["assistant_text"] == synthesis.text and turn["usage"]["tts_chars"] == len(synthesis.text)
 
 

@@ -75,7 +75,7 @@ async def test_greeting_and_three_turns(legacy: HarnessFactory) -> None:
         said[2],
     ]
 
-    turns = await h.store.list_turns(call_sid=CALL)
+    turns = await h.list_turns(CALL)
     assert [t["turn"] for t in turns] == [0, 1, 2, 3]
     assert all(t["pipeline"] == "legacy" and t["error"] is None for t in turns)
     assert turns[0]["assistant_text"] == h.profile.greeting
@@ -102,7 +102,7 @@ async def test_greeting_is_synthesised_once_and_reused(legacy: HarnessFactory) -
     assert first.plays[0].split("?")[0] == second.plays[0].split("?")[0]
     assert "/phrases/" in first.plays[0]
     read_wav(await h.twilio.fetch_audio(second.plays[0]))
-    turns = await h.store.list_turns(call_sid="CA" + "b" * 32)
+    turns = await h.list_turns("CA" + "b" * 32)
     assert turns[0]["turn"] == 0 and "tts" not in turns[0]["stages"]
 
 
@@ -133,7 +133,7 @@ async def test_silence_reprompts_then_says_goodbye(legacy: HarnessFactory) -> No
     assert goodbye.hangup and goodbye.gather is None and len(goodbye.plays) == 1
     assert h.speech.syntheses[-1].text == h.profile.legacy.goodbye
     assert len(h.openai.requests) == 1  # silence never reaches the model
-    turns = await h.store.list_turns(call_sid=CALL)
+    turns = await h.list_turns(CALL)
     assert [t["turn"] for t in turns] == [0, 1]
     events = (await h.store.get_call(CALL) or {}).get("events", [])
     assert [e["empty_turns"] for e in events if e["type"] == "legacy.no_speech"] == [1, 1, 2]
@@ -160,11 +160,13 @@ async def test_call_moved_from_realtime_resumes_the_conversation(legacy: Harness
     assert len(reply.plays) == 1
     messages = h.openai.requests[-1].body["messages"]
     assert [m["content"] for m in messages[1:]] == ["I want to cancel", "Which day?", "Friday"]
-    legacy_turns = [t for t in await h.store.list_turns(call_sid=call) if t["pipeline"] == "legacy"]
+    legacy_turns = [t for t in await h.list_turns(call) if t["pipeline"] == "legacy"]
     assert [t["turn"] for t in legacy_turns] == [3]
 
 
-async def test_turn_for_unknown_call_starts_fresh(legacy: HarnessFactory) -> None:
+async def test_turn_for_a_call_with_no_stored_state_assumes_the_greeting(legacy: HarnessFactory) -> None:
+    # Every legacy call starts with the greeting, which is implied rather than stored: a turn whose call
+    # left nothing in the store (a lost store, another replica's call) is turn 1 after the greeting.
     h = await legacy()
     call = "CA" + "9" * 32
     from tests.legacy.twilio_script import Twiml
@@ -172,8 +174,11 @@ async def test_turn_for_unknown_call_starts_fresh(legacy: HarnessFactory) -> Non
     twiml = Twiml.parse(await h.twilio.post("/legacy/turn", h.twilio.params(call, SpeechResult="Hi there")))
     assert twiml.status == 200 and len(twiml.plays) == 1 and twiml.gather is not None
     messages = h.openai.requests[-1].body["messages"]
-    assert [m["role"] for m in messages] == ["system", "user"]
-    turns = await h.store.list_turns(call_sid=call)
+    assert [(m["role"], m["content"]) for m in messages[1:]] == [
+        ("assistant", h.profile.greeting),
+        ("user", "Hi there"),
+    ]
+    turns = await h.list_turns(call)
     assert [(t["turn"], t["user_text"], t["error"]) for t in turns] == [(1, "Hi there", None)]
 
 
@@ -193,7 +198,7 @@ async def test_warm_phrases_prepares_every_fixed_phrase(legacy: HarnessFactory) 
     assert {s.text for s in h.speech.syntheses} == expected
     greeting = await h.twilio.incoming_call(CALL)
     assert len(greeting.plays) == 1 and len(h.speech.syntheses) == len(expected)  # served from the cache
-    (turn0,) = await h.store.list_turns(call_sid=CALL)
+    (turn0,) = await h.list_turns(CALL)
     assert "tts" not in turn0["stages"] and turn0["error"] is None
 
 

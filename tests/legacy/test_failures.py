@@ -20,7 +20,7 @@ async def _failed_turn(h: LegacyHarness, greeting: Twiml) -> tuple[Twiml, dict[s
     assert twiml.status == 200, twiml.text
     assert twiml.says == [h.profile.legacy.apology] and not twiml.plays
     assert twiml.gather is not None and twiml.gather["action"] == f"{h.url}/legacy/turn"
-    turns = await h.store.list_turns(call_sid=CALL)
+    turns = await h.list_turns(CALL)
     assert turns[-1]["turn"] == 1 and turns[-1]["user_text"] == "Can I book for Monday?"
     # The router's call record survives the failure.
     call = await h.store.get_call(CALL)
@@ -52,7 +52,7 @@ async def test_llm_failure_apologises(
     assert len(recovered.plays) == 1
     roles = [m["role"] for m in h.openai.requests[-1].body["messages"]]
     assert roles == ["system", "assistant", "user"]
-    assert [t["turn"] for t in await h.store.list_turns(call_sid=CALL)] == [0, 1, 2]
+    assert [t["turn"] for t in await h.list_turns(CALL)] == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ async def test_blob_failure_apologises_and_keeps_the_record(legacy: HarnessFacto
     _, turn = await _failed_turn(h, greeting)
     assert turn["error_stage"] == "upload"
     assert {"llm_total", "tts"} <= set(turn["stages"])
-    turns = await h.store.list_turns(call_sid=CALL)
+    turns = await h.list_turns(CALL)
     assert turns[0]["error_stage"] == "upload"
     assert h.sample("voice_router_turn_failures_total", pipeline="legacy", stage="upload") == 2
 

@@ -85,7 +85,7 @@ async def test_record_mode_transcribes_with_azure(
     (recognition,) = h.speech.recognitions
     assert recognition.language == "en-US" and recognition.status == "Success"
     assert h.openai.requests[-1].body["messages"][-1]["content"] == "I need to move my appointment."
-    (turn,) = [t for t in await h.store.list_turns(call_sid=CALL) if t["turn"] == 1]
+    (turn,) = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
     assert turn["user_text"] == "I need to move my appointment."
     assert {"recording", "stt", "llm_total", "tts", "upload", "endpointing"} <= set(turn["stages"])
 
@@ -113,7 +113,7 @@ async def test_record_mode_stt_failure_apologises(
     params = h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "2" * 32), RecordingDuration="2")
     reply = Twiml.parse(await h.twilio.post(greeting.action, params))
     assert reply.says == [h.profile.legacy.apology] and reply.record is not None
-    (turn,) = [t for t in await h.store.list_turns(call_sid=CALL) if t["turn"] == 1]
+    (turn,) = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
     assert turn["error_stage"] == "stt" and "recording" in turn["stages"]
     assert h.openai.requests == []
 
@@ -128,5 +128,5 @@ async def test_record_mode_download_refused_apologises(
     params = h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "3" * 32), RecordingDuration="2")
     reply = Twiml.parse(await h.twilio.post(greeting.action, params))
     assert reply.says == [h.profile.legacy.apology]
-    (turn,) = [t for t in await h.store.list_turns(call_sid=CALL) if t["turn"] == 1]
+    (turn,) = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
     assert turn["error_stage"] == "recording" and "401" in turn["error"]

@@ -40,6 +40,9 @@ class StubLegacy:
         self.first_turns.append(call_sid)
         return '<?xml version="1.0" encoding="UTF-8"?><Response><Gather input="speech" action="/legacy/turn"/></Response>'
 
+    async def flush(self) -> None:
+        return None
+
     def routes(self) -> list[BaseRoute]:
         return []
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from router.observability import Metrics
-from router.record_writer import CallRecordWriter
+from router.record_writer import BatchWriter
 from router.store.base import StoreUnavailable
 
 
@@ -32,7 +32,7 @@ def errors(metrics: Metrics) -> float:
 
 async def test_records_queued_while_a_write_is_in_flight_go_out_as_one_batch() -> None:
     store, metrics = RecordingStore(), Metrics()
-    writer = CallRecordWriter(store, metrics)  # type: ignore[arg-type]
+    writer = BatchWriter(store.put_calls, metrics, operation="put_call", what="call records")
     writer.start()
     store.gate.clear()  # the first write blocks, as a slow store would
     writer.submit({"call_sid": "CA0"})
@@ -47,7 +47,7 @@ async def test_records_queued_while_a_write_is_in_flight_go_out_as_one_batch() -
 
 async def test_failures_are_counted_and_do_not_stop_the_writer() -> None:
     store, metrics = RecordingStore(), Metrics()
-    writer = CallRecordWriter(store, metrics)  # type: ignore[arg-type]
+    writer = BatchWriter(store.put_calls, metrics, operation="put_call", what="call records")
     writer.start()
     store.fail = True
     writer.submit({"call_sid": "CA1"})
@@ -63,7 +63,7 @@ async def test_failures_are_counted_and_do_not_stop_the_writer() -> None:
 
 async def test_close_writes_what_is_still_pending() -> None:
     store, metrics = RecordingStore(), Metrics()
-    writer = CallRecordWriter(store, metrics)  # type: ignore[arg-type]
+    writer = BatchWriter(store.put_calls, metrics, operation="put_call", what="call records")
     writer.start()
     writer.submit({"call_sid": "CA9"})
     await writer.aclose()  # before the writer task got a turn
@@ -72,7 +72,7 @@ async def test_close_writes_what_is_still_pending() -> None:
 
 async def test_flush_without_a_running_task_writes_inline() -> None:
     store, metrics = RecordingStore(), Metrics()
-    writer = CallRecordWriter(store, metrics)  # type: ignore[arg-type]
+    writer = BatchWriter(store.put_calls, metrics, operation="put_call", what="call records")
     writer.submit({"call_sid": "CA5"})
     await writer.flush()
     assert store.batches == [["CA5"]]

@@ -30,6 +30,7 @@ EVERY_METHOD: dict[str, StoreCall] = {
     "get_call": lambda s: s.get_call("CA1"),
     "list_calls": lambda s: s.list_calls(),
     "append_turn": lambda s: s.append_turn({"call_sid": "CA1", "at": T0}),
+    "append_turns": lambda s: s.append_turns([{"call_sid": "CA1", "at": T0}]),
     "list_turns": lambda s: s.list_turns(),
     "prune_records": lambda s: s.prune_records(T0),
     "get_history": lambda s: s.get_history("CA1"),

@@ -296,6 +296,18 @@ async def test_turns_oldest_first_since_and_per_call(store: StateStore) -> None:
     assert await store.list_turns(call_sid="CA-none") == []
 
 
+async def test_append_turns_writes_a_batch_in_order(store: StateStore) -> None:
+    await store.append_turns([])
+    await store.append_turns([turn("CA1", 0, T0 + 1.0), turn("CA2", 0, T0 + 1.0), turn("CA1", 1, T0 + 0.5)])
+    assert [(t["call_sid"], t["turn"]) for t in await store.list_turns()] == [
+        ("CA1", 1),
+        ("CA1", 0),
+        ("CA2", 0),
+    ]
+    assert [t["turn"] for t in await store.list_turns(call_sid="CA1")] == [1, 0]
+    assert await store.list_turns(call_sid="CA2") == [turn("CA2", 0, T0 + 1.0)]
+
+
 async def test_turns_with_equal_times_keep_insertion_order(store: StateStore) -> None:
     for number in range(5):
         await store.append_turn(turn("CA1", number, T0))
