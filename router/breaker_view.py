@@ -31,13 +31,20 @@ class BreakerView:
         self._read_at = float("-inf")
 
     async def state(self) -> BreakerState:
-        """The current state; raises StoreUnavailable only when it was never read successfully."""
+        """The current state; raises StoreUnavailable only when it was never read successfully.
+
+        A failed read is not retried within ``cache_seconds`` either: a dead store costs one attempt per
+        period, not one per call.
+        """
         now = self._monotonic()
-        if self._state is not None and now - self._read_at < self._cache_seconds:
+        if now - self._read_at < self._cache_seconds:
+            if self._state is None:
+                raise StoreUnavailable("breaker state not read yet: the state store is unreachable")
             return self._state
         try:
             self._state = (await self._breaker.current()).state
         except StoreUnavailable:
+            self._read_at = now
             if self._state is None:
                 raise
             return self._state

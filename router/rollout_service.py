@@ -3,7 +3,10 @@
 The webhook must answer in milliseconds even when the store is slow or down, so reads are cached for
 ``cache_seconds`` (well under the one-second cross-replica propagation promise) and the last config
 that was read successfully is kept: if the store is unreachable the webhook answers from it, and with
-no config ever read it routes to legacy. Changes are compare-and-set loops, each one audited.
+no config ever read it routes to legacy. While the store is down it is asked again at most once per
+``cache_seconds`` (a dead store must not cost every call a connection attempt), and the outage is logged
+once when it starts and once when it ends, not once per call. Changes are compare-and-set loops, each
+one audited.
 """
 
 from __future__ import annotations
@@ -43,19 +46,29 @@ class RolloutService:
         self._monotonic = monotonic
         self._wall = wall
         self._last: RolloutConfig | None = None
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # the last attempt to read, successful or not
+        self._store_down = False
 
     async def read(self) -> RolloutConfig | None:
         """The config to route by: cached, else stored, else the last one read (None: never read)."""
         now = self._monotonic()
-        if self._last is not None and now - self._fetched_at < self._cache_seconds:
+        if now - self._fetched_at < self._cache_seconds:
             return self._last
         try:
             stored = await self._store.get_rollout()
         except StoreUnavailable:
+            self._fetched_at = now
             self._metrics.store_errors.labels("get_rollout").inc()
-            log.warning("state store unreachable; routing from the last known rollout config")
+            if not self._store_down:
+                self._store_down = True
+                log.warning(
+                    "state store unreachable; routing from the last known rollout config%s until it is back",
+                    "" if self._last is not None else " (none yet: every call goes to legacy)",
+                )
             return self._last
+        if self._store_down:
+            self._store_down = False
+            log.warning("state store reachable again; routing from the stored rollout config")
         config = RolloutConfig.from_dict(stored) if stored else self._initial
         self._remember(config, now)
         return config
