@@ -57,8 +57,10 @@ _T = TypeVar("_T")
 class Outcome(StrEnum):
     SUCCESS = "success"
     SLOW = "slow"  # no first audio within the slow-call threshold
-    FAILURE = "failure"  # handshake error, session.updated timeout, fatal error event, mid-call socket loss
-    CONNECT_FAILURE = "connect_failure"  # could not connect at all; also counts toward the fast trip
+    FAILURE = "failure"  # session.updated timeout, fatal error event, mid-call socket loss
+    # No session at all: connection refused or reset, or the WebSocket upgrade refused (HTTP 401, 503 …).
+    # Also counts toward the fast trip.
+    CONNECT_FAILURE = "connect_failure"
 
 
 class BreakerConflictError(RuntimeError):
@@ -80,8 +82,9 @@ class BreakerConfig:
       miss realtime; resilience4j's default too.
     * ``half_open_calls=3``: few trials, since each is a real caller risking a bad call; 3 still lets one
       failure pass (1/3 < 50 %) while two fail the round.
-    * ``consecutive_connect_failures=3``: a refused connection is unambiguous; three in a row is an
-      outage, whatever the volume (0 turns the fast trip off).
+    * ``consecutive_connect_failures=3``: a connection refused, reset or denied its upgrade is
+      unambiguous; three in a row is an outage (or a broken key), whatever the volume (0 turns the fast
+      trip off).
     * ``trial_timeout_seconds=None`` → 2 × ``wait_open_seconds``: after that, trial permits whose
       outcome never came (the caller hung up first) are released.
     """

@@ -239,7 +239,9 @@ class CallBridge:
         except VoiceLiveUnreachable as exc:
             return await self._fail_at_start(Outcome.CONNECT_FAILURE, "voicelive_unreachable", exc)
         except VoiceLiveHandshakeError as exc:
-            return await self._fail_at_start(Outcome.FAILURE, "voicelive_handshake_failed", exc)
+            # A refused or reset upgrade leaves no session, like a refused connection: an outage signal
+            # for the fast trip (a gateway in front of a dead service resets or answers 503).
+            return await self._fail_at_start(Outcome.CONNECT_FAILURE, "voicelive_handshake_failed", exc)
         except SessionNotReady as exc:
             return await self._fail_at_start(Outcome.FAILURE, "voicelive_session_not_ready", exc)
         except VoiceLiveError as exc:

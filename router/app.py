@@ -175,6 +175,8 @@ def create_app(
     breaker_view = BreakerView(
         breaker, cache_seconds=settings.config_cache_seconds, monotonic=clock.monotonic
     )
+    # A transition decided on this replica reroutes its next call at once, not after the cache period.
+    breaker.add_listener(breaker_view.on_transition)
     records = BatchWriter(store.put_calls, metrics, operation="put_call", what="call records")
     webhooks = TwilioWebhooks(
         rollout=rollout,

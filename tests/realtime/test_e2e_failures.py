@@ -51,7 +51,7 @@ async def test_connection_refused_is_a_connect_failure_and_moves_the_call(
     assert not twilio.events("media")
 
 
-async def test_handshake_rejected_is_a_failure(make_harness: Callable[..., Harness]) -> None:
+async def test_handshake_rejected_is_a_connect_failure(make_harness: Callable[..., Harness]) -> None:
     harness = make_harness()
     harness.voicelive.faults.update(reject_handshake_status=503)
     recorded: list[tuple[str, bool]] = []
@@ -67,10 +67,10 @@ async def test_handshake_rejected_is_a_failure(make_harness: Callable[..., Harne
     async with harness.client(call_sid) as twilio:
         await twilio.start()
         await _assert_moved(harness, twilio, call_sid, "voicelive_handshake_failed")
-    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "failure"
+    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "connect_failure"
     assert harness.voicelive.state.connections_rejected == 1
     # The router admitted it as a half-open trial: its outcome is recorded as the trial's.
-    assert recorded == [("failure", True)]
+    assert recorded == [("connect_failure", True)]
 
 
 async def test_session_updated_timeout_is_a_failure(make_harness: Callable[..., Harness]) -> None:

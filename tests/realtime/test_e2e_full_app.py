@@ -169,7 +169,7 @@ async def _outage_call(app: FullApp) -> str:
     assert record["pipeline"] == "realtime"
     assert record["moved_to_legacy"] is True
     assert record["move_reason"] == "voicelive_handshake_failed"
-    assert record["breaker_outcome"] == "failure"
+    assert record["breaker_outcome"] == "connect_failure"
     return call_sid
 
 
@@ -178,12 +178,12 @@ async def test_voice_live_outage_moves_calls_to_legacy_and_opens_the_breaker(
 ) -> None:
     app = await full_app(
         breaker_window_seconds=30,
-        breaker_minimum_calls=2,
+        breaker_minimum_calls=10,  # out of reach: only the fast trip can open the breaker here
         breaker_consecutive_connect_failures=2,
         breaker_wait_open_seconds=60.0,
     )
-    # Every upgrade is reset before any answer (a TCP reset after connect: a failed handshake, not a
-    # refused connection, so the breaker opens on its failure rate over the minimum of 2 calls).
+    # Every upgrade is reset before any answer (a TCP reset after connect, as a gateway in front of a dead
+    # service does). No session was ever had, so each counts toward the fast trip like a refused connection.
     app.voicelive.faults.update(drop_connections=True)
 
     first = await _outage_call(app)
@@ -203,3 +203,11 @@ async def test_voice_live_outage_moves_calls_to_legacy_and_opens_the_breaker(
     record = await app.call_record(first)
     assert record["status"] == "completed" and record["duration_s"] == 9.0
     assert record["moved_to_legacy"] is True and record["ended_at"] is not None
+
+    # The breaker opened on this replica: the very next calls go to legacy, not after the config cache.
+    for _ in range(3):
+        routed = await app.incoming_call(new_call_sid())
+        assert (routed.pipeline, routed.reason) == ("legacy", "breaker_open")
+        assert "<Connect" not in routed.twiml
+        assert f'<Gather action="{PUBLIC_BASE_URL}/legacy/turn"' in routed.twiml
+    assert app.voicelive.state.connections_dropped == 2
