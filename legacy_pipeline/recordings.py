@@ -1,12 +1,30 @@
-"""Download a caller recording from Twilio (``RecordingUrl`` + ``.wav``, HTTP Basic with our account)."""
+"""Download a caller recording from Twilio (``RecordingUrl`` + ``.wav``, HTTP Basic with our account).
+
+The download carries our Twilio credentials, so it only goes to Twilio's API origin (``TWILIO_API_BASE_URL``,
+``https://api.twilio.com`` by default): a ``RecordingUrl`` pointing anywhere else is refused before any
+request, even in a correctly signed callback. Redirects are followed only within that origin, and the body
+is read with a size cap rather than trusted to be small.
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
 MAX_RECORDING_BYTES = 8 * 1024 * 1024  # > 8 min of 8 kHz 16-bit audio; <Record> is capped far below that
+TWILIO_API_ORIGIN = "https://api.twilio.com"
+MAX_REDIRECTS = 3
+
+
+class RecordingRefused(ValueError):
+    """The recording URL or its response is not one we will download or keep."""
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{(parts.netloc or '').lower()}"
 
 
 class RecordingFetcher(Protocol):
@@ -21,21 +39,38 @@ class TwilioRecordingFetcher:
         *,
         account_sid: str,
         auth_token: str,
+        api_origin: str = TWILIO_API_ORIGIN,
         timeout_s: float = 5.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self._auth = httpx.BasicAuth(account_sid, auth_token)
+        self._origin = origin_of(api_origin or TWILIO_API_ORIGIN)
         self._client = client or httpx.AsyncClient(timeout=timeout_s)
 
     async def fetch(self, recording_url: str) -> bytes:
         url = recording_url if recording_url.endswith(".wav") else recording_url + ".wav"
-        if not url.startswith(("https://", "http://")):
-            raise ValueError("RecordingUrl is not an http(s) URL")
-        response = await self._client.get(url, auth=self._auth, follow_redirects=True)
-        response.raise_for_status()
-        if len(response.content) > MAX_RECORDING_BYTES:
-            raise ValueError(f"recording is larger than {MAX_RECORDING_BYTES} bytes")
-        return response.content
+        for _ in range(MAX_REDIRECTS + 1):
+            if origin_of(url) != self._origin:
+                raise RecordingRefused(f"RecordingUrl is not on {self._origin}")
+            async with self._client.stream("GET", url, auth=self._auth) as response:
+                if response.is_redirect and "location" in response.headers:
+                    url = str(response.url.join(response.headers["location"]))
+                    continue
+                response.raise_for_status()
+                return await self._read_capped(response)
+        raise RecordingRefused(f"more than {MAX_REDIRECTS} redirects")
+
+    @staticmethod
+    async def _read_capped(response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_RECORDING_BYTES:
+            raise RecordingRefused(f"recording is larger than {MAX_RECORDING_BYTES} bytes")
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_RECORDING_BYTES:
+                raise RecordingRefused(f"recording is larger than {MAX_RECORDING_BYTES} bytes")
+        return bytes(body)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -145,6 +145,7 @@ def build_services(settings: Settings) -> LegacyServices:
         recordings = TwilioRecordingFetcher(
             account_sid=settings.twilio_account_sid,
             auth_token=settings.twilio_auth_token.get_secret_value(),
+            api_origin=settings.twilio_api_base_url,
             timeout_s=deadline,
         )
     else:

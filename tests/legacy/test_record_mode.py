@@ -66,7 +66,7 @@ def recordings() -> Iterator[RecordingServer]:
 async def test_record_mode_transcribes_with_azure(
     legacy: HarnessFactory, recordings: RecordingServer
 ) -> None:
-    h = await legacy(legacy_stt_mode="azure")
+    h = await legacy(legacy_stt_mode="azure", twilio_api_base_url=recordings.server.http_url)
     h.speech.set_transcripts(["I need to move my appointment."])
     greeting = await h.twilio.incoming_call(CALL)
     assert greeting.gather is None and greeting.record is not None
@@ -93,7 +93,7 @@ async def test_record_mode_transcribes_with_azure(
 async def test_record_mode_empty_recording_reprompts(
     legacy: HarnessFactory, recordings: RecordingServer
 ) -> None:
-    h = await legacy(legacy_stt_mode="azure")
+    h = await legacy(legacy_stt_mode="azure", twilio_api_base_url=recordings.server.http_url)
     greeting = await h.twilio.incoming_call(CALL)
     empty = Twiml.parse(
         await h.twilio.post(greeting.action, h.twilio.params(CALL))
@@ -106,7 +106,7 @@ async def test_record_mode_empty_recording_reprompts(
 async def test_record_mode_stt_failure_apologises(
     legacy: HarnessFactory, recordings: RecordingServer
 ) -> None:
-    h = await legacy(legacy_stt_mode="azure")
+    h = await legacy(legacy_stt_mode="azure", twilio_api_base_url=recordings.server.http_url)
     greeting = await h.twilio.incoming_call(CALL)
     # The SDK reconnects and retries a recognition once the socket drops, so the outage must persist.
     h.speech.set_faults(close_next=-1, close_code=1011, close_reason="Internal service error.")
@@ -121,12 +121,29 @@ async def test_record_mode_stt_failure_apologises(
 async def test_record_mode_download_refused_apologises(
     legacy: HarnessFactory, recordings: RecordingServer
 ) -> None:
-    h = await legacy(legacy_stt_mode="azure")
+    h = await legacy(legacy_stt_mode="azure", twilio_api_base_url=recordings.server.http_url)
     greeting = await h.twilio.incoming_call(CALL)
     # Wrong credentials for the download (the webhook itself is still signed correctly).
-    h.pipeline.services.recordings = TwilioRecordingFetcher(account_sid=ACCOUNT_SID, auth_token="wrong")
+    h.pipeline.services.recordings = TwilioRecordingFetcher(
+        account_sid=ACCOUNT_SID, auth_token="wrong", api_origin=recordings.server.http_url
+    )
     params = h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "3" * 32), RecordingDuration="2")
     reply = Twiml.parse(await h.twilio.post(greeting.action, params))
     assert reply.says == [h.profile.legacy.apology]
     (turn,) = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
     assert turn["error_stage"] == "recording" and "401" in turn["error"]
+
+
+async def test_record_mode_never_sends_our_credentials_to_another_host(
+    legacy: HarnessFactory, recordings: RecordingServer
+) -> None:
+    # The callback is correctly signed, but its RecordingUrl is not on Twilio's API origin.
+    h = await legacy(legacy_stt_mode="azure", twilio_api_base_url="https://api.twilio.com")
+    greeting = await h.twilio.incoming_call(CALL)
+    before = len(recordings.authorizations)
+    params = h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "4" * 32), RecordingDuration="2")
+    reply = Twiml.parse(await h.twilio.post(greeting.action, params))
+    assert reply.says == [h.profile.legacy.apology] and reply.record is not None
+    assert len(recordings.authorizations) == before  # no request reached the other host
+    (turn,) = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
+    assert turn["error_stage"] == "recording" and "not on https://api.twilio.com" in turn["error"]

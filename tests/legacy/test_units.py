@@ -1,4 +1,4 @@
-"""Small pure pieces: SSML escaping, text bounds, WAV parsing, TwiML building."""
+"""Small pure pieces: SSML escaping, text bounds, WAV parsing, TwiML building, recording downloads."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import io
 import struct
 import wave
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 
+from legacy_pipeline.recordings import MAX_RECORDING_BYTES, RecordingRefused, TwilioRecordingFetcher
 from legacy_pipeline.ssml import build_ssml
 from legacy_pipeline.stt import WAVE_FORMAT_MULAW, WAVE_FORMAT_PCM, parse_wav
 from legacy_pipeline.turns import bound_text
@@ -100,3 +103,72 @@ def test_twiml_goodbye_hangs_up() -> None:
     )
     assert [child.tag for child in root] == ["Say", "Hangup"]
     assert root[0].text == "Bye & <now>"
+
+
+# Recording downloads ------------------------------------------------------------------------------
+
+
+def _fetcher(handler: Callable[[httpx.Request], httpx.Response]) -> TwilioRecordingFetcher:
+    return TwilioRecordingFetcher(
+        account_sid="AC1",
+        auth_token="token",
+        api_origin="https://api.twilio.com",
+        client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+    )
+
+
+RECORDING = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE1"
+
+
+async def test_recording_redirects_are_followed_only_within_twilio() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        if request.url.path.endswith("/Recordings/RE1.wav"):
+            return httpx.Response(302, headers={"Location": "/media/RE1.wav"})
+        if request.url.path == "/media/RE1.wav":
+            assert request.headers["authorization"].startswith("Basic ")
+            return httpx.Response(200, content=b"RIFF....")
+        return httpx.Response(404)
+
+    assert await _fetcher(handler).fetch(RECORDING) == b"RIFF...."
+    assert seen == [RECORDING + ".wav", "https://api.twilio.com/media/RE1.wav"]
+
+    def elsewhere(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(302, headers={"Location": "https://collector.example.net/steal"})
+
+    seen.clear()
+    with pytest.raises(RecordingRefused, match=r"not on https://api\.twilio\.com"):
+        await _fetcher(elsewhere).fetch(RECORDING)
+    assert seen == [RECORDING + ".wav"]  # the other host was never asked
+
+
+async def test_recording_larger_than_the_cap_is_refused_while_streaming() -> None:
+    chunk = b"\0" * 65536
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(MAX_RECORDING_BYTES // len(chunk) + 2):
+            yield chunk
+
+    def undeclared(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=endless())
+
+    with pytest.raises(RecordingRefused, match="larger than"):
+        await _fetcher(undeclared).fetch(RECORDING)
+
+    def declared(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Length": str(MAX_RECORDING_BYTES + 1)}, content=b"")
+
+    with pytest.raises(RecordingRefused, match="larger than"):
+        await _fetcher(declared).fetch(RECORDING)
+
+
+async def test_recording_url_on_another_origin_is_refused() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise AssertionError("no request may be sent")
+
+    for url in ("http://api.twilio.com/x", "https://api.twilio.com.evil.net/x", "file:///etc/passwd"):
+        with pytest.raises(RecordingRefused):
+            await _fetcher(handler).fetch(url)
