@@ -255,13 +255,31 @@ class ChatCompletionsApp:
         if plan.stall_s > 0 and await _stall(request, plan.stall_s):
             return self._finish(record, Response(status_code=499))
         if plan.status == 429:
-            response = openai_error(
-                429,
-                "Rate limit reached for requests. Please try again in "
-                f"{plan.retry_after_s:g}s. Visit https://platform.openai.com/account/rate-limits to learn more.",
-                "rate_limit_error",
-                "rate_limit_exceeded",
-            )
+            retry_s = max(1, round(plan.retry_after_s))
+            if azure:
+                # Azure's own shape: {"error": {"code": "429", "message": …}}, no type or param.
+                response = _json(
+                    {
+                        "error": {
+                            "code": "429",
+                            "message": "Requests to the ChatCompletions_Create Operation under Azure OpenAI "
+                            f"API version {request.query_params.get('api-version', '')} have exceeded token "
+                            "rate limit of your current AIServices S0 pricing tier. Please retry after "
+                            f"{retry_s} seconds. Please go here: https://aka.ms/oai/quotaincrease if you "
+                            "would like to further increase the default rate limit.",
+                        }
+                    },
+                    429,
+                )
+            else:
+                response = openai_error(
+                    429,
+                    "Rate limit reached for requests. Please try again in "
+                    f"{plan.retry_after_s:g}s. Visit https://platform.openai.com/account/rate-limits to learn "
+                    "more.",
+                    "rate_limit_error",
+                    "rate_limit_exceeded",
+                )
             response.headers["retry-after"] = str(max(0, round(plan.retry_after_s)))
             response.headers["retry-after-ms"] = str(round(plan.retry_after_s * 1000))
             return self._finish(record, response)

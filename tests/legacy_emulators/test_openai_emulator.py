@@ -144,6 +144,17 @@ async def test_rate_limit_then_recovers(emulator: OpenAIEmulator) -> None:
     assert (await client.chat.completions.create(model="m", messages=MESSAGES)).choices
 
 
+async def test_azure_rate_limit_has_azures_error_shape(emulator: OpenAIEmulator) -> None:
+    emulator.set_faults(rate_limit_next=1, retry_after_s=2)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await azure(emulator).chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    body = caught.value.response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == "429" and caught.value.code == "429"
+    assert "Please retry after 2 seconds" in body["error"]["message"]
+    assert caught.value.response.headers["retry-after"] == "2"
+
+
 async def test_server_error_is_internal_server_error(emulator: OpenAIEmulator) -> None:
     emulator.set_faults(server_error_next=2)
     client = azure(emulator)
