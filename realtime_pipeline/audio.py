@@ -3,9 +3,9 @@
 * ``g711_ulaw`` (default): Voice Live speaks μ-law natively, so the base64 payload strings pass through
   untouched in both directions: no decode, no resample.
 * ``pcm16``: Voice Live at 24 kHz 16-bit. μ-law is decoded/encoded with lookup tables and each direction
-  has its own streaming resampler (``resample.py``: one FIR shared by all calls, a few KB of state per call)
-  kept for the whole call, so no chunk boundary ever clicks. The outbound stream is flushed at the end of a
-  response and cleared only when Twilio's buffer is cleared (barge-in): never in the middle of an utterance.
+  has its own ``soxr.ResampleStream`` (int16, mono) kept for the whole call, so no chunk boundary ever
+  clicks. The outbound stream is flushed at the end of a response and cleared only when Twilio's buffer is
+  cleared (barge-in): never in the middle of an utterance.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
-
-from realtime_pipeline.resample import Downsampler, Upsampler
+import soxr
 
 TWILIO_RATE_HZ = 8000
 PCM16_RATE_HZ = 24000
@@ -36,14 +35,6 @@ def ulaw_decode_table() -> npt.NDArray[np.int16]:
     mantissa = codes & 0x0F
     magnitude = (((mantissa << 3) + _BIAS) << exponent) - _BIAS
     return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
-
-
-@functools.cache
-def ulaw_decode_table_f64() -> npt.NDArray[np.float64]:
-    """The same, as floats: the resampler's input type, so decoding a frame is one index."""
-    table = ulaw_decode_table().astype(np.float64)
-    table.setflags(write=False)
-    return table
 
 
 @functools.cache
@@ -132,17 +123,16 @@ class Pcm16Converter:
 
     mode = "pcm16"
 
-    __slots__ = ("_carry", "_decode", "_down", "_encode", "_up")
-
-    def __init__(self) -> None:
-        self._up = Upsampler()
-        self._down = Downsampler()
+    def __init__(self, quality: str = "HQ") -> None:
+        self._up = soxr.ResampleStream(TWILIO_RATE_HZ, PCM16_RATE_HZ, 1, dtype="int16", quality=quality)
+        self._down = soxr.ResampleStream(PCM16_RATE_HZ, TWILIO_RATE_HZ, 1, dtype="int16", quality=quality)
         self._carry = b""  # an odd trailing byte of a PCM16 delta, joined to the next one
-        self._decode = ulaw_decode_table_f64()
+        self._decode = ulaw_decode_table()
         self._encode = ulaw_encode_table()
 
     def inbound(self, payload_b64: str, audio: bytes) -> str:
-        pcm24k = self._up.process(self._decode[np.frombuffer(audio, dtype=np.uint8)])
+        pcm8k = self._decode[np.frombuffer(audio, dtype=np.uint8)]
+        pcm24k = self._up.resample_chunk(pcm8k)
         return b64encode(pcm24k.tobytes())
 
     def outbound(self, delta_b64: str) -> tuple[str, int, float]:
@@ -154,21 +144,23 @@ class Pcm16Converter:
         if len(raw) % 2:
             self._carry = raw[-1:]
             raw = raw[:-1]
-        pcm8k = self._down.process(np.frombuffer(raw, dtype="<i2").astype(np.float64))
+        pcm24k = np.frombuffer(raw, dtype=np.int16)
+        pcm8k = self._down.resample_chunk(pcm24k)
         if pcm8k.size == 0:
             return "", 0, duration_ms
         return b64encode(self._encode[pcm8k.view(np.uint16)].tobytes()), int(pcm8k.size), duration_ms
 
     def flush_outbound(self) -> str:
         self._carry = b""
-        tail = self._down.flush()
+        tail = self._down.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
+        self._down.clear()
         if tail.size == 0:
             return ""
         return b64encode(self._encode[tail.view(np.uint16)].tobytes())
 
     def discard_outbound(self) -> None:
         self._carry = b""
-        self._down.reset()
+        self._down.clear()
 
 
 def audio_path(mode: str) -> AudioPath:
