@@ -400,6 +400,8 @@ class CallBridge:
                     continue
                 self.stats["frames_in"] += 1
                 payload = self._audio.inbound(event.payload, event.audio)
+                if not payload:
+                    continue  # the pcm16 resampler is still filling its blocks: nothing to append yet
                 if self._vl_ready and self._vl is not None:
                     try:
                         await self._vl.send(append_audio(payload))

@@ -146,6 +146,8 @@ async def test_pcm16_mode_converts_both_directions(make_harness: Callable[..., H
     assert session.session["input_audio_sampling_rate"] == 24000
     # soxr's stream emits in blocks (~60 ms at HQ for 20 ms input): at most that much is still held back.
     assert 0 <= len(SPEECH) // 8 - session.appended_audio_ms <= 80
+    # ...and no append goes out empty while it fills a block: fewer appends than frames, all audio delivered.
+    assert 0 < session.append_count < len(SPEECH) // 160
     assert "input_audio_buffer.speech_stopped" in session.server_events
     pcm = ulaw_to_pcm16(bytes(twilio.audio)).astype(np.float64)
     assert pcm.size > 8000 * 0.5  # reply audio came back as 8 kHz μ-law
