@@ -588,10 +588,13 @@ class FarEnd:
             return {
                 "sessions": len(sessions),
                 "appends": sum(s["append_count"] for s in sessions),
+                "appended_ms": sum(s["appended_audio_ms"] for s in sessions),
                 "audio_deltas": sum(s["server_events"].count("response.audio.delta") for s in sessions),
             }
         self._pipe.send("totals")
-        return dict(self._pipe.recv())
+        totals = dict(self._pipe.recv())
+        totals["appended_bytes"] = totals.pop("appended_b64_chars") * 3 // 4  # base64: 3 bytes per 4 characters
+        return totals
 
     def quiet(self, on: bool) -> None:
         """Stub only: finish replies in progress but start no new turn (the callers stop talking)."""
@@ -710,6 +713,11 @@ def run_one(
     driver["max_late_ms"] = max(r["max_late_ms"] for r in reports)
     frames = max(1, driver["frames_in_window"])
     appends = after["appends"] - before["appends"]
+    if "appended_ms" in after:  # the emulator reports audio time
+        appended_frames = (after["appended_ms"] - before["appended_ms"]) // 20
+    else:  # the stub reports bytes: 160 per 20 ms of μ-law, 960 of PCM16 at 24 kHz
+        frame_bytes = 960 if mode == "pcm16" else 160
+        appended_frames = (after["appended_bytes"] - before["appended_bytes"]) // frame_bytes
     deltas = after["audio_deltas"] - before["audio_deltas"]
     harness_core = ((cpu1[1] - cpu0[1]) + (cpu1[2] - cpu0[2])) / wall
     emulator_core = (cpu1[1] - cpu0[1]) / wall
@@ -751,8 +759,11 @@ def run_one(
     if behind:
         result["frames_lost"] = "invalid: harness behind"
     else:
+        # Inbound counts audio, not append messages: pcm16's soxr stream emits in blocks (an append per
+        # three frames) and holds up to 60 ms (3 frames) per call when the caller hangs up mid-block.
+        held = 3 * calls if mode == "pcm16" else 0
         result["frames_lost"] = {
-            "inbound": max(0, driver["frames_sent_total"] - appends),
+            "inbound": max(0, driver["frames_sent_total"] - appended_frames - held),
             # g711_ulaw and the baseline send one media per delta; pcm16 resamples, so count bytes there.
             "outbound": max(0, deltas - driver["media_received_total"])
             if mode != "pcm16"

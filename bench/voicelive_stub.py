@@ -33,6 +33,7 @@ SPEECH_END_FRAMES = 25  # VAD's silence duration (500 ms) before speech_stopped
 FIRST_AUDIO_FRAMES = 8  # ~150 ms from speech_stopped to the first delta
 REPLY_FRAMES = 115  # 2.3 s of reply audio in 20 ms deltas
 _APPEND = b'{"type":"input_audio_buffer.append"'
+_APPEND_OVERHEAD = len(b'{"type":"input_audio_buffer.append","audio":""}')
 
 
 def _server_frame(payload: bytes) -> bytes:
@@ -115,6 +116,7 @@ class StubSession(asyncio.Protocol):
                 head_bytes = _unmask(buf[start : min(end, start + len(_APPEND))], key)
                 if head_bytes == _APPEND:
                     self.farend.appends += 1
+                    self.farend.appended_b64_chars += end - start - _APPEND_OVERHEAD
                 else:
                     self._on_event(orjson.loads(_unmask(buf[start:end], key)))
             elif opcode == 8:
@@ -197,12 +199,18 @@ class VoiceLiveStub:
         self.numbers = itertools.count()
         self.opened = 0
         self.appends = 0
+        self.appended_b64_chars = 0  # audio appended, as base64 characters (4 per 3 bytes)
         self.deltas = 0
         self.other_events = 0
         self.quiet = False
 
     def totals(self) -> dict[str, int]:
-        return {"appends": self.appends, "audio_deltas": self.deltas, "sessions": self.opened}
+        return {
+            "appends": self.appends,
+            "appended_b64_chars": self.appended_b64_chars,
+            "audio_deltas": self.deltas,
+            "sessions": self.opened,
+        }
 
     async def serve(self, port: int) -> None:
         loop = asyncio.get_running_loop()
