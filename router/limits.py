@@ -26,7 +26,10 @@ class BodySizeLimitMiddleware:
                 if not value.isdigit() or int(value) > self.max_bytes:
                     await _reject(send)
                     return
-                break
+                # The server reads exactly Content-Length bytes, so a declared body within the limit
+                # needs no counting: Twilio's webhooks take this path without any wrapper.
+                await self.app(scope, receive, send)
+                return
 
         received = 0
         response_started = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from xml.etree import ElementTree
 
 from flags.breaker_state import BreakerState
@@ -120,6 +121,26 @@ def test_oversized_body_is_413_and_changes_nothing(router: RunningRouter) -> Non
     assert big_admin.status_code == 413
     assert calls(router) == []
     assert router.admin("GET", "/admin/rollout").json()["percent"] == 0.0
+
+
+def test_chunked_body_without_content_length_is_counted_and_refused_over_the_limit(
+    router: RunningRouter,
+) -> None:
+    def chunks(total: int) -> Iterator[bytes]:
+        sent = 0
+        while sent < total:
+            piece = min(8192, total - sent)
+            sent += piece
+            yield b"x" * piece
+
+    admin = {"Authorization": "Bearer " + ADMIN_TOKEN, "Content-Type": "application/json"}
+    response = router.client.put("/admin/rollout", content=chunks(70_000), headers=admin)
+    assert response.status_code == 413
+    assert router.admin("GET", "/admin/rollout").json()["percent"] == 0.0
+    # A small chunked body goes through the same counting and reaches the handler.
+    small = iter([b'{"percent": 5, ', b'"reason": "chunked"}'])
+    assert router.client.put("/admin/rollout", content=small, headers=admin).status_code == 200
+    assert router.admin("GET", "/admin/rollout").json()["percent"] == 5.0
 
 
 def test_store_outage_answers_from_last_known_config(router_factory) -> None:
