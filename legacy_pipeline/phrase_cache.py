@@ -63,6 +63,17 @@ class PhraseCache:
             return stored
         return self._blob_store.read_url(stored.name)
 
+    def cached(self, text: str, *, voice: str, language: str) -> PhraseAudio | None:
+        """The phrase's URL if it is already stored (no await: the greeting's hot path), else None."""
+        key: PhraseKey = (text, voice, language, self._synthesizer.audio_format)
+        stored = self._entries.get(key)
+        if stored is None:
+            return None
+        fresh = self._fresh(stored)
+        if fresh is not stored:
+            self._entries[key] = fresh
+        return PhraseAudio(url=fresh.url, cached=True)
+
     async def get(
         self, text: str, *, voice: str, language: str, on_stage: Callable[[str], None] | None = None
     ) -> PhraseAudio:
@@ -70,13 +81,10 @@ class PhraseCache:
 
         ``on_stage("tts")`` / ``on_stage("upload")`` say what is running, so a caller whose deadline
         cancels the work knows which stage was late."""
+        hit = self.cached(text, voice=voice, language=language)
+        if hit is not None:
+            return hit
         key: PhraseKey = (text, voice, language, self._synthesizer.audio_format)
-        stored = self._entries.get(key)
-        if stored is not None:
-            fresh = self._fresh(stored)
-            if fresh is not stored:
-                self._entries[key] = fresh
-            return PhraseAudio(url=fresh.url, cached=True)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             stored = self._entries.get(key)

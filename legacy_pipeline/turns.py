@@ -268,16 +268,20 @@ class TurnLoop:
     async def _phrase_twiml(
         self, text: str, received_at: float, timer: StageTimer, record: TurnRecord
     ) -> str:
-        scope = asyncio.timeout(self._remaining(received_at))
-        try:
-            async with scope:
-                phrase = await self._phrase(text, timer)
-        except Exception as exc:
-            stage = timer.current
-            record.error = f"deadline of {self._deadline_s:g}s exceeded" if scope.expired() else describe(exc)
-            record.error_stage = stage
-            self._failed(record.call_sid, stage, exc)
-            return self._twiml.say_and_listen(text)
+        phrase = self._phrases.cached(text, voice=self._profile.voice, language=self._profile.language)
+        if phrase is None:  # not synthesised yet (or the warm-up failed): synthesise under the deadline
+            scope = asyncio.timeout(self._remaining(received_at))
+            try:
+                async with scope:
+                    phrase = await self._phrase(text, timer)
+            except Exception as exc:
+                stage = timer.current
+                record.error = (
+                    f"deadline of {self._deadline_s:g}s exceeded" if scope.expired() else describe(exc)
+                )
+                record.error_stage = stage
+                self._failed(record.call_sid, stage, exc)
+                return self._twiml.say_and_listen(text)
         if not phrase.cached:
             timer.stages["tts"] = phrase.tts_ms
             timer.stages["upload"] = phrase.upload_ms

@@ -98,6 +98,7 @@ class Metrics:
         self.store_errors = Counter(
             "voice_router_store_errors", "State store operations that failed", ["operation"], registry=r
         )
+        self._turn_children: dict[tuple[str, str], Histogram] = {}
         self.turn_latency = Histogram(
             "voice_router_turn_latency_seconds",
             "Per-turn latency by pipeline and stage",
@@ -130,7 +131,12 @@ class Metrics:
         )
 
     def observe_turn(self, pipeline: str, stage: str, milliseconds: float) -> None:
-        self.turn_latency.labels(pipeline, stage).observe(milliseconds / 1000.0)
+        # ``labels()`` costs more than the observation itself: its children are looked up once per pair.
+        key = (pipeline, stage)
+        child = self._turn_children.get(key)
+        if child is None:
+            child = self._turn_children[key] = self.turn_latency.labels(pipeline, stage)
+        child.observe(milliseconds / 1000.0)
 
 
 class JsonFormatter(logging.Formatter):

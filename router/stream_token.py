@@ -9,7 +9,6 @@ shortly after we routed it.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import time
 from collections.abc import Callable
@@ -24,7 +23,8 @@ class StreamTokens:
         self._clock = clock
 
     def _mac(self, call_sid: str, expires: int) -> str:
-        digest = hmac.new(self._secret, f"{call_sid}.{expires}".encode(), hashlib.sha256).digest()
+        # hmac.digest: OpenSSL's one-shot HMAC, several times cheaper than hmac.new(...).digest().
+        digest = hmac.digest(self._secret, f"{call_sid}.{expires}".encode(), "sha256")
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def issue(self, call_sid: str) -> str:

@@ -24,18 +24,39 @@ async def read_signed_form(request: Request, validator: TwilioSignatureValidator
     The URL checked is rebuilt from ``PUBLIC_BASE_URL`` (see ``TwilioSignatureValidator``), so proxy
     headers cannot steer it. Twilio posts urlencoded forms.
     """
-    body = await request.body()
+    body = await read_body(request)
     try:
         form = parse_form(body.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise MalformedForm("body is not UTF-8") from exc
-    signature = request.headers.get("x-twilio-signature")
-    # The path and query straight from the ASGI scope: ``request.url`` builds a whole URL object.
+    # Header, path and query straight from the ASGI scope: ``request.headers`` and ``request.url`` build
+    # whole objects, on every webhook, for one value each.
     scope = request.scope
+    signature = None
+    for name, value in scope["headers"]:
+        if name == b"x-twilio-signature":
+            signature = value.decode("latin-1")
+            break
     path, query = scope["path"], scope["query_string"].decode("latin-1")
     if not validator.validate_http(path, query, form, signature):
         raise ForgedRequest("signature does not match")
     return form
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body from ASGI ``receive`` directly (Starlette's ``Request.body`` goes through an async
+    generator); cached on the request like ``Request.body`` does, so a later ``request.body()`` still works."""
+    chunks: list[bytes] = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise MalformedForm("client disconnected before the body was complete")
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    request._body = body  # what Request.body() caches: receive() cannot be read twice
+    return body
 
 
 def parse_form(text: str) -> dict[str, str]:
@@ -52,6 +73,10 @@ def parse_form(text: str) -> dict[str, str]:
         if "%" in name or "+" in name:
             name = unquote_plus(name)
         if "%" in value or "+" in value:
-            value = unquote_plus(value)
+            # Phone numbers arrive as %2B…: the one escape most Twilio fields carry, replaced directly.
+            if "+" not in value and value.count("%") == value.count("%2B"):
+                value = value.replace("%2B", "+")
+            else:
+                value = unquote_plus(value)
         form[name] = value
     return form

@@ -15,6 +15,15 @@ from urllib.parse import urlsplit
 from twilio.request_validator import RequestValidator
 
 
+class _FormValues(dict[str, str]):
+    """The form as ``RequestValidator`` reads it fastest: it asks ``getall`` (Flask's MultiDict), then
+    ``getlist`` (Django's QueryDict), and falls back to ``[d[name]]`` only after two AttributeErrors per
+    field, which made raising and catching them most of the cost of checking a signature."""
+
+    def getall(self, name: str) -> list[str]:
+        return [self[name]]
+
+
 class TwilioSignatureValidator:
     def __init__(self, auth_token: str, public_base_url: str) -> None:
         self._validator = RequestValidator(auth_token)
@@ -42,10 +51,11 @@ class TwilioSignatureValidator:
             return False
         # Fast path: one HMAC over the exact URL we serve. ``RequestValidator.validate`` computes two
         # (with and without the default port) and remains the fallback for a URL signed with a port.
-        expected: str = self._validator.compute_signature(url, dict(params))
+        values = _FormValues(params)
+        expected: str = self._validator.compute_signature(url, values)
         if hmac.compare_digest(expected.encode(), signature.encode()):
             return True
-        return bool(self._validator.validate(url, dict(params), signature))
+        return bool(self._validator.validate(url, values, signature))
 
 
 def sign(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:

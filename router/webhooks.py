@@ -7,13 +7,13 @@ and a pipeline that raises while building its TwiML falls back to a minimal lega
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,6 +35,24 @@ from router.twilio_signature import TwilioSignatureValidator
 log = logging.getLogger("router.webhooks")
 
 TWIML = "text/xml"
+
+
+class TwimlAnswer(Response):
+    """The answer to ``POST /twilio/voice``: TwiML plus the routing headers, its raw headers built in one
+    step (Starlette's generic header handling was a visible share of every answer)."""
+
+    media_type = TWIML
+
+    def __init__(self, twiml: str, pipeline: str, reason: str) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = twiml.encode()
+        self.raw_headers = [
+            (b"content-length", str(len(self.body)).encode()),
+            (b"content-type", b"text/xml; charset=utf-8"),
+            (b"x-voice-router-pipeline", pipeline.encode()),
+            (b"x-voice-router-reason", reason.encode()),
+        ]
 
 
 class FirstTurn(Protocol):
@@ -79,6 +97,7 @@ class TwilioWebhooks:
         self._legacy_start_url = f"{base}/legacy/start"
         self._legacy_turn_url = f"{base}/legacy/turn"
         self._realtime_template = self._build_realtime_template()
+        self._decision_counters: dict[tuple[str, str], Counter] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -127,7 +146,7 @@ class TwilioWebhooks:
         caller = form.get("From", "")
 
         decision = await self._decide(caller, call_sid)
-        self._metrics.decisions.labels(decision.pipeline.value, decision.reason).inc()
+        self._decision_counter(decision.pipeline.value, decision.reason).inc()
         await self._record(call_sid, caller, decision)
         if decision.pipeline is Pipeline.REALTIME:
             twiml = self._realtime_twiml(call_sid)
@@ -139,14 +158,15 @@ class TwilioWebhooks:
             decision.reason,
             extra={"pipeline": decision.pipeline.value, "reason": decision.reason},
         )
-        return Response(
-            twiml,
-            media_type=TWIML,
-            headers={
-                "X-Voice-Router-Pipeline": decision.pipeline.value,
-                "X-Voice-Router-Reason": decision.reason,
-            },
-        )
+        return TwimlAnswer(twiml, decision.pipeline.value, decision.reason)
+
+    def _decision_counter(self, pipeline: str, reason: str) -> Counter:
+        """The counter child for one (pipeline, reason): ``labels()`` is looked up once per pair, not per call."""
+        key = (pipeline, reason)
+        child = self._decision_counters.get(key)
+        if child is None:
+            child = self._decision_counters[key] = self._metrics.decisions.labels(pipeline, reason)
+        return child
 
     async def _decide(self, caller: str, call_sid: str) -> Decision:
         config = await self._rollout.read()
@@ -194,7 +214,7 @@ class TwilioWebhooks:
         """Keyed hash of the caller's number: joins calls of one caller without storing the number."""
         if not caller:
             return ""
-        return hmac.new(self._caller_hash_key, caller.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._caller_hash_key, caller.encode(), "sha256").hex()[:32]
 
     def _build_realtime_template(self) -> tuple[str, str]:
         """The realtime TwiML, built once with the twilio library around a placeholder token.

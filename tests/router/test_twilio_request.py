@@ -24,7 +24,26 @@ from router.twilio_request import parse_form
         "",
         "=novalue&novalue=&%3D=%26",
         "name%5B%5D=1&odd%zz=bad%escape",
+        "From=%2B14155550100&To=%2B%2B1&Lower=%2b1&Mixed=%2B1+2&Escaped=%252B&Double=%%2B&Tail=1%2B",
     ],
 )
 def test_parse_form_matches_parse_qsl(text: str) -> None:
     assert parse_form(text) == dict(parse_qsl(text, keep_blank_values=True))
+
+
+def test_signature_is_checked_by_the_twilio_library_on_any_mapping() -> None:
+    from twilio.request_validator import RequestValidator
+
+    from router.twilio_signature import TwilioSignatureValidator
+
+    params = {"CallSid": "CA1", "From": "+14155550100", "Digits": "1", "Empty": ""}
+    url = "https://voice.example.com/twilio/voice"
+    signature = RequestValidator("token").compute_signature(url, params)
+    validator = TwilioSignatureValidator("token", "https://voice.example.com")
+    assert validator.validate_http("/twilio/voice", "", params, signature)
+    assert not validator.validate_http("/twilio/voice", "", {**params, "Digits": "2"}, signature)
+    # A URL signed with the explicit default port still passes (RequestValidator's own fallback).
+    with_port = RequestValidator("token").compute_signature(
+        "https://voice.example.com:443/twilio/voice", params
+    )
+    assert validator.validate_http("/twilio/voice", "", params, with_port)
