@@ -147,6 +147,7 @@ def test_store_outage_answers_from_last_known_config(router_factory) -> None:
     router = router_factory()
     set_rollout(router, percent=100)
     assert router.incoming_call("CA" + "6" * 32).headers["X-Voice-Router-Pipeline"] == "realtime"
+    assert [c["call_sid"] for c in calls(router)] == ["CA" + "6" * 32]  # written (the admin API flushes)
     router.store.down = True
     time.sleep(0.3)  # past the 0.2 s cache: the next webhook really asks the (dead) store
     response = router.incoming_call("CA" + "7" * 32)

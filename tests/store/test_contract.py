@@ -405,3 +405,24 @@ async def test_put_calls_writes_a_batch_like_put_call(store: StateStore) -> None
     with pytest.raises(ValueError):
         await store.put_calls([{"call_sid": "CA2", "started_at": base}, {"started_at": base}])
     assert await store.get_call("CA2") is None  # nothing of a refused batch is written
+
+
+
+async def test_put_calls_with_one_call_twice_keeps_the_later_record(store: StateStore) -> None:
+    base = 1_700_000_000.0
+    await store.put_calls(
+        [
+            {"call_sid": "CA5", "started_at": base, "status": "first", "events": [{"type": "a"}]},
+            {"call_sid": "CA6", "started_at": base + 0.5, "note": 'quotes " and \\ and ünï'},
+            {"call_sid": "CA5", "started_at": base + 1, "status": "second", "events": [{"type": "b"}]},
+        ]
+    )
+    assert await store.get_call("CA5") == {
+        "call_sid": "CA5",
+        "started_at": base + 1,
+        "status": "second",
+        "events": [{"type": "b"}],
+    }
+    other = await store.get_call("CA6")
+    assert other is not None and other["note"] == 'quotes " and \\ and ünï'
+    assert other["started_at"] == base + 0.5
