@@ -593,7 +593,8 @@ class FarEnd:
             }
         self._pipe.send("totals")
         totals = dict(self._pipe.recv())
-        totals["appended_bytes"] = totals.pop("appended_b64_chars") * 3 // 4  # base64: 3 bytes per 4 characters
+        # base64: 3 bytes per 4 characters
+        totals["appended_bytes"] = totals.pop("appended_b64_chars") * 3 // 4
         return totals
 
     def quiet(self, on: bool) -> None:

@@ -9,6 +9,10 @@ admin API, the status callback) call :meth:`BatchWriter.flush` first.
 
 What is lost if the process dies before a flush: the records of the last few milliseconds. A record that
 decides something later (a half-open breaker trial's call) is written synchronously instead.
+
+The batch goes to the store on the loop's next turn, before Twilio has the answer: a call record is
+created before anything can merge into it (the bridge's outcome, the status callback). Holding batches
+back for company (tried: a 20 ms linger) let a fast-failing call's merge land first and be replaced.
 """
 
 from __future__ import annotations
@@ -27,10 +31,6 @@ log = logging.getLogger("router.records")
 MAX_BATCH = 500
 MAX_PENDING = 50_000  # beyond this the store is down for good; drop rather than grow without bound
 CLOSE_GRACE_S = 5.0
-# How long a batch waits for company once a record arrives. Each batch is a job for the SQLite thread
-# (or a Redis round trip); at thousands of calls a second, a job per loop iteration meant thousands of GIL
-# hand-offs a second between the loop and the store thread, which cost the webhook more than the writes.
-LINGER_S = 0.02
 
 
 WriteBatch = Callable[[list[dict[str, Any]]], Awaitable[None]]
@@ -42,23 +42,13 @@ class BatchWriter:
     ``operation`` labels the store-error metric (``put_call``, ``append_turn``) and ``what`` the logs.
     """
 
-    def __init__(
-        self,
-        write_batch: WriteBatch,
-        metrics: Metrics,
-        *,
-        operation: str,
-        what: str,
-        linger_seconds: float = LINGER_S,
-    ) -> None:
+    def __init__(self, write_batch: WriteBatch, metrics: Metrics, *, operation: str, what: str) -> None:
         self._write_batch = write_batch
-        self._linger = linger_seconds
         self._metrics = metrics
         self._operation = operation
         self._what = what
         self._pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
-        self._flush_now = asyncio.Event()  # a reader is waiting: end the linger
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
@@ -84,8 +74,6 @@ class BatchWriter:
         if self._task is None:
             await self._write_pending()
             return
-        if not self._idle.is_set():
-            self._flush_now.set()
         await self._idle.wait()
 
     async def aclose(self) -> None:
@@ -105,11 +93,6 @@ class BatchWriter:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if self._linger > 0 and len(self._pending) < MAX_BATCH and not self._flush_now.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._linger):
-                        await self._flush_now.wait()
-            self._flush_now.clear()
             await self._write_pending()
 
     async def _write_pending(self) -> None:

@@ -433,7 +433,9 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(UPSERT_CALLS_FROM_JSON, (batch,))
-            conn.execute("DELETE FROM call_events WHERE call_sid IN (SELECT value FROM json_each(?))", (sids,))
+            conn.execute(
+                "DELETE FROM call_events WHERE call_sid IN (SELECT value FROM json_each(?))", (sids,)
+            )
             if event_rows:
                 conn.executemany("INSERT INTO call_events (call_sid, doc) VALUES (?, ?)", event_rows)
 

@@ -44,7 +44,7 @@ async def test_the_greeting_is_answered_while_the_store_holds_every_write(legacy
 
     def wrap(store: StateStore) -> StateStore:
         held.append(HeldWrites(store))
-        return held[0]  # type: ignore[return-value]
+        return held[0]
 
     h = await legacy(wrap_store=wrap)
     greeting = await asyncio.wait_for(h.twilio.incoming_call(CALL), timeout=10)
@@ -72,7 +72,7 @@ async def test_a_failing_store_loses_the_records_not_the_answers(legacy: Harness
     def wrap(store: StateStore) -> StateStore:
         held.append(HeldWrites(store))
         held[0].fail = True
-        return held[0]  # type: ignore[return-value]
+        return held[0]
 
     h = await legacy(wrap_store=wrap)
     greeting = await h.twilio.incoming_call(CALL)

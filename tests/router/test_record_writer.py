@@ -32,9 +32,7 @@ def errors(metrics: Metrics) -> float:
 
 async def test_records_queued_while_a_write_is_in_flight_go_out_as_one_batch() -> None:
     store, metrics = RecordingStore(), Metrics()
-    writer = BatchWriter(
-        store.put_calls, metrics, operation="put_call", what="call records", linger_seconds=0
-    )
+    writer = BatchWriter(store.put_calls, metrics, operation="put_call", what="call records")
     writer.start()
     store.gate.clear()  # the first write blocks, as a slow store would
     writer.submit({"call_sid": "CA0"})
@@ -78,18 +76,3 @@ async def test_flush_without_a_running_task_writes_inline() -> None:
     writer.submit({"call_sid": "CA5"})
     await writer.flush()
     assert store.batches == [["CA5"]]
-
-
-async def test_records_arriving_within_the_linger_share_a_batch_and_flush_ends_it() -> None:
-    store, metrics = RecordingStore(), Metrics()
-    writer = BatchWriter(
-        store.put_calls, metrics, operation="put_call", what="call records", linger_seconds=30
-    )
-    writer.start()
-    for index in range(3):
-        writer.submit({"call_sid": f"CA{index}"})
-        await asyncio.sleep(0.005)  # several loop iterations apart: without the linger, three batches
-    assert store.batches == []  # still lingering (30 s)
-    await asyncio.wait_for(writer.flush(), timeout=2)  # a reader cuts the linger short
-    assert store.batches == [["CA0", "CA1", "CA2"]]
-    await writer.aclose()

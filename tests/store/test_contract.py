@@ -407,7 +407,6 @@ async def test_put_calls_writes_a_batch_like_put_call(store: StateStore) -> None
     assert await store.get_call("CA2") is None  # nothing of a refused batch is written
 
 
-
 async def test_put_calls_with_one_call_twice_keeps_the_later_record(store: StateStore) -> None:
     base = 1_700_000_000.0
     await store.put_calls(
