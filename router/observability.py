@@ -98,7 +98,9 @@ class Metrics:
         self.store_errors = Counter(
             "voice_router_store_errors", "State store operations that failed", ["operation"], registry=r
         )
-        self._turn_children: dict[tuple[str, str], Histogram] = {}
+        # ``labels()`` costs more than the update itself, and these two are updated on every call and turn:
+        # their children are looked up once per label pair.
+        self._children: dict[tuple[int, str, str], Any] = {}
         self.turn_latency = Histogram(
             "voice_router_turn_latency_seconds",
             "Per-turn latency by pipeline and stage",
@@ -131,12 +133,17 @@ class Metrics:
         )
 
     def observe_turn(self, pipeline: str, stage: str, milliseconds: float) -> None:
-        # ``labels()`` costs more than the observation itself: its children are looked up once per pair.
-        key = (pipeline, stage)
-        child = self._turn_children.get(key)
+        self._child(self.turn_latency, pipeline, stage).observe(milliseconds / 1000.0)
+
+    def count_decision(self, pipeline: str, reason: str) -> None:
+        self._child(self.decisions, pipeline, reason).inc()
+
+    def _child(self, metric: Any, first: str, second: str) -> Any:
+        key = (id(metric), first, second)
+        child = self._children.get(key)
         if child is None:
-            child = self._turn_children[key] = self.turn_latency.labels(pipeline, stage)
-        child.observe(milliseconds / 1000.0)
+            child = self._children[key] = metric.labels(first, second)
+        return child
 
 
 class JsonFormatter(logging.Formatter):

@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -97,7 +96,6 @@ class TwilioWebhooks:
         self._legacy_start_url = f"{base}/legacy/start"
         self._legacy_turn_url = f"{base}/legacy/turn"
         self._realtime_template = self._build_realtime_template()
-        self._decision_counters: dict[tuple[str, str], Counter] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -146,7 +144,7 @@ class TwilioWebhooks:
         caller = form.get("From", "")
 
         decision = await self._decide(caller, call_sid)
-        self._decision_counter(decision.pipeline.value, decision.reason).inc()
+        self._metrics.count_decision(decision.pipeline.value, decision.reason)
         await self._record(call_sid, caller, decision)
         if decision.pipeline is Pipeline.REALTIME:
             twiml = self._realtime_twiml(call_sid)
@@ -159,14 +157,6 @@ class TwilioWebhooks:
             extra={"pipeline": decision.pipeline.value, "reason": decision.reason},
         )
         return TwimlAnswer(twiml, decision.pipeline.value, decision.reason)
-
-    def _decision_counter(self, pipeline: str, reason: str) -> Counter:
-        """The counter child for one (pipeline, reason): ``labels()`` is looked up once per pair, not per call."""
-        key = (pipeline, reason)
-        child = self._decision_counters.get(key)
-        if child is None:
-            child = self._decision_counters[key] = self._metrics.decisions.labels(pipeline, reason)
-        return child
 
     async def _decide(self, caller: str, call_sid: str) -> Decision:
         config = await self._rollout.read()
