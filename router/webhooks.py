@@ -7,7 +7,6 @@ and a pipeline that raises while building its TwiML falls back to a minimal lega
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ from flags.breaker import CircuitBreaker
 from flags.clock import Clock
 from flags.decision import Decision, decide
 from router.breaker_view import BreakerView
+from router.keyed_mac import KeyedSha256
 from router.observability import Metrics, call_sid_var
 from router.record_writer import BatchWriter
 from router.records import CallRecord, Pipeline
@@ -88,7 +88,7 @@ class TwilioWebhooks:
         self._tokens = tokens
         self._metrics = metrics
         self._clock = clock
-        self._caller_hash_key = caller_hash_key
+        self._caller_mac = KeyedSha256(caller_hash_key)
         self._fallback_greeting = fallback_greeting
         base = public_base_url.rstrip("/")
         self._stream_url = ("wss://" if base.startswith("https://") else "ws://") + base.split("://", 1)[1]
@@ -204,7 +204,7 @@ class TwilioWebhooks:
         """Keyed hash of the caller's number: joins calls of one caller without storing the number."""
         if not caller:
             return ""
-        return hmac.digest(self._caller_hash_key, caller.encode(), "sha256").hex()[:32]
+        return self._caller_mac.digest(caller.encode()).hex()[:32]
 
     def _build_realtime_template(self) -> tuple[str, str]:
         """The realtime TwiML, built once with the twilio library around a placeholder token.
