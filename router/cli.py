@@ -223,6 +223,9 @@ def serve(args: argparse.Namespace) -> int:
             port=args.port,
             log_level=args.log_level,
             proxy_headers=False,
+            # uvicorn formats every access line's arguments before the logger drops it; skip that work
+            # when the level would drop it anyway.
+            access_log=args.log_level.lower() in {"trace", "debug", "info"},
             ws="websockets-sansio",  # uvicorn's current websockets implementation (the legacy one is deprecated)
             ws_max_size=64 * 1024,
         )

@@ -78,7 +78,9 @@ def _started_at(body: dict[str, Any]) -> float:
 # Batches go to SQLite as one JSON array bound to one statement. The sqlite3 module releases and retakes
 # the GIL around every step, so a row-by-row batch of a few hundred records meant a few hundred GIL
 # hand-offs with the event loop, which cost the webhook more than SQLite's own work; one statement per
-# batch is one hand-off. json_each keeps the array's order (a later record of the same call wins).
+# batch is one hand-off. json_each keeps the array's order (a later record of the same call wins). Each
+# row is ``[call_sid, time, document]`` with the document as a JSON object, not a string inside the
+# array: ``json_extract`` hands an object back as its JSON text, so a record is encoded once, not twice.
 UPSERT_CALLS_FROM_JSON = (
     "INSERT INTO calls (call_sid, started_at, doc) "
     "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]') "
@@ -421,12 +423,12 @@ class SqliteStore:
         await self._write(run)
 
     async def put_calls(self, records: list[dict[str, Any]]) -> None:
-        rows: list[tuple[str, float, str]] = []
+        rows: list[tuple[str, float, dict[str, Any]]] = []
         events_of: dict[str, list[dict[str, Any]]] = {}  # the last record of a call decides its events
         for record in records:
             sid = call_sid_of(record)
             body, events = split_events(record)
-            rows.append((sid, _started_at(body), _dumps(body)))
+            rows.append((sid, _started_at(body), body))
             events_of[sid] = events or []
         batch, sids = _dumps(rows), _dumps(list(events_of))
         event_rows = [(sid, _dumps(event)) for sid, events in events_of.items() for event in events]
@@ -513,7 +515,7 @@ class SqliteStore:
         await self.append_turns([turn])
 
     async def append_turns(self, turns: list[dict[str, Any]]) -> None:
-        batch = _dumps([(call_sid_of(turn), float(turn["at"]), _dumps(turn)) for turn in turns])
+        batch = _dumps([(call_sid_of(turn), float(turn["at"]), turn) for turn in turns])
         await self._write(lambda conn: conn.execute(INSERT_TURNS_FROM_JSON, (batch,)))
 
     async def list_turns(
