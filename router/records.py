@@ -76,9 +76,14 @@ class CallRecord:
 
     def to_dict(self) -> dict[str, Any]:
         # Written on every incoming call: a plain copy is several times cheaper than ``dataclasses.asdict``.
+        # No ``events`` key when there are none: a stored call's events are then left as they are (a re-sent
+        # webhook does not wipe what was appended), and writing a new call never touches the events table.
         data = dict(self.__dict__)
         data["pipeline"] = self.pipeline.value
-        data["events"] = [dict(event) for event in self.events]
+        if self.events:
+            data["events"] = [dict(event) for event in self.events]
+        else:
+            del data["events"]
         return data
 
     @classmethod

@@ -65,7 +65,8 @@ class StateStore(BreakerBackend, Protocol):
 
     # Calls and turns -----------------------------------------------------------
     async def put_call(self, record: dict[str, Any]) -> None:
-        """Create or replace the call document keyed by ``record["call_sid"]``."""
+        """Create or replace the call document keyed by ``record["call_sid"]``; its events are replaced
+        when ``record`` has an ``events`` key and kept as they are when it has none."""
         ...
 
     async def put_calls(self, records: list[dict[str, Any]]) -> None:

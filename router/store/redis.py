@@ -247,7 +247,10 @@ class RedisStore:
             async with self._redis.pipeline(transaction=True) as pipe:
                 for sid, body, events in prepared:
                     doc_key, events_key = self._call_keys(sid)
-                    pipe.delete(doc_key, events_key)
+                    if events is None:
+                        pipe.delete(doc_key)
+                    else:
+                        pipe.delete(doc_key, events_key)
                     pipe.hset(doc_key, mapping={field: _dumps(value) for field, value in body.items()})
                     if events:
                         pipe.rpush(events_key, *[_dumps(event) for event in events])

@@ -173,6 +173,8 @@ class _Worker:
             error = sqlite3.ProgrammingError("the connection is closed")
             return [(None, error) for _ in group]
         begin = "BEGIN IMMEDIATE" if any(job.begin == "BEGIN IMMEDIATE" for job in group) else "BEGIN"
+        if len(group) == 1:
+            return self._single(conn, begin, group[0])
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute(begin)
@@ -193,6 +195,22 @@ class _Worker:
                 conn.rollback()
             return [(None, exc) for _ in group]
         return outcomes
+
+    @staticmethod
+    def _single(
+        conn: sqlite3.Connection, begin: str, job: _Job[Any]
+    ) -> list[tuple[Any, BaseException | None]]:
+        """A group of one needs no savepoint: every statement releases and retakes the GIL, so the
+        write-behind batches (one job each) cost the event loop two hand-offs fewer."""
+        try:
+            conn.execute(begin)
+            result = job.fn(conn)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.rollback()
+            return [(None, exc)]
+        return [(result, None)]
 
     @staticmethod
     def _deliver(group: list[_Job[Any]], outcomes: list[tuple[Any, BaseException | None]]) -> None:
@@ -424,20 +442,23 @@ class SqliteStore:
 
     async def put_calls(self, records: list[dict[str, Any]]) -> None:
         rows: list[tuple[str, float, dict[str, Any]]] = []
-        events_of: dict[str, list[dict[str, Any]]] = {}  # the last record of a call decides its events
+        events_of: dict[str, list[dict[str, Any]]] = {}  # the last record with events decides a call's events
         for record in records:
             sid = call_sid_of(record)
             body, events = split_events(record)
             rows.append((sid, _started_at(body), body))
-            events_of[sid] = events or []
-        batch, sids = _dumps(rows), _dumps(list(events_of))
+            if events is not None:
+                events_of[sid] = events
+        batch = _dumps(rows)
+        sids = _dumps(list(events_of)) if events_of else None
         event_rows = [(sid, _dumps(event)) for sid, events in events_of.items() for event in events]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(UPSERT_CALLS_FROM_JSON, (batch,))
-            conn.execute(
-                "DELETE FROM call_events WHERE call_sid IN (SELECT value FROM json_each(?))", (sids,)
-            )
+            if sids is not None:  # the webhook's new-call records carry none: one statement per batch
+                conn.execute(
+                    "DELETE FROM call_events WHERE call_sid IN (SELECT value FROM json_each(?))", (sids,)
+                )
             if event_rows:
                 conn.executemany("INSERT INTO call_events (call_sid, doc) VALUES (?, ?)", event_rows)
 

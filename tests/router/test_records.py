@@ -29,6 +29,20 @@ def test_turn_record_round_trip_matches_asdict() -> None:
     assert TurnRecord.from_dict(orjson.loads(orjson.dumps(turn.to_dict()))) == turn
 
 
+def test_call_record_without_events_has_no_events_key() -> None:
+    call = CallRecord(
+        call_sid="CA3",
+        pipeline=Pipeline.REALTIME,
+        reason="rollout_in",
+        bucket=1,
+        percent=1.0,
+        caller_hash="",
+        started_at=1.0,
+    )
+    assert "events" not in call.to_dict()  # so storing it leaves the call's appended events alone
+    assert CallRecord.from_dict(call.to_dict()) == call
+
+
 def test_call_record_round_trip_ignores_unknown_fields() -> None:
     call = CallRecord(
         call_sid="CA2",

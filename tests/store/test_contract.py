@@ -30,7 +30,7 @@ def call(sid: str, started_at: float, **changes: object) -> dict[str, object]:
         caller_hash="h-" + sid,
         started_at=started_at,
     )
-    return {**record.to_dict(), **changes}
+    return {"events": [], **record.to_dict(), **changes}
 
 
 def turn(sid: str, number: int, at: float) -> dict[str, object]:
@@ -246,6 +246,14 @@ async def test_put_call_replaces_document_and_events(store: StateStore) -> None:
     assert await store.get_call("CA1") == replacement
 
 
+async def test_put_call_without_events_keeps_the_stored_events(store: StateStore) -> None:
+    await store.put_call(call("CA1", T0))
+    await store.append_call_event("CA1", {"event": "status"})
+    again = {key: value for key, value in call("CA1", T0, reason="retried").items() if key != "events"}
+    await store.put_calls([again])  # e.g. Twilio re-sending the voice webhook
+    assert await store.get_call("CA1") == {**again, "events": [{"event": "status"}]}
+
+
 async def test_list_calls_newest_first_with_limit_and_since(store: StateStore) -> None:
     for i, started in enumerate([T0 + 30, T0 + 10, T0 + 40, T0 + 20]):
         await store.put_call(call(f"CA{i}", started))
@@ -388,7 +396,7 @@ async def test_put_calls_writes_a_batch_like_put_call(store: StateStore) -> None
     await store.append_call_event("CA0", {"type": "stale"})
     await store.put_calls(
         [
-            {"call_sid": "CA0", "started_at": base, "status": "replaced"},
+            {"call_sid": "CA0", "started_at": base, "status": "replaced", "events": []},
             {"call_sid": "CA1", "started_at": base + 1, "events": [{"type": "e"}]},
         ]
     )

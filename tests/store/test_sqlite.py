@@ -133,6 +133,25 @@ async def test_a_call_without_a_sid_is_refused(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_write_that_fails_halfway_leaves_nothing_and_the_next_write_works(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+
+    def half(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO kv (key, doc, expires_at) VALUES ('half', '{}', 9e99)")
+        raise RuntimeError("failed after its first statement")
+
+    try:
+        with pytest.raises(RuntimeError, match="first statement"):
+            await store._write(half)  # alone in its group: no savepoint, the whole transaction rolls back
+        count = await store._read(lambda conn: conn.execute("SELECT count(*) FROM kv").fetchone()[0])
+        assert count == 0
+        await store.put_call({"call_sid": "CA1", "started_at": T0})
+        assert await store.get_call("CA1") == {"call_sid": "CA1", "started_at": T0, "events": []}
+    finally:
+        await store.close()
+
+
 @pytest.mark.parametrize("method", sorted(EVERY_METHOD))
 async def test_every_method_on_an_unopenable_file_raises_store_unavailable(
     tmp_path: Path, method: str
