@@ -4,8 +4,8 @@
   untouched in both directions: no decode, no resample.
 * ``pcm16``: Voice Live at 24 kHz 16-bit. μ-law is decoded/encoded with lookup tables and each direction
   has its own ``soxr.ResampleStream`` (int16, mono) kept for the whole call, so no chunk boundary ever
-  clicks. The outbound stream is flushed at the end of a response and cleared only when Twilio's buffer is
-  cleared (barge-in): never in the middle of an utterance.
+  clicks. At the end of a response, and when Twilio's buffer is cleared (barge-in), the outbound stream is
+  drained with silence: never reset, never in the middle of an utterance.
 """
 
 from __future__ import annotations
@@ -99,6 +99,13 @@ class AudioPath(Protocol):
         ...
 
 
+# Draining the outbound resampler: 20 ms of 24 kHz silence at a time until what it held and its filter's
+# ring-out (HQ: about 170 samples at 8 kHz; 40 ms is ample) have come out; 200 ms of silence at most.
+_SILENCE_24K = np.zeros(480, dtype=np.int16)
+_RING_OUT_SAMPLES = 320
+_MAX_DRAIN_CHUNKS = 10
+
+
 class UlawPassthrough:
     """μ-law both ways: strings go through untouched."""
 
@@ -129,6 +136,11 @@ class Pcm16Converter:
         self._carry = b""  # an odd trailing byte of a PCM16 delta, joined to the next one
         self._decode = ulaw_decode_table()
         self._encode = ulaw_encode_table()
+        # The outbound stream's timeline in 8 kHz samples: everything fed to it (audio and drain silence, as
+        # output samples) and everything it has emitted; output before ``_play_from`` is drain silence.
+        self._down_fed = 0.0
+        self._down_emitted = 0
+        self._play_from = 0
 
     def inbound(self, payload_b64: str, audio: bytes) -> str:
         pcm8k = self._decode[np.frombuffer(audio, dtype=np.uint8)]
@@ -145,22 +157,57 @@ class Pcm16Converter:
             self._carry = raw[-1:]
             raw = raw[:-1]
         pcm24k = np.frombuffer(raw, dtype=np.int16)
-        pcm8k = self._down.resample_chunk(pcm24k)
+        pcm8k = self._resample_down(pcm24k)
         if pcm8k.size == 0:
             return "", 0, duration_ms
         return b64encode(self._encode[pcm8k.view(np.uint16)].tobytes()), int(pcm8k.size), duration_ms
 
     def flush_outbound(self) -> str:
         self._carry = b""
-        tail = self._down.resample_chunk(np.zeros(0, dtype=np.int16), last=True)
-        self._down.clear()
+        tail = self._drain()
         if tail.size == 0:
             return ""
         return b64encode(self._encode[tail.view(np.uint16)].tobytes())
 
     def discard_outbound(self) -> None:
         self._carry = b""
-        self._down.clear()
+        self._drain()
+
+    def _resample_down(self, pcm24k: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+        """Outbound resampling, minus any drain silence still coming out ahead of the audio."""
+        out: npt.NDArray[np.int16] = self._down.resample_chunk(pcm24k)
+        start = self._down_emitted
+        self._down_fed += pcm24k.size * TWILIO_RATE_HZ / PCM16_RATE_HZ
+        self._down_emitted += out.size
+        if start < self._play_from:
+            return out[min(out.size, self._play_from - start) :]
+        return out
+
+    def _drain(self) -> npt.NDArray[np.int16]:
+        """What the outbound stream still holds of the audio fed to it, leaving only silence inside.
+
+        Feeding silence until the held samples and the filter's ring-out have come out does what
+        ``last=True`` and ``clear()`` did, but libsoxr rebuilds its buffers on every ``clear()``, which grew a
+        stream by 16-27 KB over a call. The silence still inside is skipped when the next reply comes out, so
+        that reply starts on time. soxr emits in blocks of about 490 samples, hence the (bounded) loop.
+        """
+        audio_end = round(self._down_fed)
+        if audio_end <= self._play_from:  # nothing fed since the last drain
+            return np.zeros(0, dtype=np.int16)
+        produced: list[npt.NDArray[np.int16]] = []
+        first, silent_until = self._down_emitted, self._play_from
+        for _ in range(_MAX_DRAIN_CHUNKS):
+            if self._down_emitted >= audio_end + _RING_OUT_SAMPLES:
+                break
+            out: npt.NDArray[np.int16] = self._down.resample_chunk(_SILENCE_24K)
+            produced.append(out)
+            self._down_fed += _SILENCE_24K.size * TWILIO_RATE_HZ / PCM16_RATE_HZ
+            self._down_emitted += out.size
+        self._play_from = round(self._down_fed)
+        if not produced:
+            return np.zeros(0, dtype=np.int16)
+        drained = np.concatenate(produced)
+        return drained[max(0, silent_until - first) : max(0, audio_end - first)]
 
 
 def audio_path(mode: str) -> AudioPath:

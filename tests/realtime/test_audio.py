@@ -125,3 +125,42 @@ def test_odd_length_pcm16_delta_is_carried_over() -> None:
 def test_audio_path_factory() -> None:
     assert audio_path("g711_ulaw").mode == "g711_ulaw"
     assert audio_path("pcm16").mode == "pcm16"
+
+
+def outbound_reply(converter: Pcm16Converter, pcm: npt.NDArray[np.int16], *, flush: bool = True) -> bytes:
+    """One reply's 24 kHz audio in 100 ms deltas through the outbound path, as Twilio would receive it."""
+    out = bytearray()
+    for i in range(0, pcm.size, 2400):
+        payload, _, _ = converter.outbound(base64.b64encode(pcm[i : i + 2400].tobytes()).decode())
+        out += base64.b64decode(payload) if payload else b""
+    if flush:
+        out += base64.b64decode(converter.flush_outbound() or "")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("first_seconds", [0.5, 0.01])
+@pytest.mark.parametrize("second_seconds", [0.37, 0.004])
+def test_a_reply_after_a_flushed_one_comes_out_whole_on_time_and_clean(
+    first_seconds: float, second_seconds: float
+) -> None:
+    """The outbound stream is drained, not reset, between replies: the next reply is neither delayed by the
+    drain's silence nor coloured by the previous reply, and every sample of both comes out."""
+    converter = Pcm16Converter()
+    first = outbound_reply(converter, tone(440.0, first_seconds, 24000))
+    second = outbound_reply(converter, tone(700.0, second_seconds, 24000))
+    fresh = outbound_reply(Pcm16Converter(), tone(700.0, second_seconds, 24000))
+    assert len(first) == round(first_seconds * 8000)
+    assert len(second) == len(fresh) == round(second_seconds * 8000)
+    if len(fresh) >= 800:
+        assert snr_db(ulaw_to_pcm16(fresh).astype(np.float64), ulaw_to_pcm16(second).astype(np.float64)) > 35
+
+
+def test_a_barge_in_discards_the_held_audio_and_the_next_reply_starts_clean() -> None:
+    converter = Pcm16Converter()
+    outbound_reply(converter, tone(440.0, 0.3, 24000), flush=False)
+    converter.discard_outbound()  # Twilio's buffer cleared mid-reply
+    after = outbound_reply(converter, tone(700.0, 0.2, 24000))
+    fresh = outbound_reply(Pcm16Converter(), tone(700.0, 0.2, 24000))
+    assert len(after) == len(fresh) == 1600
+    assert snr_db(ulaw_to_pcm16(fresh).astype(np.float64), ulaw_to_pcm16(after).astype(np.float64)) > 35
+    assert converter.flush_outbound() == ""  # nothing fed since: nothing held
