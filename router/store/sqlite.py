@@ -173,8 +173,6 @@ class _Worker:
             error = sqlite3.ProgrammingError("the connection is closed")
             return [(None, error) for _ in group]
         begin = "BEGIN IMMEDIATE" if any(job.begin == "BEGIN IMMEDIATE" for job in group) else "BEGIN"
-        if len(group) == 1:
-            return self._single(conn, begin, group[0])
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute(begin)
@@ -195,22 +193,6 @@ class _Worker:
                 conn.rollback()
             return [(None, exc) for _ in group]
         return outcomes
-
-    @staticmethod
-    def _single(
-        conn: sqlite3.Connection, begin: str, job: _Job[Any]
-    ) -> list[tuple[Any, BaseException | None]]:
-        """A group of one needs no savepoint: every statement releases and retakes the GIL, so the
-        write-behind batches (one job each) cost the event loop two hand-offs fewer."""
-        try:
-            conn.execute(begin)
-            result = job.fn(conn)
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                conn.rollback()
-            return [(None, exc)]
-        return [(result, None)]
 
     @staticmethod
     def _deliver(group: list[_Job[Any]], outcomes: list[tuple[Any, BaseException | None]]) -> None:

@@ -143,7 +143,7 @@ async def test_a_write_that_fails_halfway_leaves_nothing_and_the_next_write_work
 
     try:
         with pytest.raises(RuntimeError, match="first statement"):
-            await store._write(half)  # alone in its group: no savepoint, the whole transaction rolls back
+            await store._write(half)  # its savepoint is rolled back; the connection stays usable
         count = await store._read(lambda conn: conn.execute("SELECT count(*) FROM kv").fetchone()[0])
         assert count == 0
         await store.put_call({"call_sid": "CA1", "started_at": T0})
