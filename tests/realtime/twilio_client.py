@@ -159,6 +159,8 @@ class TwilioMediaClient:
                 await asyncio.sleep(pace)
 
     async def stop(self) -> None:
+        """Hang up. Echoes of marks already played go first, as Twilio sends its events in order."""
+        await self.flush_echoes()
         stop = stop_message(account_sid=self.account_sid, stream_sid=self.stream_sid, call_sid=self.call_sid)
         await self.send(self._sequenced(stop))
 
