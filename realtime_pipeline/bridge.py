@@ -4,7 +4,10 @@ Two loops run per call. The Twilio loop reads frames, forwards caller audio as `
 and turns mark echoes into playback positions. The Voice Live loop forwards response audio to Twilio as
 ``media`` + a unique ``mark``, handles barge-in (``clear`` + ``truncate``), keeps per-turn latency and
 transcripts, and recovers from a lost session (one quick reconnect with the conversation replayed, else the
-call moves to legacy). A maintenance task renews the session at a turn boundary before it gets too old.
+call moves to legacy). A timer renews the session at a turn boundary before it gets too old.
+
+Everything here exists once per call, hundreds of times per worker: the bridge has ``__slots__``, the buffer
+for caller audio exists only while a session is being replaced, and the renewal is a timer, not a task.
 """
 
 from __future__ import annotations
@@ -110,6 +113,49 @@ class _BridgeDone(Exception):
 
 
 class CallBridge:
+    __slots__ = (
+        "_audio",
+        "_buffer",
+        "_call_sid",
+        "_client",
+        "_clock",
+        "_closers",
+        "_closing",
+        "_config",
+        "_cut_items",
+        "_first_audio_anchor",
+        "_generation",
+        "_greeting_requested",
+        "_history",
+        "_limiter",
+        "_log",
+        "_metrics",
+        "_moved",
+        "_mover",
+        "_outcome",
+        "_pending_stages",
+        "_playback",
+        "_probe",
+        "_ratelog",
+        "_reconnect_spent",
+        "_renewal_timer",
+        "_replace_lock",
+        "_response_active",
+        "_session",
+        "_session_started",
+        "_start",
+        "_stream_sid",
+        "_stream_started",
+        "_tasks",
+        "_turns",
+        "_user_speaking",
+        "_vl",
+        "_vl_ready",
+        "_writer",
+        "_ws",
+        "stats",
+    )
+
     def __init__(
         self,
         *,
@@ -153,7 +199,7 @@ class CallBridge:
         self._vl_ready = False
         self._generation = 0
         self._session_started = 0.0
-        self._buffer: deque[str] = deque(maxlen=config.max_buffered_frames)
+        self._buffer: deque[str] | None = None  # caller audio held while no session is ready
         self._replace_lock = asyncio.Lock()
         self._cut_items: set[str] = set()
         self._response_active = False
@@ -167,6 +213,7 @@ class CallBridge:
         self._pending_stages: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: set[asyncio.Task[None]] = set()
+        self._renewal_timer: asyncio.TimerHandle | None = None
         self.stats = {
             "frames_in": 0,
             "frames_out": 0,
@@ -191,7 +238,6 @@ class CallBridge:
     async def _bridge(self) -> None:
         twilio = asyncio.create_task(self._twilio_loop(), name=f"twilio-{self._call_sid}")
         voicelive = asyncio.create_task(self._voicelive_loop(), name=f"voicelive-{self._call_sid}")
-        self._tasks.append(asyncio.create_task(self._maintenance(), name=f"maint-{self._call_sid}"))
         try:
             done, _ = await asyncio.wait({twilio, voicelive}, return_when=asyncio.FIRST_COMPLETED)
             if voicelive in done and twilio not in done and self._moved:
@@ -206,6 +252,8 @@ class CallBridge:
 
     async def _finish(self) -> None:
         self._closing = True
+        if self._renewal_timer is not None:
+            self._renewal_timer.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -274,6 +322,7 @@ class CallBridge:
         self._generation += 1
         self._session_started = self._clock.monotonic()
         self._vl_ready = True
+        self._schedule_renewal(self._config.session_max_age_seconds)
 
     async def _replace_session(self, reason: str) -> bool:
         """Open a new session with the conversation so far; True when it took over."""
@@ -295,6 +344,7 @@ class CallBridge:
                 log.warning("voice live %s failed: %s", reason, exc, extra={"reason": reason})
                 if reason == "renewal" and old is not None:
                     self._vl_ready = True  # the old session is still good; try again later
+                    self._schedule_renewal(self._renewal_retry_seconds())
                     await self._flush_buffer()
                 return False
             interrupted_response = self._response_active
@@ -335,7 +385,7 @@ class CallBridge:
             return
         self._moved = True
         self._vl_ready = False
-        self._buffer.clear()
+        self._buffer = None
         # Recorded before the REST call: once Twilio accepts the redirect it ends this stream at once,
         # and the bridge may be torn down before the call returns.
         self._metrics.fallbacks.labels(reason).inc()
@@ -346,20 +396,35 @@ class CallBridge:
             self._log.merge({"moved_to_legacy": False, "move_failed": reason})
             await self._close_twilio(1011, "realtime unavailable")
 
-    async def _maintenance(self) -> None:
+    def _schedule_renewal(self, delay: float) -> None:
+        if self._renewal_timer is not None:
+            self._renewal_timer.cancel()
+        self._renewal_timer = asyncio.get_running_loop().call_later(delay, self._renewal_due)
+
+    def _renewal_retry_seconds(self) -> float:
+        return max(0.01, min(1.0, self._config.session_max_age_seconds / 4))
+
+    def _renewal_due(self) -> None:
         """Renew an ageing session at a turn boundary, before the service's own limit ends it."""
-        interval = max(0.01, min(1.0, self._config.session_max_age_seconds / 4))
-        while not self._moved:
-            await asyncio.sleep(interval)
-            age = self._clock.monotonic() - self._session_started
-            if (
-                age >= self._config.session_max_age_seconds
-                and self._vl_ready
-                and not self._response_active
-                and not self._user_speaking
-                and not self._playback.audio_queued
-            ):
-                await self._replace_session("renewal")
+        self._renewal_timer = None
+        if self._moved or self._closing:
+            return
+        age = self._clock.monotonic() - self._session_started
+        if age < self._config.session_max_age_seconds:  # the session was replaced meanwhile
+            self._schedule_renewal(self._config.session_max_age_seconds - age)
+        elif (
+            self._vl_ready
+            and not self._response_active
+            and not self._user_speaking
+            and not self._playback.audio_queued
+            and not self._replace_lock.locked()
+        ):
+            self._tasks.append(asyncio.create_task(self._renew(), name=f"renew-{self._call_sid}"))
+        else:  # mid-turn: look again shortly
+            self._schedule_renewal(self._renewal_retry_seconds())
+
+    async def _renew(self) -> None:
+        await self._replace_session("renewal")  # reschedules itself: on success in _adopt, else a retry
 
     # Twilio → Voice Live ---------------------------------------------------------------------------------
 
@@ -406,11 +471,11 @@ class CallBridge:
                     try:
                         await self._vl.send(append_audio(payload))
                     except VoiceLiveClosed:
-                        self._buffer.append(payload)
+                        self._hold(payload)
                     if probe is not None:
                         probe.inbound(time.perf_counter_ns() - received)
                 else:
-                    self._buffer.append(payload)
+                    self._hold(payload)
             elif type(event) is Mark:
                 if event.stream_sid != self._stream_sid:
                     self._drop("wrong_stream")
@@ -431,14 +496,23 @@ class CallBridge:
         if heard_ms is not None:
             self._metrics.observe_turn(PIPELINE, "heard", heard_ms)
 
+    def _hold(self, payload: str) -> None:
+        """Keep caller audio (the newest ``max_buffered_frames``) until a session is ready for it."""
+        if self._buffer is None:
+            self._buffer = deque(maxlen=self._config.max_buffered_frames)
+        self._buffer.append(payload)
+
     async def _flush_buffer(self) -> None:
-        while self._buffer and self._vl is not None and self._vl_ready:
-            payload = self._buffer.popleft()
+        buffer = self._buffer
+        while buffer and self._vl is not None and self._vl_ready:
+            payload = buffer.popleft()
             try:
                 await self._vl.send(append_audio(payload))
             except VoiceLiveClosed:
-                self._buffer.appendleft(payload)
+                buffer.appendleft(payload)
                 return
+        if buffer is not None and not buffer and buffer is self._buffer:
+            self._buffer = None
 
     def _drop(self, reason: str) -> None:
         self.stats["dropped"] += 1

@@ -117,7 +117,6 @@ class RealtimePipeline:
             record = None
         trial = bool(record and record.get("breaker_trial"))
         call_log = CallLog(self._store, self._metrics, start.call_sid)
-        call_log.start()
         outcome = OutcomeReporter(self._breaker, self._metrics, call_log, trial=trial)
         return CallBridge(
             websocket=websocket,
