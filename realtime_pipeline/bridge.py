@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -211,7 +212,7 @@ class CallBridge:
         self._first_audio_anchor: float | None = None
         self._greeting_requested: float | None = None
         self._pending_stages: dict[str, float] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # side tasks still running, cancelled at the end
         self._closers: set[asyncio.Task[None]] = set()
         self._renewal_timer: asyncio.TimerHandle | None = None
         self.stats = {
@@ -254,9 +255,10 @@ class CallBridge:
         self._closing = True
         if self._renewal_timer is not None:
             self._renewal_timer.cancel()
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if not self._outcome.decided:
             slow = (
                 self._first_audio_anchor is not None
@@ -419,7 +421,7 @@ class CallBridge:
             and not self._playback.audio_queued
             and not self._replace_lock.locked()
         ):
-            self._tasks.append(asyncio.create_task(self._renew(), name=f"renew-{self._call_sid}"))
+            self._spawn(self._renew())
         else:  # mid-turn: look again shortly
             self._schedule_renewal(self._renewal_retry_seconds())
 
@@ -701,7 +703,12 @@ class CallBridge:
         if self._outcome.decided or self._first_audio_anchor is not None:
             return
         self._first_audio_anchor = anchor
-        self._tasks.append(asyncio.create_task(self._first_audio_watchdog()))
+        self._spawn(self._first_audio_watchdog())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _first_audio_watchdog(self) -> None:
         await asyncio.sleep(self._config.slow_call_seconds)
