@@ -761,8 +761,8 @@ def run_one(
         result["frames_lost"] = "invalid: harness behind"
     else:
         # Inbound counts audio, not append messages: pcm16's soxr stream emits in blocks (an append per
-        # three frames) and holds up to 60 ms (3 frames) per call when the caller hangs up mid-block.
-        held = 3 * calls if mode == "pcm16" else 0
+        # three frames) and still holds some of the caller's last frames when the caller hangs up mid-block.
+        held = pcm16_max_held_frames() * calls if mode == "pcm16" else 0
         result["frames_lost"] = {
             "inbound": max(0, driver["frames_sent_total"] - appended_frames - held),
             # g711_ulaw and the baseline send one media per delta; pcm16 resamples, so count bytes there.
@@ -778,6 +778,22 @@ def _free_port() -> int:
     from emulators.runner import free_port
 
     return free_port()
+
+
+def pcm16_max_held_frames(frames: int = 500) -> int:
+    """The most 20 ms caller frames the pcm16 inbound resampler holds back at any moment (measured, not
+    assumed: soxr HQ holds up to about 73 ms, so a fixed allowance of 60 ms counted held audio as lost)."""
+    from realtime_pipeline.audio import Pcm16Converter, b64encode
+
+    converter = Pcm16Converter()
+    frame = bytes(range(96, 256))  # 160 μ-law bytes, not silence
+    payload = b64encode(frame)
+    fed_ms = emitted_ms = most_held_ms = 0.0
+    for _ in range(frames):
+        fed_ms += 20.0
+        emitted_ms += len(base64.b64decode(converter.inbound(payload, frame))) / 48.0  # 24 kHz, 2 bytes
+        most_held_ms = max(most_held_ms, fed_ms - emitted_ms)
+    return int(-(-most_held_ms // 20.0))
 
 
 def conversion_ab(frames: int = 5000) -> dict[str, float]:

@@ -109,6 +109,7 @@ _MAX_DRAIN_CHUNKS = 10
 class UlawPassthrough:
     """μ-law both ways: strings go through untouched."""
 
+    __slots__ = ()
     mode = "g711_ulaw"
 
     def inbound(self, payload_b64: str, audio: bytes) -> str:
@@ -128,6 +129,7 @@ class UlawPassthrough:
 class Pcm16Converter:
     """μ-law 8 kHz ⇄ PCM16 24 kHz with one streaming resampler per direction."""
 
+    __slots__ = ("_carry", "_decode", "_down", "_down_emitted", "_down_fed", "_encode", "_play_from", "_up")
     mode = "pcm16"
 
     def __init__(self, quality: str = "HQ") -> None:

@@ -123,7 +123,6 @@ class CallBridge:
         "_closers",
         "_closing",
         "_config",
-        "_cut_items",
         "_first_audio_anchor",
         "_generation",
         "_greeting_requested",
@@ -202,7 +201,6 @@ class CallBridge:
         self._session_started = 0.0
         self._buffer: deque[str] | None = None  # caller audio held while no session is ready
         self._replace_lock = asyncio.Lock()
-        self._cut_items: set[str] = set()
         self._response_active = False
         self._user_speaking = False
         self._reconnect_spent = False
@@ -594,7 +592,7 @@ class CallBridge:
             await self._on_error(event)
 
     async def _on_audio(self, event: AudioDelta) -> None:
-        if event.item_id in self._cut_items:
+        if self._playback.is_cut(event.item_id):
             return  # the caller interrupted this item; its remaining audio must not play
         try:
             payload, twilio_bytes, duration_ms = self._audio.outbound(event.delta)
@@ -631,7 +629,7 @@ class CallBridge:
 
     async def _on_audio_done(self, event: AudioDone) -> None:
         tail = self._audio.flush_outbound()
-        if not tail or event.item_id in self._cut_items:
+        if not tail or self._playback.is_cut(event.item_id):
             return
         item = self._playback.add_audio(event.item_id, 0.0, self._generation)
         await self._to_twilio(self._writer.media(tail))
@@ -645,7 +643,6 @@ class CallBridge:
         await self._to_twilio(self._writer.clear())
         self._audio.discard_outbound()
         for cut in self._playback.clear():
-            self._cut_items.add(cut.item_id)
             if cut.generation != self._generation:
                 continue  # item of a replaced session: the new session never had it
             self._history.cut(cut.item_id, cut.heard_ms / cut.sent_ms if cut.sent_ms else 0.0)

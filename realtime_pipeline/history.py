@@ -15,6 +15,8 @@ class _Entry:
 
 
 class ConversationHistory:
+    __slots__ = ("_by_item", "_entries", "_max_items")
+
     def __init__(self, max_items: int = 60) -> None:
         self._entries: list[_Entry] = []
         self._by_item: dict[str, _Entry] = {}

@@ -22,6 +22,8 @@ FAILURES = frozenset({Outcome.FAILURE, Outcome.CONNECT_FAILURE})
 
 
 class OutcomeReporter:
+    __slots__ = ("_breaker", "_call_log", "_metrics", "_trial", "late_failure", "outcome")
+
     def __init__(self, breaker: CircuitBreaker, metrics: Metrics, call_log: CallLog, *, trial: bool) -> None:
         self._breaker = breaker
         self._metrics = metrics

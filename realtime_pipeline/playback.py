@@ -5,7 +5,8 @@ Every chunk of assistant audio sent to Twilio is followed by a mark with a name 
 before it has played, so the newest echoed mark of an item is a lower bound of what the caller heard (it never
 overstates: a truncate never cuts audio that was not played). After a ``clear`` Twilio also echoes every mark
 it dropped; we forget those names at the clear, so their late echoes are recognised as stale and can never be
-taken for marks of the next response.
+taken for marks of the next response. The items cut by a clear are remembered, so their late audio deltas
+are dropped. Only the newest ``max_items`` items are kept: a long call's memory does not grow with its replies.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class ItemPlayback:
     heard_ms: float = 0.0  # position of the newest echoed mark
     echoed: bool = False
     marks: int = 0  # marks sent after this item's audio
+    cut: bool = False  # cleared at Twilio (barge-in): the rest of its audio must not play
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,11 +44,23 @@ class Interrupted:
 
 
 class PlaybackTracker:
-    def __init__(self) -> None:
+    __slots__ = ("_items", "_max_items", "_pending", "_seq", "stale_echoes")
+
+    def __init__(self, max_items: int = 16) -> None:
         self._seq = 0
         self._pending: OrderedDict[str, tuple[ItemPlayback, float]] = OrderedDict()
+        # Newest last. One response plays at a time, so an item older than the newest ``max_items`` is over.
         self._items: dict[str, ItemPlayback] = {}
+        self._max_items = max_items
         self.stale_echoes = 0
+
+    @property
+    def tracked_items(self) -> int:
+        return len(self._items)
+
+    def is_cut(self, item_id: str) -> bool:
+        item = self._items.get(item_id)
+        return item is not None and item.cut
 
     @property
     def audio_queued(self) -> bool:
@@ -58,6 +72,8 @@ class PlaybackTracker:
         item = self._items.get(item_id)
         if item is None:
             item = self._items[item_id] = ItemPlayback(item_id, generation)
+            if len(self._items) > self._max_items:
+                del self._items[next(iter(self._items))]
         item.sent_ms += duration_ms
         return item
 
@@ -91,13 +107,9 @@ class PlaybackTracker:
         for item, _ in self._pending.values():
             cut.setdefault(item.item_id, item)
         self._pending.clear()
+        for item in cut.values():
+            item.cut = True
         return [
             Interrupted(item.item_id, item.generation, min(item.heard_ms, item.sent_ms), item.sent_ms)
             for item in cut.values()
         ]
-
-    def item(self, item_id: str) -> ItemPlayback | None:
-        return self._items.get(item_id)
-
-    def forget_item(self, item_id: str) -> None:
-        self._items.pop(item_id, None)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from router.records import Pipeline, TurnRecord
 
 
-@dataclass
+@dataclass(slots=True)
 class Turn:
     index: int
     anchor: float  # monotonic seconds: caller's speech end (or stream start for the greeting)
@@ -47,6 +47,8 @@ class Turn:
 
 
 class TurnTracker:
+    __slots__ = ("_by_user_item", "_next_index", "current")
+
     def __init__(self) -> None:
         self.current: Turn | None = None
         self._by_user_item: dict[str, Turn] = {}

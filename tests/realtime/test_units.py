@@ -300,6 +300,29 @@ def test_an_echo_implies_earlier_marks_played() -> None:
     assert echo is not None and echo.heard_ms == 80 and not tracker.audio_queued
 
 
+def test_cleared_items_are_remembered_as_cut_and_others_are_not() -> None:
+    tracker = PlaybackTracker()
+    item_a = tracker.add_audio("A", 100)
+    tracker.mark_after(item_a)
+    tracker.clear()
+    assert tracker.is_cut("A")
+    item_b = tracker.add_audio("B", 100)  # the reply to the interruption
+    tracker.mark_after(item_b)
+    assert not tracker.is_cut("B") and not tracker.is_cut("unknown")
+
+
+def test_a_long_call_tracks_a_bounded_number_of_items() -> None:
+    tracker = PlaybackTracker(max_items=4)
+    for n in range(100):  # a reply per turn, each played to the end
+        item = tracker.add_audio(f"item{n}", 100)
+        echo = tracker.echoed(tracker.mark_after(item))
+        assert echo is not None and echo.heard_ms == 100
+    assert tracker.tracked_items == 4
+    # The newest items keep their positions: more audio of the current reply continues its timeline.
+    item = tracker.add_audio("item99", 50)
+    assert item.sent_ms == 150
+
+
 def test_nothing_heard_gives_zero() -> None:
     tracker = PlaybackTracker()
     item = tracker.add_audio("A", 100)
