@@ -164,3 +164,38 @@ def test_a_barge_in_discards_the_held_audio_and_the_next_reply_starts_clean() ->
     assert len(after) == len(fresh) == 1600
     assert snr_db(ulaw_to_pcm16(fresh).astype(np.float64), ulaw_to_pcm16(after).astype(np.float64)) > 35
     assert converter.flush_outbound() == ""  # nothing fed since: nothing held
+
+
+def test_warmed_streams_change_neither_the_audio_nor_its_timing() -> None:
+    """The converter warms its soxr streams with silence at call start (for memory); none of that silence
+    reaches either side, the samples equal a never-warmed stream's, and no more audio is held back."""
+    converter = Pcm16Converter()
+    raw_up = soxr.ResampleStream(8000, 24000, 1, dtype="int16", quality="HQ")
+    ulaw = pcm16_to_ulaw(tone(440.0, 2.0, 8000))
+    ours: list[npt.NDArray[np.int16]] = []
+    theirs: list[npt.NDArray[np.int16]] = []
+    most_held = {"ours": 0, "theirs": 0}
+    for i in range(0, len(ulaw), FRAME):
+        frame = ulaw[i : i + FRAME]
+        ours.append(np.frombuffer(base64.b64decode(converter.inbound("", frame)), dtype=np.int16))
+        theirs.append(raw_up.resample_chunk(ulaw_to_pcm16(frame)))
+        fed = (i + FRAME) * 3
+        most_held["ours"] = max(most_held["ours"], fed - sum(a.size for a in ours))
+        most_held["theirs"] = max(most_held["theirs"], fed - sum(a.size for a in theirs))
+    inbound, reference = np.concatenate(ours), np.concatenate(theirs)
+    assert most_held["ours"] <= most_held["theirs"]
+    size = min(inbound.size, reference.size)
+    assert size > 0.9 * 2.0 * 24000
+    assert np.max(np.abs(inbound[:size].astype(np.int32) - reference[:size])) <= 4  # same samples, in place
+    # Outbound: the first reply starts with its first sample, not with warm-up silence.
+    reply = tone(700.0, 0.3, 24000)
+    warmed = ulaw_to_pcm16(outbound_reply(Pcm16Converter(), reply)).astype(np.int32)
+    raw_down = soxr.ResampleStream(24000, 8000, 1, dtype="int16", quality="HQ")
+    unwarmed = np.concatenate(
+        [raw_down.resample_chunk(reply[i : i + 2400]) for i in range(0, reply.size, 2400)]
+        + [raw_down.resample_chunk(np.zeros(0, dtype=np.int16), last=True)]
+    )
+    unwarmed_ulaw = ulaw_to_pcm16(pcm16_to_ulaw(unwarmed)).astype(np.int32)
+    assert warmed.size == round(0.3 * 8000)
+    size = min(warmed.size, unwarmed_ulaw.size)
+    assert np.max(np.abs(warmed[:size] - unwarmed_ulaw[:size])) <= 64  # a μ-law step at most
