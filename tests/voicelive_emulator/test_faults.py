@@ -126,8 +126,8 @@ async def test_global_stall_silences_everything(emulator: VoiceLiveEmulator) -> 
 
 async def test_close_mid_response_with_code(emulator: VoiceLiveEmulator) -> None:
     emulator.faults.update(close_after_deltas=3, close_code=1011)
-    client = await ulaw_session(emulator)
-    await client.speak()
+    client = await ulaw_session(emulator, turn_detection=None)
+    await speak_then_ask(client)
     events = await drain_until_closed(client)
     assert types(events).count("response.audio.delta") == 3
     assert client.ws.close_code == 1011
@@ -138,8 +138,8 @@ async def test_close_mid_response_with_code(emulator: VoiceLiveEmulator) -> None
 
 async def test_close_mid_response_abruptly(emulator: VoiceLiveEmulator) -> None:
     emulator.faults.update(close_after_deltas=1, close_abruptly=True)
-    client = await ulaw_session(emulator)
-    await client.speak()
+    client = await ulaw_session(emulator, turn_detection=None)
+    await speak_then_ask(client)
     events = await drain_until_closed(client)
     assert types(events).count("response.audio.delta") == 1
     assert client.ws.protocol.close_rcvd is None  # no close frame: TCP reset
@@ -154,6 +154,17 @@ async def test_session_expires(emulator: VoiceLiveEmulator) -> None:
     assert events[-1]["error"]["code"] == "session_expired"
     assert events[-1]["error"]["type"] == "invalid_request_error"
     assert client.ws.close_code == 1001
+
+
+async def speak_then_ask(client: Client) -> None:
+    """Send the whole utterance before asking for the response the fault cuts short.
+
+    With server VAD the response starts while the tail silence is still being sent, so a close
+    (or TCP reset) could land on the client's own send instead of its receive: a flaky race
+    that says nothing about the fault."""
+    await client.speak(tail_ms=0)
+    await client.send({"type": "input_audio_buffer.commit"})
+    await client.send({"type": "response.create"})
 
 
 async def drain_until_closed(client: Client) -> list[dict]:
