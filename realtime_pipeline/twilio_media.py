@@ -40,7 +40,9 @@ class Start:
     sample_rate: int
 
 
-@dataclass(frozen=True, slots=True)
+# Media and Mark arrive 50 times a second per call: not frozen, because a frozen dataclass's __init__ sets
+# each field through object.__setattr__ (1.1 µs per Media instead of 0.3).
+@dataclass(slots=True)
 class Media:
     stream_sid: str
     payload: str  # base64 μ-law, exactly as Twilio sent it
@@ -48,7 +50,7 @@ class Media:
     timestamp_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Mark:
     stream_sid: str
     name: str

@@ -300,6 +300,65 @@ def test_an_echo_implies_earlier_marks_played() -> None:
     assert echo is not None and echo.heard_ms == 80 and not tracker.audio_queued
 
 
+def test_a_long_reply_echoed_mark_by_mark_gives_every_position() -> None:
+    tracker = PlaybackTracker()
+    names = []
+    for _ in range(500):  # a 10 s reply in 20 ms deltas, all queued at Twilio before the first plays
+        item = tracker.add_audio("A", 20)
+        names.append(tracker.mark_after(item))
+    for n, name in enumerate(names, start=1):
+        echo = tracker.echoed(name)
+        assert echo is not None and echo.heard_ms == 20 * n and echo.first_for_item == (n == 1)
+        assert tracker.audio_queued == (n < 500)
+    assert tracker.echoed(names[10]) is None  # a repeated echo is stale
+    assert tracker.stale_echoes == 1
+
+
+def test_echoes_across_interleaved_items_credit_each_item_its_own_position() -> None:
+    tracker = PlaybackTracker()
+    a = tracker.add_audio("A", 100)
+    a1 = tracker.mark_after(a)
+    b = tracker.add_audio("B", 40)
+    tracker.mark_after(b)
+    tracker.add_audio("A", 100)
+    tracker.mark_after(a)
+    b2 = tracker.mark_after(tracker.add_audio("B", 40))
+    echo = tracker.echoed(b2)  # everything before B's second mark has played
+    assert echo is not None and echo.item_id == "B" and echo.heard_ms == 80
+    assert a.heard_ms == 200 and not tracker.audio_queued
+    assert tracker.echoed(a1) is None
+
+
+def test_unknown_forged_and_malformed_mark_names_are_stale_and_change_nothing() -> None:
+    tracker = PlaybackTracker()
+    item = tracker.add_audio("A", 100)
+    name = tracker.mark_after(item)
+    seq = name.rpartition(":")[2]
+    for bogus in ("", "A", "A:", "A:x", f"B:{seq}", "A:999", ":1", f"A:{seq}:extra"):
+        assert tracker.echoed(bogus) is None
+    assert tracker.stale_echoes == 8 and tracker.audio_queued and item.heard_ms == 0
+    echo = tracker.echoed(name)
+    assert echo is not None and echo.heard_ms == 100
+
+
+def test_pending_marks_cost_bytes_not_hundreds_of_bytes_each() -> None:
+    import tracemalloc
+
+    tracker = PlaybackTracker()
+    item = tracker.add_audio("item_Cz3kq9", 20)
+    tracker.mark_after(item)  # the first run exists before the measurement
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(1000):
+            tracker.add_audio("item_Cz3kq9", 20)
+            tracker.mark_after(item)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 16 * 1000  # was 183 bytes a mark: a name, a tuple and an OrderedDict entry
+
+
 def test_cleared_items_are_remembered_as_cut_and_others_are_not() -> None:
     tracker = PlaybackTracker()
     item_a = tracker.add_audio("A", 100)
