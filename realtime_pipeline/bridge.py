@@ -76,6 +76,7 @@ from realtime_pipeline.voicelive_events import (
     truncate_item,
 )
 from router.observability import Metrics
+from router.records import REALTIME_FULL
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ class _BridgeDone(Exception):
 
 class CallBridge:
     __slots__ = (
+        "_admitted",
         "_audio",
         "_buffer",
         "_call_sid",
@@ -172,8 +174,10 @@ class CallBridge:
         config: BridgeConfig,
         ratelog: RateLimitedLog,
         probe: FrameProbe | None = None,
+        admitted: bool = True,
     ) -> None:
         self._ws = websocket
+        self._admitted = admitted  # False: the worker is full (see realtime_pipeline.admission)
         self._start = start
         self._call_sid = start.call_sid
         self._stream_sid = start.stream_sid
@@ -227,7 +231,9 @@ class CallBridge:
     async def run(self) -> None:
         self._log.event("stream_started", self._clock.time(), stream_sid=self._stream_sid)
         try:
-            if await self._open_first_session():
+            if not self._admitted:
+                await self._refuse()
+            elif await self._open_first_session():
                 await self._bridge()
             else:
                 await self._wait_for_twilio_stop()
@@ -257,7 +263,7 @@ class CallBridge:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if not self._outcome.decided:
+        if not self._outcome.decided and self._admitted:
             slow = (
                 self._first_audio_anchor is not None
                 and self._clock.monotonic() - self._first_audio_anchor > self._config.slow_call_seconds
@@ -308,6 +314,18 @@ class CallBridge:
         else:
             self._turns.skip_greeting()
         return True
+
+    async def _refuse(self) -> None:
+        """The worker already serves its limit of realtime calls: move this one to legacy before any Voice
+        Live session is opened. Not a Voice Live outcome, so the breaker hears nothing of it."""
+        self._ratelog.log(
+            logging.WARNING,
+            REALTIME_FULL,
+            "worker at its realtime call limit: call moved to legacy",
+            self._call_sid,
+        )
+        await self._move_to_legacy(REALTIME_FULL)
+        await self._wait_for_twilio_stop()
 
     async def _fail_at_start(self, outcome: Outcome, reason: str, exc: Exception) -> bool:
         log.warning("voice live unavailable at call start: %s", exc, extra={"reason": reason})

@@ -3,7 +3,9 @@
 Two checks, both before any Voice Live session is opened (so an unauthenticated client costs us nothing):
 the ``X-Twilio-Signature`` of the upgrade, computed by Twilio over the ``wss://`` URL, and the per-call token
 the router put in ``<Parameter name="token">``, which arrives in ``start.customParameters.token``. Either
-failing closes the socket with 1008 (policy violation).
+failing closes the socket with 1008 (policy violation). An authenticated stream then takes one of the
+worker's call slots (:mod:`realtime_pipeline.admission`); when none is free its bridge moves the call to
+legacy instead of opening a Voice Live session.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from realtime_pipeline.admission import CallSlots
 from realtime_pipeline.bridge import CallBridge
 from realtime_pipeline.guards import RateLimitedLog
 from realtime_pipeline.twilio_media import Connected, MediaFrameError, Start, parse_frame
@@ -27,7 +30,8 @@ ROUTE = "/twilio/media"
 POLICY_VIOLATION = 1008
 MAX_FRAMES_BEFORE_START = 50
 
-BridgeFactory = Callable[[WebSocket, Start], Awaitable[CallBridge]]
+# (websocket, start, admitted): ``admitted`` False means the worker is full and the bridge must move the call.
+BridgeFactory = Callable[[WebSocket, Start, bool], Awaitable[CallBridge]]
 
 
 class MediaStreamEndpoint:
@@ -39,6 +43,7 @@ class MediaStreamEndpoint:
         metrics: Metrics,
         bridge_factory: BridgeFactory,
         ratelog: RateLimitedLog,
+        slots: CallSlots,
         start_timeout: float = 10.0,
     ) -> None:
         self._signatures = signatures
@@ -46,6 +51,8 @@ class MediaStreamEndpoint:
         self._metrics = metrics
         self._bridge_factory = bridge_factory
         self._ratelog = ratelog
+        self.slots = slots
+        metrics.realtime_call_limit.set(slots.limit)
         self._start_timeout = start_timeout
 
     async def handle(self, websocket: WebSocket) -> None:
@@ -68,13 +75,18 @@ class MediaStreamEndpoint:
             await self._reject(websocket, "token", "invalid or expired stream token", accepted=True)
             return
         token = call_sid_var.set(start.call_sid)
+        admitted = self.slots.try_take()
+        self._metrics.realtime_calls.set(self.slots.active)
         self._metrics.active_streams.inc()
         try:
-            bridge = await self._bridge_factory(websocket, start)
+            bridge = await self._bridge_factory(websocket, start, admitted)
             await bridge.run()
         except Exception:
             log.exception("realtime bridge crashed")
         finally:
+            if admitted:
+                self.slots.release()
+                self._metrics.realtime_calls.set(self.slots.active)
             self._metrics.active_streams.dec()
             call_sid_var.reset(token)
             try:

@@ -1,7 +1,8 @@
 """``RealtimePipeline``: the realtime half of voice-router, wired from settings.
 
-Builds the Voice Live client (API key, or Microsoft Entra ID when no key is set), the call mover and the
-media-stream endpoint, and creates one :class:`CallBridge` per authenticated stream.
+Builds the Voice Live client (API key, or Microsoft Entra ID when no key is set), the call mover, the
+worker's call slots and the media-stream endpoint, and creates one :class:`CallBridge` per authenticated
+stream.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from starlette.websockets import WebSocket
 
 from flags.breaker import CircuitBreaker
 from flags.clock import Clock
+from realtime_pipeline.admission import CallSlots
 from realtime_pipeline.audio import audio_path
 from realtime_pipeline.bridge import BridgeConfig, CallBridge, FrameProbe
 from realtime_pipeline.call_log import CallLog
@@ -103,19 +105,20 @@ class RealtimePipeline:
             metrics=metrics,
             bridge_factory=self._bridge,
             ratelog=self._ratelog,
+            slots=CallSlots(settings.realtime_max_calls),
             start_timeout=settings.realtime_start_timeout_seconds,
         )
 
     def routes(self) -> list[BaseRoute]:
         return [WebSocketRoute(ROUTE, self.endpoint.handle, name="twilio_media")]
 
-    async def _bridge(self, websocket: WebSocket, start: Start) -> CallBridge:
-        try:
-            record = await self._store.get_call(start.call_sid)
-        except Exception:
-            log.warning("call record unavailable; its breaker outcome counts as a regular call")
-            record = None
-        trial = bool(record and record.get("breaker_trial"))
+    def has_capacity(self) -> bool:
+        """Whether this worker can take one more realtime call (the webhook routes to legacy if not)."""
+        return not self.endpoint.slots.full
+
+    async def _bridge(self, websocket: WebSocket, start: Start, admitted: bool) -> CallBridge:
+        # A refused stream reports no breaker outcome, and its worker is full: no store read for it.
+        trial = await self._is_trial(start.call_sid) if admitted else False
         call_log = CallLog(self._store, self._metrics, start.call_sid)
         outcome = OutcomeReporter(self._breaker, self._metrics, call_log, trial=trial)
         return CallBridge(
@@ -132,7 +135,17 @@ class RealtimePipeline:
             config=self.bridge_config,
             ratelog=self._ratelog,
             probe=self._probe,
+            admitted=admitted,
         )
+
+    async def _is_trial(self, call_sid: str) -> bool:
+        """Whether the router admitted this call as a half-open trial (its record says so)."""
+        try:
+            record = await self._store.get_call(call_sid)
+        except Exception:
+            log.warning("call record unavailable; its breaker outcome counts as a regular call")
+            return False
+        return bool(record and record.get("breaker_trial"))
 
     async def start(self) -> None:
         """Nothing to warm up: Voice Live sessions are per call and the Entra token is fetched on demand."""

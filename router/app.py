@@ -55,11 +55,20 @@ class PipelinePart(Protocol):
     async def aclose(self) -> None: ...
 
 
+class RealtimePart(PipelinePart, Protocol):
+    def has_capacity(self) -> bool:
+        """Whether this worker can take one more realtime call (realtime_pipeline.admission)."""
+        ...
+
+
 class NoRealtime:
     """A realtime part that serves nothing: for legacy-only deployments, tests and benchmarks."""
 
     def routes(self) -> list[BaseRoute]:
         return []
+
+    def has_capacity(self) -> bool:
+        return True
 
     async def start(self) -> None:
         return None
@@ -90,7 +99,7 @@ class Components:
     signatures: TwilioSignatureValidator
     tokens: StreamTokens
     legacy: LegacyPart
-    realtime: PipelinePart
+    realtime: RealtimePart
 
 
 def derived_secret(explicit: str, root: str, purpose: str) -> bytes:
@@ -122,7 +131,7 @@ def create_app(
     clock: Clock | None = None,
     metrics: Metrics | None = None,
     legacy: LegacyPart | None = None,
-    realtime: PipelinePart | None = None,
+    realtime: RealtimePart | None = None,
     comparison: Callable[[float | None], Awaitable[dict[str, Any]]] | None = None,
 ) -> Starlette:
     profile = AgentProfile.load(settings.agent_profile)
@@ -194,6 +203,7 @@ def create_app(
             settings.caller_hash_key.get_secret_value(), auth_token, "caller-hash"
         ),
         fallback_greeting=profile.greeting or "Hello, how can I help you?",
+        realtime_has_capacity=realtime.has_capacity,
     )
     if comparison is None:
         prices = Prices.load(settings.prices_file) if settings.prices_file else Prices.load()

@@ -118,6 +118,14 @@ class Metrics:
             "voice_router_fallbacks", "Realtime calls moved to legacy mid-call", ["reason"], registry=r
         )
         self.active_streams = Gauge("voice_router_active_streams", "Open Twilio media streams", registry=r)
+        self.realtime_calls = Gauge(
+            "voice_router_realtime_calls",
+            "Realtime calls holding one of this worker's call slots",
+            registry=r,
+        )
+        self.realtime_call_limit = Gauge(
+            "voice_router_realtime_call_limit", "REALTIME_MAX_CALLS of this worker (0: no limit)", registry=r
+        )
         self.bridge_dropped_frames = Counter(
             "voice_router_bridge_dropped_frames",
             "Twilio frames dropped by the bridge",

@@ -23,6 +23,11 @@ class Pipeline(StrEnum):
     REALTIME = "realtime"
 
 
+# Why a call meant for realtime went to legacy because the worker already serves its limit of realtime
+# calls: the webhook's decision reason and the bridge's move reason (realtime_pipeline.admission).
+REALTIME_FULL = "realtime_full"
+
+
 @dataclass
 class TurnRecord:
     call_sid: str

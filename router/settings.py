@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     )
     realtime_max_frames_per_second: float = 200.0  # per call, inbound (Twilio sends 50); excess is dropped
     realtime_frame_burst: int = 500  # frames accepted at once above that rate
+    # Realtime calls one worker serves at once (0: no limit); more go to legacy. Past its core's capacity
+    # every call on a worker degrades together (bench.bridge: 125 sustained per 2.3 GHz core; size from it).
+    realtime_max_calls: int = Field(default=100, ge=0)
 
     # Circuit breaker (defaults sized for phone traffic; see flags/breaker.py for the reasoning)
     breaker_window_seconds: int = 300

@@ -24,7 +24,7 @@ from router.breaker_view import BreakerView
 from router.keyed_mac import KeyedSha256
 from router.observability import Metrics, call_sid_var
 from router.record_writer import BatchWriter
-from router.records import CallRecord, Pipeline
+from router.records import REALTIME_FULL, CallRecord, Pipeline
 from router.rollout_service import RolloutService
 from router.store.base import StateStore, StoreUnavailable
 from router.stream_token import StreamTokens
@@ -77,6 +77,7 @@ class TwilioWebhooks:
         public_base_url: str,
         caller_hash_key: bytes,
         fallback_greeting: str,
+        realtime_has_capacity: Callable[[], bool],
     ) -> None:
         self._rollout = rollout
         self._breaker = breaker
@@ -90,6 +91,7 @@ class TwilioWebhooks:
         self._clock = clock
         self._caller_mac = KeyedSha256(caller_hash_key)
         self._fallback_greeting = fallback_greeting
+        self._realtime_has_capacity = realtime_has_capacity
         base = public_base_url.rstrip("/")
         self._stream_url = ("wss://" if base.startswith("https://") else "ws://") + base.split("://", 1)[1]
         self._stream_url += "/twilio/media"
@@ -168,6 +170,11 @@ class TwilioWebhooks:
             self._metrics.store_errors.labels("breaker_current").inc()
             return Decision(Pipeline.LEGACY, "store_unavailable", None, config.percent)
         decision = decide(config, caller=caller, call_sid=call_sid, breaker_state=breaker_state)
+        if decision.pipeline is Pipeline.REALTIME and not self._realtime_has_capacity():
+            # This worker already serves its limit of realtime calls (realtime_pipeline.admission); even a
+            # forced or allow-listed call goes to legacy rather than slow every caller on the worker. Checked
+            # before the trial permit, so a full worker does not spend one.
+            return Decision(Pipeline.LEGACY, REALTIME_FULL, decision.bucket, decision.percent)
         if decision.pipeline is Pipeline.REALTIME and decision.trial:
             try:
                 admitted = await self._breaker.try_acquire_trial()

@@ -211,3 +211,32 @@ async def test_voice_live_outage_moves_calls_to_legacy_and_opens_the_breaker(
         assert "<Connect" not in routed.twiml
         assert f'<Gather action="{PUBLIC_BASE_URL}/legacy/turn"' in routed.twiml
     assert app.voicelive.state.connections_dropped == 2
+
+
+async def test_when_the_worker_is_full_the_next_call_is_answered_by_legacy_at_once(
+    full_app: FullAppFactory,
+) -> None:
+    app = await full_app(realtime_max_calls=1)
+    first, second, third = new_call_sid(), new_call_sid(), new_call_sid()
+    routed = await app.incoming_call(first)
+    assert (routed.pipeline, routed.reason) == ("realtime", "rollout_in")
+    async with app.media_client(routed) as twilio:
+        await twilio.start()
+        await twilio.wait_for(lambda: len(app.voicelive.sessions) == 1)
+        # The webhook sees this process's own media stream holding its one slot.
+        full = await app.incoming_call(second)
+        assert (full.pipeline, full.reason) == ("legacy", "realtime_full")
+        assert app.metric("voice_router_decisions_total", pipeline="legacy", reason="realtime_full") == 1
+        await twilio.stop()
+        await twilio.wait_closed()
+    realtime = app.components.realtime
+
+    async def capacity() -> bool:
+        return realtime.has_capacity()
+
+    await app.eventually(capacity, bool)  # the slot is freed when the bridge has finished
+    again = await app.incoming_call(third)
+    assert (again.pipeline, again.reason) == ("realtime", "rollout_in")
+    assert len(app.voicelive.sessions) == 1  # the call answered by legacy never opened a session
+    record = await app.call_record(second)
+    assert record["pipeline"] == "legacy" and record["reason"] == "realtime_full"

@@ -146,11 +146,13 @@ class RunningRouter:
 def router_factory(tmp_path: Path) -> Iterator[Callable[..., RunningRouter]]:
     running: list[RunningRouter] = []
 
-    def factory(*, state_url: str | None = None, **overrides: Any) -> RunningRouter:
+    def factory(
+        *, state_url: str | None = None, realtime: NoRealtime | None = None, **overrides: Any
+    ) -> RunningRouter:
         settings = make_settings(tmp_path, **({"state_url": state_url} if state_url else {}), **overrides)
         store = SwitchableStore(open_store(settings.state_url))
         legacy = StubLegacy()
-        app = create_app(settings, store=store, legacy=legacy, realtime=NoRealtime())
+        app = create_app(settings, store=store, legacy=legacy, realtime=realtime or NoRealtime())
         server = ServerThread(app).start()
         router = RunningRouter(server, app, store, legacy)
         running.append(router)

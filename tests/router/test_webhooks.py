@@ -10,6 +10,7 @@ from xml.etree import ElementTree
 from flags.breaker_state import BreakerState
 from flags.decision import decide
 from flags.rollout import RolloutConfig
+from router.app import NoRealtime
 from router.twilio_signature import sign
 from tests.router.conftest import ADMIN_TOKEN, AUTH_TOKEN, PUBLIC_BASE_URL, RunningRouter
 
@@ -260,3 +261,59 @@ def test_a_half_open_trial_call_is_recorded_before_the_answer(router_factory, tm
     # Read through another connection, without the admin API's flush: the record is already there.
     record = asyncio.run(read())
     assert record is not None and record["breaker_trial"] is True
+
+
+class SwitchableCapacity(NoRealtime):
+    """A realtime part whose worker is full until told otherwise."""
+
+    def __init__(self) -> None:
+        self.full = True
+
+    def has_capacity(self) -> bool:
+        return not self.full
+
+
+def test_a_full_worker_routes_realtime_calls_to_legacy_even_forced(router_factory) -> None:
+    realtime = SwitchableCapacity()
+    router = router_factory(realtime=realtime)
+    set_rollout(router, percent=100)
+    response = router.incoming_call("CA" + "a1" * 16)
+    assert response.headers["X-Voice-Router-Pipeline"] == "legacy"
+    assert response.headers["X-Voice-Router-Reason"] == "realtime_full"
+    assert "<Gather" in response.text  # the caller is answered by legacy at once, no stream is opened
+    set_rollout(router, mode="realtime_only")
+    assert router.incoming_call("CA" + "a2" * 16).headers["X-Voice-Router-Reason"] == "realtime_full"
+    realtime.full = False
+    response = router.incoming_call("CA" + "a3" * 16)
+    assert response.headers["X-Voice-Router-Pipeline"] == "realtime"
+    assert response.headers["X-Voice-Router-Reason"] == "forced_realtime"
+    reasons = {record["call_sid"]: record["reason"] for record in calls(router)}
+    assert reasons == {
+        "CA" + "a1" * 16: "realtime_full",
+        "CA" + "a2" * 16: "realtime_full",
+        "CA" + "a3" * 16: "forced_realtime",
+    }
+
+
+def test_a_full_worker_does_not_spend_a_half_open_trial(router_factory) -> None:
+    import asyncio
+
+    from flags.breaker import Outcome
+
+    realtime = SwitchableCapacity()
+    router = router_factory(
+        realtime=realtime,
+        config_cache_seconds=0.0,
+        breaker_wait_open_seconds=0.2,
+        breaker_consecutive_connect_failures=1,
+        breaker_half_open_calls=1,
+    )
+    set_rollout(router, percent=100)
+    asyncio.run(router.components.breaker.record(Outcome.CONNECT_FAILURE))
+    time.sleep(0.3)  # past the open wait: the next realtime call would be the one half-open trial
+    assert router.incoming_call("CA" + "b1" * 16).headers["X-Voice-Router-Reason"] == "realtime_full"
+    breaker = router.admin("GET", "/admin/breaker").json()
+    assert breaker["state"] == "half_open" and breaker["trial_permits"] == 0
+    realtime.full = False
+    response = router.incoming_call("CA" + "b2" * 16)
+    assert response.headers["X-Voice-Router-Pipeline"] == "realtime"  # the trial was still there to take
