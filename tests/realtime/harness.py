@@ -77,7 +77,8 @@ class Harness:
             **(profile_overrides or {}),
         }
         self.profile = AgentProfile.model_validate(profile_values)
-        self.store: StateStore = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+        self.state_url = f"sqlite:///{tmp_path / 'state.db'}"
+        self.store: StateStore = open_store(self.state_url)
         self.clock = SystemClock()
         self.breaker = CircuitBreaker(BreakerConfig(), self.store, clock=self.clock)
         self.metrics = Metrics()

@@ -38,8 +38,10 @@ def snr_db(reference: npt.NDArray[np.float64], test: npt.NDArray[np.float64]) ->
         b = test[lag : lag + a.size]
         a = a[: b.size]
         gain = float(np.dot(a, b) / np.dot(b, b))
-        noise = a - gain * b
-        best = max(best, 10 * np.log10(np.sum(a**2) / np.sum(noise**2)))
+        noise_energy = float(np.sum((a - gain * b) ** 2))
+        if noise_energy == 0.0:
+            return float("inf")  # identical after alignment and gain
+        best = max(best, 10 * np.log10(np.sum(a**2) / noise_energy))
     return float(best)
 
 
