@@ -7,8 +7,9 @@ would measure it instead of the bridge. This stub speaks the same wire protocol 
 ``speech_started``, ``speech_stopped``, ``response.created``, 20 ms ``response.audio.delta`` at real pace,
 ``response.audio.done``, ``response.done``) but replaces VAD with a fixed script: one turn every 5.6 s, which
 is the driver's own speech cycle. It runs on raw asyncio transports with one 2 ms timer for all sessions,
-reads only the first bytes of each client frame (to tell appends from other events), and encodes each
-response's delta frame once. Benchmarks only: never used by the service.
+reads only the first bytes of each client frame (to tell appends from other events, and the send stamp of an
+append's audio), and encodes each response's delta frame once, cut around the place of its send stamp
+(``bench.stamps``). Benchmarks only: never used by the service.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import asyncio
 import base64
 import hashlib
 import itertools
+from array import array
 from typing import Any
 
 import numpy as np
 import orjson
 
+from bench.stamps import STAMP_CHARS, age_us, split_at, stamp_now
 from bench.wsframes import frame_at
 
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -34,6 +37,8 @@ FIRST_AUDIO_FRAMES = 8  # ~150 ms from speech_stopped to the first delta
 REPLY_FRAMES = 115  # 2.3 s of reply audio in 20 ms deltas
 _APPEND = b'{"type":"input_audio_buffer.append"'
 _APPEND_OVERHEAD = len(b'{"type":"input_audio_buffer.append","audio":""}')
+_AUDIO_AT = len(b'{"type":"input_audio_buffer.append","audio":"')
+_DELTA = b'"delta":"'
 
 
 def _server_frame(payload: bytes) -> bytes:
@@ -72,7 +77,7 @@ class StubSession(asyncio.Protocol):
         self.number = next(farend.numbers)
         self.frame = 0  # position in the turn cycle
         self.turn = 0
-        self.delta_frame = b""
+        self.delta_frame: tuple[bytes, bytes] | None = None  # cut around the stamp (see bench.stamps)
         self.audio = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -115,8 +120,15 @@ class StubSession(asyncio.Protocol):
             if opcode == 1:
                 head_bytes = _unmask(buf[start : min(end, start + len(_APPEND))], key)
                 if head_bytes == _APPEND:
-                    self.farend.appends += 1
-                    self.farend.appended_b64_chars += end - start - _APPEND_OVERHEAD
+                    farend = self.farend
+                    farend.appends += 1
+                    farend.appended_b64_chars += end - start - _APPEND_OVERHEAD
+                    if farend.recording and end - start >= _AUDIO_AT + STAMP_CHARS:
+                        at = start + _AUDIO_AT
+                        key_at = key[_AUDIO_AT % 4 :] + key[: _AUDIO_AT % 4]
+                        age = age_us(_unmask(buf[at : at + STAMP_CHARS], key_at))
+                        if age >= 0:
+                            farend.inbound_us.append(age)
                 else:
                     self._on_event(orjson.loads(_unmask(buf[start:end], key)))
             elif opcode == 8:
@@ -166,24 +178,28 @@ class StubSession(asyncio.Protocol):
             self.send_event(
                 {"type": "response.created", "response": {"id": response, "status": "in_progress"}}
             )
-            self.delta_frame = _server_frame(
-                orjson.dumps(
-                    {
-                        "type": "response.audio.delta",
-                        "response_id": response,
-                        "item_id": item,
-                        "output_index": 0,
-                        "content_index": 0,
-                        "delta": self.audio,
-                    }
-                )
+            self.delta_frame = split_at(
+                _server_frame(
+                    orjson.dumps(
+                        {
+                            "type": "response.audio.delta",
+                            "response_id": response,
+                            "item_id": item,
+                            "output_index": 0,
+                            "content_index": 0,
+                            "delta": self.audio,
+                        }
+                    )
+                ),
+                _DELTA,
             )
         elif first <= frame < first + REPLY_FRAMES:
             if not self.closed and self.delta_frame:  # (a session may join the script mid-reply)
-                self.transport.write(self.delta_frame)
+                head, tail = self.delta_frame
+                self.transport.write(head + self.farend.stamp + tail)
                 self.farend.deltas += 1
         elif frame == first + REPLY_FRAMES and self.delta_frame:
-            self.delta_frame = b""
+            self.delta_frame = None
             self.send_event({"type": "response.audio.done", "response_id": response, "item_id": item})
             self.send_event(
                 {"type": "response.done", "response": {"id": response, "status": "completed", "usage": {}}}
@@ -203,6 +219,9 @@ class VoiceLiveStub:
         self.deltas = 0
         self.other_events = 0
         self.quiet = False
+        self.recording = False
+        self.inbound_us = array("q")  # end-to-end latency of stamped appends (driver → bridge → here)
+        self.stamp = stamp_now()  # of the current 2 ms slot
 
     def totals(self) -> dict[str, int]:
         return {
@@ -220,6 +239,7 @@ class VoiceLiveStub:
 
         def tick() -> None:
             nonlocal slot
+            self.stamp = stamp_now()
             for session in list(self.groups[slot % SLOTS_PER_FRAME]):
                 session.step()
             slot += 1
@@ -248,6 +268,13 @@ def run_stub(port: int, conn: Any, cpus: list[int] | None) -> None:
                 stub.quiet = True
             elif request == "talk":
                 stub.quiet = False
+            elif request == "record":
+                stub.inbound_us = array("q")
+                stub.recording = True
+                conn.send(b"")
+            elif request == "stop_recording":
+                stub.recording = False
+                conn.send(stub.inbound_us.tobytes())
 
     threading.Thread(target=answer, daemon=True).start()
     try:
