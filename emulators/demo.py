@@ -39,6 +39,7 @@ from emulators.twilio.rest import TwilioRestEmulator
 from emulators.twilio.script import BargeIn, CallScript, Say, Step, fixture_utterances
 from router.comparison import Comparison, Prices, build_comparison, compare_records, render_table
 from router.report_html import render_html
+from router.server_options import uvicorn_options
 from router.settings import Settings
 from router.store.factory import open_store
 
@@ -207,7 +208,7 @@ class _Stack:
             return (await build_comparison(store, since=since, prices=prices)).to_dict()
 
         self.router = ServerThread(
-            create_app(self.settings, comparison=comparison), port=port, ws_max_size=64 * 1024
+            create_app(self.settings, comparison=comparison), port=port, **uvicorn_options(self.settings)
         ).start()
         self.url = self.router.http_url
 

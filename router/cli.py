@@ -198,6 +198,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from router.app import create_app
     from router.observability import configure_logging
+    from router.server_options import uvicorn_options
     from router.settings import Settings
 
     configure_logging(args.log_level)
@@ -222,12 +223,10 @@ def serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
-            proxy_headers=False,
             # uvicorn formats every access line's arguments before the logger drops it; skip that work
             # when the level would drop it anyway.
             access_log=args.log_level.lower() in {"trace", "debug", "info"},
-            ws="websockets-sansio",  # uvicorn's current websockets implementation (the legacy one is deprecated)
-            ws_max_size=64 * 1024,
+            **uvicorn_options(settings),
         )
     finally:
         for service in running:

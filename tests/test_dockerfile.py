@@ -11,6 +11,7 @@ covered; the user and the health check are at least required to be declared.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -113,6 +114,22 @@ def test_what_the_dockerfile_copies_installs_and_serves_healthz(tmp_path: Path) 
                 assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
                 assert time.monotonic() < deadline, "the image's CMD did not serve /healthz within 60 s"
                 time.sleep(0.2)
+
+        # An idle keep-alive connection outlives uvicorn's default 5 s (router/server_options.py): a
+        # client or load balancer that pools connections never has one closed under its next request.
+        pooled = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            pooled.request("GET", "/healthz")
+            first = pooled.getresponse()
+            first.read()
+            local_port = pooled.sock.getsockname()[1]
+            time.sleep(5.5)
+            pooled.request("GET", "/healthz")
+            again = pooled.getresponse()
+            again.read()
+            assert again.status == 200 and pooled.sock.getsockname()[1] == local_port
+        finally:
+            pooled.close()
 
         healthcheck = re.search(r"^\s+CMD (python -c .*)$", DOCKERFILE, re.MULTILINE)
         assert healthcheck is not None

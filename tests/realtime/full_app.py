@@ -24,6 +24,7 @@ from emulators.runner import ServerThread, free_port
 from emulators.twilio.rest import TwilioRestEmulator
 from emulators.voicelive import VoiceLiveEmulator
 from router.app import Components, create_app
+from router.server_options import uvicorn_options
 from router.settings import Settings
 from router.twilio_signature import sign
 from tests.realtime.harness import ACCOUNT_SID, AUTH_TOKEN, PUBLIC_BASE_URL
@@ -111,7 +112,7 @@ class FullApp:
         self.settings = Settings(**values)
         self.clock = SkewableClock()
         self.app = create_app(self.settings, clock=self.clock)
-        self.server = ServerThread(self.app, port=port)
+        self.server = ServerThread(self.app, port=port, **uvicorn_options(self.settings))
         self.http = httpx.AsyncClient(timeout=10.0)
 
     def start(self) -> FullApp:

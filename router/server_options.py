@@ -1,0 +1,31 @@
+"""How uvicorn serves the router: one place, used by ``python -m router serve`` and by the offline demo.
+
+Two choices matter to callers:
+
+- **Keep-alive longer than the clients' idle timeout.** Twilio's webhook fetcher, and any load balancer in
+  front of the service, pool their connections. When the server closes an idle connection (uvicorn's default
+  is after 5 s) at the moment a client sends a request on it, the request dies unanswered: behind a load
+  balancer that is a 502, at Twilio an 11200 and an application error in the caller's ear. The side that
+  closes an idle connection should be the client, so the server waits longer than any of them: 75 s, past the
+  60 s idle timeout common to load balancers.
+- **WebSocket frames capped at 64 KiB**, the largest a Twilio media-stream frame may be here
+  (:data:`realtime_pipeline.twilio_media.MAX_FRAME_BYTES`), with uvicorn's current ``websockets``
+  implementation (the legacy one is deprecated).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from realtime_pipeline.twilio_media import MAX_FRAME_BYTES
+from router.settings import Settings
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` besides the app, host, port and logging."""
+    return {
+        "ws": "websockets-sansio",
+        "ws_max_size": MAX_FRAME_BYTES,
+        "timeout_keep_alive": settings.http_keep_alive_seconds,
+        "proxy_headers": False,
+    }
