@@ -11,6 +11,8 @@ Two choices matter to callers:
 - **WebSocket frames capped at 64 KiB**, the largest a Twilio media-stream frame may be here
   (:data:`realtime_pipeline.twilio_media.MAX_FRAME_BYTES`), with uvicorn's current ``websockets``
   implementation (the legacy one is deprecated).
+- **No ``X-Forwarded-*`` rewriting** (``proxy_headers`` off): Twilio signatures are checked against
+  ``PUBLIC_BASE_URL``, and nothing else should take a client's word for the scheme or address.
 """
 
 from __future__ import annotations
