@@ -132,7 +132,9 @@ async def legacy(
             "azure_speech_host": speech_emulator.url,
             "azure_storage_connection_string": SecretStr(azurite_connection_string),
             "azure_storage_container": f"tts-{uuid.uuid4().hex[:12]}",
-            "legacy_tts_first_chunk_timeout_ms": 800,
+            # Short so the stalled-TTS test ends fast, yet well above a normal first chunk on a slow box (800 ms
+            # was not: a healthy synthesis timed out under CPU contention).
+            "legacy_tts_first_chunk_timeout_ms": 1500,
             "legacy_stt_timeout_seconds": 3.0,
             "legacy_turn_deadline_seconds": 5.0,
             "legacy_blob_cleanup_interval_seconds": 0.0,
