@@ -12,7 +12,9 @@ call ends the status callback is POSTed. Every call is measured from the caller'
 
 ``router_url`` is where requests really go; ``public_base_url`` is the origin Twilio believes it calls (what
 it signs and what the router writes into TwiML). ``time_scale`` < 1 compresses every caller-side duration
-(speech, playout, Twilio's waits) so tests run fast.
+(speech, playout, Twilio's waits) so tests run fast. The bot's side is not compressed (the router and the
+services answer in real time), so neither is how long a caller waits for a reply before calling it
+``no_reply`` (``reply_timeout_ms``): like the dead air the ears measure, it is in real milliseconds.
 """
 
 from __future__ import annotations
@@ -678,7 +680,7 @@ class _Call:
                 ended.set_result("hung_up")
 
     async def _wait_reply_started(self) -> None:
-        deadline = self.ears.now() + self.sim.reply_timeout_ms / 1000.0 * self.scale
+        deadline = self.ears.now() + self.sim.reply_timeout_ms / 1000.0  # real time: see the module docstring
         while self.ears.waiting_for_reply:
             if self.ears.now() >= deadline:
                 self.ears.no_reply(self.ears.now())

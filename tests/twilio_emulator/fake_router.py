@@ -48,6 +48,7 @@ class FakeRouter:
         self.legacy_first_twiml: str | None = None
         self.turn_twiml: str | None = None
         self.reply_ms = 400
+        self.reply_delay_ms = 0  # real time from the end of an utterance to the reply (the bot's latency)
         self.greeting_ms = 300
         self.move_after_utterances: int | None = None
         self.form_posts: list[tuple[str, dict[str, str]]] = []
@@ -180,6 +181,7 @@ class FakeRouter:
                             if self.move_after_utterances == log.utterances:
                                 await asyncio.to_thread(self._move_to_legacy, message)
                             else:
+                                await asyncio.sleep(self.reply_delay_ms / 1000.0)
                                 await send_audio(self.reply_ms, "reply")
                 elif event == "stop":
                     break

@@ -114,6 +114,28 @@ async def test_realtime_call_streams_and_echoes_marks(sim, router):
     assert all(t["error"] is None for t in result.turns)
 
 
+async def test_a_slow_reply_is_waited_for_in_real_time_not_in_scaled_time(router, rest):
+    """time_scale compresses the caller, not the bot: a reply 1 s late is 10 s of scaled caller time, but the
+    caller's patience (reply_timeout_ms) is in real time, so it is heard, not counted as no_reply."""
+    router.mode = "realtime"
+    router.rest_url = rest.url
+    router.reply_delay_ms = 1000
+    async with TwilioCallSimulator(
+        router_url=router.base,
+        public_base_url=PUBLIC,
+        auth_token=TOKEN,
+        account_sid=ACCOUNT,
+        rest=rest,
+        time_scale=SCALE,
+        reply_end_gap_ms=500,
+        reply_timeout_ms=3000,
+    ) as simulator:
+        result = await simulator.place_call(CallScript(steps=list(two_utterances()[:1])))
+    reply = result.turns[1]
+    assert reply["error"] is None
+    assert reply["latency_ms"] is not None and reply["latency_ms"] >= 1000
+
+
 async def test_barge_in_gets_cleared_and_pending_marks_echoed(sim, router):
     router.mode = "realtime"
     router.reply_ms = 4000
