@@ -237,13 +237,16 @@ def test_a_half_open_trial_call_is_recorded_before_the_answer(router_factory, tm
     from router.store.factory import open_store
 
     router = router_factory(
-        config_cache_seconds=0.0, breaker_wait_open_seconds=0.2, breaker_consecutive_connect_failures=1
+        # 1 s open: long enough to see it open even when a busy box stalls the test for a moment
+        config_cache_seconds=0.0,
+        breaker_wait_open_seconds=1.0,
+        breaker_consecutive_connect_failures=1,
     )
     set_rollout(router, percent=100)
     asyncio.run(router.components.breaker.record(Outcome.CONNECT_FAILURE))
     assert router.admin("GET", "/admin/breaker").json()["state"] == "open"
     assert router.incoming_call("CA" + "e" * 32).headers["X-Voice-Router-Reason"] == "breaker_open"
-    time.sleep(0.3)  # past the open wait: the next call is a half-open trial
+    time.sleep(1.1)  # past the open wait: the next call is a half-open trial
 
     call_sid = "CA" + "f" * 32
     router.store.batch_delay = 2.0  # write-behind batches are slow now; the trial must not wait for one
