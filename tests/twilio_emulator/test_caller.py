@@ -40,10 +40,9 @@ def rest():
         emulator.stop()
 
 
-@pytest.fixture
-async def sim(router, rest):
+def simulator(router, rest, **options) -> TwilioCallSimulator:
     router.rest_url = rest.url
-    async with TwilioCallSimulator(
+    return TwilioCallSimulator(
         router_url=router.base,
         public_base_url=PUBLIC,
         auth_token=TOKEN,
@@ -51,8 +50,14 @@ async def sim(router, rest):
         rest=rest,
         time_scale=SCALE,
         reply_end_gap_ms=500,
-    ) as simulator:
-        yield simulator
+        **options,
+    )
+
+
+@pytest.fixture
+async def sim(router, rest):
+    async with simulator(router, rest) as started:
+        yield started
 
 
 def two_utterances() -> list[Say]:
@@ -118,19 +123,9 @@ async def test_a_slow_reply_is_waited_for_in_real_time_not_in_scaled_time(router
     """time_scale compresses the caller, not the bot: a reply 1 s late is 10 s of scaled caller time, but the
     caller's patience (reply_timeout_ms) is in real time, so it is heard, not counted as no_reply."""
     router.mode = "realtime"
-    router.rest_url = rest.url
     router.reply_delay_ms = 1000
-    async with TwilioCallSimulator(
-        router_url=router.base,
-        public_base_url=PUBLIC,
-        auth_token=TOKEN,
-        account_sid=ACCOUNT,
-        rest=rest,
-        time_scale=SCALE,
-        reply_end_gap_ms=500,
-        reply_timeout_ms=3000,
-    ) as simulator:
-        result = await simulator.place_call(CallScript(steps=list(two_utterances()[:1])))
+    async with simulator(router, rest, reply_timeout_ms=3000) as sim:
+        result = await sim.place_call(CallScript(steps=list(two_utterances()[:1])))
     reply = result.turns[1]
     assert reply["error"] is None
     assert reply["latency_ms"] is not None and reply["latency_ms"] >= 1000
