@@ -1,6 +1,7 @@
-"""How uvicorn serves the router: one place, used by ``python -m router serve`` and by the offline demo.
+"""How uvicorn serves the router, in one place: ``python -m router serve``, the offline demo and the full-app
+tests all use it.
 
-Two choices matter to callers:
+Three choices matter to callers:
 
 - **Keep-alive longer than the clients' idle timeout.** Twilio's webhook fetcher, and any load balancer in
   front of the service, pool their connections. When the server closes an idle connection (uvicorn's default
