@@ -26,12 +26,11 @@ import logging
 import math
 import secrets
 import time
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -53,6 +52,7 @@ from emulators.twilio.twiml import (
     Unsupported,
     parse_twiml,
 )
+from emulators.twilio.webhook_fetch import ConnectionOverrides, Retry, TwilioWebhookFetcher
 from router.twilio_signature import sign
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class TwilioCallSimulator:
         speech_timeout_auto_ms: int = 1000,
         reply_end_gap_ms: int = 700,
         reply_timeout_ms: int = 15_000,
-        webhook_timeout_s: float = 15.0,
+        connection_overrides: ConnectionOverrides | None = None,
         say_ms_per_character: int = MS_PER_CHARACTER,
     ) -> None:
         self.router_url = router_url.rstrip("/")
@@ -146,11 +146,13 @@ class TwilioCallSimulator:
         self.speech_timeout_auto_ms = speech_timeout_auto_ms
         self.reply_end_gap_ms = reply_end_gap_ms
         self.reply_timeout_ms = reply_timeout_ms
-        self.webhook_timeout_s = webhook_timeout_s
+        self.connection_overrides = connection_overrides or ConnectionOverrides()
         self.say_ms_per_character = say_ms_per_character
         self._rest = rest
         self._owns_rest = rest is None
         self._http: httpx.AsyncClient | None = None
+        self._webhooks: TwilioWebhookFetcher | None = None
+        self.retries: list[Retry] = []  # every webhook attempt that was retried, oldest first
         self._loop: asyncio.AbstractEventLoop | None = None
         self._live: dict[str, _Call] = {}
         self.results: list[CallResult] = []
@@ -178,8 +180,13 @@ class TwilioCallSimulator:
             self._rest = await asyncio.to_thread(TwilioRestEmulator(self.account_sid, self.auth_token).start)
         self._rest.known_calls_only = True
         self._rest.on_update = self._on_rest_update
-        self._http = httpx.AsyncClient(
-            timeout=self.webhook_timeout_s, limits=httpx.Limits(max_connections=500)
+        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=500))
+        self._webhooks = TwilioWebhookFetcher(
+            self._http,
+            auth_token=self.auth_token,
+            to_router=self.to_router,
+            defaults=self.connection_overrides,
+            on_retry=self.retries.append,
         )
         return self
 
@@ -187,6 +194,7 @@ class TwilioCallSimulator:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+            self._webhooks = None
         if self._rest is not None:
             self._rest.on_update = None
             if self._owns_rest:
@@ -246,18 +254,10 @@ class TwilioCallSimulator:
         return f"{self.public_base_url}{path}"
 
     async def webhook(self, url: str, method: str, params: dict[str, str]) -> httpx.Response:
-        """A signed request, as Twilio makes it, to the public ``url`` (sent to the router)."""
-        assert self._http is not None, "simulator not started"
-        headers = {
-            "User-Agent": "TwilioProxy/1.1",
-            "I-Twilio-Idempotency-Token": str(uuid.uuid4()),
-        }
-        if method == "GET":
-            full = url + ("&" if "?" in url else "?") + urlencode(params)
-            headers["X-Twilio-Signature"] = sign(self.auth_token, full, {})
-            return await self._http.get(self.to_router(full), headers=headers)
-        headers["X-Twilio-Signature"] = sign(self.auth_token, url, params)
-        return await self._http.post(self.to_router(url), data=params, headers=headers)
+        """A signed request, as Twilio makes it, to the public ``url`` (sent to the router), retried as its
+        connection overrides say (:mod:`emulators.twilio.webhook_fetch`)."""
+        assert self._webhooks is not None, "simulator not started"
+        return await self._webhooks.fetch(url, method, params)
 
     async def fetch_media(self, url: str) -> bytes:
         assert self._http is not None, "simulator not started"
