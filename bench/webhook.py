@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlencode
@@ -62,7 +63,12 @@ def request_factory(port: int, public_base_url: str) -> Callable[[int], bytes]:
         }
         signature = sign(AUTH_TOKEN, public_base_url + "/twilio/voice", params)
         body = urlencode(params).encode()
-        headers = [("Content-Type", "application/x-www-form-urlencoded"), ("X-Twilio-Signature", signature)]
+        headers = [
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("X-Twilio-Signature", signature),
+            # Twilio sends one with every webhook; the router keeps each answer for retries (webhook_replay).
+            ("I-Twilio-Idempotency-Token", str(uuid.UUID(int=index))),
+        ]
         return build_post(HOST, port, "/twilio/voice", body, headers)
 
     return make

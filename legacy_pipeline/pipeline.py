@@ -33,6 +33,7 @@ from router.settings import Settings
 from router.store.base import StateStore
 from router.twilio_request import ForgedRequest, MalformedForm, read_signed_form
 from router.twilio_signature import TwilioSignatureValidator
+from router.webhook_replay import WebhookReplay, idempotency_token
 
 log = logging.getLogger("legacy_pipeline")
 
@@ -53,6 +54,7 @@ class LegacyPipeline:
         signatures: TwilioSignatureValidator,
         clock: Clock,
         services: LegacyServices | None = None,
+        replay: WebhookReplay | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -76,6 +78,7 @@ class LegacyPipeline:
             phrases=self.phrases,
             records=self._turn_records,
         )
+        self._replay = replay or WebhookReplay(metrics=metrics)
         self._cleanup_task: asyncio.Task[None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
 
@@ -168,20 +171,32 @@ class LegacyPipeline:
                 self._metrics.rejected_requests.labels(path, "call_sid").inc()
                 return PlainTextResponse("missing or malformed CallSid", status_code=400)
             self._ensure_cleanup()
-            token = call_sid_var.set(call_sid)
-            try:
-                twiml = await handler(call_sid, form, received_at)
-            except Exception:
-                # The turn loop handles service failures itself; this is the last line against dead air.
-                log.exception("legacy handler failed", extra={"call_sid": call_sid})
-                self._metrics.turn_failures.labels("legacy", "server").inc()
-                twiml = self.twiml.say_and_listen(self.turns.apology)
-            finally:
-                call_sid_var.reset(token)
+
+            async def answer() -> Response:
+                return Response(
+                    await self._twiml_for(handler, call_sid, form, received_at),
+                    media_type=TWIML_MEDIA_TYPE,
+                )
+
+            response = await self._replay.answer(path, call_sid, idempotency_token(request), answer)
             self._metrics.webhook_latency.labels(path).observe(time.perf_counter() - received_at)
-            return Response(twiml, media_type=TWIML_MEDIA_TYPE)
+            return response
 
         return endpoint
+
+    async def _twiml_for(
+        self, handler: TurnHandler, call_sid: str, form: dict[str, str], received_at: float
+    ) -> str:
+        token = call_sid_var.set(call_sid)
+        try:
+            return await handler(call_sid, form, received_at)
+        except Exception:
+            # The turn loop handles service failures itself; this is the last line against dead air.
+            log.exception("legacy handler failed", extra={"call_sid": call_sid})
+            self._metrics.turn_failures.labels("legacy", "server").inc()
+            return self.twiml.say_and_listen(self.turns.apology)
+        finally:
+            call_sid_var.reset(token)
 
     def _ensure_cleanup(self) -> None:
         interval = self._settings.legacy_blob_cleanup_interval_seconds

@@ -133,6 +133,12 @@ class Metrics:
             registry=r,
         )
         self.barge_ins = Counter("voice_router_barge_ins", "Caller interruptions", ["pipeline"], registry=r)
+        self.webhook_replays = Counter(
+            "voice_router_webhook_replays",
+            "Twilio retries answered with the first attempt's answer (same I-Twilio-Idempotency-Token)",
+            ["route"],
+            registry=r,
+        )
         self.rejected_requests = Counter(
             "voice_router_rejected_requests",
             "Requests refused (signature, size, validation)",

@@ -30,6 +30,7 @@ from router.store.base import StateStore, StoreUnavailable
 from router.stream_token import StreamTokens
 from router.twilio_request import ForgedRequest, MalformedForm, read_signed_form
 from router.twilio_signature import TwilioSignatureValidator
+from router.webhook_replay import WebhookReplay, idempotency_token
 
 log = logging.getLogger("router.webhooks")
 
@@ -78,6 +79,7 @@ class TwilioWebhooks:
         caller_hash_key: bytes,
         fallback_greeting: str,
         realtime_has_capacity: Callable[[], bool],
+        replay: WebhookReplay | None = None,
     ) -> None:
         self._rollout = rollout
         self._breaker = breaker
@@ -92,6 +94,7 @@ class TwilioWebhooks:
         self._caller_mac = KeyedSha256(caller_hash_key)
         self._fallback_greeting = fallback_greeting
         self._realtime_has_capacity = realtime_has_capacity
+        self._replay = replay or WebhookReplay(metrics=metrics)
         base = public_base_url.rstrip("/")
         self._stream_url = ("wss://" if base.startswith("https://") else "ws://") + base.split("://", 1)[1]
         self._stream_url += "/twilio/media"
@@ -143,8 +146,12 @@ class TwilioWebhooks:
         if isinstance(checked, Response):
             return checked
         form, call_sid = checked
-        caller = form.get("From", "")
+        return await self._replay.answer(
+            "/twilio/voice", call_sid, idempotency_token(request), lambda: self._route_call(form, call_sid)
+        )
 
+    async def _route_call(self, form: dict[str, str], call_sid: str) -> Response:
+        caller = form.get("From", "")
         decision = await self._decide(caller, call_sid)
         self._metrics.count_decision(decision.pipeline.value, decision.reason)
         await self._record(call_sid, caller, decision)

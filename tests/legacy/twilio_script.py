@@ -69,11 +69,18 @@ class ScriptedTwilio:
         self.client = client
 
     async def post(
-        self, url: str, params: dict[str, str], *, signature: str | None = "sign"
+        self,
+        url: str,
+        params: dict[str, str],
+        *,
+        signature: str | None = "sign",
+        idempotency_token: str | None = None,
     ) -> httpx.Response:
         if not url.startswith("http"):
             url = self.base + url
         headers = {}
+        if idempotency_token is not None:
+            headers["I-Twilio-Idempotency-Token"] = idempotency_token
         if signature == "sign":
             headers["X-Twilio-Signature"] = sign(self.auth_token, url, params)
         elif signature is not None:
