@@ -241,6 +241,19 @@ class CircuitBreaker:
         _, admitted = await self._update(acquire)
         return admitted
 
+    async def release_trial(self) -> None:
+        """Give back a trial permit whose call never reached the backend (a full worker moved it to legacy
+        first): the next caller can be the trial at once, not after ``trial_timeout``. Ignored outside
+        HALF_OPEN and when no permit is outstanding."""
+
+        async def give_back(doc: BreakerDocument, now: float) -> tuple[_Change | None, None]:
+            tally = doc.half_open
+            if doc.state is not BreakerState.HALF_OPEN or tally.permits <= _reported(tally):
+                return None, None
+            return _Change(replace(doc, half_open=replace(tally, permits=tally.permits - 1))), None
+
+        await self._update(give_back)
+
     async def record(self, outcome: Outcome, *, trial: bool = False) -> None:
         """Count one finished realtime call. ``trial``: it was admitted with ``try_acquire_trial()``."""
         outcome = Outcome(outcome)

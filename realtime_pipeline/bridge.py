@@ -317,7 +317,8 @@ class CallBridge:
 
     async def _refuse(self) -> None:
         """The worker already serves its limit of realtime calls: move this one to legacy before any Voice
-        Live session is opened. Not a Voice Live outcome, so the breaker hears nothing of it."""
+        Live session is opened. Not a Voice Live outcome, so the breaker hears nothing of it, but a half-open
+        trial call gives its permit back."""
         self._ratelog.log(
             logging.WARNING,
             REALTIME_FULL,
@@ -325,6 +326,7 @@ class CallBridge:
             self._call_sid,
         )
         await self._move_to_legacy(REALTIME_FULL)
+        await self._outcome.release_trial()  # after the move: the caller does not wait on the store
         await self._wait_for_twilio_stop()
 
     async def _fail_at_start(self, outcome: Outcome, reason: str, exc: Exception) -> bool:

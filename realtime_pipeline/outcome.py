@@ -58,3 +58,18 @@ class OutcomeReporter:
                 extra={"call_sid": self._call_log.call_sid, "reason": detail},
             )
         return True
+
+    async def release_trial(self) -> None:
+        """This call never reached Voice Live (the worker was full): give its half-open trial permit, if it
+        had one, back to the breaker, so another caller can be the trial now."""
+        if not self._trial or self.outcome is not None:
+            return
+        self._trial = False
+        try:
+            await self._breaker.release_trial()
+        except Exception as exc:  # the store behind the breaker may be down: the stale-trial timeout frees it
+            log.warning(
+                "trial permit not released: %s",
+                type(exc).__name__,
+                extra={"call_sid": self._call_log.call_sid},
+            )

@@ -117,8 +117,8 @@ class RealtimePipeline:
         return not self.endpoint.slots.full
 
     async def _bridge(self, websocket: WebSocket, start: Start, admitted: bool) -> CallBridge:
-        # A refused stream reports no breaker outcome, and its worker is full: no store read for it.
-        trial = await self._is_trial(start.call_sid) if admitted else False
+        # A refused stream reports no breaker outcome, but gives back its trial permit if it was a trial.
+        trial = await self._is_trial(start.call_sid)
         call_log = CallLog(self._store, self._metrics, start.call_sid)
         outcome = OutcomeReporter(self._breaker, self._metrics, call_log, trial=trial)
         return CallBridge(

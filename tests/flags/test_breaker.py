@@ -568,3 +568,24 @@ async def test_concurrent_connect_failures_are_all_counted() -> None:
     await asyncio.gather(*(breaker.record(CF) for _ in range(3)))
     assert await state(breaker) is BreakerState.OPEN
     assert len(listener.calls) == 1  # one transition, however many raced to make it
+
+
+async def test_a_released_trial_permit_admits_the_next_caller() -> None:
+    breaker, clock, _, _ = make(BreakerConfig(half_open_calls=1))
+    await breaker.release_trial()  # closed: nothing to give back
+    assert await state(breaker) is BreakerState.CLOSED
+    await half_open_breaker(breaker, clock)
+    assert await breaker.try_acquire_trial() is True
+    assert await breaker.try_acquire_trial() is False
+    await breaker.release_trial()  # that trial's call never reached the backend
+    assert (await breaker.status()).trial_permits == 0
+    assert await breaker.try_acquire_trial() is True
+    await breaker.record(S, trial=False)  # (not a trial: ignored while half-open)
+    await breaker.release_trial()
+    await breaker.release_trial()  # one more than was taken: ignored
+    status = await breaker.status()
+    assert (status.state, status.trial_permits) == (BreakerState.HALF_OPEN, 0)
+    assert await breaker.try_acquire_trial() is True
+    await breaker.record(S, trial=True)  # the one trial passed
+    await breaker.release_trial()  # nothing outstanding: a reported trial is never given back
+    assert await state(breaker) is BreakerState.CLOSED

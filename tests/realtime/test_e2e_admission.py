@@ -3,11 +3,14 @@ legacy before any Voice Live session is opened, and the breaker hears nothing of
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
 
 from emulators.speechlike import silence_ulaw, speechlike_ulaw
+from flags.breaker import BreakerConfig, Outcome
+from flags.breaker_state import BreakerState
 from realtime_pipeline.admission import CallSlots
 from tests.realtime.harness import PUBLIC_BASE_URL, Harness, new_call_sid
 from tests.realtime.twilio_client import wait_until
@@ -76,3 +79,33 @@ async def test_a_stream_over_the_limit_moves_to_legacy_without_a_session_or_a_br
     assert not harness.rest.updates_for(third)
     assert await harness.breaker_window() == (2, 0, 0)  # the two bridged calls, not the refused one
     assert (await harness.call(second)).get("breaker_outcome") is None
+
+
+async def test_a_half_open_trial_refused_by_a_full_worker_gives_its_permit_back(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(settings_overrides={"realtime_max_calls": 1})
+    # One trial permit, no stale-trial release within the test: only the refusal can give the permit back.
+    harness.breaker.config = BreakerConfig(
+        consecutive_connect_failures=1, wait_open_seconds=0.1, half_open_calls=1, trial_timeout_seconds=600
+    )
+    await harness.on_server(harness.breaker.record(Outcome.CONNECT_FAILURE))
+    await asyncio.sleep(0.15)  # past the open wait: half-open
+    assert await harness.on_server(harness.breaker.try_acquire_trial())  # what the webhook did for `trial`
+    talking, trial = new_call_sid(), new_call_sid()
+    await harness.register_call(talking)
+    await harness.register_call(trial, trial=True)
+    async with harness.client(talking) as first:
+        await first.start()
+        await wait_until(lambda: len(harness.voicelive.sessions) == 1)
+        async with harness.client(trial) as refused:
+            await refused.start()
+            await wait_until(lambda: bool(harness.rest.updates_for(trial)))
+            await refused.stop()
+            await refused.wait_closed()
+        status = await harness.on_server(harness.breaker.status())
+        assert (status.state, status.trial_permits) == (BreakerState.HALF_OPEN, 0)
+        # The next caller can be the trial now, not after the stale-trial timeout.
+        assert await harness.on_server(harness.breaker.try_acquire_trial())
+        await first.stop()
+        await first.wait_closed()
