@@ -180,7 +180,8 @@ class TwilioCallSimulator:
             self._rest = await asyncio.to_thread(TwilioRestEmulator(self.account_sid, self.auth_token).start)
         self._rest.known_calls_only = True
         self._rest.on_update = self._on_rest_update
-        self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=500))
+        # 15 s for what is not a webhook (the <Play> fetch), as before; webhooks set their own timeouts.
+        self._http = httpx.AsyncClient(timeout=15.0, limits=httpx.Limits(max_connections=500))
         self._webhooks = TwilioWebhookFetcher(
             self._http,
             auth_token=self.auth_token,
