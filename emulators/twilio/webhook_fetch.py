@@ -34,7 +34,12 @@ from router.twilio_signature import sign
 log = logging.getLogger(__name__)
 
 RETRY_POLICIES = frozenset({"ct", "rt", "4xx", "5xx"})
-_RANGES_MS = {"ct": (100, 10_000), "rt": (100, 15_000), "tt": (100, 15_000)}
+# override → (field, lowest, highest), in milliseconds
+_TIMEOUTS_MS = {
+    "ct": ("connect_ms", 100, 10_000),
+    "rt": ("read_ms", 100, 15_000),
+    "tt": ("total_ms", 100, 15_000),
+}
 
 
 @dataclass(frozen=True)
@@ -56,10 +61,10 @@ class ConnectionOverrides:
             return base, overrides
         changes: dict[str, object] = {}
         for key, value in parse_qsl(fragment):
-            if key in _RANGES_MS and value.isdigit():
-                low, high = _RANGES_MS[key]
+            if key in _TIMEOUTS_MS and value.isdigit():
+                name, low, high = _TIMEOUTS_MS[key]
                 if low <= int(value) <= high:
-                    changes[{"ct": "connect_ms", "rt": "read_ms", "tt": "total_ms"}[key]] = int(value)
+                    changes[name] = int(value)
             elif key == "rc" and value.isdigit() and int(value) <= 5:
                 changes["retries"] = int(value)
             elif key == "rp":
@@ -84,11 +89,11 @@ class Retry:
 def failure_class(exc: httpx.HTTPError) -> str | None:
     """Which retry policy covers this failure: ``ct`` when no answer could be read because the connection
     failed (refused, reset, closed before the status line), ``rt`` when the answer did not come in time."""
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout | httpx.ConnectError):
-        return "ct"
     if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
         return "rt"
-    if isinstance(exc, httpx.ReadError | httpx.WriteError | httpx.RemoteProtocolError):
+    if isinstance(
+        exc, httpx.ConnectTimeout | httpx.PoolTimeout | httpx.NetworkError | httpx.RemoteProtocolError
+    ):
         return "ct"
     return None
 
