@@ -185,7 +185,7 @@ async def run_ours(events: int) -> list[float]:
             CircuitBreaker(BreakerConfig(), InMemoryBreakerBackend(), clock=clock),
             metrics,
             call_log,
-            trial=False,
+            trial=None,
         ),
         call_log=call_log,
         metrics=metrics,

@@ -24,7 +24,9 @@ States and rules:
   within ``trial_timeout_seconds`` (default 2 × ``wait_open_seconds``) of the start of the half-open
   round are released (logged as a warning) and new trials admitted; the round restarts at that moment
   (``since`` moves), outcomes already reported are kept, and a late report of a released trial is
-  ignored. So the breaker can never stay half-open forever for want of reports.
+  ignored. So the breaker can never stay half-open forever for want of reports. Each permit names its
+  round (:class:`TrialPermit`): a report or a give-back from an earlier round (released, or from before
+  the breaker reopened) is ignored, so it can neither decide this round nor free one of its permits.
 * FORCED_OPEN / FORCED_CLOSED — operator states, kept until ``reset()`` (→ CLOSED, window cleared) or
   another force. In FORCED_CLOSED outcomes are still counted (visible in ``status()``) but never trip.
 
@@ -61,6 +63,14 @@ class Outcome(StrEnum):
     # No session at all: connection refused or reset, or the WebSocket upgrade refused (HTTP 401, 503 …).
     # Also counts toward the fast trip.
     CONNECT_FAILURE = "connect_failure"
+
+
+@dataclass(frozen=True, slots=True)
+class TrialPermit:
+    """What ``try_acquire_trial()`` hands out: the half-open round the permit was taken in. The caller
+    keeps it with the call and passes it back to ``record()`` or ``release_trial()``."""
+
+    round: int
 
 
 class BreakerConflictError(RuntimeError):
@@ -225,37 +235,41 @@ class CircuitBreaker:
 
     # Calls ----------------------------------------------------------------------------------------
 
-    async def try_acquire_trial(self) -> bool:
-        """Take one half-open trial permit. True in CLOSED/FORCED_CLOSED (nothing to limit), False when
-        open or when every permit of this half-open round is taken."""
+    async def try_acquire_trial(self) -> TrialPermit | None:
+        """Take one half-open trial permit. None when open or when every permit of this half-open round is
+        taken; in CLOSED/FORCED_CLOSED a permit of no round in progress (nothing to limit: its report
+        counts as a regular call's and giving it back does nothing)."""
         limit = self.config.half_open_calls
 
-        async def acquire(doc: BreakerDocument, now: float) -> tuple[_Change | None, bool]:
+        async def acquire(doc: BreakerDocument, now: float) -> tuple[_Change | None, TrialPermit | None]:
+            permit = TrialPermit(doc.trial_round)
             if doc.state in (BreakerState.CLOSED, BreakerState.FORCED_CLOSED):
-                return None, True
+                return None, permit
             if doc.state is not BreakerState.HALF_OPEN or doc.half_open.permits >= limit:
-                return None, False
+                return None, None
             tally = replace(doc.half_open, permits=doc.half_open.permits + 1)
-            return _Change(replace(doc, half_open=tally)), True
+            return _Change(replace(doc, half_open=tally)), permit
 
-        _, admitted = await self._update(acquire)
-        return admitted
+        _, permit = await self._update(acquire)
+        return permit
 
-    async def release_trial(self) -> None:
+    async def release_trial(self, permit: TrialPermit) -> None:
         """Give back a trial permit whose call never reached the backend (a full worker moved it to legacy
         first): the next caller can be the trial at once, not after ``trial_timeout``. Ignored outside
-        HALF_OPEN and when no permit is outstanding."""
+        HALF_OPEN, for a permit of an earlier round, and when no permit is outstanding."""
 
         async def give_back(doc: BreakerDocument, now: float) -> tuple[_Change | None, None]:
             tally = doc.half_open
-            if doc.state is not BreakerState.HALF_OPEN or tally.permits <= _reported(tally):
+            if doc.state is not BreakerState.HALF_OPEN or permit.round != doc.trial_round:
+                return None, None
+            if tally.permits <= _reported(tally):
                 return None, None
             return _Change(replace(doc, half_open=replace(tally, permits=tally.permits - 1))), None
 
         await self._update(give_back)
 
-    async def record(self, outcome: Outcome, *, trial: bool = False) -> None:
-        """Count one finished realtime call. ``trial``: it was admitted with ``try_acquire_trial()``."""
+    async def record(self, outcome: Outcome, *, trial: TrialPermit | None = None) -> None:
+        """Count one finished realtime call. ``trial``: the permit it was admitted with, if it was a trial."""
         outcome = Outcome(outcome)
         failed = outcome in (Outcome.FAILURE, Outcome.CONNECT_FAILURE)
         slow = outcome is Outcome.SLOW
@@ -264,8 +278,8 @@ class CircuitBreaker:
         async def apply(doc: BreakerDocument, now: float) -> tuple[_Change | None, None]:
             if doc.state is BreakerState.CLOSED:
                 return await self._closed_outcome(doc, now, outcome), None
-            if doc.state is BreakerState.HALF_OPEN and trial:
-                return self._trial_outcome(doc, now, outcome), None
+            if doc.state is BreakerState.HALF_OPEN and trial is not None:
+                return self._trial_outcome(doc, now, outcome, trial), None
             return None, None
 
         await self._update(apply)
@@ -293,7 +307,10 @@ class CircuitBreaker:
 
     @staticmethod
     def _moved(doc: BreakerDocument, state: BreakerState, now: float, reason: str) -> BreakerDocument:
-        return BreakerDocument(state=state, since=now, reason=reason, version=doc.version)
+        trial_round = doc.trial_round + 1 if state is BreakerState.HALF_OPEN else doc.trial_round
+        return BreakerDocument(
+            state=state, since=now, reason=reason, version=doc.version, trial_round=trial_round
+        )
 
     def _settle(self, doc: BreakerDocument, now: float) -> _Change | None:
         """The timers: OPEN → HALF_OPEN after the wait; release of trials that never reported."""
@@ -310,7 +327,10 @@ class CircuitBreaker:
                     f"admitting up to {cfg.half_open_calls} trial calls"
                 )
                 tally = replace(doc.half_open, permits=reported)
-                return _Change(replace(doc, since=now, reason=reason, half_open=tally), "trials_released")
+                restarted = replace(
+                    doc, since=now, reason=reason, half_open=tally, trial_round=doc.trial_round + 1
+                )
+                return _Change(restarted, "trials_released")
         return None
 
     async def _closed_outcome(self, doc: BreakerDocument, now: float, outcome: Outcome) -> _Change | None:
@@ -343,9 +363,16 @@ class CircuitBreaker:
             return _Change(replace(doc, consecutive_connect_failures=streak))
         return None
 
-    def _trial_outcome(self, doc: BreakerDocument, now: float, outcome: Outcome) -> _Change | None:
+    def _trial_outcome(
+        self, doc: BreakerDocument, now: float, outcome: Outcome, permit: TrialPermit
+    ) -> _Change | None:
         cfg = self.config
         tally = doc.half_open
+        if permit.round != doc.trial_round:
+            logger.info(
+                "ignoring the outcome of a trial from an earlier half-open round (released or reopened)"
+            )
+            return None
         if _reported(tally) >= tally.permits:
             logger.info("ignoring a trial outcome with no outstanding permit (released or from an old round)")
             return None

@@ -37,6 +37,10 @@ class BreakerDocument:
     version: int = 0
     consecutive_connect_failures: int = 0
     half_open: HalfOpenTally = field(default_factory=HalfOpenTally)
+    # Counts half-open rounds (each entry to HALF_OPEN and each restart after stale trials were released);
+    # a trial permit carries the round it was taken in, so a late report or release from an earlier round
+    # cannot take the place of a trial of this one.
+    trial_round: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -52,6 +56,7 @@ class BreakerDocument:
             version=int(data.get("version", 0)),
             consecutive_connect_failures=int(data.get("consecutive_connect_failures", 0)),
             half_open=HalfOpenTally(**data.get("half_open", {})),
+            trial_round=int(data.get("trial_round", 0)),
         )
 
 

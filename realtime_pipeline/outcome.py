@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from flags.breaker import CircuitBreaker, Outcome
+from flags.breaker import CircuitBreaker, Outcome, TrialPermit
 from realtime_pipeline.call_log import CallLog
 from router.observability import Metrics
 
@@ -24,7 +24,9 @@ FAILURES = frozenset({Outcome.FAILURE, Outcome.CONNECT_FAILURE})
 class OutcomeReporter:
     __slots__ = ("_breaker", "_call_log", "_metrics", "_trial", "late_failure", "outcome")
 
-    def __init__(self, breaker: CircuitBreaker, metrics: Metrics, call_log: CallLog, *, trial: bool) -> None:
+    def __init__(
+        self, breaker: CircuitBreaker, metrics: Metrics, call_log: CallLog, *, trial: TrialPermit | None
+    ) -> None:
         self._breaker = breaker
         self._metrics = metrics
         self._call_log = call_log
@@ -43,7 +45,7 @@ class OutcomeReporter:
             if outcome not in FAILURES or self.outcome in FAILURES or self.late_failure is not None:
                 return False
             self.late_failure = outcome
-            trial = False
+            trial = None
             self._call_log.merge({"breaker_late_failure": outcome.value})
         else:
             self.outcome = outcome
@@ -62,11 +64,12 @@ class OutcomeReporter:
     async def release_trial(self) -> None:
         """This call never reached Voice Live (the worker was full): give its half-open trial permit, if it
         had one, back to the breaker, so another caller can be the trial now."""
-        if not self._trial or self.outcome is not None:
+        permit = self._trial
+        if permit is None or self.outcome is not None:
             return
-        self._trial = False
+        self._trial = None
         try:
-            await self._breaker.release_trial()
+            await self._breaker.release_trial(permit)
         except Exception as exc:  # the store behind the breaker may be down: the stale-trial timeout frees it
             log.warning(
                 "trial permit not released: %s",

@@ -12,7 +12,7 @@ import logging
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from flags.breaker import CircuitBreaker
+from flags.breaker import CircuitBreaker, TrialPermit
 from flags.clock import Clock
 from realtime_pipeline.admission import CallSlots
 from realtime_pipeline.audio import audio_path
@@ -118,7 +118,7 @@ class RealtimePipeline:
 
     async def _bridge(self, websocket: WebSocket, start: Start, admitted: bool) -> CallBridge:
         # A refused stream reports no breaker outcome, but gives back its trial permit if it was a trial.
-        trial = await self._is_trial(start.call_sid)
+        trial = await self._trial_permit(start.call_sid)
         call_log = CallLog(self._store, self._metrics, start.call_sid)
         outcome = OutcomeReporter(self._breaker, self._metrics, call_log, trial=trial)
         return CallBridge(
@@ -138,14 +138,20 @@ class RealtimePipeline:
             admitted=admitted,
         )
 
-    async def _is_trial(self, call_sid: str) -> bool:
-        """Whether the router admitted this call as a half-open trial (its record says so)."""
+    async def _trial_permit(self, call_sid: str) -> TrialPermit | None:
+        """The half-open trial permit the router admitted this call with, from its record (None: no trial).
+
+        A trial record without a round (written before rounds existed) gives none: that permit is freed by
+        the breaker's stale-trial timeout instead."""
         try:
             record = await self._store.get_call(call_sid)
         except Exception:
             log.warning("call record unavailable; its breaker outcome counts as a regular call")
-            return False
-        return bool(record and record.get("breaker_trial"))
+            return None
+        if not record or not record.get("breaker_trial"):
+            return None
+        trial_round = record.get("breaker_trial_round")
+        return TrialPermit(trial_round) if isinstance(trial_round, int) else None
 
     async def start(self) -> None:
         """Nothing to warm up: Voice Live sessions are per call and the Entra token is fetched on demand."""

@@ -76,6 +76,7 @@ class CallRecord:
     moved_to_legacy: bool = False
     move_reason: str | None = None
     breaker_trial: bool = False  # admitted as a half-open trial: its outcome decides the breaker
+    breaker_trial_round: int | None = None  # the half-open round of its trial permit (flags.breaker)
     breaker_outcome: str | None = None  # success | failure | slow | connect_failure
     events: list[dict[str, Any]] = field(default_factory=list)
 

@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from twilio.twiml.voice_response import Connect, Gather, VoiceResponse
 
-from flags.breaker import CircuitBreaker
+from flags.breaker import CircuitBreaker, TrialPermit
 from flags.clock import Clock
 from flags.decision import Decision, decide
 from router.breaker_view import BreakerView
@@ -152,9 +152,9 @@ class TwilioWebhooks:
 
     async def _route_call(self, form: dict[str, str], call_sid: str) -> Response:
         caller = form.get("From", "")
-        decision = await self._decide(caller, call_sid)
+        decision, permit = await self._decide(caller, call_sid)
         self._metrics.count_decision(decision.pipeline.value, decision.reason)
-        await self._record(call_sid, caller, decision)
+        await self._record(call_sid, caller, decision, permit)
         if decision.pipeline is Pipeline.REALTIME:
             twiml = self._realtime_twiml(call_sid)
         else:
@@ -167,32 +167,36 @@ class TwilioWebhooks:
         )
         return TwimlAnswer(twiml, decision.pipeline.value, decision.reason)
 
-    async def _decide(self, caller: str, call_sid: str) -> Decision:
+    async def _decide(self, caller: str, call_sid: str) -> tuple[Decision, TrialPermit | None]:
+        """The decision, and the trial permit taken for it when it is a half-open trial."""
         config = await self._rollout.read()
         if config is None:
-            return Decision(Pipeline.LEGACY, "store_unavailable", None, 0.0)
+            return Decision(Pipeline.LEGACY, "store_unavailable", None, 0.0), None
         try:
             breaker_state = await self._breaker_view.state()
         except StoreUnavailable:
             self._metrics.store_errors.labels("breaker_current").inc()
-            return Decision(Pipeline.LEGACY, "store_unavailable", None, config.percent)
+            return Decision(Pipeline.LEGACY, "store_unavailable", None, config.percent), None
         decision = decide(config, caller=caller, call_sid=call_sid, breaker_state=breaker_state)
         if decision.pipeline is Pipeline.REALTIME and not self._realtime_has_capacity():
             # This worker already serves its limit of realtime calls (realtime_pipeline.admission); even a
             # forced or allow-listed call goes to legacy rather than slow every caller on the worker. Checked
             # before the trial permit, so a full worker does not spend one.
-            return Decision(Pipeline.LEGACY, REALTIME_FULL, decision.bucket, decision.percent)
-        if decision.pipeline is Pipeline.REALTIME and decision.trial:
-            try:
-                admitted = await self._breaker.try_acquire_trial()
-            except StoreUnavailable:
-                self._metrics.store_errors.labels("breaker_trial").inc()
-                admitted = False
-            if not admitted:
-                return Decision(Pipeline.LEGACY, "breaker_half_open", decision.bucket, decision.percent)
-        return decision
+            return Decision(Pipeline.LEGACY, REALTIME_FULL, decision.bucket, decision.percent), None
+        if not (decision.pipeline is Pipeline.REALTIME and decision.trial):
+            return decision, None
+        try:
+            permit = await self._breaker.try_acquire_trial()
+        except StoreUnavailable:
+            self._metrics.store_errors.labels("breaker_trial").inc()
+            permit = None
+        if permit is None:
+            return Decision(Pipeline.LEGACY, "breaker_half_open", decision.bucket, decision.percent), None
+        return decision, permit
 
-    async def _record(self, call_sid: str, caller: str, decision: Decision) -> None:
+    async def _record(
+        self, call_sid: str, caller: str, decision: Decision, permit: TrialPermit | None
+    ) -> None:
         """Hand the call record to the write-behind writer; a breaker trial is written before we answer,
         because the realtime pipeline reads ``breaker_trial`` when the stream starts."""
         record = CallRecord(
@@ -204,6 +208,7 @@ class TwilioWebhooks:
             caller_hash=self.caller_hash(caller),
             started_at=self._clock.time(),
             breaker_trial=decision.trial,
+            breaker_trial_round=None if permit is None else permit.round,
         )
         if not decision.trial:
             self._records.submit(record.to_dict())

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from flags.breaker import BreakerConfig, BreakerConflictError, CircuitBreaker, Outcome
+from flags.breaker import BreakerConfig, BreakerConflictError, CircuitBreaker, Outcome, TrialPermit
 from flags.breaker_state import BreakerDocument, BreakerState, WindowTotals
 from flags.clock import FakeClock
 from flags.memory_backend import InMemoryBreakerBackend
@@ -58,6 +58,13 @@ async def half_open_breaker(breaker: CircuitBreaker, clock: FakeClock) -> None:
     await open_breaker(breaker, clock)
     clock.advance(breaker.config.wait_open_seconds)
     assert await state(breaker) is BreakerState.HALF_OPEN
+
+
+async def take(breaker: CircuitBreaker, count: int) -> list[TrialPermit]:
+    """``count`` trial permits, each of which must be granted."""
+    permits = [await breaker.try_acquire_trial() for _ in range(count)]
+    assert None not in permits
+    return [permit for permit in permits if permit is not None]
 
 
 # CLOSED ------------------------------------------------------------------------------------------------
@@ -185,7 +192,7 @@ async def test_open_moves_to_half_open_only_after_the_wait_on_read() -> None:
     opened_at = (await breaker.current()).since
     clock.advance(opened_at + 59 - clock.time())
     assert await state(breaker) is BreakerState.OPEN
-    assert await breaker.try_acquire_trial() is False
+    assert await breaker.try_acquire_trial() is None
     clock.advance(1)
     doc = await breaker.current()
     assert doc.state is BreakerState.HALF_OPEN
@@ -208,7 +215,8 @@ async def test_outcomes_while_open_do_not_change_the_state() -> None:
 async def test_half_open_trial_permit_limit() -> None:
     breaker, clock, _, _ = make(BreakerConfig(half_open_calls=3))
     await half_open_breaker(breaker, clock)
-    assert [await breaker.try_acquire_trial() for _ in range(5)] == [True, True, True, False, False]
+    permits = [await breaker.try_acquire_trial() for _ in range(5)]
+    assert [permit is not None for permit in permits] == [True, True, True, False, False]
     status = await breaker.status()
     assert (status.trial_permits, status.trial_outcomes) == (3, 0)
 
@@ -216,12 +224,11 @@ async def test_half_open_trial_permit_limit() -> None:
 async def test_half_open_to_closed_when_trials_pass_and_window_is_cleared() -> None:
     breaker, clock, listener, _ = make()
     await half_open_breaker(breaker, clock)
-    for _ in range(3):
-        assert await breaker.try_acquire_trial()
-    await breaker.record(S, trial=True)
-    await breaker.record(F, trial=True)  # 1 of 3 failed: 33 % < 50 %
+    first, second, third = await take(breaker, 3)
+    await breaker.record(S, trial=first)
+    await breaker.record(F, trial=second)  # 1 of 3 failed: 33 % < 50 %
     assert await state(breaker) is BreakerState.HALF_OPEN  # not every trial has reported yet
-    await breaker.record(S, trial=True)
+    await breaker.record(S, trial=third)
     status = await breaker.status()
     assert status.state is BreakerState.CLOSED
     assert status.calls_in_window == 0
@@ -234,11 +241,10 @@ async def test_half_open_to_closed_when_trials_pass_and_window_is_cleared() -> N
 async def test_half_open_to_open_when_trials_fail() -> None:
     breaker, clock, listener, _ = make()
     await half_open_breaker(breaker, clock)
-    for _ in range(3):
-        assert await breaker.try_acquire_trial()
-    await breaker.record(F, trial=True)
-    await breaker.record(S, trial=True)
-    await breaker.record(F, trial=True)  # 2 of 3
+    first, second, third = await take(breaker, 3)
+    await breaker.record(F, trial=first)
+    await breaker.record(S, trial=second)
+    await breaker.record(F, trial=third)  # 2 of 3
     doc = await breaker.current()
     assert doc.state is BreakerState.OPEN
     assert doc.since == clock.time()
@@ -252,9 +258,8 @@ async def test_half_open_to_open_when_trials_fail() -> None:
 async def test_half_open_to_open_when_trials_are_slow() -> None:
     breaker, clock, listener, _ = make()
     await half_open_breaker(breaker, clock)
-    for _ in range(3):
-        assert await breaker.try_acquire_trial()
-        await breaker.record(SLOW, trial=True)
+    for permit in await take(breaker, 3):
+        await breaker.record(SLOW, trial=permit)
     assert await state(breaker) is BreakerState.OPEN
     assert listener.calls[-1][2] == "trial_slow_call_rate"
 
@@ -262,8 +267,8 @@ async def test_half_open_to_open_when_trials_are_slow() -> None:
 async def test_a_connect_failure_trial_reopens_at_once() -> None:
     breaker, clock, listener, _ = make()
     await half_open_breaker(breaker, clock)
-    assert await breaker.try_acquire_trial()
-    await breaker.record(CF, trial=True)
+    (permit,) = await take(breaker, 1)
+    await breaker.record(CF, trial=permit)
     assert await state(breaker) is BreakerState.OPEN
     assert listener.calls[-1][2] == "trial_connect_failure"
 
@@ -280,10 +285,10 @@ async def test_non_trial_outcomes_are_ignored_while_half_open() -> None:
 async def test_trial_outcome_without_a_permit_is_ignored() -> None:
     breaker, clock, _, _ = make()
     await half_open_breaker(breaker, clock)
-    assert await breaker.try_acquire_trial()
-    await breaker.record(S, trial=True)
-    await breaker.record(F, trial=True)  # no second permit was ever taken
-    await breaker.record(F, trial=True)
+    (permit,) = await take(breaker, 1)
+    await breaker.record(S, trial=permit)
+    await breaker.record(F, trial=permit)  # no second permit was ever taken
+    await breaker.record(F, trial=permit)
     status = await breaker.status()
     assert (status.state, status.trial_permits, status.trial_outcomes) == (BreakerState.HALF_OPEN, 1, 1)
 
@@ -292,21 +297,21 @@ async def test_stale_trials_are_released_so_half_open_cannot_stick(caplog: pytes
     config = BreakerConfig(wait_open_seconds=60)  # trial timeout defaults to 120 s
     breaker, clock, _, _ = make(config)
     await half_open_breaker(breaker, clock)
-    for _ in range(3):
-        assert await breaker.try_acquire_trial()
-    await breaker.record(S, trial=True)  # one reports; two callers hang up before any outcome
-    assert await breaker.try_acquire_trial() is False
+    reported, *_hung_up = await take(breaker, 3)
+    await breaker.record(S, trial=reported)  # one reports; two callers hang up before any outcome
+    assert await breaker.try_acquire_trial() is None
     clock.advance(119)
-    assert await breaker.try_acquire_trial() is False
+    assert await breaker.try_acquire_trial() is None
     clock.advance(1)
     with caplog.at_level(logging.WARNING, logger="flags.breaker"):
-        assert await breaker.try_acquire_trial() is True  # released two, took one
+        fourth = await breaker.try_acquire_trial()  # released two, took one
+    assert fourth is not None
     assert "released 2 trial permit(s)" in caplog.text
     status = await breaker.status()
     assert (status.state, status.trial_permits, status.trial_outcomes) == (BreakerState.HALF_OPEN, 2, 1)
-    assert await breaker.try_acquire_trial() is True
-    await breaker.record(S, trial=True)
-    await breaker.record(S, trial=True)
+    (fifth,) = await take(breaker, 1)
+    await breaker.record(S, trial=fourth)
+    await breaker.record(S, trial=fifth)
     assert await state(breaker) is BreakerState.CLOSED  # the kept outcome + two new ones: 3 of 3
 
 
@@ -329,7 +334,7 @@ async def test_forced_open_stays_until_reset() -> None:
     clock.advance(10_000)
     await feed(breaker, clock, [S] * 20)
     assert await state(breaker) is BreakerState.FORCED_OPEN
-    assert await breaker.try_acquire_trial() is False
+    assert await breaker.try_acquire_trial() is None
     doc = await breaker.reset(actor="bob", reason="vendor fixed")
     assert doc.state is BreakerState.CLOSED
     assert (await breaker.status()).calls_in_window == 0
@@ -347,7 +352,7 @@ async def test_forced_closed_counts_outcomes_but_never_trips() -> None:
     assert status.state is BreakerState.FORCED_CLOSED
     assert status.calls_in_window == 40
     assert status.failure_rate == 50.0 and status.slow_call_rate == 50.0
-    assert await breaker.try_acquire_trial() is True
+    assert await breaker.try_acquire_trial() is not None
     assert listener.calls == [(BreakerState.CLOSED, BreakerState.FORCED_CLOSED, "forced_closed", "alice")]
     await breaker.reset(actor="alice", reason="done")
     status = await breaker.status()
@@ -494,10 +499,10 @@ async def test_two_breakers_share_one_backend() -> None:
     await a.record(CF)
     assert (await b.current()).state is BreakerState.OPEN
     clock.advance(60)
-    assert await b.try_acquire_trial()
-    assert await a.try_acquire_trial()
-    assert await b.try_acquire_trial()
-    assert not await a.try_acquire_trial()
+    assert await b.try_acquire_trial() is not None
+    assert await a.try_acquire_trial() is not None
+    assert await b.try_acquire_trial() is not None
+    assert await a.try_acquire_trial() is None
 
 
 async def test_status_to_dict() -> None:
@@ -559,7 +564,7 @@ async def test_concurrent_trial_acquisitions_never_exceed_the_permit_limit() -> 
     breaker, clock, _, _ = make(backend=Yielding())
     await half_open_breaker(breaker, clock)
     admitted = await asyncio.gather(*(breaker.try_acquire_trial() for _ in range(10)))
-    assert sum(admitted) == 3
+    assert sum(permit is not None for permit in admitted) == 3
     assert (await breaker.status()).trial_permits == 3
 
 
@@ -572,20 +577,78 @@ async def test_concurrent_connect_failures_are_all_counted() -> None:
 
 async def test_a_released_trial_permit_admits_the_next_caller() -> None:
     breaker, clock, _, _ = make(BreakerConfig(half_open_calls=1))
-    await breaker.release_trial()  # closed: nothing to give back
+    (unlimited,) = await take(breaker, 1)
+    await breaker.release_trial(unlimited)  # closed: nothing to give back
     assert await state(breaker) is BreakerState.CLOSED
     await half_open_breaker(breaker, clock)
-    assert await breaker.try_acquire_trial() is True
-    assert await breaker.try_acquire_trial() is False
-    await breaker.release_trial()  # that trial's call never reached the backend
+    (refused_by_worker,) = await take(breaker, 1)
+    assert await breaker.try_acquire_trial() is None
+    await breaker.release_trial(refused_by_worker)  # that trial's call never reached the backend
     assert (await breaker.status()).trial_permits == 0
-    assert await breaker.try_acquire_trial() is True
-    await breaker.record(S, trial=False)  # (not a trial: ignored while half-open)
-    await breaker.release_trial()
-    await breaker.release_trial()  # one more than was taken: ignored
+    (permit,) = await take(breaker, 1)
+    await breaker.record(S)  # (not a trial: ignored while half-open)
+    await breaker.release_trial(permit)
+    await breaker.release_trial(permit)  # one more than was taken: ignored
     status = await breaker.status()
     assert (status.state, status.trial_permits) == (BreakerState.HALF_OPEN, 0)
-    assert await breaker.try_acquire_trial() is True
-    await breaker.record(S, trial=True)  # the one trial passed
-    await breaker.release_trial()  # nothing outstanding: a reported trial is never given back
+    (permit,) = await take(breaker, 1)
+    await breaker.record(S, trial=permit)  # the one trial passed
+    await breaker.release_trial(permit)  # nothing outstanding: a reported trial is never given back
     assert await state(breaker) is BreakerState.CLOSED
+
+
+# Trial rounds ------------------------------------------------------------------------------------------------
+
+
+async def test_a_released_trial_reporting_late_cannot_decide_the_next_round() -> None:
+    config = BreakerConfig(wait_open_seconds=60, half_open_calls=1)  # trial timeout: 120 s
+    breaker, clock, _, _ = make(config)
+    await half_open_breaker(breaker, clock)
+    (stale,) = await take(breaker, 1)
+    clock.advance(120)  # no outcome in time: released, the round restarts
+    (fresh,) = await take(breaker, 1)
+    assert fresh.round == stale.round + 1
+    await breaker.record(CF, trial=stale)  # the released caller's late failure
+    status = await breaker.status()
+    assert (status.state, status.trial_permits, status.trial_outcomes) == (BreakerState.HALF_OPEN, 1, 0)
+    await breaker.record(S, trial=fresh)  # the round's own trial decides it
+    assert await state(breaker) is BreakerState.CLOSED
+
+
+async def test_a_trial_from_before_the_breaker_reopened_is_not_counted_in_the_new_round() -> None:
+    breaker, clock, listener, _ = make(BreakerConfig(wait_open_seconds=60, half_open_calls=2))
+    await half_open_breaker(breaker, clock)
+    failed, still_talking = await take(breaker, 2)
+    await breaker.record(CF, trial=failed)  # reopens at once; the other trial's call goes on
+    clock.advance(60)
+    first, second = await take(breaker, 2)
+    await breaker.record(F, trial=still_talking)  # its session dropped: a fact about the last round
+    await breaker.record(S, trial=first)
+    assert await state(breaker) is BreakerState.HALF_OPEN  # waiting for `second`, not decided by the old call
+    await breaker.record(S, trial=second)
+    assert await state(breaker) is BreakerState.CLOSED
+    assert listener.calls[-1][2] == "trials_passed"
+
+
+async def test_a_permit_given_back_after_the_round_restarted_frees_nothing() -> None:
+    breaker, clock, _, _ = make(BreakerConfig(wait_open_seconds=60, half_open_calls=1))
+    await half_open_breaker(breaker, clock)
+    (stale,) = await take(breaker, 1)
+    clock.advance(120)
+    (fresh,) = await take(breaker, 1)
+    await breaker.release_trial(stale)  # a full worker refused the stale trial's stream late
+    assert (await breaker.status()).trial_permits == 1  # `fresh` still holds the only permit
+    assert await breaker.try_acquire_trial() is None
+    await breaker.release_trial(fresh)
+    assert (await breaker.status()).trial_permits == 0
+
+
+async def test_the_trial_round_is_kept_in_the_stored_document() -> None:
+    backend = InMemoryBreakerBackend()
+    breaker, clock, _, _ = make(backend=backend)
+    await half_open_breaker(breaker, clock)
+    (permit,) = await take(breaker, 1)
+    stored = await backend.breaker_load()
+    assert stored is not None and stored.trial_round == permit.round == 1
+    assert BreakerDocument.from_dict(stored.to_dict()).trial_round == 1
+    assert BreakerDocument.from_dict({"state": "half_open"}).trial_round == 0  # a document from before rounds

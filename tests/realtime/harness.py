@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from emulators.runner import ServerThread
 from emulators.twilio.rest import TwilioRestEmulator
 from emulators.voicelive import VoiceLiveEmulator
-from flags.breaker import BreakerConfig, CircuitBreaker
+from flags.breaker import BreakerConfig, CircuitBreaker, TrialPermit
 from flags.clock import SystemClock
 from realtime_pipeline.bridge import BridgeConfig
 from realtime_pipeline.pipeline import RealtimePipeline
@@ -121,7 +121,8 @@ class Harness:
         future = asyncio.run_coroutine_threadsafe(coro, self.server.loop)
         return await asyncio.wrap_future(future)
 
-    async def register_call(self, call_sid: str, *, trial: bool = False) -> None:
+    async def register_call(self, call_sid: str, *, trial: TrialPermit | None = None) -> None:
+        """The record the router writes when it routes ``call_sid`` to realtime (with its trial permit)."""
         record = CallRecord(
             call_sid=call_sid,
             pipeline=Pipeline.REALTIME,
@@ -130,7 +131,8 @@ class Harness:
             percent=100.0,
             caller_hash="h",
             started_at=self.clock.time(),
-            breaker_trial=trial,
+            breaker_trial=trial is not None,
+            breaker_trial_round=None if trial is None else trial.round,
         )
         await self.on_server(self.store.put_call(record.to_dict()))
 

@@ -91,10 +91,11 @@ async def test_a_half_open_trial_refused_by_a_full_worker_gives_its_permit_back(
     )
     await harness.on_server(harness.breaker.record(Outcome.CONNECT_FAILURE))
     await asyncio.sleep(0.15)  # past the open wait: half-open
-    assert await harness.on_server(harness.breaker.try_acquire_trial())  # what the webhook did for `trial`
+    permit = await harness.on_server(harness.breaker.try_acquire_trial())  # what the webhook did for `trial`
+    assert permit is not None
     talking, trial = new_call_sid(), new_call_sid()
     await harness.register_call(talking)
-    await harness.register_call(trial, trial=True)
+    await harness.register_call(trial, trial=permit)
     async with harness.client(talking) as first:
         await first.start()
         await wait_until(lambda: len(harness.voicelive.sessions) == 1)
@@ -106,6 +107,6 @@ async def test_a_half_open_trial_refused_by_a_full_worker_gives_its_permit_back(
         status = await harness.on_server(harness.breaker.status())
         assert (status.state, status.trial_permits) == (BreakerState.HALF_OPEN, 0)
         # The next caller can be the trial now, not after the stale-trial timeout.
-        assert await harness.on_server(harness.breaker.try_acquire_trial())
+        assert await harness.on_server(harness.breaker.try_acquire_trial()) is not None
         await first.stop()
         await first.wait_closed()

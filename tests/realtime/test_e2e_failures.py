@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from emulators.runner import free_port
 from emulators.speechlike import silence_ulaw, speechlike_ulaw
-from flags.breaker import Outcome
+from flags.breaker import Outcome, TrialPermit
 from tests.realtime.controlled_connector import ControlledConnector
 from tests.realtime.harness import PUBLIC_BASE_URL, Harness, new_call_sid
 from tests.realtime.twilio_client import TwilioMediaClient, wait_until
@@ -54,23 +54,23 @@ async def test_connection_refused_is_a_connect_failure_and_moves_the_call(
 async def test_handshake_rejected_is_a_connect_failure(make_harness: Callable[..., Harness]) -> None:
     harness = make_harness()
     harness.voicelive.faults.update(reject_handshake_status=503)
-    recorded: list[tuple[str, bool]] = []
+    recorded: list[tuple[str, TrialPermit | None]] = []
     real_record = harness.breaker.record
 
-    async def spy(outcome: Outcome, *, trial: bool = False) -> None:
+    async def spy(outcome: Outcome, *, trial: TrialPermit | None = None) -> None:
         recorded.append((outcome.value, trial))
         await real_record(outcome, trial=trial)
 
     harness.breaker.record = spy  # type: ignore[method-assign]
     call_sid = new_call_sid()
-    await harness.register_call(call_sid, trial=True)
+    await harness.register_call(call_sid, trial=TrialPermit(7))
     async with harness.client(call_sid) as twilio:
         await twilio.start()
         await _assert_moved(harness, twilio, call_sid, "voicelive_handshake_failed")
     assert await harness.wait_call_field(call_sid, "breaker_outcome") == "connect_failure"
     assert harness.voicelive.state.connections_rejected == 1
     # The router admitted it as a half-open trial: its outcome is recorded as the trial's.
-    assert recorded == [("connect_failure", True)]
+    assert recorded == [("connect_failure", TrialPermit(7))]
 
 
 async def test_session_updated_timeout_is_a_failure(make_harness: Callable[..., Harness]) -> None:

@@ -264,6 +264,9 @@ def test_a_half_open_trial_call_is_recorded_before_the_answer(router_factory, tm
     # Read through another connection, without the admin API's flush: the record is already there.
     record = asyncio.run(read())
     assert record is not None and record["breaker_trial"] is True
+    # The permit's round goes with the record, so the realtime pipeline reports the outcome for that round.
+    breaker_doc = asyncio.run(router.components.breaker.current())
+    assert record["breaker_trial_round"] == breaker_doc.trial_round == 1
 
 
 class SwitchableCapacity(NoRealtime):
