@@ -33,6 +33,7 @@ from realtime_pipeline.voicelive_client import (
 )
 from router.agent_profile import AgentProfile
 from router.observability import Metrics
+from router.records import CallRecord
 from router.settings import Settings
 from router.store.base import StateStore
 from router.stream_token import StreamTokens
@@ -139,19 +140,13 @@ class RealtimePipeline:
         )
 
     async def _trial_permit(self, call_sid: str) -> TrialPermit | None:
-        """The half-open trial permit the router admitted this call with, from its record (None: no trial).
-
-        A trial record without a round (written before rounds existed) gives none: that permit is freed by
-        the breaker's stale-trial timeout instead."""
+        """The half-open trial permit the router admitted this call with, from its record (None: no trial)."""
         try:
             record = await self._store.get_call(call_sid)
         except Exception:
             log.warning("call record unavailable; its breaker outcome counts as a regular call")
             return None
-        if not record or not record.get("breaker_trial"):
-            return None
-        trial_round = record.get("breaker_trial_round")
-        return TrialPermit(trial_round) if isinstance(trial_round, int) else None
+        return CallRecord.trial_permit(record)
 
     async def start(self) -> None:
         """Nothing to warm up: Voice Live sessions are per call and the Entra token is fetched on demand."""

@@ -13,9 +13,12 @@ the same stage names for what they share, so a comparison can line them up:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from flags.breaker import TrialPermit
 
 
 class Pipeline(StrEnum):
@@ -91,6 +94,15 @@ class CallRecord:
         else:
             del data["events"]
         return data
+
+    @staticmethod
+    def trial_permit(data: Mapping[str, Any] | None) -> TrialPermit | None:
+        """The half-open trial permit a stored call was admitted with, or None. A trial record without a
+        round (written before rounds existed) gives none: the breaker's stale-trial timeout frees it."""
+        if not data or not data.get("breaker_trial"):
+            return None
+        trial_round = data.get("breaker_trial_round")
+        return TrialPermit(trial_round) if isinstance(trial_round, int) else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CallRecord:

@@ -185,6 +185,9 @@ class TwilioWebhooks:
             return Decision(Pipeline.LEGACY, REALTIME_FULL, decision.bucket, decision.percent), None
         if not (decision.pipeline is Pipeline.REALTIME and decision.trial):
             return decision, None
+        permit = await self._earlier_trial(call_sid)
+        if permit is not None:
+            return decision, permit
         try:
             permit = await self._breaker.try_acquire_trial()
         except StoreUnavailable:
@@ -193,6 +196,20 @@ class TwilioWebhooks:
         if permit is None:
             return Decision(Pipeline.LEGACY, "breaker_half_open", decision.bucket, decision.percent), None
         return decision, permit
+
+    async def _earlier_trial(self, call_sid: str) -> TrialPermit | None:
+        """The permit an earlier attempt of this webhook took, when Twilio retried it and the retry reached
+        another worker (past this worker's replay cache): the call keeps its trial instead of being refused
+        one and sent to legacy while a permit is held for it. One point read, on half-open trials only."""
+        try:
+            record = await self._store.get_call(call_sid)
+        except StoreUnavailable:
+            self._metrics.store_errors.labels("get_call").inc()
+            return None
+        permit = CallRecord.trial_permit(record)
+        if permit is not None:
+            log.info("a retried webhook keeps the trial permit its first attempt took")
+        return permit
 
     async def _record(
         self, call_sid: str, caller: str, decision: Decision, permit: TrialPermit | None

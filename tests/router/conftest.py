@@ -127,7 +127,9 @@ class RunningRouter:
             )
         return self.client.request(method, path, headers=headers, **kwargs)
 
-    def incoming_call(self, call_sid: str, caller: str = "+14155550100") -> httpx.Response:
+    def incoming_call(
+        self, call_sid: str, caller: str = "+14155550100", *, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         return self.twilio_post(
             "/twilio/voice",
             {
@@ -139,6 +141,7 @@ class RunningRouter:
                 "Direction": "inbound",
                 "ApiVersion": "2010-04-01",
             },
+            headers=headers,
         )
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+from flags.breaker import BreakerConfig, CircuitBreaker, Outcome
+from flags.clock import SystemClock
+from router.store.factory import open_store
 from tests.router.conftest import RunningRouter
 
 
@@ -49,3 +53,48 @@ def test_breaker_forced_open_on_one_replica_routes_legacy_on_the_other(
         time.sleep(0.02)
         sids = {c["call_sid"] for c in a.admin("GET", "/admin/calls").json()}
     assert {"CA" + "2" * 32, "CA" + "3" * 32} <= sids
+
+
+def test_a_webhook_retry_on_another_replica_keeps_the_half_open_trial(router_factory, redis_url: str) -> None:
+    """Twilio retried /twilio/voice (same token) and the retry reached the other replica, which has not seen
+    the first attempt: it must answer realtime with the first attempt's trial, not refuse the call a trial
+    (legacy) while the only permit stays taken for it."""
+    settings = {
+        "state_url": redis_url,
+        "config_cache_seconds": 0.0,
+        "breaker_wait_open_seconds": 1.0,
+        "breaker_consecutive_connect_failures": 1,
+        "breaker_half_open_calls": 1,
+    }
+    a: RunningRouter = router_factory(**settings)
+    b: RunningRouter = router_factory(**settings)
+    a.admin("PUT", "/admin/rollout", json={"percent": 100, "reason": "ramp"})
+
+    async def trip() -> None:  # as a realtime worker would, through its own connection to the shared store
+        store = open_store(redis_url)
+        await store.open()
+        try:
+            config = BreakerConfig(consecutive_connect_failures=1, wait_open_seconds=1.0, half_open_calls=1)
+            await CircuitBreaker(config, store, clock=SystemClock()).record(Outcome.CONNECT_FAILURE)
+        finally:
+            await store.close()
+
+    asyncio.run(trip())
+    assert a.admin("GET", "/admin/breaker").json()["state"] == "open"
+    time.sleep(1.1)  # past the open wait: half-open, one trial permit
+
+    call_sid, token = "CA" + "4" * 32, {"I-Twilio-Idempotency-Token": "2b7e0c1a-first-and-retry"}
+    first = a.incoming_call(call_sid, headers=token)
+    retry = b.incoming_call(call_sid, headers=token)
+    assert (first.headers["X-Voice-Router-Pipeline"], first.headers["X-Voice-Router-Reason"]) == (
+        "realtime",
+        "rollout_in",
+    )
+    assert (retry.headers["X-Voice-Router-Pipeline"], retry.headers["X-Voice-Router-Reason"]) == (
+        "realtime",
+        "rollout_in",
+    )
+    assert "<Stream" in retry.text
+    status = b.admin("GET", "/admin/breaker").json()
+    assert (status["state"], status["trial_permits"]) == ("half_open", 1)  # one call, one permit
+    assert route(b, "CA" + "5" * 32) == ("legacy", "breaker_half_open")  # the round's only permit is taken
