@@ -6,6 +6,7 @@ import dataclasses
 
 import orjson
 
+from flags.breaker import TrialPermit
 from router.records import CallRecord, Pipeline, TurnRecord
 
 
@@ -58,3 +59,23 @@ def test_call_record_round_trip_ignores_unknown_fields() -> None:
     assert data == {**dataclasses.asdict(call), "pipeline": "legacy"}
     stored = {**orjson.loads(orjson.dumps(data)), "realtime": {"reconnects": 1}}
     assert CallRecord.from_dict(stored) == call
+
+
+def test_trial_permit_of_a_stored_call() -> None:
+    trial = CallRecord(
+        call_sid="CA4",
+        pipeline=Pipeline.REALTIME,
+        reason="rollout_in",
+        bucket=1,
+        percent=100.0,
+        caller_hash="",
+        started_at=1.0,
+        breaker_trial=True,
+        breaker_trial_round=3,
+    )
+    stored = orjson.loads(orjson.dumps(trial.to_dict()))
+    assert CallRecord.trial_permit(stored) == TrialPermit(3)
+    assert CallRecord.trial_permit({**stored, "breaker_trial": False}) is None
+    # A trial written before permits had rounds: no permit (the breaker's stale-trial timeout frees it).
+    assert CallRecord.trial_permit({**stored, "breaker_trial_round": None}) is None
+    assert CallRecord.trial_permit(None) is None
