@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import orjson
 
@@ -30,23 +31,28 @@ def test_turn_record_round_trip_matches_asdict() -> None:
     assert TurnRecord.from_dict(orjson.loads(orjson.dumps(turn.to_dict()))) == turn
 
 
+def call(**fields: Any) -> CallRecord:
+    """A call record with plausible defaults, overridden by ``fields``."""
+    defaults: dict[str, Any] = {
+        "call_sid": "CA1",
+        "pipeline": Pipeline.REALTIME,
+        "reason": "rollout_in",
+        "bucket": 1,
+        "percent": 100.0,
+        "caller_hash": "",
+        "started_at": 1.0,
+    }
+    return CallRecord(**{**defaults, **fields})
+
+
 def test_call_record_without_events_has_no_events_key() -> None:
-    call = CallRecord(
-        call_sid="CA3",
-        pipeline=Pipeline.REALTIME,
-        reason="rollout_in",
-        bucket=1,
-        percent=1.0,
-        caller_hash="",
-        started_at=1.0,
-    )
-    assert "events" not in call.to_dict()  # so storing it leaves the call's appended events alone
-    assert CallRecord.from_dict(call.to_dict()) == call
+    record = call()
+    assert "events" not in record.to_dict()  # so storing it leaves the call's appended events alone
+    assert CallRecord.from_dict(record.to_dict()) == record
 
 
 def test_call_record_round_trip_ignores_unknown_fields() -> None:
-    call = CallRecord(
-        call_sid="CA2",
+    record = call(
         pipeline=Pipeline.LEGACY,
         reason="rollout_out",
         bucket=9000,
@@ -55,25 +61,14 @@ def test_call_record_round_trip_ignores_unknown_fields() -> None:
         started_at=10.0,
         events=[{"type": "x"}],
     )
-    data = call.to_dict()
-    assert data == {**dataclasses.asdict(call), "pipeline": "legacy"}
+    data = record.to_dict()
+    assert data == {**dataclasses.asdict(record), "pipeline": "legacy"}
     stored = {**orjson.loads(orjson.dumps(data)), "realtime": {"reconnects": 1}}
-    assert CallRecord.from_dict(stored) == call
+    assert CallRecord.from_dict(stored) == record
 
 
 def test_trial_permit_of_a_stored_call() -> None:
-    trial = CallRecord(
-        call_sid="CA4",
-        pipeline=Pipeline.REALTIME,
-        reason="rollout_in",
-        bucket=1,
-        percent=100.0,
-        caller_hash="",
-        started_at=1.0,
-        breaker_trial=True,
-        breaker_trial_round=3,
-    )
-    stored = orjson.loads(orjson.dumps(trial.to_dict()))
+    stored = orjson.loads(orjson.dumps(call(breaker_trial=True, breaker_trial_round=3).to_dict()))
     assert CallRecord.trial_permit(stored) == TrialPermit(3)
     assert CallRecord.trial_permit({**stored, "breaker_trial": False}) is None
     # A trial written before permits had rounds: no permit (the breaker's stale-trial timeout frees it).
