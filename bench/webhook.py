@@ -40,15 +40,20 @@ HOST = "127.0.0.1"
 ROUNDS = 3
 
 
-def wait_listening(port: int, timeout: float = 60.0) -> None:
+def wait_listening(
+    port: int, process: subprocess.Popen[bytes], log: Path | None = None, timeout: float = 60.0
+) -> None:
+    """Wait for ``process`` to listen on ``port``; if it exits or never listens, fail with its log's tail."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
             with socket.create_connection((HOST, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.1)
-    raise TimeoutError(f"nothing listening on {port}")
+    tail = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
+    status = "exited" if process.poll() is not None else "is not listening"
+    raise RuntimeError(f"server on port {port} {status}\n{tail}")
 
 
 def request_factory(port: int, public_base_url: str) -> Callable[[int], bytes]:
@@ -124,6 +129,7 @@ def start_servers(workdir: Path) -> tuple[int, int, list[subprocess.Popen[bytes]
         "STATE_URL": f"sqlite:///{workdir / 'state.db'}",
         "PUBLIC_BASE_URL": f"http://{HOST}:{router_port}",
     }
+    router_log = workdir / "router.log"
     router = subprocess.Popen(
         [
             sys.executable,
@@ -139,14 +145,27 @@ def start_servers(workdir: Path) -> tuple[int, int, list[subprocess.Popen[bytes]
         cwd=workdir,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=router_log.open("wb"),  # start-up errors (a missing Azurite, say) end up in the failure
     )
     bare = subprocess.Popen(
         [sys.executable, "-m", "bench.bare_app", "--port", str(bare_port)], cwd=REPO, env=env
     )
-    wait_listening(router_port)
-    wait_listening(bare_port)
+    try:
+        wait_listening(router_port, router, router_log)
+        wait_listening(bare_port, bare)
+    except BaseException:
+        stop_servers([router, bare])
+        raise
     return router_port, bare_port, [router, bare]
+
+
+def stop_servers(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 async def set_percent(router_port: int, percent: float) -> None:
@@ -221,12 +240,7 @@ def main() -> None:
             measure(router_port, bare_port, args.quick, [float(p) for p in args.percents.split(",")])
         )
     finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_servers(processes)
     out = REPO / "bench" / "results" / "webhook.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
