@@ -182,11 +182,14 @@ class TwilioWebhooks:
             # This worker already serves its limit of realtime calls (realtime_pipeline.admission); even a
             # forced or allow-listed call goes to legacy rather than slow every caller on the worker. Checked
             # before the trial permit, so a full worker does not spend one.
+            if decision.trial:
+                await self._release_earlier_trial(call_sid)
             return Decision(Pipeline.LEGACY, REALTIME_FULL, decision.bucket, decision.percent), None
         if not (decision.pipeline is Pipeline.REALTIME and decision.trial):
             return decision, None
         permit = await self._earlier_trial(call_sid)
         if permit is not None:
+            log.info("a retried webhook keeps the trial permit its first attempt took")
             return decision, permit
         try:
             permit = await self._breaker.try_acquire_trial()
@@ -206,10 +209,21 @@ class TwilioWebhooks:
         except StoreUnavailable:
             self._metrics.store_errors.labels("get_call").inc()
             return None
-        permit = CallRecord.trial_permit(record)
-        if permit is not None:
-            log.info("a retried webhook keeps the trial permit its first attempt took")
-        return permit
+        return CallRecord.trial_permit(record)
+
+    async def _release_earlier_trial(self, call_sid: str) -> None:
+        """A retry sent to legacy by a full worker: Twilio follows this answer, so the permit an earlier
+        attempt took for realtime will never report; give it back rather than hold the round up."""
+        permit = await self._earlier_trial(call_sid)
+        if permit is None:
+            return
+        log.info(
+            "a retried webhook went to legacy on a full worker: its first attempt's trial permit is released"
+        )
+        try:
+            await self._breaker.release_trial(permit)
+        except StoreUnavailable:
+            self._metrics.store_errors.labels("breaker_release_trial").inc()
 
     async def _record(
         self, call_sid: str, caller: str, decision: Decision, permit: TrialPermit | None
