@@ -374,7 +374,9 @@ class CircuitBreaker:
             )
             return None
         if _reported(tally) >= tally.permits:
-            logger.info("ignoring a trial outcome with no outstanding permit (released or from an old round)")
+            logger.info(
+                "ignoring a trial outcome with no outstanding permit in this round (already reported)"
+            )
             return None
         if outcome is Outcome.SUCCESS:
             tally = replace(tally, successes=tally.successes + 1)
