@@ -123,7 +123,9 @@ def build_services(settings: Settings) -> LegacyServices:
             host=settings.azure_speech_host,
         )
         synthesizer = AzureSpeechSynthesizer(
-            config_factory, first_chunk_timeout_ms=settings.legacy_tts_first_chunk_timeout_ms
+            config_factory,
+            first_chunk_timeout_ms=settings.legacy_tts_first_chunk_timeout_ms,
+            max_concurrent=settings.legacy_tts_max_concurrent,
         )
         recognizer = AzureSpeechRecognizer(config_factory, timeout_s=settings.legacy_stt_timeout_seconds)
     else:

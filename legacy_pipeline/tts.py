@@ -3,6 +3,11 @@
 ``Riff8Khz8BitMonoMULaw`` is what ``<Play>`` plays without transcoding (the SDK adds the RIFF header
 itself). The SDK's own first-chunk timeout and retry are set low so a stalled service fails in a couple
 of seconds instead of the SDK default 40 s plus one retry.
+
+Each synthesis blocks a thread on the SDK's ``get()`` for the whole request, so the synthesizer has its own
+thread pool, sized for how many replies a worker synthesizes at once. On the event loop's default executor
+(``min(32, cores + 4)`` threads: 6 on a 2-core box) the seventh concurrent turn waited for a free thread:
+when a Voice Live outage moved a dozen calls to legacy at once, their replies queued behind each other.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import asyncio
 import contextlib
 import queue
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from azure.cognitiveservices import speech as speechsdk
@@ -42,10 +48,13 @@ class AzureSpeechSynthesizer:
         *,
         first_chunk_timeout_ms: int = 3000,
         max_idle: int = 8,
+        max_concurrent: int = 64,
     ) -> None:
         self._config_factory = config_factory
         self._first_chunk_timeout_ms = first_chunk_timeout_ms
         self._idle: queue.LifoQueue[speechsdk.SpeechSynthesizer] = queue.LifoQueue(maxsize=max_idle)
+        # Threads start on demand, up to ``max_concurrent``; an idle worker holds none beyond those used.
+        self._threads = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="tts")
 
     def _new_synthesizer(self) -> speechsdk.SpeechSynthesizer:
         config = self._config_factory()
@@ -70,9 +79,10 @@ class AzureSpeechSynthesizer:
 
     async def synthesize(self, text: str, *, voice: str, language: str) -> bytes:
         ssml = build_ssml(text, voice=voice, language=language)
-        return await asyncio.to_thread(self._speak, ssml)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self._speak, ssml)
 
     async def aclose(self) -> None:
+        self._threads.shutdown(wait=False, cancel_futures=True)
         while True:
             try:
                 self._idle.get_nowait()

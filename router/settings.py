@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     legacy_tts_first_chunk_timeout_ms: int = (
         3000  # Speech SDK first-chunk timeout; SDK default is 40 s + 1 retry
     )
+    # Syntheses in flight at once per worker (each waits on the SDK in a thread of its own pool: the event
+    # loop's default executor has only min(32, cores + 4) threads, 6 on a 2-core box, and queued the rest)
+    legacy_tts_max_concurrent: int = Field(default=64, ge=1)
     legacy_stt_timeout_seconds: float = 6.0  # Azure STT of a recording (the SDK has no bound of its own)
     legacy_blob_sas_minutes: float = 15.0  # lifetime of the read-only SAS URL in <Play>
     legacy_blob_retention_hours: float = 24.0  # per-turn reply audio older than this is deleted
