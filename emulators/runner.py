@@ -16,6 +16,8 @@ from typing import Any
 
 import uvicorn
 
+IDLE_CONNECTION_SECONDS = 120  # how long an emulator keeps an idle HTTP connection open
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """Ask the kernel for a currently unused TCP port on ``host``."""
@@ -42,6 +44,11 @@ class ServerThread:
         self.port = port or free_port(host)
         # The same WebSocket implementation ``python -m router serve`` uses, so tests exercise it.
         uvicorn_options.setdefault("ws", "websockets-sansio")
+        # Cloud services keep an idle connection open for minutes; uvicorn closes it after 5 s, the very
+        # moment httpx's own pool (the OpenAI SDK's, the demo's control client) gives it up. A request sent on
+        # it as the server closes it dies with a read error on a busy box: a fault of the stand-in, not of the
+        # service it stands for.
+        uvicorn_options.setdefault("timeout_keep_alive", IDLE_CONNECTION_SECONDS)
         config = uvicorn.Config(
             app,
             host=host,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from twilio.base.exceptions import TwilioRestException
@@ -120,3 +122,18 @@ def test_faults_over_the_control_endpoint(emulator):
     assert client.calls(CALL).update(url="https://r.example/x").status == "in-progress"
     bad = httpx.post(f"{emulator.url}/_emulator/faults", json={"nonsense": 1})
     assert bad.status_code == 400
+
+
+def test_an_idle_pooled_connection_stays_open_past_uvicorns_five_seconds(emulator):
+    """Like the real service, and unlike uvicorn's 5 s default: a pooled client must not race the emulator
+    closing its idle connection (on a busy box that request died with a read error: a demo call moved to
+    legacy failed, an LLM turn failed)."""
+    # httpx itself drops idle connections after 5 s; requests (twilio's sync client) and aiohttp keep them.
+    limits = httpx.Limits(keepalive_expiry=60.0)
+    with httpx.Client(base_url=emulator.url, timeout=5.0, limits=limits) as client:
+        first = client.get("/2010-04-01/Accounts.json")
+        time.sleep(6.0)
+        second = client.get("/2010-04-01/Accounts.json")
+        assert first.status_code == second.status_code
+        # One connection served both requests: the pool still held it, and the emulator had not closed it.
+        assert client._transport._pool.connections[0]._connection._request_count == 2  # type: ignore[attr-defined]
