@@ -369,10 +369,14 @@ class MediaStreamSession:
                 reason = "closed_by_server"
         finally:
             closed.cancel()
-            await self.close(send_stop=not self.closed_by_server.is_set())
+            # The pumps stop first, and are reaped even if this call is cancelled while closing (the caller
+            # hung up mid-move): left running, the sender kept writing to a closed socket.
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await self.close(send_stop=not self.closed_by_server.is_set())
+            finally:
+                await asyncio.gather(*tasks, return_exceptions=True)
             if self.playing:
                 self.playing = False
                 self.ears.audio_stopped(self.ears.now())
