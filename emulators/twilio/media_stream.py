@@ -369,8 +369,8 @@ class MediaStreamSession:
                 reason = "closed_by_server"
         finally:
             closed.cancel()
-            # The pumps stop first, and are reaped even if this call is cancelled while closing (the caller
-            # hung up mid-move): left running, the sender kept writing to a closed socket.
+            # The pumps stop first, and are reaped even if this call is cancelled while closing: left running,
+            # the sender kept writing to the closed socket.
             for task in tasks:
                 task.cancel()
             try:
