@@ -60,6 +60,7 @@ TTS_FIRST_CHUNK_S = 0.25
 # Twilio <Gather speechTimeout="auto">: the pause Twilio waits for is not tunable and not published
 # (https://cloud.tencent.com/developer/ask/sof/1281892, a mirror of Stack Overflow 55932038); we assume 1 s.
 GATHER_AUTO_END_OF_SPEECH_MS = 1000
+PLAY_MARGIN_S = 2.0  # fetching and starting the reply's <Play> after the turn's TwiML is answered
 
 OUTAGE_FAULTS: dict[str, Any] = {
     # New sessions are refused (503 on the upgrade: the service answering but unavailable, as in a regional
@@ -159,7 +160,18 @@ def demo_settings(config: DemoConfig, *, state_dir: Path, port: int) -> Settings
         breaker_consecutive_connect_failures=3,
         realtime_open_timeout_seconds=1.5,
         config_cache_seconds=0.0,
+        legacy_turn_deadline_seconds=legacy_turn_deadline(config),
     )
+
+
+def legacy_turn_deadline(config: DemoConfig) -> float:
+    """The legacy turn deadline that keeps the demo's dead-air promise by construction, not by a fast box.
+
+    A caller's silence in a legacy turn is Twilio's end-of-speech pause, the turn (cut at its deadline, after
+    which the cached apology answers) and the ``<Play>`` fetch. With the service default (10 s) a turn slowed
+    by a busy machine could run past the 9 s limit without failing: the deadline leaves 2 s for the fetch.
+    """
+    return (config.silence_limit_ms - GATHER_AUTO_END_OF_SPEECH_MS) / 1000.0 - PLAY_MARGIN_S
 
 
 def _scripts(count: int, turns: int, *, offset: int) -> list[CallScript]:
