@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from flags.breaker import BreakerConfig, CircuitBreaker, Outcome
+from flags.breaker import CircuitBreaker, Outcome
 from flags.clock import SystemClock
 from router.app import NoRealtime
 from router.store.factory import open_store
@@ -41,7 +41,7 @@ def half_open(router: RunningRouter, redis_url: str) -> None:
         store = open_store(redis_url)
         await store.open()
         try:
-            config = BreakerConfig(consecutive_connect_failures=1, wait_open_seconds=1.0, half_open_calls=1)
+            config = router.components.breaker.config  # the replica's own thresholds
             await CircuitBreaker(config, store, clock=SystemClock()).record(Outcome.CONNECT_FAILURE)
         finally:
             await store.close()

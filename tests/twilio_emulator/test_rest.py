@@ -126,8 +126,8 @@ def test_faults_over_the_control_endpoint(emulator):
 
 def test_an_idle_pooled_connection_stays_open_past_uvicorns_five_seconds(emulator):
     """Like the real service, and unlike uvicorn's 5 s default: a pooled client must not race the emulator
-    closing its idle connection (on a busy box that request died with a read error: a demo call moved to
-    legacy failed, an LLM turn failed)."""
+    closing its idle connection (on a busy box such requests died with read errors: a legacy turn's LLM request,
+    the demo's outage control call)."""
     # httpx itself drops idle connections after 5 s; requests (twilio's sync client) and aiohttp keep them.
     limits = httpx.Limits(keepalive_expiry=60.0)
     with httpx.Client(base_url=emulator.url, timeout=5.0, limits=limits) as client:
