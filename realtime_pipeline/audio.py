@@ -67,6 +67,11 @@ def b64encode(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
+def b64_size(text: str) -> int:
+    """Bytes encoded by the padded base64 ``text`` (what ``b64encode`` produces), without decoding it."""
+    return len(text) // 4 * 3 - (2 if text.endswith("==") else 1 if text.endswith("=") else 0)
+
+
 def b64decode(text: str) -> bytes:
     """Strict base64 decode; raises ``ValueError`` on bad input."""
     try:

@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket
 
 from flags.breaker import Outcome
 from flags.clock import Clock
-from realtime_pipeline.audio import AudioPath
+from realtime_pipeline.audio import ULAW_BYTES_PER_MS, AudioPath, b64_size
 from realtime_pipeline.call_log import CallLog
 from realtime_pipeline.call_mover import CallMover
 from realtime_pipeline.guards import FrameRateLimiter, RateLimitedLog
@@ -81,6 +81,8 @@ from router.records import REALTIME_FULL
 log = logging.getLogger(__name__)
 
 PIPELINE = "realtime"
+PREROLL_FRAMES = 25  # 500 ms of caller audio replayed into a renewed session (speech not yet detected)
+FLOOD_WINDOW_SECONDS = 10.0
 
 
 class FrameProbe(Protocol):
@@ -94,6 +96,7 @@ class FrameProbe(Protocol):
 @dataclass(frozen=True)
 class BridgeConfig:
     greeting: str = ""
+    reply_at_speech_end: bool = True  # the profile's turn_detection.create_response
     slow_call_seconds: float = 4.0
     open_timeout: float = 5.0
     ready_timeout: float = 5.0
@@ -126,22 +129,27 @@ class CallBridge:
         "_closing",
         "_config",
         "_first_audio_anchor",
+        "_flood_count",
+        "_flood_since",
         "_generation",
         "_greeting_requested",
         "_history",
         "_limiter",
         "_log",
+        "_marks_owed",
         "_metrics",
         "_moved",
         "_mover",
         "_outcome",
         "_pending_stages",
         "_playback",
+        "_preroll",
         "_probe",
         "_ratelog",
         "_reconnect_spent",
         "_renewal_timer",
         "_replace_lock",
+        "_reply_owed",
         "_response_active",
         "_session",
         "_session_started",
@@ -204,8 +212,15 @@ class CallBridge:
         self._generation = 0
         self._session_started = 0.0
         self._buffer: deque[str] | None = None  # caller audio held while no session is ready
+        self._preroll: deque[str] | None = None  # the newest caller audio, kept while a renewal is opening
         self._replace_lock = asyncio.Lock()
         self._response_active = False
+        # The response.create to send again if the session is replaced before the reply it asked for is done
+        # (the greeting, or the reply to a finished question).
+        self._reply_owed: str | None = None
+        self._marks_owed = 0  # marks sent to Twilio and not yet echoed: after a clear all come back at once
+        self._flood_count = 0
+        self._flood_since = 0.0
         self._user_speaking = False
         self._reconnect_spent = False
         self._moved = False
@@ -264,11 +279,8 @@ class CallBridge:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if not self._outcome.decided and self._admitted:
-            slow = (
-                self._first_audio_anchor is not None
-                and self._clock.monotonic() - self._first_audio_anchor > self._config.slow_call_seconds
-            )
-            await self._outcome.report(Outcome.SLOW if slow else Outcome.SUCCESS, "call ended")
+            await self._report_at_end()
+        await self._outcome.drain()
         turn = self._turns.finish()
         if turn is not None:
             self._write_turn(turn)
@@ -280,6 +292,18 @@ class CallBridge:
         self._log.merge({"realtime": {"audio_mode": self._audio.mode, **self.stats}})
         self._log.event("stream_ended", self._clock.time(), **self.stats)
         await self._log.close()
+
+    async def _report_at_end(self) -> None:
+        """The call ended with no outcome yet. A session that was ready and owed the caller nothing is a
+        success; first audio still awaited within the slow-call threshold (the caller hung up early) says
+        nothing either way, so a half-open trial gives its permit back instead of closing the breaker."""
+        anchor = self._first_audio_anchor
+        if anchor is None:
+            self._outcome.report(Outcome.SUCCESS, "call ended")
+        elif self._clock.monotonic() - anchor > self._config.slow_call_seconds:
+            self._outcome.report(Outcome.SLOW, "call ended")
+        else:
+            await self._outcome.release_trial()
 
     # Voice Live sessions ---------------------------------------------------------------------------------
 
@@ -301,6 +325,7 @@ class CallBridge:
         except VoiceLiveError as exc:
             return await self._fail_at_start(Outcome.FAILURE, "voicelive_closed", exc)
         self._adopt(ready)
+        self._vl_ready = True
         self._pending_stages = {"session_connect": ready.connect_ms, "session_ready": ready.ready_ms}
         self._metrics.observe_turn(PIPELINE, "session_connect", ready.connect_ms)
         self._metrics.observe_turn(PIPELINE, "session_ready", ready.ready_ms)
@@ -309,7 +334,8 @@ class CallBridge:
             now = self._clock.monotonic()
             self._begin_turn(self._stream_started, self._clock.time() - (now - self._stream_started), "")
             self._greeting_requested = now
-            await self._send_vl(response_create(greeting_instructions(self._config.greeting)))
+            self._reply_owed = response_create(greeting_instructions(self._config.greeting))
+            await self._send_vl(self._reply_owed)
             self._arm_first_audio(now)
         else:
             self._turns.skip_greeting()
@@ -333,69 +359,88 @@ class CallBridge:
         log.warning("voice live unavailable at call start: %s", exc, extra={"reason": reason})
         self._metrics.turn_failures.labels(PIPELINE, reason).inc()
         self._log.event("voicelive_failed", self._clock.time(), reason=reason, detail=str(exc)[:200])
-        await self._outcome.report(outcome, reason)
+        self._outcome.report(outcome, reason)
         await self._move_to_legacy(reason)
         return False
 
     def _adopt(self, ready: ReadySession) -> None:
+        """``ready`` is the call's session from now on (caller audio flows once ``_vl_ready`` is set)."""
         self._vl = ready.connection
         self._generation += 1
         self._session_started = self._clock.monotonic()
-        self._vl_ready = True
         self._schedule_renewal(self._config.session_max_age_seconds)
 
-    async def _replace_session(self, reason: str) -> bool:
-        """Open a new session with the conversation so far; True when it took over."""
+    async def _open_next_session(self) -> ReadySession:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation (the caller hung
+        # up) that arrives as the session becomes ready, and the bridge would live on with an open session.
+        async with asyncio.timeout(self._config.reconnect_timeout * 2):
+            return await self._client.open_session(
+                self._session,
+                open_timeout=self._config.reconnect_timeout,
+                ready_timeout=self._config.reconnect_timeout,
+            )
+
+    async def _switch_to(self, ready: ReadySession) -> None:
+        """Make ``ready`` the call's session: first the conversation so far, then the caller audio held
+        meanwhile, in order; only then does new caller audio go to it directly."""
+        old = self._vl
+        self._vl_ready = False  # from here until the flush ends, caller audio is held, in order
+        self._adopt(ready)
+        self._response_active = False
+        self._user_speaking = False
+        self._audio.discard_outbound()
+        if old is not None and old is not ready.connection:
+            closing = asyncio.create_task(_close_quietly(old))
+            self._closers.add(closing)
+            closing.add_done_callback(self._closers.discard)
+        try:
+            for event in message_items(self._history.replay()):
+                await ready.connection.send(event)
+        except VoiceLiveClosed:
+            return  # lost already: the Voice Live loop sees it and recovers
+        await self._flush_buffer()
+
+    async def _replace_session(self, reason: str, failed: VoiceLiveConnection | None) -> bool:
+        """After ``failed`` was lost or broke: a new session with the conversation so far, and the reply the
+        caller is owed asked again. True when it took over."""
         async with self._replace_lock:
-            old = self._vl
+            if self._vl is not failed:
+                return True  # a renewal replaced it while we waited
             self._vl_ready = False
             try:
-                ready = await asyncio.wait_for(
-                    self._client.open_session(
-                        self._session,
-                        open_timeout=self._config.reconnect_timeout,
-                        ready_timeout=self._config.reconnect_timeout,
-                    ),
-                    self._config.reconnect_timeout * 2,
-                )
-                for event in message_items(self._history.replay()):
-                    await ready.connection.send(event)
+                ready = await self._open_next_session()
             except (VoiceLiveError, TimeoutError) as exc:
                 log.warning("voice live %s failed: %s", reason, exc, extra={"reason": reason})
-                if reason == "renewal" and old is not None:
-                    self._vl_ready = True  # the old session is still good; try again later
-                    self._schedule_renewal(self._renewal_retry_seconds())
-                    await self._flush_buffer()
                 return False
-            interrupted_response = self._response_active
-            self._adopt(ready)
-            self._response_active = False
-            self._user_speaking = False
-            self._audio.discard_outbound()
-            if old is not None:
-                closing = asyncio.create_task(_close_quietly(old))
-                self._closers.add(closing)
-                closing.add_done_callback(self._closers.discard)
-            await self._flush_buffer()
-            if interrupted_response and reason != "renewal":
-                await self._send_vl(response_create())  # the reply the caller was waiting for
-            key = "renewals" if reason == "renewal" else "reconnects"
-            self.stats[key] += 1
+            reply = self._reply_owed
+            if reply is None and self._response_active:
+                reply = response_create()
+            await self._switch_to(ready)
+            if reply is not None:
+                if self._playback.audio_queued:
+                    # The lost reply is asked again from its start: stop what is left of it at Twilio rather
+                    # than play its beginning twice. The old session is gone, so nothing to truncate there.
+                    await self._to_twilio(self._writer.clear())
+                    self._playback.clear()
+                self._reply_owed = reply
+                await self._send_vl(reply)
+            self.stats["reconnects"] += 1
             self._log.event("voicelive_session_replaced", self._clock.time(), reason=reason)
             return True
 
     async def _recover(self, cause: str, detail: str) -> None:
         """The session is unusable: record it, reconnect once, else move the call. Raises _BridgeDone."""
+        failed = self._vl
         if cause != SESSION_EXPIRED_CODE:
             self._metrics.turn_failures.labels(PIPELINE, f"voicelive_{cause}").inc()
-            await self._outcome.report(Outcome.FAILURE, cause)
+            self._outcome.report(Outcome.FAILURE, cause)
         self._log.event("voicelive_lost", self._clock.time(), cause=cause, detail=detail[:200])
         # One quick reconnect per failure: if the new session fails again before completing a response,
         # the service is not healthy enough for this call.
         retry = cause == SESSION_EXPIRED_CODE or not self._reconnect_spent
         if cause != SESSION_EXPIRED_CODE:
             self._reconnect_spent = True
-        if retry and await self._replace_session(cause):
+        if retry and await self._replace_session(cause, failed):
             return
         await self._move_to_legacy(f"voicelive_{cause}")
         raise _BridgeDone
@@ -424,6 +469,16 @@ class CallBridge:
     def _renewal_retry_seconds(self) -> float:
         return max(0.01, min(1.0, self._config.session_max_age_seconds / 4))
 
+    def _between_turns(self) -> bool:
+        """No one is speaking, no reply is owed or playing: a session can be swapped unheard."""
+        return (
+            self._vl_ready
+            and self._reply_owed is None
+            and not self._response_active
+            and not self._user_speaking
+            and not self._playback.audio_queued
+        )
+
     def _renewal_due(self) -> None:
         """Renew an ageing session at a turn boundary, before the service's own limit ends it."""
         self._renewal_timer = None
@@ -432,19 +487,37 @@ class CallBridge:
         age = self._clock.monotonic() - self._session_started
         if age < self._config.session_max_age_seconds:  # the session was replaced meanwhile
             self._schedule_renewal(self._config.session_max_age_seconds - age)
-        elif (
-            self._vl_ready
-            and not self._response_active
-            and not self._user_speaking
-            and not self._playback.audio_queued
-            and not self._replace_lock.locked()
-        ):
+        elif self._between_turns() and not self._replace_lock.locked():
             self._spawn(self._renew())
         else:  # mid-turn: look again shortly
             self._schedule_renewal(self._renewal_retry_seconds())
 
     async def _renew(self) -> None:
-        await self._replace_session("renewal")  # reschedules itself: on success in _adopt, else a retry
+        """Open the next session while the old one goes on serving the caller, then switch between turns.
+        The switch replays the newest caller audio (``PREROLL_FRAMES``) so that speech starting just then,
+        not yet detected by the old session, reaches the new one."""
+        async with self._replace_lock:
+            old = self._vl
+            self._preroll = deque(maxlen=PREROLL_FRAMES)
+            try:
+                ready = await self._open_next_session()
+            except (VoiceLiveError, TimeoutError) as exc:
+                log.warning("voice live renewal failed: %s", exc, extra={"reason": "renewal"})
+                ready = None
+            preroll, self._preroll = self._preroll, None
+            if ready is not None and self._vl is old and self._between_turns():
+                held = self._buffer or ()
+                self._buffer = deque((*preroll, *held), maxlen=self._config.max_buffered_frames)
+                await self._switch_to(ready)  # reschedules the renewal (in _adopt)
+                self.stats["renewals"] += 1
+                self._log.event("voicelive_session_replaced", self._clock.time(), reason="renewal")
+                return
+            if ready is not None:  # a turn began meanwhile, or the old session was lost: not now
+                closing = asyncio.create_task(_close_quietly(ready.connection))
+                self._closers.add(closing)
+                closing.add_done_callback(self._closers.discard)
+            if self._vl is old and not self._moved and not self._closing:
+                self._schedule_renewal(self._renewal_retry_seconds())
 
     # Twilio → Voice Live ---------------------------------------------------------------------------------
 
@@ -461,10 +534,9 @@ class CallBridge:
                 frame = message.get("bytes")
                 if frame is None:
                     continue
-            if not self._limiter.allow():
-                self._drop("flood")
-                self.stats["flood"] = self.stats.get("flood", 0) + 1
-                if self.stats["flood"] > self._config.flood_close_after:
+            paid = self._limiter.allow()
+            if not paid and not self._owed_echo(frame):
+                if self._flooded():
                     await self._close_twilio(1008, "too many frames")
                     return
                 continue
@@ -492,6 +564,9 @@ class CallBridge:
                         await self._vl.send(append_audio(payload))
                     except VoiceLiveClosed:
                         self._hold(payload)
+                    else:
+                        if self._preroll is not None:
+                            self._preroll.append(payload)
                     if probe is not None:
                         probe.inbound(time.perf_counter_ns() - received)
                 else:
@@ -500,13 +575,44 @@ class CallBridge:
                 if event.stream_sid != self._stream_sid:
                     self._drop("wrong_stream")
                     continue
+                if self._marks_owed:
+                    self._marks_owed -= 1
+                    if paid:  # echoes of our marks never use up the caller's frame budget
+                        self._limiter.refund()
                 self._on_mark(event.name)
             elif type(event) is Stop:
+                if event.stream_sid and event.stream_sid != self._stream_sid:
+                    self._drop("wrong_stream")
+                    continue
                 return
             elif type(event) is Dtmf:
                 self._log.event("dtmf", self._clock.time(), digit=event.digit)
             else:
                 self._drop("unexpected_" + type(event).__name__.lower())
+
+    def _owed_echo(self, frame: str | bytes) -> bool:
+        """Over the frame-rate limit: still let through an echo of a mark we sent. After a ``clear`` Twilio
+        echoes every pending mark at once (one per reply chunk: hundreds for a long reply); they are owed to
+        us, not a flood."""
+        if not self._marks_owed:
+            return False
+        try:
+            event = parse_frame(frame)
+        except MediaFrameError:
+            return False
+        return type(event) is Mark and event.stream_sid == self._stream_sid
+
+    def _flooded(self) -> bool:
+        """A frame over the limit was dropped; True when so many were dropped lately that the stream is
+        closed (counted per window, so a long call's rare bursts never add up to a close)."""
+        self._drop("flood")
+        self.stats["flood"] = self.stats.get("flood", 0) + 1
+        now = self._clock.monotonic()
+        if now - self._flood_since > FLOOD_WINDOW_SECONDS:
+            self._flood_since = now
+            self._flood_count = 0
+        self._flood_count += 1
+        return self._flood_count > self._config.flood_close_after
 
     def _on_mark(self, name: str) -> None:
         echo = self._playback.echoed(name)
@@ -523,16 +629,24 @@ class CallBridge:
         self._buffer.append(payload)
 
     async def _flush_buffer(self) -> None:
+        """Send the held caller audio to the new session, then let new audio go to it directly. Frames that
+        arrive during the flush join the end of the buffer (``_vl_ready`` is still False), so the session
+        hears the caller in order even when a send waits for the socket to drain."""
+        connection = self._vl
         buffer = self._buffer
-        while buffer and self._vl is not None and self._vl_ready:
+        if connection is None:
+            return
+        while buffer:
             payload = buffer.popleft()
             try:
-                await self._vl.send(append_audio(payload))
+                await connection.send(append_audio(payload))
             except VoiceLiveClosed:
                 buffer.appendleft(payload)
+                return  # lost again: the Voice Live loop recovers, the audio stays held
+            if self._vl is not connection or self._moved:
                 return
-        if buffer is not None and not buffer and buffer is self._buffer:
-            self._buffer = None
+        self._buffer = None
+        self._vl_ready = True
 
     def _drop(self, reason: str) -> None:
         self.stats["dropped"] += 1
@@ -555,7 +669,7 @@ class CallBridge:
                     continue  # replaced (renewal, reconnect): read the new one
                 try:
                     await self._recover("lost", f"code={closed.code} {closed.reason}")
-                except _BridgeDone:
+                except (_TwilioGone, _BridgeDone):
                     return
                 continue
             received = time.perf_counter_ns() if self._probe is not None else 0
@@ -590,12 +704,14 @@ class CallBridge:
             self._on_speech_stopped(event)
         elif kind is ResponseCreated:
             self._response_active = True
+            self._reply_owed = None
         elif kind is AudioDone:
             assert isinstance(event, AudioDone)
             await self._on_audio_done(event)
         elif kind is ResponseDone:
             assert isinstance(event, ResponseDone)
             self._response_active = False
+            self._reply_owed = None
             self._turns.add_usage(event.usage)
             if event.status == "completed":
                 self._reconnect_spent = False
@@ -615,21 +731,24 @@ class CallBridge:
         if self._playback.is_cut(event.item_id):
             return  # the caller interrupted this item; its remaining audio must not play
         try:
-            payload, twilio_bytes, duration_ms = self._audio.outbound(event.delta)
+            payload, twilio_bytes, _ = self._audio.outbound(event.delta)
         except ValueError:
             self._ratelog.log(logging.WARNING, "vl_bad_audio", "bad base64 in audio delta", self._call_sid)
             return
-        item = self._playback.add_audio(event.item_id, duration_ms, self._generation)
+        # Positions count the audio sent to Twilio, not the audio received: in pcm16 the resampler still
+        # holds some, and a truncate must never cut audio the caller could not have heard.
+        item = self._playback.add_audio(event.item_id, twilio_bytes / ULAW_BYTES_PER_MS, self._generation)
         if not twilio_bytes:
             return
         first = item.marks == 0
         await self._to_twilio(self._writer.media(payload))
         await self._to_twilio(self._writer.mark(self._playback.mark_after(item)))
+        self._marks_owed += 1
         self.stats["frames_out"] += 1
         if first:
-            await self._on_first_audio(event.item_id)
+            self._on_first_audio(event.item_id)
 
-    async def _on_first_audio(self, item_id: str) -> None:
+    def _on_first_audio(self, item_id: str) -> None:
         now = self._clock.monotonic()
         self._history.add("assistant", item_id)
         response_ms = self._turns.first_audio(item_id, now)
@@ -645,18 +764,23 @@ class CallBridge:
         if not self._outcome.decided and self._first_audio_anchor is not None:
             elapsed = now - self._first_audio_anchor
             outcome = Outcome.SLOW if elapsed > self._config.slow_call_seconds else Outcome.SUCCESS
-            await self._outcome.report(outcome, "first audio")
+            self._outcome.report(outcome, "first audio")
 
     async def _on_audio_done(self, event: AudioDone) -> None:
         tail = self._audio.flush_outbound()
         if not tail or self._playback.is_cut(event.item_id):
             return
-        item = self._playback.add_audio(event.item_id, 0.0, self._generation)
+        item = self._playback.add_audio(event.item_id, b64_size(tail) / ULAW_BYTES_PER_MS, self._generation)
+        first = item.marks == 0  # a reply short enough to fit in the resampler's tail
         await self._to_twilio(self._writer.media(tail))
         await self._to_twilio(self._writer.mark(self._playback.mark_after(item)))
+        self._marks_owed += 1
+        if first:
+            self._on_first_audio(event.item_id)
 
     async def _on_speech_started(self) -> None:
         self._user_speaking = True
+        self._reply_owed = None  # the caller speaks again: a new question, a new reply
         if not self._playback.audio_queued:
             return
         # Barge-in: the caller talks over audio still queued at Twilio.
@@ -688,6 +812,8 @@ class CallBridge:
         now = self._clock.monotonic()
         self._begin_turn(now, self._clock.time(), event.item_id)
         self._history.add("user", event.item_id)
+        if self._config.reply_at_speech_end:  # Voice Live creates it; asked again if the session is lost
+            self._reply_owed = response_create()
         self._arm_first_audio(now)
 
     async def _on_error(self, event: ErrorEvent) -> None:
@@ -731,7 +857,7 @@ class CallBridge:
         await asyncio.sleep(self._config.slow_call_seconds)
         if not self._outcome.decided:
             self._log.event("first_audio_slow", self._clock.time())
-            await self._outcome.report(Outcome.SLOW, "no first audio within the slow-call threshold")
+            self._outcome.report(Outcome.SLOW, "no first audio within the slow-call threshold")
 
     # Sending -----------------------------------------------------------------------------------------
 
@@ -769,4 +895,5 @@ class CallBridge:
 
 async def _close_quietly(connection: VoiceLiveConnection) -> None:
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(connection.close(), 2.0)
+        async with asyncio.timeout(2.0):
+            await connection.close()

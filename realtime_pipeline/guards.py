@@ -30,6 +30,10 @@ class FrameRateLimiter:
         self._tokens = tokens - 1.0
         return True
 
+    def refund(self) -> None:
+        """An allowed frame turned out not to count (an echo of our own mark): give its token back."""
+        self._tokens = min(self._burst, self._tokens + 1.0)
+
 
 class RateLimitedLog:
     """Logs the first occurrence of each reason, then at most once per ``interval`` with a count."""

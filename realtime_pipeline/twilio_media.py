@@ -85,8 +85,12 @@ def _object(value: Any, reason: str) -> dict[str, Any]:
 
 def parse_frame(frame: str | bytes) -> TwilioEvent:
     """Parse one text frame from Twilio. Raises :class:`MediaFrameError` for anything unusable."""
-    if len(frame) > MAX_FRAME_BYTES:
-        raise MediaFrameError("frame_too_large", f"{len(frame)} bytes")
+    size = len(frame)
+    # A str counts characters: one can take up to 4 bytes on the wire, so encode only the long ones.
+    if size > MAX_FRAME_BYTES // 4 and isinstance(frame, str):
+        size = len(frame.encode("utf-8", "surrogatepass"))
+    if size > MAX_FRAME_BYTES:
+        raise MediaFrameError("frame_too_large", f"{size} bytes")
     try:
         data = orjson.loads(frame)
     except orjson.JSONDecodeError:

@@ -301,13 +301,14 @@ class VoiceLiveClient:
     async def connect(self, *, open_timeout: float | None = None) -> VoiceLiveConnection:
         if not self.url:
             raise VoiceLiveUnreachable("AZURE_VOICELIVE_ENDPOINT is not set")
+        timeout = open_timeout or self._open_timeout
         try:
-            headers = await self._auth.headers()
-        except Exception as exc:  # credential chain failures: realtime cannot be used
+            # Bounded: a hanging credential chain must fail the call over to legacy, not hold it in silence.
+            async with asyncio.timeout(timeout):
+                headers = await self._auth.headers()
+        except Exception as exc:  # credential chain failures (or its timeout): realtime cannot be used
             raise VoiceLiveHandshakeError(f"could not get credentials: {type(exc).__name__}") from None
-        return await self._connector.connect(
-            self.url, headers, open_timeout=open_timeout or self._open_timeout
-        )
+        return await self._connector.connect(self.url, headers, open_timeout=timeout)
 
     async def open_session(
         self,
@@ -322,9 +323,10 @@ class VoiceLiveClient:
         connected = time.monotonic()
         try:
             await connection.send(session_update(session))
-            confirmed = await asyncio.wait_for(
-                _await_session_updated(connection), ready_timeout or self._ready_timeout
-            )
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation (the caller hung up)
+            # that arrives as session.updated does, and the connection would outlive the call.
+            async with asyncio.timeout(ready_timeout or self._ready_timeout):
+                confirmed = await _await_session_updated(connection)
         except BaseException as exc:
             await _close_quietly(connection)
             if isinstance(exc, TimeoutError):
@@ -358,6 +360,7 @@ async def _await_session_updated(connection: VoiceLiveConnection) -> dict[str, A
 
 async def _close_quietly(connection: VoiceLiveConnection) -> None:
     try:
-        await asyncio.wait_for(connection.close(), 2.0)
+        async with asyncio.timeout(2.0):
+            await connection.close()
     except Exception:
         log.debug("voicelive: close failed", exc_info=True)

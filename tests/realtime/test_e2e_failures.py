@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Callable
 
 from emulators.runner import free_port
@@ -229,3 +231,56 @@ async def test_session_is_renewed_at_a_turn_boundary(make_harness: Callable[...,
     assert not record["moved_to_legacy"]
     texts = [renewed.last_client_event["conversation.item.create"]["item"]["content"][0]["text"]]
     assert texts == ["Hello there, how can I help you today?"]
+
+
+def _held_breaker_store(harness: Harness) -> threading.Event:
+    """The breaker's store does not answer (Redis near its socket timeout, say) until the event is set."""
+    record = harness.breaker.record
+    answer = threading.Event()
+
+    async def held(outcome: Outcome, *, trial: TrialPermit | None = None) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, answer.wait, 30.0)
+        await record(outcome, trial=trial)
+
+    harness.breaker.record = held  # type: ignore[method-assign]
+    return answer
+
+
+async def test_a_stuck_breaker_store_does_not_hold_up_the_first_reply(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The first audio decides the call's outcome; the greeting's later chunks used to wait for its write."""
+    harness = make_harness(profile_overrides={"greeting": "Hi."})
+    answer = _held_breaker_store(harness)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    try:
+        async with harness.client(call_sid) as twilio:
+            await twilio.start()
+            await twilio.wait_for(lambda: len(twilio.events("media")) >= 3)  # while the write is stuck
+            answer.set()
+            await twilio.stop()
+            await twilio.wait_closed()
+    finally:
+        answer.set()
+    await wait_until(lambda: harness.metric("voice_router_breaker_outcomes_total", outcome="success") == 1)
+    assert await harness.breaker_window() == (1, 0, 0)
+
+
+async def test_a_stuck_breaker_store_does_not_delay_the_move_to_legacy(
+    make_harness: Callable[..., Harness],
+) -> None:
+    harness = make_harness(voicelive_endpoint=f"http://127.0.0.1:{free_port()}")
+    answer = _held_breaker_store(harness)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    try:
+        async with harness.client(call_sid) as twilio:
+            await twilio.start()
+            await wait_until(lambda: bool(harness.rest.updates_for(call_sid)))  # while the write is stuck
+            answer.set()
+            await twilio.stop()
+            await twilio.wait_closed()
+    finally:
+        answer.set()
+    assert (await harness.call(call_sid))["move_reason"] == "voicelive_unreachable"

@@ -154,3 +154,27 @@ async def test_pcm16_mode_converts_both_directions(make_harness: Callable[..., H
     assert np.sqrt(np.mean(pcm**2)) > 300  # and it is not silence
     turns = await harness.turns(call_sid)
     assert turns and turns[0]["response_ms"] is not None
+
+
+async def test_pcm16_barge_in_never_truncates_audio_still_inside_the_resampler(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """Mark positions used to count the 24 kHz audio received, which includes what soxr still holds and
+    Twilio never got: the truncate then cut 17-72 ms the caller had not heard."""
+    harness = make_harness(
+        profile_overrides={"greeting": "Hello."}, settings_overrides={"realtime_audio_mode": "pcm16"}
+    )
+    harness.voicelive.config.ms_per_char = 80
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid, play_speed=2.0) as twilio:
+        await twilio.start()
+        await twilio.wait_for(lambda: len(twilio.marks_echoed) >= 2)
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: twilio.clears == 1)
+        session = harness.voicelive.sessions[0]
+        await twilio.wait_for(lambda: "conversation.item.truncate" in session.client_events)
+        await twilio.stop()
+        await twilio.wait_closed()
+    truncate = session.last_client_event["conversation.item.truncate"]
+    assert 0 < truncate["audio_end_ms"] <= twilio.played_by_item[truncate["item_id"]]

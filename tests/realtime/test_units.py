@@ -76,6 +76,8 @@ def test_parse_twilio_events() -> None:
         ('{"event":"mark","streamSid":"MZ1","mark":{}}', "bad_mark"),
         ('{"event":"start","start":{"streamSid":"MZ1"}}', "bad_start"),
         ("x" * (64 * 1024 + 1), "frame_too_large"),
+        # 16,385 characters, 65,540 bytes on the wire: the limit is in bytes.
+        ('{"event":"media","x":"' + "\U0001f600" * 16_385 + '"}', "frame_too_large"),
     ],
 )
 def test_bad_twilio_frames_raise_with_a_reason(frame: str, reason: str) -> None:
