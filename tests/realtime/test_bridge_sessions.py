@@ -293,3 +293,24 @@ async def test_a_pcm16_reply_that_fits_in_the_resampler_tail_still_counts_as_fir
     ws.hang_up()
     await asyncio.wait_for(run, 3)
     assert breaker.recorded == [("success", None)]
+
+
+async def test_a_session_lost_while_a_renewal_opens_is_replaced_by_the_renewal_alone() -> None:
+    """The reconnect waits for the renewal in progress; when the renewal took over, it opens nothing more
+    (it used to replace the session just renewed)."""
+    bridge, ws, client, *_ = make_bridge(config=BridgeConfig(session_max_age_seconds=0.2))
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    gate = asyncio.Event()
+    client.gate = gate
+    await until(lambda: client.gate is None)  # the renewal is opening its session
+    client.opened[0].lose()
+    await asyncio.sleep(0.05)
+    gate.set()
+    await until(lambda: bridge.stats["renewals"] == 1)
+    ws.media(b"\x07" * 160)
+    await until(lambda: len(_appended(client.opened[1])) >= 1)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert len(client.opened) == 2
+    assert bridge.stats["reconnects"] == 0
