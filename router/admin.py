@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from flags.breaker import CircuitBreaker
-from flags.rollout import Mode, Stickiness
+from flags.rollout import Mode, RolloutConfig, Stickiness
 from router.rollout_service import RolloutConflict, RolloutService
 from router.store.base import StateStore, StoreUnavailable
 
@@ -199,12 +199,14 @@ class AdminApi:
         if not isinstance(number, str) or not E164.match(number):
             raise Invalid("number: must be an E.164 number like +14155550123")
         reason, actor = _reason(body), _actor(body)
-        current = await self._rollout.current()
-        members: frozenset[str] = getattr(current, list_name)
-        updated = members | {number} if op == "add" else members - {number}
-        config = await self._rollout.change(
-            f"rollout.{list_name}.{op}", {list_name: updated}, actor=actor, reason=reason
-        )
+
+        def edit(before: RolloutConfig) -> dict[str, frozenset[str]]:
+            # From the config each compare-and-set attempt read: a list built from an earlier read would
+            # undo an operator's change that landed in between.
+            members: frozenset[str] = getattr(before, list_name)
+            return {list_name: members | {number} if op == "add" else members - {number}}
+
+        config = await self._rollout.change(f"rollout.{list_name}.{op}", edit, actor=actor, reason=reason)
         return _json(config.to_dict())
 
     # Breaker ---------------------------------------------------------------------------------------

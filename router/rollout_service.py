@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from flags.rollout import RolloutConfig
@@ -25,6 +25,11 @@ log = logging.getLogger("router.rollout")
 
 class RolloutConflict(Exception):
     """The config kept changing under us (another operator); try again."""
+
+
+Edit = Mapping[str, Any] | Callable[[RolloutConfig], Mapping[str, Any]]
+"""RolloutConfig field changes, or a function computing them from the config they apply to (for changes
+that depend on it, like adding to a list: computed again on every compare-and-set attempt)."""
 
 
 class RolloutService:
@@ -86,14 +91,16 @@ class RolloutService:
         self._metrics.rollout_percent.set(config.percent)
 
     async def change(
-        self, action: str, changes: dict[str, Any], *, actor: str, reason: str, attempts: int = 5
+        self, action: str, changes: Edit, *, actor: str, reason: str, attempts: int = 5
     ) -> RolloutConfig:
-        """Apply ``changes`` (RolloutConfig fields) with compare-and-set, then audit before/after."""
+        """Apply ``changes`` with compare-and-set, then audit before/after. A callable ``changes`` is
+        evaluated on each attempt's freshly read config, so a retry never writes a stale edit."""
         for _ in range(attempts):
             stored = await self._store.get_rollout()
             before = RolloutConfig.from_dict(stored) if stored else self._initial
+            edit = changes(before) if callable(changes) else changes
             after = before.with_changes(
-                **changes,
+                **edit,
                 version=before.version + 1,
                 updated_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self._wall())),
                 updated_by=actor,

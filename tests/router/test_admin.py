@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from typing import Any
+
 import pytest
 
 from tests.router.conftest import RunningRouter
@@ -130,6 +134,47 @@ def test_allow_and_deny_lists(router: RunningRouter) -> None:
     assert router.admin("GET", "/admin/rollout").json()["deny"] == []
     actions = [e["action"] for e in audit(router)]
     assert actions == ["rollout.deny.remove", "rollout.percent", "rollout.deny.add", "rollout.allow.add"]
+
+
+def test_concurrent_list_changes_each_keep_the_other(
+    router: RunningRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two operators add different numbers at once: both stay on the list, whichever swap loses and retries.
+
+    The first two rollout reads wait for each other, so both requests read the same version before either
+    writes; the loser's retry must build its list from the config it re-reads, not from its first read.
+    """
+    inner_get = router.store._inner.get_rollout
+    arrived, both_read = 0, asyncio.Event()
+
+    async def get_rollout_in_step() -> Any:
+        nonlocal arrived
+        stored = await inner_get()
+        arrived += 1
+        if arrived <= 2:
+            if arrived == 2:
+                both_read.set()
+            await both_read.wait()
+        return stored
+
+    monkeypatch.setattr(router.store._inner, "get_rollout", get_rollout_in_step)
+    numbers = ("+14155550101", "+14155550102")
+    statuses: dict[str, int] = {}
+
+    def add(number: str) -> None:
+        body = {"op": "add", "number": number, "reason": "test numbers"}
+        statuses[number] = router.admin("POST", "/admin/rollout/allow", json=body).status_code
+
+    threads = [threading.Thread(target=add, args=(number,)) for number in numbers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    monkeypatch.undo()
+    assert statuses == dict.fromkeys(numbers, 200)
+    assert router.admin("GET", "/admin/rollout").json()["allow"] == list(numbers)
+    newest, first = (entry["after"]["allow"] for entry in audit(router))
+    assert newest == list(numbers) and len(first) == 1, "the audit shows each change on top of the other"
 
 
 def test_operator_breaker_controls_route_and_audit(router: RunningRouter) -> None:
