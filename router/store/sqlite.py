@@ -418,7 +418,8 @@ class SqliteStore:
 
         def run(conn: sqlite3.Connection) -> None:
             _upsert_call(conn, sid, body)
-            _replace_events(conn, sid, events or [])
+            if events is not None:  # no ``events`` key: the stored ones are kept (base.py, as Redis does)
+                _replace_events(conn, sid, events)
 
         await self._write(run)
 

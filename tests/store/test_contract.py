@@ -254,6 +254,15 @@ async def test_put_call_without_events_keeps_the_stored_events(store: StateStore
     assert await store.get_call("CA1") == {**again, "events": [{"event": "status"}]}
 
 
+async def test_put_call_of_one_record_without_events_keeps_the_stored_events(store: StateStore) -> None:
+    """The single-record path too (the breaker's half-open trial writes its record with put_call)."""
+    await store.put_call(call("CA1", T0))
+    await store.append_call_event("CA1", {"event": "legacy.resumed"})
+    again = {key: value for key, value in call("CA1", T0, reason="retried").items() if key != "events"}
+    await store.put_call(again)
+    assert await store.get_call("CA1") == {**again, "events": [{"event": "legacy.resumed"}]}
+
+
 async def test_list_calls_newest_first_with_limit_and_since(store: StateStore) -> None:
     for i, started in enumerate([T0 + 30, T0 + 10, T0 + 40, T0 + 20]):
         await store.put_call(call(f"CA{i}", started))
