@@ -34,7 +34,9 @@ class StreamTokens:
 
     def verify(self, token: str | None, call_sid: str | None) -> bool:
         """True iff ``token`` was issued for ``call_sid`` and has not expired."""
-        if not token or not call_sid or "." not in token:
+        # Issued tokens are ASCII. The token comes from whoever opened the stream: anything else is refused
+        # here, since compare_digest raises TypeError on a non-ASCII str and int() takes non-ASCII digits.
+        if not token or not call_sid or "." not in token or not token.isascii():
             return False
         expires_text, _, mac = token.partition(".")
         if not expires_text.isdigit():
@@ -42,4 +44,4 @@ class StreamTokens:
         expires = int(expires_text)
         if expires < self._clock():
             return False
-        return hmac.compare_digest(mac, self._mac(call_sid, expires))
+        return hmac.compare_digest(mac.encode(), self._mac(call_sid, expires).encode())
