@@ -91,7 +91,8 @@ def _actor(body: dict[str, Any]) -> str:
 
 def _limit(request: Request, default: int = 50) -> int:
     raw = request.query_params.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+    # isascii() too: str.isdigit() also accepts "²", which int() then refuses with a ValueError (a 500).
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 10_000:
         raise Invalid("limit: must be a whole number from 1 to 10000")
     return int(raw)
 

@@ -299,7 +299,7 @@ class TwilioWebhooks:
         if status in {"completed", "busy", "failed", "no-answer", "canceled"}:
             fields["ended_at"] = self._clock.time()
         duration = form.get("CallDuration", "")
-        if duration.isdigit():
+        if duration.isascii() and duration.isdigit():  # isdigit() alone takes "²", which float() refuses
             fields["duration_s"] = float(duration)
         try:
             await self._records.flush()  # the call's own record first, or this merge would be replaced

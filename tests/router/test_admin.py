@@ -207,5 +207,8 @@ def test_operator_breaker_controls_route_and_audit(router: RunningRouter) -> Non
 
 def test_audit_and_calls_limits_are_validated(router: RunningRouter) -> None:
     assert router.admin("GET", "/admin/audit", params={"limit": "lots"}).status_code == 422
+    assert (
+        router.admin("GET", "/admin/audit", params={"limit": "\u00b2"}).status_code == 422
+    )  # isdigit() takes it
     assert router.admin("GET", "/admin/calls", params={"limit": "0"}).status_code == 422
     assert router.admin("GET", "/admin/calls", params={"since": "yesterday"}).status_code == 422

@@ -212,6 +212,16 @@ def test_status_callback_finalises_the_call_record(router: RunningRouter) -> Non
     assert router.twilio_post("/twilio/status", {"CallStatus": "completed"}).status_code == 400
 
 
+def test_status_callback_with_a_non_ascii_digit_duration_finalises_without_it(router: RunningRouter) -> None:
+    """ "²" passes str.isdigit() but not float(): the status is still recorded, the duration is left out."""
+    call_sid = "CA" + "7" * 32
+    router.incoming_call(call_sid)
+    params = {"CallSid": call_sid, "CallStatus": "completed", "CallDuration": "\u00b2"}
+    assert router.twilio_post("/twilio/status", params).status_code == 204
+    [record] = calls(router)
+    assert record["status"] == "completed" and record.get("duration_s") is None
+
+
 def test_metrics_expose_decisions_breaker_state_percent_and_latency(router: RunningRouter) -> None:
     set_rollout(router, percent=12.5)
     router.incoming_call("CA" + "c" * 32)
