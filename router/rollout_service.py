@@ -6,7 +6,7 @@ that was read successfully is kept: if the store is unreachable the webhook answ
 no config ever read it routes to legacy. While the store is down it is asked again at most once per
 ``cache_seconds`` (a dead store must not cost every call a connection attempt), and the outage is logged
 once when it starts and once when it ends, not once per call. Changes are compare-and-set loops, each
-one audited.
+written atomically with its audit entry.
 """
 
 from __future__ import annotations
@@ -106,17 +106,17 @@ class RolloutService:
                 updated_by=actor,
             )
             expected = before.version if stored else None
-            if await self._store.swap_rollout(expected, after.to_dict()):
-                await self._store.append_audit(
-                    AuditEntry(
-                        at=self._wall(),
-                        actor=actor,
-                        action=action,
-                        reason=reason,
-                        before=before.to_dict() if stored else None,
-                        after=after.to_dict(),
-                    )
-                )
+            entry = AuditEntry(
+                at=self._wall(),
+                actor=actor,
+                action=action,
+                reason=reason,
+                before=before.to_dict() if stored else None,
+                after=after.to_dict(),
+            )
+            # One atomic write of the change and its audit entry: a failure leaves neither, so the admin
+            # API's 503 "nothing was changed" is true (a separate audit write could fail after the change).
+            if await self._store.swap_rollout(expected, after.to_dict(), entry):
                 self._remember(after, self._monotonic())
                 log.info("rollout changed: %s by %s (%s)", action, actor, reason, extra={"reason": reason})
                 return after

@@ -50,8 +50,12 @@ class StateStore(BreakerBackend, Protocol):
     # Rollout -----------------------------------------------------------------
     async def get_rollout(self) -> dict[str, Any] | None: ...
 
-    async def swap_rollout(self, expected_version: int | None, new: dict[str, Any]) -> bool:
-        """Write ``new`` iff the stored version equals ``expected_version`` (None: none stored)."""
+    async def swap_rollout(
+        self, expected_version: int | None, new: dict[str, Any], audit: AuditEntry | None = None
+    ) -> bool:
+        """Write ``new`` iff the stored version equals ``expected_version`` (None: none stored). With
+        ``audit``, the entry is appended in the same atomic step: the change and its audit entry are
+        both stored or neither is, so a change is never live without its audit trail."""
         ...
 
     # Audit -------------------------------------------------------------------

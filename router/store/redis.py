@@ -45,6 +45,23 @@ redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
 return 1
 """
 
+# _SWAP_DOCUMENT, then on success _APPEND_SEQUENCED's audit append, in one script: the change and its audit
+# entry are stored together or not at all. KEYS: document, audit sequence, audit sorted set; ARGV: expected
+# version ('' = none stored), new version, document, audit entry, audit cap. Returns 0 (stale) or the entry id.
+_SWAP_AUDITED = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if ARGV[1] == '' then
+  if current then return 0 end
+elseif current ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
+local id = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[3], id, string.format('%016d', id) .. '|' .. ARGV[4])
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[5]) + 1))
+return id
+"""
+
 # KEYS[1] generation; ARGV: bucket key prefix, second, failed (0/1), slow (0/1), ttl seconds
 _ADD_OUTCOME = """
 local bucket = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
@@ -98,6 +115,13 @@ def _body(member: bytes) -> Any:
     return orjson.loads(member[member.index(b"|") + 1 :])
 
 
+def _audit_doc(entry: AuditEntry) -> dict[str, Any]:
+    """An audit entry as stored: its fields without the id the sequence assigns."""
+    doc = entry.to_dict()
+    doc.pop("id")
+    return doc
+
+
 class RedisStore:
     """:class:`~router.store.base.StateStore` on Redis; every key starts with ``key_prefix``."""
 
@@ -131,6 +155,7 @@ class RedisStore:
         kwargs = client.connection_pool.connection_kwargs
         self._where = f"Redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
         self._swap_script = client.register_script(_SWAP_DOCUMENT)
+        self._swap_audited_script = client.register_script(_SWAP_AUDITED)
         self._add_outcome_script = client.register_script(_ADD_OUTCOME)
         self._window_script = client.register_script(_WINDOW)
         self._append_script = client.register_script(_APPEND_SEQUENCED)
@@ -178,8 +203,18 @@ class RedisStore:
     async def get_rollout(self) -> dict[str, Any] | None:
         return await self._load_document("rollout")
 
-    async def swap_rollout(self, expected_version: int | None, new: dict[str, Any]) -> bool:
-        return await self._swap_document("rollout", expected_version, new)
+    async def swap_rollout(
+        self, expected_version: int | None, new: dict[str, Any], audit: AuditEntry | None = None
+    ) -> bool:
+        if audit is None:
+            return await self._swap_document("rollout", expected_version, new)
+        expected = "" if expected_version is None else str(expected_version)
+        version = str(int(new.get("version", 0)))
+        args: list[_Arg] = [expected, version, _dumps(new), _dumps(_audit_doc(audit)), AUDIT_CAP]
+        keys = [self._key("rollout"), self._key("audit", "seq"), self._key("audit")]
+        with self._unavailable_on_error():
+            swapped = await self._swap_audited_script(keys=keys, args=args)
+        return bool(swapped)
 
     async def breaker_load(self) -> BreakerDocument | None:
         doc = await self._load_document("breaker")
@@ -219,8 +254,7 @@ class RedisStore:
     # Audit ------------------------------------------------------------------------------------------------
 
     async def append_audit(self, entry: AuditEntry) -> AuditEntry:
-        doc = entry.to_dict()
-        doc.pop("id")
+        doc = _audit_doc(entry)
         keys = [self._key("audit", "seq"), self._key("audit")]
         with self._unavailable_on_error():
             id_ = await self._append_script(keys=keys, args=["", _dumps(doc), AUDIT_CAP])

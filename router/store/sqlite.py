@@ -329,8 +329,11 @@ class SqliteStore:
 
         return await self._read(run)
 
-    async def _swap_document(self, name: str, expected_version: int | None, new: dict[str, Any]) -> bool:
+    async def _swap_document(
+        self, name: str, expected_version: int | None, new: dict[str, Any], audit: AuditEntry | None = None
+    ) -> bool:
         version, doc = int(new.get("version", 0)), _dumps(new)
+        audit_body = None if audit is None else _audit_body(audit)
 
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT version FROM documents WHERE name = ?", (name,)).fetchone()
@@ -341,6 +344,8 @@ class SqliteStore:
                 "ON CONFLICT (name) DO UPDATE SET version = excluded.version, doc = excluded.doc",
                 (name, version, doc),
             )
+            if audit_body is not None:  # same transaction (savepoint): a failure here undoes the write
+                conn.execute("INSERT INTO audit (doc) VALUES (?)", (audit_body,))
             return True
 
         return await self._write(run)
@@ -348,8 +353,10 @@ class SqliteStore:
     async def get_rollout(self) -> dict[str, Any] | None:
         return await self._load_document(_ROLLOUT)
 
-    async def swap_rollout(self, expected_version: int | None, new: dict[str, Any]) -> bool:
-        return await self._swap_document(_ROLLOUT, expected_version, new)
+    async def swap_rollout(
+        self, expected_version: int | None, new: dict[str, Any], audit: AuditEntry | None = None
+    ) -> bool:
+        return await self._swap_document(_ROLLOUT, expected_version, new, audit)
 
     async def breaker_load(self) -> BreakerDocument | None:
         doc = await self._load_document(_BREAKER)
@@ -391,7 +398,7 @@ class SqliteStore:
     async def append_audit(self, entry: AuditEntry) -> AuditEntry:
         doc = entry.to_dict()
         doc.pop("id")
-        body = _dumps(doc)
+        body = _audit_body(entry)
 
         def run(conn: sqlite3.Connection) -> int:
             cursor = conn.execute("INSERT INTO audit (doc) VALUES (?)", (body,))
@@ -595,6 +602,13 @@ class SqliteStore:
             )
 
         await self._write(run)
+
+
+def _audit_body(entry: AuditEntry) -> str:
+    """The stored form of an audit entry: its fields without the id the table assigns."""
+    doc = entry.to_dict()
+    doc.pop("id")
+    return _dumps(doc)
 
 
 def _upsert_call(conn: sqlite3.Connection, sid: str, body: dict[str, Any]) -> None:

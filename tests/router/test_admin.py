@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,6 +94,22 @@ def test_rollout_change_is_audited_with_actor_before_after_and_reason(router: Ru
     assert newest["before"]["mode"] == "split" and newest["after"]["mode"] == "legacy_only"
     assert first["before"] is None and first["after"]["percent"] == 12.34
     assert router.admin("GET", "/admin/rollout").json()["mode"] == "legacy_only"
+
+
+def test_a_change_whose_audit_entry_cannot_be_written_is_not_made(
+    router: RunningRouter, tmp_path: Path
+) -> None:
+    """The 503 says "nothing was changed": then the rollout must be unchanged, not live and unaudited."""
+    with sqlite3.connect(tmp_path / "state.db") as other:  # the router's own SQLite file
+        other.execute(
+            "CREATE TRIGGER audit_fails BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk I/O (test)'); END"
+        )
+    response = router.admin("PUT", "/admin/rollout", json={"percent": 50, "reason": "ramp"})
+    assert response.status_code == 503 and "nothing was changed" in response.json()["error"]
+    with sqlite3.connect(tmp_path / "state.db") as other:
+        other.execute("DROP TRIGGER audit_fails")
+    assert router.admin("GET", "/admin/rollout").json()["percent"] == 0.0
+    assert audit(router) == []
 
 
 def test_kill_switch_routes_everyone_to_legacy(router: RunningRouter) -> None:

@@ -194,6 +194,21 @@ async def test_identical_audit_entries_are_all_kept(store: StateStore) -> None:
     assert await store.list_audit() == [second, first]
 
 
+async def test_a_rollout_swap_with_an_audit_entry_stores_both_or_neither(store: StateStore) -> None:
+    """The admin API's change and its audit entry are one write: a stale swap leaves no audit entry."""
+    entry = AuditEntry(
+        at=T0, actor="ops", action="rollout.percent", reason="ramp", before=None, after={"v": 1}
+    )
+    assert await store.swap_rollout(None, rollout(1, 100), entry)
+    assert await store.get_rollout() == rollout(1, 100)
+    [stored] = await store.list_audit()
+    assert stored == AuditEntry(**{**entry.to_dict(), "id": stored.id})
+    assert not await store.swap_rollout(None, rollout(1, 999), entry), "a stale version is refused"
+    assert await store.list_audit() == [stored], "a refused swap wrote an audit entry"
+    later = await store.append_audit(entry)  # one numbering for both ways of appending
+    assert later.id is not None and stored.id is not None and later.id > stored.id
+
+
 # Calls ---------------------------------------------------------------------------------------------------
 
 
