@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote_plus
+from urllib.parse import parse_qsl, unquote_plus
 
 from starlette.requests import Request
 
-from router.twilio_signature import TwilioSignatureValidator
+from router.twilio_signature import TwilioForm, TwilioSignatureValidator
 
 
 class MalformedForm(Exception):
@@ -59,16 +59,20 @@ async def read_body(request: Request) -> bytes:
     return body
 
 
-def parse_form(text: str) -> dict[str, str]:
-    """``application/x-www-form-urlencoded`` → dict (last value wins, blank values kept).
+def parse_form(text: str) -> TwilioForm:
+    """``application/x-www-form-urlencoded`` → dict (last value wins, blank values kept); a field sent more
+    than once also keeps all its values in ``repeated``, for the signature check.
 
-    The same result as ``dict(parse_qsl(text, keep_blank_values=True))``, about four times faster: most of
+    The same dict as ``dict(parse_qsl(text, keep_blank_values=True))``, about four times faster: most of
     a Twilio form needs no unquoting, so only fields with ``%`` or ``+`` pay for it (every webhook parses one).
+    A repeated field is noticed by counting (one fewer entry than pairs), so forms without one pay nothing.
     """
-    form: dict[str, str] = {}
+    form = TwilioForm()
+    pairs = 0
     for pair in text.split("&"):
         if not pair:
             continue
+        pairs += 1
         name, _, value = pair.partition("=")
         if "%" in name or "+" in name:
             name = unquote_plus(name)
@@ -79,4 +83,14 @@ def parse_form(text: str) -> dict[str, str]:
             else:
                 value = unquote_plus(value)
         form[name] = value
+    if pairs != len(form):
+        form.repeated = _repeated(text)
     return form
+
+
+def _repeated(text: str) -> dict[str, list[str]]:
+    """Every value of each field that occurs more than once (the rare slow path of ``parse_form``)."""
+    values: dict[str, list[str]] = {}
+    for name, value in parse_qsl(text, keep_blank_values=True):
+        values.setdefault(name, []).append(value)
+    return {name: all_values for name, all_values in values.items() if len(all_values) > 1}

@@ -47,3 +47,26 @@ def test_signature_is_checked_by_the_twilio_library_on_any_mapping() -> None:
         "https://voice.example.com:443/twilio/voice", params
     )
     assert validator.validate_http("/twilio/voice", "", params, with_port)
+
+
+class _MultiDict(dict[str, list[str]]):
+    """What Twilio signs: every value of a field (the library reads them through ``getall``)."""
+
+    def getall(self, name: str) -> list[str]:
+        return self[name]
+
+
+def test_a_repeated_field_keeps_every_value_for_the_signature() -> None:
+    from twilio.request_validator import RequestValidator
+
+    from router.twilio_signature import TwilioSignatureValidator
+
+    url = "https://voice.example.com/twilio/voice"
+    signed = _MultiDict({"CallSid": ["CA1"], "Tag": ["b", "a"], "Empty": [""]})
+    signature = RequestValidator("token").compute_signature(url, signed)
+    form = parse_form("CallSid=CA1&Tag=b&Empty=&Tag=a")
+    assert form == {"CallSid": "CA1", "Tag": "a", "Empty": ""}, "handlers still read the last value"
+    validator = TwilioSignatureValidator("token", "https://voice.example.com")
+    assert validator.validate_http("/twilio/voice", "", form, signature)
+    assert not validator.validate_http("/twilio/voice", "", parse_form("CallSid=CA1&Tag=a&Empty="), signature)
+    assert parse_form("CallSid=CA1&Tag=a").repeated is None, "a form without a repeated field pays nothing"

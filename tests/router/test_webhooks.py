@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterator
 from xml.etree import ElementTree
 
+from twilio.request_validator import RequestValidator
+
 from flags.breaker_state import BreakerState
 from flags.decision import decide
 from flags.rollout import RolloutConfig
@@ -333,3 +335,21 @@ def test_a_full_worker_does_not_spend_a_half_open_trial(router_factory) -> None:
     realtime.full = False
     response = router.incoming_call("CA" + "b2" * 16)
     assert response.headers["X-Voice-Router-Pipeline"] == "realtime"  # the trial was still there to take
+
+
+class _Signed(dict[str, list[str]]):
+    def getall(self, name: str) -> list[str]:
+        return self[name]
+
+
+def test_a_form_with_a_repeated_field_signed_as_twilio_signs_it_is_accepted(router: RunningRouter) -> None:
+    """Twilio signs every value of a repeated field (sorted); checking only the last one refused it (403)."""
+    call_sid = "CA" + "8" * 32
+    signed = _Signed({"CallSid": [call_sid], "From": ["+14155550100"], "Tag": ["a", "b"]})
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(PUBLIC_BASE_URL + "/twilio/voice", signed)
+    response = router.client.post(
+        "/twilio/voice",
+        content=f"CallSid={call_sid}&From=%2B14155550100&Tag=a&Tag=b".encode(),
+        headers={"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
