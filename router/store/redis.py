@@ -62,6 +62,19 @@ redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[5]) + 1))
 return id
 """
 
+# Deletes one call with its events and turns, taking its turns out of the global turns set too (one
+# script, so a turn appended meanwhile cannot stay behind in either set). KEYS: call document, events,
+# the call's turns, all turns, calls; ARGV: call sid.
+_PRUNE_CALL = """
+local turns = redis.call('ZRANGE', KEYS[3], 0, -1)
+for i = 1, #turns, 1000 do
+  redis.call('ZREM', KEYS[4], unpack(turns, i, math.min(i + 999, #turns)))
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[5], ARGV[1])
+return #turns
+"""
+
 # KEYS[1] generation; ARGV: bucket key prefix, second, failed (0/1), slow (0/1), ttl seconds
 _ADD_OUTCOME = """
 local bucket = ARGV[1] .. (redis.call('GET', KEYS[1]) or '0') .. ':' .. ARGV[2]
@@ -159,6 +172,7 @@ class RedisStore:
         self._add_outcome_script = client.register_script(_ADD_OUTCOME)
         self._window_script = client.register_script(_WINDOW)
         self._append_script = client.register_script(_APPEND_SEQUENCED)
+        self._prune_call_script = client.register_script(_PRUNE_CALL)
         self._client = client
 
     async def close(self) -> None:
@@ -354,7 +368,7 @@ class RedisStore:
 
     async def prune_records(self, before: float) -> int:
         cutoff = repr(float(before))
-        calls_key = self._key("calls")
+        calls_key, turns_key = self._key("calls"), self._key("turns")
         deleted = 0
         with self._unavailable_on_error():
             while True:
@@ -364,15 +378,32 @@ class RedisStore:
                 )
                 if not batch:
                     break
-                sids = [sid.decode() for sid in batch]
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    for sid in sids:
-                        pipe.delete(*self._call_keys(sid), self._key("turns", "call", sid))
-                    pipe.zrem(calls_key, *sids)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for sid in (raw.decode() for raw in batch):
+                        keys = [*self._call_keys(sid), self._key("turns", "call", sid), turns_key, calls_key]
+                        await self._prune_call_script(keys=keys, args=[sid], client=pipe)
                     await pipe.execute()
-                deleted += len(sids)
-            await self._redis.zremrangebyscore(self._key("turns"), "-inf", f"({cutoff}")
+                deleted += len(batch)
+            await self._prune_old_turns(turns_key, cutoff)
         return deleted
+
+    async def _prune_old_turns(self, turns_key: str, cutoff: str) -> None:
+        """Turns older than the cut-off leave the global set and their call's set (as SQLite deletes the
+        row), found through the global set: each member names its call."""
+        while True:
+            batch = _byte_list(
+                await self._redis.zrange(turns_key, "-inf", f"({cutoff}", byscore=True, offset=0, num=1000)
+            )
+            if not batch:
+                return
+            by_call: dict[str, list[bytes]] = {}
+            for member in batch:
+                by_call.setdefault(str(_body(member)["call_sid"]), []).append(member)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for sid, members in by_call.items():
+                    pipe.zrem(self._key("turns", "call", sid), *members)
+                pipe.zrem(turns_key, *batch)
+                await pipe.execute()
 
     # Turns ------------------------------------------------------------------------------------------------
 

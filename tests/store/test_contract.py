@@ -414,6 +414,27 @@ async def test_prune_records_deletes_old_calls_with_their_events_and_turns(store
     assert await store.prune_records(base) == 0
 
 
+async def test_pruning_a_call_removes_its_turns_from_every_view(store: StateStore) -> None:
+    """Including a turn newer than the cut-off: the call it belonged to is gone."""
+    base = 1_700_000_000.0
+    await store.put_call({"call_sid": "CA0", "started_at": base - 100})
+    await store.append_turn({"call_sid": "CA0", "at": base - 99, "turn": 0})
+    await store.append_turn({"call_sid": "CA0", "at": base + 5, "turn": 3})  # the call went on past it
+    assert await store.prune_records(base) == 1
+    assert await store.list_turns() == []
+    assert await store.list_turns(call_sid="CA0") == []
+
+
+async def test_pruning_old_turns_removes_them_from_their_call_too(store: StateStore) -> None:
+    """A turn older than the cut-off goes whatever its call (here one with no record), per call as well."""
+    base = 1_700_000_000.0
+    await store.append_turn({"call_sid": "CAnorecord", "at": base - 500, "turn": 1})
+    await store.append_turn({"call_sid": "CAnorecord", "at": base + 1, "turn": 2})
+    assert await store.prune_records(base) == 0
+    assert [t["turn"] for t in await store.list_turns()] == [2]
+    assert [t["turn"] for t in await store.list_turns(call_sid="CAnorecord")] == [2]
+
+
 async def test_put_calls_writes_a_batch_like_put_call(store: StateStore) -> None:
     base = 1_700_000_000.0
     await store.put_call({"call_sid": "CA0", "started_at": base, "status": "old"})
