@@ -31,6 +31,7 @@ SEGMENTS = ("greeting", "first", "later")
 PIPELINES = ("legacy", "realtime")
 DEFAULT_PRICES = Path(__file__).with_name("prices.yaml")
 CDF_POINTS = 50
+TURNS_PAGE = 100_000  # turns per store read (the stores' default list_turns limit)
 
 
 def segment_of(turn: int) -> str:
@@ -458,11 +459,42 @@ async def build_comparison(
     since: float | None,
     prices: Prices,
     caller_measurements: Sequence[dict[str, Any]] = (),
+    turns_page: int = TURNS_PAGE,
 ) -> Comparison:
     """Read the calls and turns recorded since ``since`` (epoch seconds) and compare the pipelines."""
     calls = await store.list_calls(limit=1_000_000, since=since)
-    turns = await store.list_turns(since=since)
+    turns = await read_all_turns(store, since=since, page=turns_page)
     return compare_records(calls, turns, prices=prices, caller_measurements=caller_measurements, since=since)
+
+
+async def read_all_turns(
+    store: StateStore, *, since: float | None, page: int = TURNS_PAGE
+) -> list[dict[str, Any]]:
+    """Every turn since ``since``, oldest first, read ``page`` at a time: one ``list_turns`` stops at its
+    limit, which silently dropped the newest turns of a busy window from the report.
+
+    ``list_turns`` is inclusive of ``since`` and orders equal times by insertion, so the next page starts at
+    the last time read and skips the turns of that time already read (a page of one time only asks for more).
+    """
+    turns: list[dict[str, Any]] = []
+    low, seen_at_low = since, 0
+    while True:
+        batch = await store.list_turns(since=low, limit=page + seen_at_low)
+        turns.extend(batch[seen_at_low:])
+        if len(batch) < page + seen_at_low:
+            return turns
+        low = float(batch[-1]["at"])
+        seen_at_low = _count_at_end(batch, low)
+
+
+def _count_at_end(turns: list[dict[str, Any]], at: float) -> int:
+    """How many turns at the end of ``turns`` (sorted by time) have the time ``at``."""
+    count = 0
+    for turn in reversed(turns):
+        if float(turn["at"]) != at:
+            break
+        count += 1
+    return count
 
 
 # Text table ------------------------------------------------------------------------------------------------

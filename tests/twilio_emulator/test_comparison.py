@@ -13,12 +13,14 @@ from router.comparison import (
     Prices,
     build_comparison,
     compare_records,
+    read_all_turns,
     render_table,
 )
 from router.observability import LATENCY_BUCKETS
 from router.report_html import render_html
 from router.store.factory import open_store
 
+T0 = 1_700_000_000.0
 PRICES = Prices.from_mapping(
     {
         "voicelive": {"audio_input_per_mtok": 32, "audio_output_per_mtok": 64, "text_input_per_mtok": 4},
@@ -219,6 +221,28 @@ async def test_build_comparison_reads_the_store(tmp_path):
         assert c.arms["legacy"].calls == 3 and c.arms["realtime"].calls == 3
         assert c.arms["legacy"].turns == 12
         assert c.arms["realtime"].cost_per_call_usd > 0
+    finally:
+        await store.close()
+
+
+async def test_build_comparison_reads_every_turn_past_one_store_page(tmp_path):
+    """A window with more turns than one list_turns page: every turn is counted once, including the newest
+    and runs of equal times across page boundaries (seven turns share one time: more than a page)."""
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    await store.open()
+    try:
+        times = [1.0, 2.0, 3.0, 3.0, 3.0, 4.0, 5.0, 5.0] + [6.0] * 7 + [7.0, 8.0, 9.0]
+        turns = [
+            {"call_sid": f"CA{i}", "pipeline": "legacy", "turn": i, "at": T0 + at, "response_ms": 700.0}
+            for i, at in enumerate(times)
+        ]
+        await store.append_turns(turns)
+        await store.append_turn({**turns[-1], "turn": 99, "pipeline": "realtime", "error": "session_failed"})
+        c = await build_comparison(store, since=T0, prices=Prices.load(), turns_page=5)
+        assert (c.arms["legacy"].turns, c.arms["realtime"].turns) == (len(times), 1)
+        read = await read_all_turns(store, since=T0, page=5)
+        assert [t["turn"] for t in read] == [*range(len(times)), 99]
+        assert await read_all_turns(store, since=T0 + 6.0, page=3) == read[8:]
     finally:
         await store.close()
 
