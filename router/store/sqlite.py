@@ -8,6 +8,10 @@ Under load that turns N thread round trips and N commits into one (group commit)
 the write lock up front (``BEGIN IMMEDIATE``) so compare-and-set also holds against another process on the
 same file (the CLI while the server runs). WAL + ``synchronous=NORMAL``: readers never wait for the writer and
 a commit costs no fsync (a power cut may lose the last commits, never corrupt the file).
+
+Long reads (listing calls and turns for a report or the admin API) run the same way on a second, read-only
+connection with its own thread: a report reading a day of records takes seconds, and on the one worker the
+webhook's reads and writes would wait behind it. WAL lets the two connections read at the same time.
 """
 
 from __future__ import annotations
@@ -117,9 +121,9 @@ def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]
 class _Worker:
     """The thread that owns the connection and runs queued operations in groups (see the module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "sqlite-store") -> None:
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="sqlite-store", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.conn: sqlite3.Connection | None = None
         self._thread.start()
 
@@ -242,6 +246,7 @@ class SqliteStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._worker: _Worker | None = None
+        self._long_reads: _Worker | None = None
         self._checkpointer: _Checkpointer | None = None
 
     # Plumbing -------------------------------------------------------------------------------------------
@@ -255,16 +260,31 @@ class SqliteStore:
         except BaseException:
             worker.stop()
             raise
-        self._worker = worker
+        long_reads = _Worker("sqlite-store-long-reads")
+        try:
+            long_reads.conn = await self._submit(long_reads.submit(None, lambda _: self._connect_reader()))
+        except BaseException:
+            long_reads.stop()
+            await self._stop_worker(worker)
+            raise
+        self._worker, self._long_reads = worker, long_reads
         self._checkpointer = _Checkpointer(self.path)
 
     async def close(self) -> None:
         worker, self._worker = self._worker, None
+        long_reads, self._long_reads = self._long_reads, None
         checkpointer, self._checkpointer = self._checkpointer, None
         if checkpointer is not None:
             checkpointer.stop()
-        if worker is None:
-            return
+        try:
+            if long_reads is not None:
+                await self._stop_worker(long_reads)
+        finally:
+            if worker is not None:
+                await self._stop_worker(worker)
+
+    async def _stop_worker(self, worker: _Worker) -> None:
+        """Close the worker's connection on its own thread, then end the thread."""
         conn = worker.conn
 
         def close_connection(_: sqlite3.Connection | None) -> None:
@@ -292,14 +312,28 @@ class SqliteStore:
             raise
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        """A read-only connection for the long reads (the file and its tables exist: ``_connect`` ran)."""
+        conn = sqlite3.connect(
+            self.path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.execute("PRAGMA query_only=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     async def _submit(self, future: asyncio.Future[T]) -> T:
         try:
             return await future
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"SQLite state store {self.path}: {exc}") from exc
 
-    async def _transaction(self, begin: str, fn: Callable[[sqlite3.Connection], T]) -> T:
-        worker = self._worker
+    async def _transaction(
+        self, begin: str, fn: Callable[[sqlite3.Connection], T], *, long: bool = False
+    ) -> T:
+        worker = self._long_reads if long else self._worker
         if worker is None:
             raise StoreUnavailable(f"SQLite state store {self.path} is not open")
 
@@ -312,6 +346,12 @@ class SqliteStore:
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """A consistent snapshot across the statements in ``fn``."""
         return await self._transaction("BEGIN", fn)
+
+    async def _long_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A read that may take seconds (listing calls or turns for a report): on its own connection and
+        thread, so the webhook's short reads and writes are not queued behind it. WAL lets both connections
+        read at once; the snapshot starts after every write already committed (the admin API flushes first)."""
+        return await self._transaction("BEGIN", fn, long=True)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Holds the write lock from the first read, so read-check-write is atomic."""
@@ -497,9 +537,9 @@ class SqliteStore:
                 "ORDER BY started_at DESC, rowid DESC LIMIT ?",
                 (low, limit),
             ).fetchall()
-            return [_with_events(conn, sid, doc) for sid, doc in rows]
+            return _with_all_events(conn, rows)
 
-        return await self._read(run)
+        return await self._long_read(run)
 
     async def prune_records(self, before: float) -> int:
         cutoff = float(before)
@@ -545,7 +585,7 @@ class SqliteStore:
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             return [orjson.loads(doc) for (doc,) in conn.execute(query, params)]
 
-        return await self._read(run)
+        return await self._long_read(run)
 
     # Conversation history and small values (both expire) ------------------------------------------------------
 
@@ -624,6 +664,26 @@ def _replace_events(conn: sqlite3.Connection, sid: str, events: list[dict[str, A
     conn.executemany(
         "INSERT INTO call_events (call_sid, doc) VALUES (?, ?)", [(sid, _dumps(event)) for event in events]
     )
+
+
+def _with_all_events(conn: sqlite3.Connection, rows: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The call documents of ``rows`` with their events, read in one query (one per call took seconds for
+    a day of calls)."""
+    calls: list[dict[str, Any]] = []
+    events_of: dict[str, list[dict[str, Any]]] = {}
+    for sid, doc in rows:
+        body: dict[str, Any] = orjson.loads(doc)
+        body["events"] = events_of.setdefault(sid, [])
+        calls.append(body)
+    if not rows:
+        return calls
+    events = conn.execute(
+        "SELECT call_sid, doc FROM call_events WHERE call_sid IN (SELECT value FROM json_each(?)) ORDER BY id",
+        (_dumps(list(events_of)),),
+    )
+    for sid, event in events:
+        events_of[sid].append(orjson.loads(event))
+    return calls
 
 
 def _with_events(conn: sqlite3.Connection, sid: str, doc: str) -> dict[str, Any]:

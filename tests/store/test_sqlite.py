@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
+import router.store.sqlite
 from flags.breaker_state import BreakerDocument, BreakerState, WindowTotals
 from router.store.base import AuditEntry, StoreUnavailable
 from router.store.sqlite import SqliteStore
@@ -181,4 +186,55 @@ async def test_wal_is_checkpointed_in_the_background_not_on_the_write_path(tmp_p
             await asyncio.sleep(0.05)
         assert database.stat().st_size > initial
     finally:
+        await store.close()
+
+
+class _StallingDecoder:
+    """``orjson`` as the SQLite store module sees it, except that decoding a document containing ``marker``
+    stalls (on the store's thread) until ``release``: a report read caught in the middle."""
+
+    def __init__(self, marker: bytes) -> None:
+        self.marker = marker
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def dumps(self, value: Any) -> bytes:
+        return orjson.dumps(value)
+
+    def loads(self, data: str | bytes) -> Any:
+        raw = data.encode() if isinstance(data, str) else data
+        if self.marker in raw:
+            self.entered.set()
+            self.release.wait()
+        return orjson.loads(raw)
+
+
+LONG_READS: dict[str, Callable[[SqliteStore], Awaitable[list[dict[str, Any]]]]] = {
+    "list_turns": lambda store: store.list_turns(),
+    "list_calls": lambda store: store.list_calls(limit=1_000_000),
+}
+
+
+@pytest.mark.parametrize("long_read", sorted(LONG_READS))
+async def test_webhook_reads_and_writes_are_not_queued_behind_a_long_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, long_read: str
+) -> None:
+    """While a report's listing is stuck mid-read, the webhook's rollout read and record write complete."""
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    decoder = _StallingDecoder(b"stall-here")
+    try:
+        await store.swap_rollout(None, {"version": 1})
+        await store.put_call({"call_sid": "CA1", "started_at": T0, "note": "stall-here"})
+        await store.append_turn({"call_sid": "CA1", "at": T0 + 1, "note": "stall-here"})
+        monkeypatch.setattr(router.store.sqlite, "orjson", decoder)
+        report = asyncio.ensure_future(LONG_READS[long_read](store))
+        assert await asyncio.to_thread(decoder.entered.wait, 30), "the long read never started"
+        # The timeouts only keep a regression from hanging the suite; nothing here depends on speed.
+        assert await asyncio.wait_for(store.get_rollout(), timeout=30) == {"version": 1}
+        await asyncio.wait_for(store.put_calls([{"call_sid": "CA2", "started_at": T0 + 2}]), timeout=30)
+        assert not report.done(), "the long read was still stalled while the webhook was served"
+        decoder.release.set()
+        assert [row["call_sid"] for row in await report] == ["CA1"]
+    finally:
+        decoder.release.set()
         await store.close()
