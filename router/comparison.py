@@ -12,6 +12,7 @@ measurements of the Twilio call simulator (what the caller heard). Turns are spl
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import math
 import time
@@ -464,7 +465,10 @@ async def build_comparison(
     """Read the calls and turns recorded since ``since`` (epoch seconds) and compare the pipelines."""
     calls = await store.list_calls(limit=1_000_000, since=since)
     turns = await read_all_turns(store, since=since, page=turns_page)
-    return compare_records(calls, turns, prices=prices, caller_measurements=caller_measurements, since=since)
+    # Seconds of CPU for a busy day: on a worker thread, so the event loop keeps answering webhooks.
+    return await asyncio.to_thread(
+        compare_records, calls, turns, prices=prices, caller_measurements=caller_measurements, since=since
+    )
 
 
 async def read_all_turns(

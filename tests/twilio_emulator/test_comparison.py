@@ -247,7 +247,27 @@ async def test_build_comparison_reads_every_turn_past_one_store_page(tmp_path):
         await store.close()
 
 
-def test_shipped_price_file_loads():
+async def test_build_comparison_aggregates_off_the_event_loop(tmp_path, monkeypatch):
+    """Aggregating a day of records takes seconds of CPU: it must not run on the loop serving webhooks."""
+    import threading
+
+    import router.comparison
+
+    threads = []
+
+    def recording_compare(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return compare_records(*args, **kwargs)
+
+    monkeypatch.setattr(router.comparison, "compare_records", recording_compare)
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    await store.open()
+    try:
+        await build_comparison(store, since=None, prices=Prices.load())
+    finally:
+        await store.close()
+    assert threads and threads[0] is not threading.current_thread()
+
     prices = Prices.load()
     assert prices.voicelive_audio_output_per_mtok > 0 and prices.openai_input_per_mtok > 0
     assert prices.tts_per_mchar > 0
