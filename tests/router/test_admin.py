@@ -127,6 +127,11 @@ def test_allow_and_deny_lists(router: RunningRouter) -> None:
         "POST", "/admin/rollout/allow", json={"op": "add", "number": "555-1234", "reason": "x"}
     )
     assert bad.status_code == 422 and bad.json()["error"].startswith("number:")
+    for number in ("+\u0661\u0664\u0661\u0665\u0665\u0665\u0665\u0660\u0661\u0661\u0661", "+14155550111\n"):
+        odd = router.admin(
+            "POST", "/admin/rollout/allow", json={"op": "add", "number": number, "reason": "x"}
+        )
+        assert odd.status_code == 422, number  # Arabic-Indic digits, a trailing newline: never a caller ID
     bad_op = router.admin("POST", "/admin/rollout/allow", json={"op": "toggle", "number": vip, "reason": "x"})
     assert bad_op.status_code == 422 and bad_op.json()["error"].startswith("op:")
     assert (
