@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from emulators.voicelive.audio import decode_input
 from emulators.voicelive.config import VoiceLiveEmulatorConfig
-from emulators.voicelive.faults import Faults
+from emulators.voicelive.faults import ErrorSpec, Faults
 from emulators.voicelive.records import SessionRecord
 from emulators.voicelive.responses import (
     CHARS_PER_TEXT_TOKEN,
@@ -33,11 +33,11 @@ from emulators.voicelive.responses import (
     ResponseRun,
 )
 from emulators.voicelive.session import (
-    OUTPUT_FORMATS,
     InvalidRequest,
     default_session,
     input_sample_rate,
     merge_session,
+    validate_response_options,
 )
 from emulators.voicelive.vad import EnergyVad, SpeechStarted, SpeechStopped
 
@@ -256,6 +256,11 @@ class RealtimeConnection:
             await handler(event, client_event_id)
         except InvalidRequest as problem:
             await self._invalid(problem, client_event_id)
+        except Exception:
+            # Safety net: an emulator bug must not look like a service that drops the socket on bad input;
+            # the service answers with a recoverable server_error and keeps the session.
+            logger.exception("voicelive emulator: %s handler crashed", kind)
+            await self.send_error({**ErrorSpec().to_dict(), "param": None}, client_event_id=client_event_id)
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any], str | None], Awaitable[None]]]:
         return {
@@ -431,6 +436,12 @@ class RealtimeConnection:
                 "item.type",
             )
         previous_id = event.get("previous_item_id")
+        if previous_id is not None and not isinstance(previous_id, str):
+            raise InvalidRequest(
+                "invalid_type", "Invalid type for 'previous_item_id': expected a string.", "previous_item_id"
+            )
+        if item.get("id") is not None and not isinstance(item.get("id"), str):
+            raise InvalidRequest("invalid_type", "Invalid type for 'item.id': expected a string.", "item.id")
         if previous_id is not None and previous_id not in self.items:
             raise InvalidRequest(
                 "item_not_found", f"Item with item_id '{previous_id}' not found.", "previous_item_id"
@@ -543,19 +554,7 @@ class RealtimeConnection:
                 "Wait until the response is finished before creating a new one.",
                 None,
             )
-        options = event.get("response") or {}
-        if not isinstance(options, dict):
-            raise InvalidRequest(
-                "invalid_type", "Invalid type for 'response': expected an object.", "response"
-            )
-        output_format = options.get("output_audio_format", self.session["output_audio_format"])
-        if output_format not in OUTPUT_FORMATS:
-            raise InvalidRequest(
-                "invalid_value", f"Invalid value: '{output_format}'.", "response.output_audio_format"
-            )
-        modalities = options.get("modalities", self.session["modalities"])
-        if not isinstance(modalities, list) or not modalities:
-            raise InvalidRequest("invalid_value", "Invalid 'response.modalities'.", "response.modalities")
+        options = validate_response_options(event.get("response"), self.session)
         self._start_response(options)
 
     async def _response_cancel(self, event: dict[str, Any], client_event_id: str | None) -> None:

@@ -162,6 +162,41 @@ def merge_session(current: dict[str, Any], update: Any) -> dict[str, Any]:
     return merged
 
 
+RESPONSE_OPTION_FIELDS = frozenset(
+    {
+        "modalities",
+        "instructions",
+        "voice",
+        "output_audio_format",
+        "tools",
+        "tool_choice",
+        "temperature",
+        "max_response_output_tokens",
+        "reasoning_effort",
+    }
+)
+
+
+def validate_response_options(options: Any, current: dict[str, Any]) -> dict[str, Any]:
+    """Check ``response.create``'s ``response`` with the ``session.update`` rules; returns the checked copy.
+
+    Fields shared with the session are validated exactly as ``session.update`` would (so a bad value gets an
+    ``error`` event naming ``response.<field>`` instead of crashing the response); other documented and SDK-only
+    options (``conversation``, ``metadata``, ``input_items`` …) pass through unchecked.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise InvalidRequest("invalid_type", "Invalid type for 'response': expected an object.", "response")
+    checked = dict(options)
+    for key in RESPONSE_OPTION_FIELDS & options.keys():
+        checked[key] = _validated(key, options[key], current, f"response.{key}")
+    metadata = options.get("metadata")
+    if metadata is not None:
+        _object(metadata, "response.metadata")
+    return checked
+
+
 def _enum(value: Any, allowed: tuple[str, ...], param: str) -> str:
     if not isinstance(value, str) or value not in allowed:
         raise InvalidRequest(

@@ -156,3 +156,61 @@ async def test_bad_frames_get_errors_and_session_survives(
     session = await client.update(temperature=1.0)
     assert session["temperature"] == 1.0
     await client.ws.close()
+
+
+INVALID_RESPONSE_OPTIONS: list[tuple[Any, str, str]] = [
+    ({"temperature": "hot"}, "response.temperature", "invalid_type"),
+    ({"temperature": 1.5}, "response.temperature", "decimal_above_max_value"),
+    ({"modalities": ["audio"]}, "response.modalities", "invalid_value"),  # "You can't enable only audio"
+    ({"modalities": []}, "response.modalities", "invalid_type"),
+    ({"voice": {"type": "openai", "name": "bob"}}, "response.voice.name", "invalid_value"),
+    ({"output_audio_format": "opus"}, "response.output_audio_format", "invalid_value"),
+    ({"max_response_output_tokens": 0}, "response.max_response_output_tokens", "integer_below_min_value"),
+    ({"metadata": ["x"]}, "response.metadata", "invalid_type"),
+    ("fast", "response", "invalid_type"),
+]
+
+
+@pytest.mark.parametrize(("options", "param", "code"), INVALID_RESPONSE_OPTIONS)
+async def test_invalid_response_create_gets_error_and_session_survives(
+    emulator: VoiceLiveEmulator, options: Any, param: str, code: str
+) -> None:
+    """response.create options follow the session.update rules; a bad one must not kill the session."""
+    client = await open_client(emulator)
+    await client.send({"type": "response.create", "event_id": "r1", "response": options})
+    error = await client.recv()
+    assert error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    assert (error["error"]["code"], error["error"]["param"], error["error"]["event_id"]) == (
+        code,
+        param,
+        "r1",
+    )
+    assert emulator.sessions[0].responses == {}  # no response was started
+    session = await client.update(temperature=1.0)
+    assert session["temperature"] == 1.0
+    await client.ws.close()
+
+
+async def test_handler_crash_becomes_server_error_and_session_survives(
+    emulator: VoiceLiveEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected exception in a client-event handler is logged and answered, not a closed socket."""
+
+    def broken(current: Any, update: Any) -> Any:
+        raise RuntimeError("emulator bug")
+
+    client = await open_client(emulator)
+    monkeypatch.setattr("emulators.voicelive.connection.merge_session", broken)
+    await client.send({"type": "session.update", "event_id": "u1", "session": {"temperature": 1.0}})
+    error = await client.recv()
+    assert error["type"] == "error"
+    assert (error["error"]["type"], error["error"]["code"], error["error"]["event_id"]) == (
+        "server_error",
+        "internal_server_error",
+        "u1",
+    )
+    monkeypatch.undo()
+    session = await client.update(temperature=0.9)
+    assert session["temperature"] == 0.9
+    await client.ws.close()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import numpy as np
+import pytest
 
 from emulators.speechlike import silence_ulaw, speechlike_pcm16
 from emulators.voicelive import Faults, VoiceLiveEmulator, VoiceLiveEmulatorConfig
@@ -221,6 +223,29 @@ async def test_items_create_retrieve_delete(emulator: VoiceLiveEmulator) -> None
     assert error["error"]["code"] == "item_not_found"
     await client.send({"type": "conversation.item.create", "item": {"type": "banana"}})
     assert (await client.recv())["error"]["param"] == "item.type"
+    await client.ws.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "item_extra", "param"),
+    [({"previous_item_id": ["x"]}, {}, "previous_item_id"), ({}, {"id": ["x"]}, "item.id")],
+)
+async def test_item_create_with_non_string_ids_is_invalid_type(
+    emulator: VoiceLiveEmulator, extra: dict[str, Any], item_extra: dict[str, Any], param: str
+) -> None:
+    """A list where an id belongs is a typed invalid_request_error, not a crash (lists are unhashable)."""
+    client = await ulaw_session(emulator)
+    item = {"type": "message", "role": "user", "content": [], **item_extra}
+    await client.send({"type": "conversation.item.create", "event_id": "c1", "item": item, **extra})
+    error = (await client.recv())["error"]
+    assert (error["type"], error["code"], error["param"], error["event_id"]) == (
+        "invalid_request_error",
+        "invalid_type",
+        param,
+        "c1",
+    )
+    await client.send({"type": "conversation.item.create", "item": {**item, "id": "ok1"}})
+    assert (await client.recv())["item"]["id"] == "ok1"
     await client.ws.close()
 
 
