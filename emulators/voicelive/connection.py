@@ -168,7 +168,21 @@ class RealtimeConnection:
             watchdog.cancel()
             for task in [*self._tasks, *([self._response_task] if self._response_task else [])]:
                 task.cancel()
+            self._abandon_active()
             self.record.closed = True
+
+    def _abandon_active(self) -> None:
+        """Finalise a response the session ended under (client gone, stall, expiry).
+
+        No ``response.done`` can reach the client any more, but ``/_emulator/state`` must not show the
+        response ``in_progress`` forever; it was cut short, so it is recorded as ``cancelled``.
+        """
+        run = self.active
+        if run is None or not run.active:
+            return
+        run.status = "cancelled"
+        run.status_details = {"type": "cancelled", "reason": "session_closed"}
+        self.record.responses[run.plan.response_id] = run.status
 
     async def _receive_loop(self) -> None:
         while not self._closed.is_set():
@@ -637,6 +651,8 @@ class RealtimeConnection:
                 await run.run()
             except Exception:
                 logger.exception("voicelive emulator: response %s crashed", plan.response_id)
+                if run.active:
+                    run.status = "failed"
             finally:
                 self.record.responses[plan.response_id] = run.status
 

@@ -10,7 +10,7 @@ import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from emulators.voicelive import ErrorSpec, Faults, VoiceLiveEmulator
+from emulators.voicelive import ErrorSpec, Faults, VoiceLiveEmulator, VoiceLiveEmulatorConfig
 from tests.voicelive_emulator.client import Client, open_client, types, ulaw_session
 
 
@@ -229,3 +229,24 @@ async def test_control_endpoints(emulator: VoiceLiveEmulator) -> None:
         assert session["session"]["input_audio_format"] == "g711_ulaw"
         assert state["faults"]["first_audio_ms"] == 120
         await client.ws.close()
+
+
+@pytest.mark.parametrize("abrupt", [False, True])
+async def test_client_gone_mid_response_leaves_no_response_in_progress(abrupt: bool) -> None:
+    """A response whose client disconnected is finalised (cancelled) in the recorded state."""
+    config = VoiceLiveEmulatorConfig(faults=Faults(first_audio_ms=0, delta_delay_ms=1000))
+    with VoiceLiveEmulator(config) as emulator:
+        client = await ulaw_session(emulator, turn_detection=None)
+        await client.send({"type": "response.create"})
+        await client.until("response.audio.delta")
+        if abrupt:
+            client.ws.transport.abort()
+        else:
+            await client.ws.close()
+        record = emulator.sessions[0]
+        for _ in range(500):  # the emulator notices the disconnect on its own thread
+            if record.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert record.closed
+        assert list(record.responses.values()) == ["cancelled"]
