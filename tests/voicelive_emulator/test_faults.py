@@ -199,6 +199,17 @@ def test_faults_reject_unknown_knobs_and_bad_values() -> None:
     assert faults.to_dict() == Faults().to_dict()
 
 
+@pytest.mark.parametrize("code", [1004, 1005, 1006, 1015, 2000, 5000, True])
+def test_close_code_must_fit_in_a_close_frame(code: object) -> None:
+    """Reserved codes can't be sent in a close frame, so the knob refuses them (the client would see another)."""
+    faults = Faults()
+    with pytest.raises(ValueError, match="close_code"):
+        faults.update(close_code=code)
+    assert faults.close_code == 1011
+    faults.update(close_code=4000)
+    assert faults.close_code == 4000
+
+
 async def test_control_endpoints(emulator: VoiceLiveEmulator) -> None:
     async with httpx.AsyncClient(base_url=emulator.url) as http:
         response = await http.post(
