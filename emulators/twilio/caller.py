@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import urljoin, urlsplit
 
@@ -48,6 +49,7 @@ from emulators.twilio.twiml import (
     RecordVerb,
     RedirectVerb,
     SayVerb,
+    StreamVerb,
     TwimlError,
     Unsupported,
     parse_twiml,
@@ -58,6 +60,22 @@ from router.twilio_signature import sign
 log = logging.getLogger(__name__)
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
+# <Play digits>: "w" is Twilio's half-second wait; "W" (a second) and the length of one tone are guesses,
+# twilio.md gives neither.
+DTMF_DIGIT_MS = 200
+DTMF_WAIT_MS = {"w": 500, "W": 1000}
+
+
+def dtmf_ms(digits: str) -> int:
+    """How long ``<Play digits>`` takes on the line."""
+    return sum(DTMF_WAIT_MS.get(digit, DTMF_DIGIT_MS) for digit in digits)
+
+
+def stream_url(doc_url: str, url: str) -> str:
+    """A ``<Stream url>`` resolved as Twilio does: relative to the document, https → wss (twilio.md 3.1)."""
+    resolved = urljoin(doc_url, url)
+    scheme, sep, rest = resolved.partition("://")
+    return {"https": "wss", "http": "ws"}.get(scheme, scheme) + sep + rest
 
 
 class WebhookFailed(Exception):
@@ -284,6 +302,7 @@ class _Call:
         )
         self._mode = ""
         self._poll = max(0.002, 0.02 * self.scale)
+        self._stream_callbacks: asyncio.Task[None] | None = None  # the latest; each waits for the one before
 
     # Helpers ---------------------------------------------------------------------------------------------
     def params(self, status: str = "in-progress") -> dict[str, str]:
@@ -356,6 +375,8 @@ class _Call:
             self.result.heard_ms = self.ears.heard_ms
             self.result.turns = self.ears.measurements()
             self.result.barge_ins = sum(1 for t in self.result.turns if t["barge_in"])
+            if self._stream_callbacks is not None:
+                await asyncio.wait({self._stream_callbacks})
             await self._status_callback()
         return self.result
 
@@ -475,6 +496,12 @@ class _Call:
             return
         if isinstance(verb, SayVerb):
             duration: float = self.sim.say_ms_per_character * max(1, len(verb.text)) * max(1, verb.loop)
+        elif verb.digits is not None:  # DTMF tones on the line, not a reply the caller listens to
+            tones = float(dtmf_ms(verb.digits))
+            await self.sleep(tones if limit_ms is None else min(tones, limit_ms))
+            return
+        elif verb.url is None:  # parse_twiml never builds one
+            return
         else:
             try:
                 data = await self.sim.fetch_media(urljoin(doc_url, verb.url))
@@ -516,7 +543,7 @@ class _Call:
                 await self._prompt(prompt, doc_url)
         if "speech" not in verb.input:
             await self.sleep(verb.timeout_s * 1000.0)  # a DTMF-only gather: the caller presses nothing
-            return self._empty_gather(verb, action)
+            return await self._empty_result(verb, action)
         waited = 0.0
         timeout_ms = verb.timeout_s * 1000.0
         while True:
@@ -560,11 +587,8 @@ class _Call:
         except ValueError:
             return verb.timeout_s * 1000.0
 
-    def _empty_gather(self, verb: GatherVerb, action: str) -> str:
-        return FALL_THROUGH
-
     async def _empty_result(self, verb: GatherVerb, action: str) -> Fetched | str:
-        """No speech: Twilio requests the action only with ``actionOnEmptyResult``, else falls through."""
+        """No input: Twilio requests the action only with ``actionOnEmptyResult``, else falls through."""
         if verb.action_on_empty_result:
             return await self.request(action, verb.method, {})
         return FALL_THROUGH
@@ -605,7 +629,7 @@ class _Call:
 
     # Realtime --------------------------------------------------------------------------------------------
     async def _stream(self, verb: ConnectVerb, doc_url: str) -> str:
-        url = urljoin(doc_url, verb.stream.url)
+        url = stream_url(doc_url, verb.stream.url)
         if not url.startswith("wss://") and not url.startswith("ws://"):
             self.result.errors.append(f"31922: stream url must be wss:// ({url})")
             return FALL_THROUGH
@@ -625,7 +649,9 @@ class _Call:
             await session.open()
         except StreamRejected as exc:
             self.result.errors.append(str(exc))
+            self._stream_status(verb.stream, doc_url, session.stream_sid, "stream-error", str(exc))
             return FALL_THROUGH
+        self._stream_status(verb.stream, doc_url, session.stream_sid, "stream-started")
         ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         driver = asyncio.create_task(self._drive_stream(session, ended))
         try:
@@ -634,10 +660,47 @@ class _Call:
             driver.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await driver
+            self._stream_status(verb.stream, doc_url, session.stream_sid, "stream-stopped")
         if reason == "hung_up":
             self.result.ended_by = "caller"
             return HANG_UP
         return reason
+
+    def _stream_status(
+        self, stream: StreamVerb, doc_url: str, stream_sid: str, event: str, error: str | None = None
+    ) -> None:
+        """Request the ``<Stream statusCallback>`` (signed, ``statusCallbackMethod``, default POST).
+
+        Twilio sends these beside the call, so they never hold up the TwiML; they go out one at a time, in
+        order, and the call's own status callback waits for them. Parameter names per twilio.md 3.1.
+        """
+        if not stream.status_callback:
+            return
+        url = urljoin(doc_url, stream.status_callback)
+        method = stream.status_callback_method
+        params = {
+            "AccountSid": self.sim.account_sid,
+            "CallSid": self.sid,
+            "StreamSid": stream_sid,
+            "StreamName": stream.name or stream_sid,
+            "StreamEvent": event,
+            "Timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if error is not None:
+            params["StreamError"] = error
+        previous = self._stream_callbacks
+
+        async def request() -> None:
+            if previous is not None:
+                await asyncio.wait({previous})
+            try:
+                response = await self.sim.webhook(url, method, params)
+            except httpx.HTTPError as exc:
+                self.result.errors.append(f"stream status callback failed: {exc!r}")
+                return
+            self.result.requests.append((method, url, response.status_code))
+
+        self._stream_callbacks = asyncio.create_task(request())
 
     async def _drive_stream(self, session: MediaStreamSession, ended: asyncio.Future[str]) -> None:
         """The caller's side of the conversation on a live stream, following the script."""

@@ -22,8 +22,11 @@ class SayVerb:
 
 @dataclass(frozen=True)
 class PlayVerb:
-    url: str
+    """``url`` is optional: ``<Play digits="ww1234"/>`` plays DTMF tones instead (twilio.md 4.3)."""
+
+    url: str | None
     loop: int = 1
+    digits: str | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class StreamVerb:
     parameters: dict[str, str] = field(default_factory=dict)
     name: str | None = None
     status_callback: str | None = None
+    status_callback_method: str = "POST"
 
 
 @dataclass(frozen=True)
@@ -123,14 +127,20 @@ def _method(value: str | None) -> str:
     return method
 
 
+PLAY_DIGITS = frozenset("0123456789*#wW")
+
+
 def _simple(element: ET.Element) -> SayVerb | PlayVerb | PauseVerb | None:
     text = (element.text or "").strip()
     if element.tag == "Say":
         return SayVerb(text=text, loop=_int(element.get("loop"), 1))
     if element.tag == "Play":
-        if not text:
-            raise TwimlError("<Play> needs a URL")
-        return PlayVerb(url=text, loop=_int(element.get("loop"), 1))
+        digits = element.get("digits")
+        if digits is not None and (not digits or set(digits) - PLAY_DIGITS):
+            raise TwimlError(f"<Play digits> must be made of 0-9, *, #, w and W, got {digits!r}")
+        if not text and digits is None:
+            raise TwimlError("<Play> needs a URL or digits")
+        return PlayVerb(url=text or None, loop=_int(element.get("loop"), 1), digits=digits)
     if element.tag == "Pause":
         return PauseVerb(length_s=_float(element.get("length"), 1.0))
     return None
@@ -203,6 +213,7 @@ def parse_twiml(document: str | bytes) -> list[Verb]:
                         parameters=parameters,
                         name=stream.get("name"),
                         status_callback=stream.get("statusCallback"),
+                        status_callback_method=_method(stream.get("statusCallbackMethod")),
                     ),
                     action=element.get("action"),
                     method=_method(element.get("method")),

@@ -9,9 +9,10 @@ import pytest
 
 from emulators.runner import ServerThread
 from emulators.twilio.audio import read_wav
-from emulators.twilio.caller import TwilioCallSimulator
+from emulators.twilio.caller import DTMF_DIGIT_MS, TwilioCallSimulator, dtmf_ms
 from emulators.twilio.rest import TwilioRestEmulator
 from emulators.twilio.script import BargeIn, CallScript, HangUp, Pause, Say, Utterance, fixture_utterances
+from emulators.twilio.twiml import PlayVerb, TwimlError, parse_twiml
 from tests.twilio_emulator.fake_router import FakeRouter
 
 ACCOUNT = "AC" + "2" * 32
@@ -239,3 +240,82 @@ async def test_rest_hangup_ends_the_call(sim, router, rest):
     result = await asyncio.wait_for(task, 30)
     assert result.ended_by == "api"
     assert router.streams[0].events[-1]["event"] == "stop"
+
+
+def _connect(url: str, extra: str = "") -> str:
+    return f'<Response><Connect><Stream url="{url}" {extra}/></Connect><Hangup/></Response>'
+
+
+async def test_stream_status_callback_is_signed_and_reports_start_and_stop(sim, router):
+    """twilio.md 3.1: statusCallback gets StreamEvent stream-started / stream-stopped (POST by default)."""
+    router.legacy_first_twiml = _connect(
+        router.validator.ws_url("/twilio/media"), f'name="bot" statusCallback="{PUBLIC}/twilio/status"'
+    )
+    result = await sim.place_call(CallScript(steps=[Pause(500), HangUp()]))
+    assert router.rejected == []  # signed like every other Twilio request
+    posts = [data for path, data in router.form_posts if path == "/twilio/status" and "StreamEvent" in data]
+    assert [p["StreamEvent"] for p in posts] == ["stream-started", "stream-stopped"]
+    stream_sid = result.streams[0].stream_sid
+    for post in posts:
+        assert (post["StreamSid"], post["CallSid"], post["AccountSid"]) == (
+            stream_sid,
+            result.call_sid,
+            ACCOUNT,
+        )
+        assert post["StreamName"] == "bot" and post["Timestamp"].endswith("Z")
+    # the stream callbacks come before the call's own completed callback
+    statuses = [data for path, data in router.form_posts if path == "/twilio/status"]
+    assert statuses[-1].get("CallStatus") == "completed" and "StreamEvent" not in statuses[-1]
+
+
+async def test_stream_status_callback_method_get_and_stream_error(sim, router):
+    """statusCallbackMethod GET puts the parameters in the query; a refused upgrade reports stream-error."""
+    router.legacy_first_twiml = _connect(
+        router.validator.ws_url("/nowhere"), 'statusCallback="/legacy/turn" statusCallbackMethod="GET"'
+    )
+    router.turn_twiml = "<Response/>"
+    result = await sim.place_call(CallScript(steps=[]))
+    assert router.rejected == []
+    calls = [data for path, data in router.form_posts if path == "/legacy/turn"]
+    assert [c["StreamEvent"] for c in calls] == ["stream-error"]
+    assert calls[0]["StreamError"].startswith("31920")
+    assert ("GET", f"{PUBLIC}/legacy/turn", 200) in result.requests
+
+
+async def test_relative_stream_url_is_resolved_against_the_document_as_wss(sim, router):
+    """twilio.md 3.1: Stream url is "relative or absolute; wss only": /twilio/media → wss://<host>/twilio/media."""
+    router.legacy_first_twiml = _connect("/twilio/media")
+    result = await sim.place_call(CallScript(steps=[Pause(500), HangUp()]))
+    assert result.errors == []
+    assert router.rejected == []  # signed over wss://voice.example.test/twilio/media
+    assert result.modes == ["realtime"] and len(router.streams) == 1
+
+
+async def test_play_digits_without_a_url_is_played(sim, router):
+    """twilio.md 4.3: play(url=None, loop=None, digits=None): <Play digits="ww1234"/> is valid TwiML."""
+    router.legacy_first_twiml = '<Response><Play digits="ww1234"/><Say>Hi</Say><Hangup/></Response>'
+    result = await sim.place_call(CallScript(steps=[]))
+    assert result.errors == []
+    assert result.ended_by == "twiml_hangup"
+    assert result.play_formats == []  # nothing was fetched
+
+
+def test_play_needs_a_url_or_valid_digits() -> None:
+    assert parse_twiml('<Response><Play digits="w1#"/></Response>') == [PlayVerb(url=None, digits="w1#")]
+    assert dtmf_ms("ww1234") == 2 * 500 + 4 * DTMF_DIGIT_MS
+    for bad in ("<Play/>", '<Play digits="12x"/>', '<Play digits=""/>'):
+        with pytest.raises(TwimlError):
+            parse_twiml(f"<Response>{bad}</Response>")
+
+
+async def test_dtmf_gather_action_on_empty_result_requests_the_action(sim, router):
+    """twilio.md 4.2: actionOnEmptyResult true → request the action even with no input (DTMF gathers too)."""
+    router.legacy_first_twiml = (
+        '<Response><Gather input="dtmf" action="/legacy/turn" timeout="1" actionOnEmptyResult="true">'
+        "<Say>Press 1</Say></Gather><Say>fell through</Say></Response>"
+    )
+    router.turn_twiml = "<Response><Hangup/></Response>"
+    result = await sim.place_call(CallScript(steps=[], hang_up_when_done=False))
+    posted = [data for path, data in router.form_posts if path == "/legacy/turn"]
+    assert len(posted) == 1 and "Digits" not in posted[0]
+    assert result.ended_by == "twiml_hangup"
