@@ -325,6 +325,7 @@ class RealtimeConnection:
             threshold=float(td.get("threshold", 0.5)),
             prefix_padding_ms=int(td.get("prefix_padding_ms", 300)),
             silence_duration_ms=int(td.get("silence_duration_ms", 500)),
+            speech_duration_ms=int(td.get("speech_duration_ms", 0)),
             frame_ms=self.config.vad_frame_ms,
             start_ms=self.appended_ms,
         )

@@ -39,9 +39,10 @@ VadEvent = SpeechStarted | SpeechStopped
 class EnergyVad:
     """Frame-by-frame speech detector; ``feed`` returns the transitions found in the new audio.
 
-    Speech starts at the first voiced frame (reported ``prefix_padding_ms`` earlier, clamped at 0) and stops
-    once ``silence_duration_ms`` of unvoiced audio followed it; ``audio_end_ms`` is where that silence
-    ended, i.e. it includes the silence duration (as the reference documents).
+    Speech starts once ``speech_duration_ms`` of consecutive voiced audio has been heard (so a click is not a
+    turn); it is reported from the first voiced frame of that run, ``prefix_padding_ms`` earlier (clamped at
+    0). It stops once ``silence_duration_ms`` of unvoiced audio followed it; ``audio_end_ms`` is where that
+    silence ended, i.e. it includes the silence duration (as the reference documents).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class EnergyVad:
         threshold: float = 0.5,
         prefix_padding_ms: int = 300,
         silence_duration_ms: int = 500,
+        speech_duration_ms: int = 0,
         frame_ms: int = 10,
         start_ms: int = 0,
     ) -> None:
@@ -60,7 +62,9 @@ class EnergyVad:
         self.rms_threshold = threshold_to_rms(threshold)
         self.prefix_padding_ms = prefix_padding_ms
         self.silence_duration_ms = silence_duration_ms
+        self.speech_duration_ms = speech_duration_ms
         self.speaking = False
+        self._voiced_start_ms: int | None = None  # first frame of the voiced run not yet long enough
         self._pending = np.zeros(0, dtype=np.int16)
         self._position_ms = start_ms  # start of the next unprocessed frame
         self._silence_ms = 0
@@ -78,10 +82,16 @@ class EnergyVad:
             frame_start = self._position_ms
             self._position_ms += self.frame_ms
             if not self.speaking:
-                if is_voiced:
+                if not is_voiced:
+                    self._voiced_start_ms = None
+                    continue
+                if self._voiced_start_ms is None:
+                    self._voiced_start_ms = frame_start
+                if self._position_ms - self._voiced_start_ms >= self.speech_duration_ms:
                     self.speaking = True
                     self._silence_ms = 0
-                    events.append(SpeechStarted(max(0, frame_start - self.prefix_padding_ms)))
+                    events.append(SpeechStarted(max(0, self._voiced_start_ms - self.prefix_padding_ms)))
+                    self._voiced_start_ms = None
             elif is_voiced:
                 self._silence_ms = 0
             else:
@@ -96,5 +106,6 @@ class EnergyVad:
         """Forget partial state (buffer cleared or committed by the client)."""
         self.speaking = False
         self._silence_ms = 0
+        self._voiced_start_ms = None
         self._pending = np.zeros(0, dtype=np.int16)
         self._position_ms = position_ms

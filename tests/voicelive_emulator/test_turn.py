@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from emulators.speechlike import silence_ulaw, speechlike_pcm16
+from emulators.speechlike import silence_ulaw, speechlike_pcm16, speechlike_ulaw
 from emulators.voicelive import Faults, VoiceLiveEmulator, VoiceLiveEmulatorConfig
 from emulators.voicelive.config import DEFAULT_REPLIES, DEFAULT_USER_TRANSCRIPTS
+from emulators.voicelive.vad import EnergyVad, SpeechStarted
 from tests.voicelive_emulator.client import audio_bytes, open_client, types, ulaw_session
 
 TURN_ORDER_HEAD = [
@@ -292,3 +293,29 @@ async def test_configured_script_and_audio_sizing() -> None:
         second = await client.until("response.done")
         assert second[-1]["response"]["output"][0]["content"][0]["transcript"] == "Bye."
         await client.ws.close()
+
+
+async def test_a_click_shorter_than_speech_duration_is_not_a_turn(emulator: VoiceLiveEmulator) -> None:
+    """speech_duration_ms (server_vad default 200): a 20 ms click must not start a turn, speech must."""
+    client = await ulaw_session(emulator, turn_detection={"type": "server_vad", "create_response": False})
+    await client.append(silence_ulaw(500) + speechlike_ulaw(20, seed=1) + silence_ulaw(700))
+    await client.append(speechlike_ulaw(400, seed=2) + silence_ulaw(600))
+    events = await client.until("input_audio_buffer.committed")
+    assert types(events) == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+    ]
+    # reported from the first voiced frame of the speech (at 1220 ms), minus prefix_padding_ms
+    assert events[0]["audio_start_ms"] == 1220 - 300
+    assert events[1]["audio_end_ms"] == 1620 + 500
+    await client.ws.close()
+
+
+def test_vad_starts_after_speech_duration_of_consecutive_voiced_audio() -> None:
+    vad = EnergyVad(sample_rate=8000, prefix_padding_ms=100, speech_duration_ms=200, silence_duration_ms=300)
+    loud = speechlike_pcm16(190, sample_rate=8000, seed=1)
+    quiet = np.zeros(8 * 100, dtype=np.int16)
+    assert vad.feed(np.concatenate([quiet, loud, quiet])) == []  # 190 ms then a gap: no speech
+    assert vad.feed(speechlike_pcm16(200, sample_rate=8000, seed=2)) == [SpeechStarted(390 - 100)]
+
