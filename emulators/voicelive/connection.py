@@ -69,7 +69,9 @@ class RealtimeConnection:
         self.record = record
         self._abort_transport = abort_transport
         self._replies = itertools.count()  # each session starts at the top of the script
-        self.session = default_session(session_id=record.session_id, model=record.model)
+        self.session = default_session(
+            session_id=record.session_id, model=record.model, api_version=record.api_version
+        )
         self.session["expires_at"] = int(time.time()) + 1800
         self.record.session = self.session
         self.conversation_id = new_id("conv")
@@ -299,7 +301,7 @@ class RealtimeConnection:
 
     # ------------------------------------------------------------------ session
     async def _session_update(self, event: dict[str, Any], client_event_id: str | None) -> None:
-        merged = merge_session(self.session, event.get("session"))
+        merged = merge_session(self.session, event.get("session"), api_version=self.record.api_version)
         rate_changed = input_sample_rate(merged) != input_sample_rate(self.session)
         if rate_changed:  # keep appended-audio time continuous across a format change
             position = self.appended_ms

@@ -100,8 +100,21 @@ class InvalidRequest(Exception):
         self.param = param
 
 
-def default_turn_detection(kind: str = "server_vad") -> dict[str, Any]:
+DEFAULT_API_VERSION = "2025-10-01"
+# voice-live.md 1.5: prefix_padding_ms defaults to 300, "From API 2026-04-10: 400 (server_vad) / 420 (azure_*)".
+LONGER_PADDING_FROM = "2026-04-10"
+
+
+def default_turn_detection(
+    kind: str = "server_vad", api_version: str = DEFAULT_API_VERSION
+) -> dict[str, Any]:
+    """The service's defaults for a ``turn_detection`` of ``kind`` under ``api_version``."""
     td: dict[str, Any] = {"type": kind, **_VAD_DEFAULTS}
+    if api_version[:10] >= LONGER_PADDING_FROM:
+        if kind == "server_vad":
+            td["prefix_padding_ms"] = 400
+        elif kind.startswith("azure_"):
+            td["prefix_padding_ms"] = 420
     if kind == "server_vad":
         td["speech_duration_ms"] = 200
     elif kind.startswith("azure_semantic_vad"):
@@ -110,7 +123,7 @@ def default_turn_detection(kind: str = "server_vad") -> dict[str, Any]:
     return td
 
 
-def default_session(*, session_id: str, model: str) -> dict[str, Any]:
+def default_session(*, session_id: str, model: str, api_version: str = DEFAULT_API_VERSION) -> dict[str, Any]:
     """What ``session.created`` reports before any ``session.update``."""
     return {
         "id": session_id,
@@ -125,7 +138,7 @@ def default_session(*, session_id: str, model: str) -> dict[str, Any]:
         "input_audio_noise_reduction": None,
         "input_audio_echo_cancellation": None,
         "input_audio_transcription": None,
-        "turn_detection": default_turn_detection(),
+        "turn_detection": default_turn_detection(api_version=api_version),
         "tools": [],
         "tool_choice": "auto",
         "temperature": 0.8,
@@ -133,7 +146,9 @@ def default_session(*, session_id: str, model: str) -> dict[str, Any]:
     }
 
 
-def merge_session(current: dict[str, Any], update: Any) -> dict[str, Any]:
+def merge_session(
+    current: dict[str, Any], update: Any, *, api_version: str = DEFAULT_API_VERSION
+) -> dict[str, Any]:
     """Validate ``update`` (the ``session`` of a ``session.update``) and return the merged session."""
     if not isinstance(update, dict):
         raise InvalidRequest("invalid_type", "Invalid type for 'session': expected an object.", "session")
@@ -144,7 +159,7 @@ def merge_session(current: dict[str, Any], update: Any) -> dict[str, Any]:
             continue  # read-only fields echoed back by some clients
         if key not in SETTABLE_FIELDS:
             raise InvalidRequest("unknown_parameter", f"Unknown parameter: '{param}'.", param)
-        merged[key] = _validated(key, value, current, param)
+        merged[key] = _validated(key, value, current, param, api_version)
     if merged["input_audio_format"] in ("g711_ulaw", "g711_alaw"):
         if "input_audio_sampling_rate" in update and update["input_audio_sampling_rate"] not in (None, 8000):
             raise InvalidRequest(
@@ -247,7 +262,9 @@ def _bool(value: Any, param: str) -> bool:
     return value
 
 
-def _validated(key: str, value: Any, current: dict[str, Any], param: str) -> Any:
+def _validated(
+    key: str, value: Any, current: dict[str, Any], param: str, api_version: str = DEFAULT_API_VERSION
+) -> Any:
     """One settable field, checked; returns the value to store."""
     if key == "model":
         if value != current.get("model"):
@@ -286,7 +303,7 @@ def _validated(key: str, value: Any, current: dict[str, Any], param: str) -> Any
             )
         return value
     if key == "turn_detection":
-        return None if value is None else _turn_detection(value, param)
+        return None if value is None else _turn_detection(value, param, api_version)
     if key == "input_audio_noise_reduction":
         if value is None:
             return None
@@ -358,10 +375,10 @@ def _voice(value: Any, param: str) -> Any:
     return dict(body)
 
 
-def _turn_detection(value: Any, param: str) -> dict[str, Any]:
+def _turn_detection(value: Any, param: str, api_version: str) -> dict[str, Any]:
     body = _object(value, param)
     kind = _enum(body.get("type"), TURN_DETECTION_TYPES, f"{param}.type")
-    merged = default_turn_detection(kind)
+    merged = default_turn_detection(kind, api_version)
     for key, item in body.items():
         sub = f"{param}.{key}"
         if key == "threshold":

@@ -197,7 +197,7 @@ async def test_handler_crash_becomes_server_error_and_session_survives(
 ) -> None:
     """An unexpected exception in a client-event handler is logged and answered, not a closed socket."""
 
-    def broken(current: Any, update: Any) -> Any:
+    def broken(current: Any, update: Any, **options: Any) -> Any:
         raise RuntimeError("emulator bug")
 
     client = await open_client(emulator)
@@ -213,4 +213,28 @@ async def test_handler_crash_becomes_server_error_and_session_survives(
     monkeypatch.undo()
     session = await client.update(temperature=0.9)
     assert session["temperature"] == 0.9
+    await client.ws.close()
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind", "padding"),
+    [
+        ("2025-10-01", "server_vad", 300),
+        ("2025-10-01", "azure_semantic_vad", 300),
+        ("2026-01-01-preview", "server_vad", 300),
+        ("2026-04-10", "server_vad", 400),
+        ("2026-04-10", "azure_semantic_vad", 420),
+        ("2026-06-01-preview", "azure_semantic_vad_multilingual", 420),
+    ],
+)
+async def test_prefix_padding_default_follows_the_api_version(
+    emulator: VoiceLiveEmulator, api_version: str, kind: str, padding: int
+) -> None:
+    """voice-live.md 1.5: prefix_padding_ms is 300, "From API 2026-04-10: 400 (server_vad) / 420 (azure_*)"."""
+    client = await open_client(emulator, api_version=api_version)
+    if kind == "server_vad":
+        td = client.received[0]["session"]["turn_detection"]
+    else:
+        td = (await client.update(turn_detection={"type": kind}))["turn_detection"]
+    assert (td["type"], td["prefix_padding_ms"]) == (kind, padding)
     await client.ws.close()
