@@ -24,6 +24,11 @@ OUTPUT_AUDIO_MS_PER_TOKEN = 50
 CHARS_PER_TEXT_TOKEN = 4
 
 
+def billed_output_tokens(text_chars: int, audio_ms: int) -> tuple[int, int]:
+    """(text tokens, audio tokens) billed for a response's output so far."""
+    return math.ceil(text_chars / CHARS_PER_TEXT_TOKEN), math.ceil(audio_ms / OUTPUT_AUDIO_MS_PER_TOKEN)
+
+
 class ResponseHost(Protocol):
     """What a response needs from its connection."""
 
@@ -187,6 +192,7 @@ class ResponseRun:
         elapsed = time.monotonic() - started  # synthesis time counts toward the first-audio latency
         cancelled = await self._wait(self.faults.first_audio_ms / 1000.0 - elapsed)
         index = 0
+        out_of_tokens = False
         while not cancelled and index < chunks:
             faults = self.faults.snapshot()
             if await self._apply_delta_faults(faults):
@@ -199,8 +205,11 @@ class ResponseRun:
             text = " ".join(words[words_before:words_after])
             if words_before and text:
                 text = " " + text
+            chunk = audio[index * step : (index + 1) * step]
+            if self._exceeds_max_output_tokens(text, len(chunk) // bytes_per_ms(plan.output_audio_format)):
+                out_of_tokens = True
+                break
             if self.audio:
-                chunk = audio[index * step : (index + 1) * step]
                 await host.send(
                     {
                         "type": "response.audio.delta",
@@ -228,9 +237,25 @@ class ResponseRun:
         elif self._cancel_reason is not None:
             self.status = "cancelled"
             self.status_details = {"type": "cancelled", "reason": self._cancel_reason}
+        elif out_of_tokens:
+            self.status = "incomplete"
+            self.status_details = {"type": "incomplete", "reason": "max_output_tokens"}
         else:
             self.status = "completed"
         await self._finish()
+
+    def _exceeds_max_output_tokens(self, text: str, audio_ms: int) -> bool:
+        """Would sending this delta take the output past ``max_response_output_tokens``?
+
+        The response stops before it instead, so ``usage.output_tokens`` never exceeds the limit.
+        """
+        limit = self.plan.max_output_tokens
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            return False  # "inf"
+        text_tokens, audio_tokens = billed_output_tokens(
+            len(self.transcript_sent) + len(text), self.audio_ms_sent + (audio_ms if self.audio else 0)
+        )
+        return text_tokens + audio_tokens > limit
 
     async def _apply_delta_faults(self, faults: Faults) -> bool:
         """Stall or close before the next delta when the configured delta count is reached."""
@@ -268,8 +293,7 @@ class ResponseRun:
 
     def _usage(self) -> dict[str, Any]:
         plan = self.plan
-        output_text = math.ceil(len(self.transcript_sent) / CHARS_PER_TEXT_TOKEN)
-        output_audio = math.ceil(self.audio_ms_sent / OUTPUT_AUDIO_MS_PER_TOKEN)
+        output_text, output_audio = billed_output_tokens(len(self.transcript_sent), self.audio_ms_sent)
         input_tokens = plan.input_text_tokens + plan.input_audio_tokens
         output_tokens = output_text + output_audio
         return {

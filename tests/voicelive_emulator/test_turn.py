@@ -319,3 +319,23 @@ def test_vad_starts_after_speech_duration_of_consecutive_voiced_audio() -> None:
     assert vad.feed(np.concatenate([quiet, loud, quiet])) == []  # 190 ms then a gap: no speech
     assert vad.feed(speechlike_pcm16(200, sample_rate=8000, seed=2)) == [SpeechStarted(390 - 100)]
 
+
+@pytest.mark.parametrize("where", ["session", "response"])
+async def test_max_response_output_tokens_stops_the_response_incomplete(
+    emulator: VoiceLiveEmulator, where: str
+) -> None:
+    """The output stops at max_response_output_tokens: status incomplete, reason max_output_tokens."""
+    limit = 10
+    client = await ulaw_session(
+        emulator, **({"max_response_output_tokens": limit} if where == "session" else {})
+    )
+    options = {"max_response_output_tokens": limit} if where == "response" else {}
+    await client.send({"type": "response.create", "response": options})
+    events = await client.until("response.done")
+    done = events[-1]["response"]
+    assert done["status"] == "incomplete"
+    assert done["status_details"] == {"type": "incomplete", "reason": "max_output_tokens"}
+    assert 0 < done["usage"]["output_tokens"] <= limit
+    assert done["output"][0]["status"] == "incomplete"
+    assert 0 < len(audio_bytes(events)) < len(DEFAULT_REPLIES[0]) * 65 * 8  # cut short of the full reply
+    await client.ws.close()
