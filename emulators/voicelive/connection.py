@@ -51,6 +51,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
 
+def _voice_key(voice: Any) -> Any:
+    """A voice in one spelling: a bare name is the OpenAI voice object (re-sending it is not a change)."""
+    if isinstance(voice, str):
+        voice = {"type": "openai", "name": voice}
+    if isinstance(voice, dict):
+        return tuple(sorted((str(k), repr(v)) for k, v in voice.items()))
+    return repr(voice)
+
+
 class RealtimeConnection:
     """Serves one accepted WebSocket until either side closes it."""
 
@@ -302,6 +311,14 @@ class RealtimeConnection:
     # ------------------------------------------------------------------ session
     async def _session_update(self, event: dict[str, Any], client_event_id: str | None) -> None:
         merged = merge_session(self.session, event.get("session"), api_version=self.record.api_version)
+        if _voice_key(merged["voice"]) != _voice_key(self.session["voice"]) and self._audio_produced():
+            # voice-live.md 1.3: "Voice can't be changed after the model has produced audio". The code is
+            # OpenAI Realtime's; Voice Live's own is not documented.
+            raise InvalidRequest(
+                "cannot_update_voice",
+                "Cannot update the session's voice after the model has produced audio.",
+                "session.voice",
+            )
         rate_changed = input_sample_rate(merged) != input_sample_rate(self.session)
         if rate_changed:  # keep appended-audio time continuous across a format change
             position = self.appended_ms
@@ -315,6 +332,9 @@ class RealtimeConnection:
         if faults.session_updated_delay_ms:
             await asyncio.sleep(faults.session_updated_delay_ms / 1000.0)
         await self.send({"type": "session.updated", "session": merged})
+
+    def _audio_produced(self) -> bool:
+        return any(run.audio_ms_sent > 0 for run in self.runs_by_item.values())
 
     def _rebuild_vad(self) -> None:
         td = self.session.get("turn_detection")

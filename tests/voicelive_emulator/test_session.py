@@ -238,3 +238,23 @@ async def test_prefix_padding_default_follows_the_api_version(
         td = (await client.update(turn_detection={"type": kind}))["turn_detection"]
     assert (td["type"], td["prefix_padding_ms"]) == (kind, padding)
     await client.ws.close()
+
+
+async def test_voice_cannot_change_after_audio_was_produced(emulator: VoiceLiveEmulator) -> None:
+    """voice-live.md 1.3: "Voice can't be changed after the model has produced audio"."""
+    client = await open_client(emulator)
+    await client.update(voice={"type": "openai", "name": "echo"})  # before any audio: fine
+    await client.update(voice="echo")  # the same voice, spelt as a bare name: not a change
+    await client.send({"type": "response.create"})
+    await client.until("response.done")
+    await client.update(voice={"type": "openai", "name": "echo"}, temperature=0.9)  # unchanged voice
+    await client.send({"type": "session.update", "event_id": "v1", "session": {"voice": "alloy"}})
+    error = (await client.recv())["error"]
+    assert (error["type"], error["code"], error["param"], error["event_id"]) == (
+        "invalid_request_error",
+        "cannot_update_voice",
+        "session.voice",
+        "v1",
+    )
+    assert emulator.sessions[0].session["voice"] == {"type": "openai", "name": "echo"}
+    await client.ws.close()
