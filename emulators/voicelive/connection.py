@@ -43,6 +43,10 @@ from emulators.voicelive.vad import EnergyVad, SpeechStarted, SpeechStopped
 
 logger = logging.getLogger("emulators.voicelive")
 
+# voice-live.md 1.6: the client may put "up to a maximum of 15 MiB" of audio in one append event.
+MAX_APPEND_AUDIO_BYTES = 15 * 1024 * 1024
+MAX_APPEND_BASE64_CHARS = 4 * math.ceil(MAX_APPEND_AUDIO_BYTES / 3)
+
 ItemTypes = ("message", "function_call", "function_call_output")
 MessageRoles = ("system", "user", "assistant")
 
@@ -360,12 +364,19 @@ class RealtimeConnection:
             raise InvalidRequest(
                 "missing_required_parameter", "Missing required parameter: 'audio'.", "audio"
             )
+        too_large = InvalidRequest(
+            "invalid_value", "Invalid 'audio': an append event carries at most 15 MiB of audio.", "audio"
+        )
+        if len(audio) > MAX_APPEND_BASE64_CHARS:
+            raise too_large
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidRequest(
                 "invalid_value", "Invalid 'audio': expected base64-encoded audio.", "audio"
             ) from None
+        if len(data) > MAX_APPEND_AUDIO_BYTES:
+            raise too_large
         self.record.last_client_event["input_audio_buffer.append"] = {
             "type": "input_audio_buffer.append",
             "audio_bytes": len(data),

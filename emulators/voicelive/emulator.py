@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from emulators.runner import ServerThread
 from emulators.voicelive.config import VoiceLiveEmulatorConfig
+from emulators.voicelive.connection import MAX_APPEND_BASE64_CHARS
 from emulators.voicelive.faults import Faults
 from emulators.voicelive.records import EmulatorState, SessionRecord
 from emulators.voicelive.server import (
@@ -16,6 +17,9 @@ from emulators.voicelive.server import (
     fault_aware_protocol,
     install_denial_log_filter,
 )
+
+# An append of the documented 15 MiB, base64-encoded, plus the JSON around it, must fit in one frame.
+WS_MAX_SIZE = MAX_APPEND_BASE64_CHARS + 64 * 1024
 
 
 class VoiceLiveEmulator:
@@ -40,6 +44,7 @@ class VoiceLiveEmulator:
                 host=self.config.host,
                 port=self.config.port,
                 http=fault_aware_protocol(self.faults, self.state, self._registry),
+                ws_max_size=WS_MAX_SIZE,
             )
             self._server.start()
         return self

@@ -339,3 +339,25 @@ async def test_max_response_output_tokens_stops_the_response_incomplete(
     assert done["output"][0]["status"] == "incomplete"
     assert 0 < len(audio_bytes(events)) < len(DEFAULT_REPLIES[0]) * 65 * 8  # cut short of the full reply
     await client.ws.close()
+
+
+async def test_append_up_to_15_mib_is_accepted_and_larger_gets_an_error(emulator: VoiceLiveEmulator) -> None:
+    """voice-live.md 1.6: one append carries "up to a maximum of 15 MiB" (~20 MiB of base64 in the frame)."""
+    client = await ulaw_session(emulator, turn_detection=None)
+    limit = 15 * 1024 * 1024
+    await client.send(
+        {"type": "input_audio_buffer.append", "audio": base64.b64encode(silence_ulaw(limit // 8)).decode()}
+    )
+    await client.send({"type": "input_audio_buffer.commit"})
+    events = await client.until("input_audio_buffer.committed", wait_s=30)
+    assert types(events)[-1] == "input_audio_buffer.committed"
+    assert emulator.sessions[0].last_client_event["input_audio_buffer.append"]["audio_bytes"] == limit
+    too_big = base64.b64encode(b"\xff" * (limit + 3)).decode()
+    await client.send({"type": "input_audio_buffer.append", "event_id": "a1", "audio": too_big})
+    events = await client.until("error", wait_s=30)
+    assert types(events) == ["conversation.item.created", "error"]  # the commit's item, then the refusal
+    error = events[-1]["error"]
+    assert (error["code"], error["param"], error["event_id"]) == ("invalid_value", "audio", "a1")
+    session = await client.update(temperature=0.9)  # the session survives
+    assert session["temperature"] == 0.9
+    await client.ws.close()
