@@ -426,7 +426,8 @@ class RealtimeConnection:
             "type": "message",
             "status": "completed",
             "role": "user",
-            "content": [{"type": "input_audio", "transcript": None}],
+            # voice-live.md 1.8: user audio content is {"type":"input_audio","audio":null,"transcript":…}
+            "content": [{"type": "input_audio", "audio": None, "transcript": None}],
             "_audio_ms": duration_ms,
         }
         previous = self.add_item(item)
@@ -438,7 +439,7 @@ class RealtimeConnection:
         if self.session.get("input_audio_transcription"):
             scripts = self.config.user_transcripts or ("",)
             transcript = scripts[(self._user_turns - 1) % len(scripts)]
-            item["content"] = [{"type": "input_audio", "transcript": transcript}]
+            item["content"] = [{"type": "input_audio", "audio": None, "transcript": transcript}]
             await self.send(
                 {
                     "type": "conversation.item.input_audio_transcription.completed",

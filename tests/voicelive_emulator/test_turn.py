@@ -361,3 +361,19 @@ async def test_append_up_to_15_mib_is_accepted_and_larger_gets_an_error(emulator
     session = await client.update(temperature=0.9)  # the session survives
     assert session["temperature"] == 0.9
     await client.ws.close()
+
+
+async def test_user_audio_item_content_carries_audio_null(emulator: VoiceLiveEmulator) -> None:
+    """voice-live.md 1.8: user audio content is {"type":"input_audio","audio":null,"transcript":…}."""
+    client = await ulaw_session(emulator, input_audio_transcription={"model": "azure-speech"})
+    await client.speak()
+    events = await client.until("conversation.item.created")
+    item = events[-1]["item"]
+    assert item["content"] == [{"type": "input_audio", "audio": None, "transcript": None}]
+    await client.until("response.done")
+    await client.send({"type": "conversation.item.retrieve", "item_id": item["id"]})
+    retrieved = (await client.until("conversation.item.retrieved"))[-1]["item"]
+    assert retrieved["content"] == [
+        {"type": "input_audio", "audio": None, "transcript": DEFAULT_USER_TRANSCRIPTS[0]}
+    ]
+    await client.ws.close()
