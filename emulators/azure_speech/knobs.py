@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from emulators.close_codes import SENDABLE_CLOSE_CODES, sendable_close_code
 from emulators.control import KnobStore, take
 
 
@@ -65,8 +66,8 @@ NO_FAULT = Fault("none")
 
 
 def _check(knobs: SpeechKnobs) -> None:
-    if knobs.close_code not in range(1000, 5000):
-        raise ValueError("close_code must be a WebSocket close code (1000-4999)")
+    if not sendable_close_code(knobs.close_code):
+        raise ValueError(f"close_code must be a code a close frame can carry ({SENDABLE_CLOSE_CODES})")
     if knobs.tts_chunk_ms <= 0:
         raise ValueError("tts_chunk_ms must be positive")
 

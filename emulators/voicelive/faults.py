@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulators.close_codes import SENDABLE_CLOSE_CODES, sendable_close_code
+
 REJECT_STATUSES = (400, 401, 403, 404, 429, 500, 502, 503)
 
 
@@ -149,18 +151,8 @@ class Faults:
         if expire is not None and (not isinstance(expire, int | float) or expire <= 0):
             raise ValueError("expire_after_s must be null or a positive number")
         code = values.get("close_code")
-        if code is not None and not _sendable_close_code(code):
+        if code is not None and not sendable_close_code(code):
             raise ValueError(
-                "close_code must be a code a close frame can carry (1000-1003, 1007-1014, 3000-4999); "
+                f"close_code must be a code a close frame can carry ({SENDABLE_CLOSE_CODES}); "
                 "1005/1006/1015 only describe closes without one: use close_abruptly for 1006"
             )
-
-
-def _sendable_close_code(code: Any) -> bool:
-    """RFC 6455 7.4.1: 1005, 1006 and 1015 "MUST NOT be set as a status code in a Close control frame".
-
-    Accepting them would record a code no client can ever receive; 1004 and 1016-2999 are reserved too.
-    """
-    if isinstance(code, bool) or not isinstance(code, int):
-        return False
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999

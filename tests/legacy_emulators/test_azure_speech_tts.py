@@ -178,7 +178,8 @@ def test_control_endpoint(emulator: AzureSpeechEmulator) -> None:
             "/_emulator/faults", json={"close_next": 1, "close_code": 1007, "close_reason": "Via HTTP."}
         )
         assert response.status_code == 200 and response.json()["knobs"]["close_next"] == 1
-        assert http.post("/_emulator/faults", json={"close_code": 99}).status_code == 400
+        for unsendable in (99, 1005, 1006, 1015, 2000):  # RFC 6455: no close frame can carry these
+            assert http.post("/_emulator/faults", json={"close_code": unsendable}).status_code == 400
         assert http.post("/_emulator/faults", json={"nope": 1}).status_code == 400
         result = speak(synthesizer(emulator), "Hello.")
         assert "Via HTTP." in result.cancellation_details.error_details
