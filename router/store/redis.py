@@ -34,7 +34,9 @@ WINDOW_RETENTION_SECONDS = 7_200  # bucket expiry: longer than any breaker windo
 AUDIT_CAP = 10_000
 HISTORY_TTL_SECONDS = 86_400.0  # a conversation's history outlives its call by about a day
 
-_SWAP_DOCUMENT = """
+# Compare-and-set of a versioned document. KEYS[1] document; ARGV[1] expected version ('' = none stored),
+# ARGV[2] new version, ARGV[3] document. Falls through (to what a script adds after it) when it swapped.
+_SWAP_IF_VERSION = """
 local current = redis.call('HGET', KEYS[1], 'version')
 if ARGV[1] == '' then
   if current then return 0 end
@@ -42,25 +44,22 @@ elseif current ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
-return 1
 """
 
-# _SWAP_DOCUMENT, then on success _APPEND_SEQUENCED's audit append, in one script: the change and its audit
-# entry are stored together or not at all. KEYS: document, audit sequence, audit sorted set; ARGV: expected
-# version ('' = none stored), new version, document, audit entry, audit cap. Returns 0 (stale) or the entry id.
-_SWAP_AUDITED = """
-local current = redis.call('HGET', KEYS[1], 'version')
-if ARGV[1] == '' then
-  if current then return 0 end
-elseif current ~= ARGV[1] then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
+_SWAP_DOCUMENT = _SWAP_IF_VERSION + "return 1\n"
+
+# The swap, then on success _APPEND_SEQUENCED's audit append, in one script: the change and its audit entry
+# are stored together or not at all. KEYS: document, audit sequence, audit sorted set; ARGV: as the swap's,
+# then the audit entry and the audit cap. Returns 0 (stale) or the entry id.
+_SWAP_AUDITED = (
+    _SWAP_IF_VERSION
+    + """
 local id = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[3], id, string.format('%016d', id) .. '|' .. ARGV[4])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[5]) + 1))
 return id
 """
+)
 
 # Deletes one call with its events and turns, taking its turns out of the global turns set too (one
 # script, so a turn appended meanwhile cannot stay behind in either set). KEYS: call document, events,
