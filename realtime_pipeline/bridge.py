@@ -31,7 +31,7 @@ from realtime_pipeline.call_mover import CallMover
 from realtime_pipeline.guards import FrameRateLimiter, RateLimitedLog
 from realtime_pipeline.history import ConversationHistory
 from realtime_pipeline.outcome import OutcomeReporter
-from realtime_pipeline.playback import PlaybackTracker
+from realtime_pipeline.playback import Interrupted, PlaybackTracker
 from realtime_pipeline.session_config import greeting_instructions
 from realtime_pipeline.turns import Turn, TurnTracker
 from realtime_pipeline.twilio_media import (
@@ -83,6 +83,8 @@ log = logging.getLogger(__name__)
 PIPELINE = "realtime"
 PREROLL_FRAMES = 25  # 500 ms of caller audio replayed into a renewed session (speech not yet detected)
 FLOOD_WINDOW_SECONDS = 10.0
+_MARK_TEXT = '"mark"'
+_MARK_BYTES = b'"mark"'
 
 
 class FrameProbe(Protocol):
@@ -97,6 +99,7 @@ class FrameProbe(Protocol):
 class BridgeConfig:
     greeting: str = ""
     reply_at_speech_end: bool = True  # the profile's turn_detection.create_response
+    reply_wait_seconds: float = 10.0  # a reply not begun this long after it was asked is not awaited any more
     slow_call_seconds: float = 4.0
     open_timeout: float = 5.0
     ready_timeout: float = 5.0
@@ -150,6 +153,7 @@ class CallBridge:
         "_renewal_timer",
         "_replace_lock",
         "_reply_owed",
+        "_reply_owed_at",
         "_response_active",
         "_session",
         "_session_started",
@@ -218,6 +222,7 @@ class CallBridge:
         # The response.create to send again if the session is replaced before the reply it asked for is done
         # (the greeting, or the reply to a finished question).
         self._reply_owed: str | None = None
+        self._reply_owed_at = 0.0
         self._marks_owed = 0  # marks sent to Twilio and not yet echoed: after a clear all come back at once
         self._flood_count = 0
         self._flood_since = 0.0
@@ -278,32 +283,42 @@ class CallBridge:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        release_trial = False
         if not self._outcome.decided and self._admitted:
-            await self._report_at_end()
-        await self._outcome.drain()
+            release_trial = not self._report_at_end()
         turn = self._turns.finish()
         if turn is not None:
             self._write_turn(turn)
-        if self._vl is not None:
-            await _close_quietly(self._vl)
-            self._vl = None
-        if self._closers:
-            await asyncio.gather(*self._closers, return_exceptions=True)
-        self._log.merge({"realtime": {"audio_mode": self._audio.mode, **self.stats}})
-        self._log.event("stream_ended", self._clock.time(), **self.stats)
-        await self._log.close()
+        try:
+            if self._vl is not None:
+                await _close_quietly(self._vl)
+                self._vl = None
+            if self._closers:
+                await asyncio.gather(*self._closers, return_exceptions=True)
+            self._log.merge({"realtime": {"audio_mode": self._audio.mode, **self.stats}})
+            self._log.event("stream_ended", self._clock.time(), **self.stats)
+            await self._log.close()
+        finally:
+            # The breaker's store last: a slow one must not keep the session billed or the record unwritten.
+            if release_trial:
+                await self._outcome.release_trial()
+            await self._outcome.drain()
 
-    async def _report_at_end(self) -> None:
-        """The call ended with no outcome yet. A session that was ready and owed the caller nothing is a
-        success; first audio still awaited within the slow-call threshold (the caller hung up early) says
-        nothing either way, so a half-open trial gives its permit back instead of closing the breaker."""
+    def _report_at_end(self) -> bool:
+        """The call ended with no outcome yet; False when it says nothing either way. A session that became
+        ready and owed the caller nothing is a success. No session ready yet (cancelled while opening), or
+        first audio still awaited within the slow-call threshold (the caller hung up early), is no verdict:
+        a half-open trial then gives its permit back instead of closing the breaker."""
         anchor = self._first_audio_anchor
         if anchor is None:
+            if self._generation == 0:
+                return False
             self._outcome.report(Outcome.SUCCESS, "call ended")
         elif self._clock.monotonic() - anchor > self._config.slow_call_seconds:
             self._outcome.report(Outcome.SLOW, "call ended")
         else:
-            await self._outcome.release_trial()
+            return False
+        return True
 
     # Voice Live sessions ---------------------------------------------------------------------------------
 
@@ -334,8 +349,9 @@ class CallBridge:
             now = self._clock.monotonic()
             self._begin_turn(self._stream_started, self._clock.time() - (now - self._stream_started), "")
             self._greeting_requested = now
-            self._reply_owed = response_create(greeting_instructions(self._config.greeting))
-            await self._send_vl(self._reply_owed)
+            greeting = response_create(greeting_instructions(self._config.greeting))
+            self._ask(greeting)
+            await self._send_vl(greeting)
             self._arm_first_audio(now)
         else:
             self._turns.skip_greeting()
@@ -412,17 +428,19 @@ class CallBridge:
             except (VoiceLiveError, TimeoutError) as exc:
                 log.warning("voice live %s failed: %s", reason, exc, extra={"reason": reason})
                 return False
-            reply = self._reply_owed
+            reply = self._owed_reply()
             if reply is None and self._response_active:
                 reply = response_create()
+            clear = reply is not None and self._playback.audio_queued
+            if clear:
+                # The lost reply is asked again: stop what is left of it at Twilio rather than play its
+                # beginning twice, and keep in the replayed conversation only the part the caller heard.
+                self._cut_history(self._playback.clear())
             await self._switch_to(ready)
+            if clear:
+                await self._to_twilio(self._writer.clear())
             if reply is not None:
-                if self._playback.audio_queued:
-                    # The lost reply is asked again from its start: stop what is left of it at Twilio rather
-                    # than play its beginning twice. The old session is gone, so nothing to truncate there.
-                    await self._to_twilio(self._writer.clear())
-                    self._playback.clear()
-                self._reply_owed = reply
+                self._ask(reply)
                 await self._send_vl(reply)
             self.stats["reconnects"] += 1
             self._log.event("voicelive_session_replaced", self._clock.time(), reason=reason)
@@ -473,7 +491,7 @@ class CallBridge:
         """No one is speaking, no reply is owed or playing: a session can be swapped unheard."""
         return (
             self._vl_ready
-            and self._reply_owed is None
+            and self._owed_reply() is None
             and not self._response_active
             and not self._user_speaking
             and not self._playback.audio_queued
@@ -497,6 +515,8 @@ class CallBridge:
         The switch replays the newest caller audio (``PREROLL_FRAMES``) so that speech starting just then,
         not yet detected by the old session, reaches the new one."""
         async with self._replace_lock:
+            if self._clock.monotonic() - self._session_started < self._config.session_max_age_seconds:
+                return  # a reconnect replaced the session while we waited (and scheduled its renewal)
             old = self._vl
             self._preroll = deque(maxlen=PREROLL_FRAMES)
             try:
@@ -535,20 +555,24 @@ class CallBridge:
                 if frame is None:
                     continue
             paid = self._limiter.allow()
-            if not paid and not self._owed_echo(frame):
-                if self._flooded():
-                    await self._close_twilio(1008, "too many frames")
-                    return
-                continue
-            try:
-                event = parse_frame(frame)
-            except MediaFrameError as exc:
-                if exc.reason == "frame_too_large":
+            if paid:
+                try:
+                    event = parse_frame(frame)
+                except MediaFrameError as exc:
+                    if exc.reason == "frame_too_large":
+                        self._drop(exc.reason)
+                        await self._close_twilio(1009, "frame too large")
+                        return
                     self._drop(exc.reason)
-                    await self._close_twilio(1009, "frame too large")
-                    return
-                self._drop(exc.reason)
-                continue
+                    continue
+            else:
+                owed = self._owed_echo(frame)
+                if owed is None:
+                    if self._flooded():
+                        await self._close_twilio(1008, "too many frames")
+                        return
+                    continue
+                event = owed
             if type(event) is Media:
                 if event.stream_sid != self._stream_sid:
                     self._drop("wrong_stream")
@@ -559,13 +583,19 @@ class CallBridge:
                 payload = self._audio.inbound(event.payload, event.audio)
                 if not payload:
                     continue  # the pcm16 resampler is still filling its blocks: nothing to append yet
-                if self._vl_ready and self._vl is not None:
+                vl = self._vl
+                if self._vl_ready and vl is not None:
                     try:
-                        await self._vl.send(append_audio(payload))
+                        await vl.send(append_audio(payload))
                     except VoiceLiveClosed:
-                        self._hold(payload)
+                        if self._vl is vl:
+                            self._hold(payload)  # this session is lost: the reconnect flushes it
+                        else:
+                            await self._forward_late(payload)
                     else:
-                        if self._preroll is not None:
+                        if self._vl is not vl:
+                            await self._forward_late(payload)
+                        elif self._preroll is not None:
                             self._preroll.append(payload)
                     if probe is not None:
                         probe.inbound(time.perf_counter_ns() - received)
@@ -590,17 +620,33 @@ class CallBridge:
             else:
                 self._drop("unexpected_" + type(event).__name__.lower())
 
-    def _owed_echo(self, frame: str | bytes) -> bool:
+    def _owed_echo(self, frame: str | bytes) -> Mark | None:
         """Over the frame-rate limit: still let through an echo of a mark we sent. After a ``clear`` Twilio
         echoes every pending mark at once (one per reply chunk: hundreds for a long reply); they are owed to
-        us, not a flood."""
+        us, not a flood. Only a frame that names a mark is parsed, so a flood stays cheap to drop."""
         if not self._marks_owed:
-            return False
+            return None
+        if _MARK_TEXT not in frame if isinstance(frame, str) else _MARK_BYTES not in frame:
+            return None
         try:
             event = parse_frame(frame)
         except MediaFrameError:
-            return False
-        return type(event) is Mark and event.stream_sid == self._stream_sid
+            return None
+        if type(event) is Mark and event.stream_sid == self._stream_sid:
+            return event
+        return None
+
+    async def _forward_late(self, payload: str) -> None:
+        """A caller frame was on its way to a session that was replaced meanwhile: it belongs to the new one.
+        The Twilio loop read nothing newer while it waited, so this keeps the caller's audio in order."""
+        vl = self._vl
+        if not self._vl_ready or vl is None:
+            self._hold(payload)  # the switch is still flushing: join the end of what it holds
+            return
+        try:
+            await vl.send(append_audio(payload))
+        except VoiceLiveClosed:
+            self._hold(payload)
 
     def _flooded(self) -> bool:
         """A frame over the limit was dropped; True when so many were dropped lately that the stream is
@@ -624,9 +670,12 @@ class CallBridge:
 
     def _hold(self, payload: str) -> None:
         """Keep caller audio (the newest ``max_buffered_frames``) until a session is ready for it."""
-        if self._buffer is None:
-            self._buffer = deque(maxlen=self._config.max_buffered_frames)
-        self._buffer.append(payload)
+        buffer = self._buffer
+        if buffer is None:
+            buffer = self._buffer = deque(maxlen=self._config.max_buffered_frames)
+        elif len(buffer) == buffer.maxlen:
+            self._drop("held_too_long")  # the oldest held frame makes room
+        buffer.append(payload)
 
     async def _flush_buffer(self) -> None:
         """Send the held caller audio to the new session, then let new audio go to it directly. Frames that
@@ -786,10 +835,7 @@ class CallBridge:
         # Barge-in: the caller talks over audio still queued at Twilio.
         await self._to_twilio(self._writer.clear())
         self._audio.discard_outbound()
-        for cut in self._playback.clear():
-            if cut.generation != self._generation:
-                continue  # item of a replaced session: the new session never had it
-            self._history.cut(cut.item_id, cut.heard_ms / cut.sent_ms if cut.sent_ms else 0.0)
+        for cut in self._cut_history(self._playback.clear()):
             if cut.heard_ms >= 1.0:
                 await self._send_vl(truncate_item(cut.item_id, int(cut.heard_ms)))
             else:
@@ -807,13 +853,36 @@ class CallBridge:
         self.stats["barge_ins"] += 1
         self._metrics.barge_ins.labels(PIPELINE).inc()
 
+    def _cut_history(self, cuts: list[Interrupted]) -> list[Interrupted]:
+        """Items cut at Twilio keep in the conversation only the part the caller heard; returns those of the
+        current session (an item of a replaced session was never in the new one)."""
+        current = [cut for cut in cuts if cut.generation == self._generation]
+        for cut in current:
+            self._history.cut(cut.item_id, cut.heard_ms / cut.sent_ms if cut.sent_ms else 0.0)
+        return current
+
+    def _ask(self, reply: str) -> None:
+        """``reply`` (a response.create) is what the caller waits for until a response begins."""
+        self._reply_owed = reply
+        self._reply_owed_at = self._clock.monotonic()
+
+    def _owed_reply(self) -> str | None:
+        """The reply still awaited: one not begun within ``reply_wait_seconds`` (the service declined, or its
+        semantic end of turn decided the caller had not finished) is not awaited any more."""
+        if (
+            self._reply_owed is not None
+            and self._clock.monotonic() - self._reply_owed_at > self._config.reply_wait_seconds
+        ):
+            self._reply_owed = None
+        return self._reply_owed
+
     def _on_speech_stopped(self, event: SpeechStopped) -> None:
         self._user_speaking = False
         now = self._clock.monotonic()
         self._begin_turn(now, self._clock.time(), event.item_id)
         self._history.add("user", event.item_id)
         if self._config.reply_at_speech_end:  # Voice Live creates it; asked again if the session is lost
-            self._reply_owed = response_create()
+            self._ask(response_create())
         self._arm_first_audio(now)
 
     async def _on_error(self, event: ErrorEvent) -> None:

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-from flags.breaker import TrialPermit
+import orjson
+import pytest
+
+from flags.breaker import Outcome, TrialPermit
 from realtime_pipeline.audio import Pcm16Converter
 from realtime_pipeline.bridge import PREROLL_FRAMES, BridgeConfig
+from realtime_pipeline.twilio_media import TwilioEvent, parse_frame
+from realtime_pipeline.voicelive_client import VoiceLiveClosed
 from tests.realtime.bridge_fakes import STREAM_SID, FakeClient, audio_delta, make_bridge, until
 
 SPEECH_STARTED = {"type": "input_audio_buffer.speech_started", "item_id": "u1", "audio_start_ms": 0}
@@ -314,3 +321,186 @@ async def test_a_session_lost_while_a_renewal_opens_is_replaced_by_the_renewal_a
     await asyncio.wait_for(run, 3)
     assert len(client.opened) == 2
     assert bridge.stats["reconnects"] == 0
+
+
+def _stalls_on_frame(
+    number: int, release: asyncio.Event, stalled: asyncio.Event, *, then_fail: bool
+) -> Callable[[str], Awaitable[None]]:
+    """A send hook: appending caller frame ``number`` waits (the socket draining) until ``release``, then
+    succeeds or, with ``then_fail``, finds the socket closed."""
+    fired = False
+
+    async def hook(message: str) -> None:
+        nonlocal fired
+        event = orjson.loads(message)
+        if (
+            fired
+            or event["type"] != "input_audio_buffer.append"
+            or base64.b64decode(event["audio"])[0] != number
+        ):
+            return
+        fired = True
+        stalled.set()
+        await release.wait()
+        if then_fail:
+            raise VoiceLiveClosed(1006, "closed while draining")
+
+    return hook
+
+
+@pytest.mark.parametrize("then_fail", [False, True], ids=["sent", "send-failed"])
+async def test_a_frame_on_its_way_to_the_old_session_at_a_renewal_reaches_the_new_one(
+    then_fail: bool,
+) -> None:
+    """The Twilio loop is inside old.send(frame 30) when the renewal switches. The frame was neither in the
+    pre-roll nor sent to the new session; when that send then failed it was stranded, held with no flush
+    coming, and replayed out of order at the next switch."""
+    release, stalled = asyncio.Event(), asyncio.Event()
+    client = FakeClient(send_hook=_stalls_on_frame(30, release, stalled, then_fail=then_fail))
+    bridge, ws, client, *_ = make_bridge(config=BridgeConfig(session_max_age_seconds=0.2), client=client)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    gate = asyncio.Event()
+    client.gate = gate
+    await until(lambda: client.gate is None)  # the renewal is opening
+    for n in range(31):
+        ws.media(bytes([n]) * 160)
+    await stalled.wait()
+    gate.set()
+    await until(lambda: bridge.stats["renewals"] == 1)
+    release.set()
+    for n in range(31, 36):
+        ws.media(bytes([n]) * 160)
+    new = client.opened[1]
+    await until(lambda: 35 in _appended(new))
+    assert bridge._buffer is None  # nothing left held while the session is ready
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert _appended(new) == list(range(30 - PREROLL_FRAMES, 36))
+
+
+async def test_a_reply_cleared_at_a_reconnect_is_replayed_only_as_far_as_it_was_heard() -> None:
+    """The reply's transcript arrived, its audio was still queued at Twilio (no mark echoed) when the session
+    was lost: the new session used to be told the whole answer had been given, then asked to reply again."""
+    bridge, ws, client, *_ = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(SPEECH_STARTED)
+    vl.push(SPEECH_STOPPED)
+    vl.push(
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "u1",
+            "content_index": 0,
+            "transcript": "Can I book Tuesday?",
+        }
+    )
+    vl.push(RESPONSE_CREATED)
+    for _ in range(3):
+        vl.push(audio_delta("a1", 100))
+    vl.push(
+        {
+            "type": "response.audio_transcript.done",
+            "response_id": "r1",
+            "item_id": "a1",
+            "transcript": "Tuesday at ten is free, shall I book it?",
+        }
+    )
+    await until(lambda: len(ws.events("media")) == 3)
+    await asyncio.sleep(0.02)
+    vl.lose()
+    await until(lambda: len(client.opened) == 2 and "response.create" in client.opened[1].types())
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert len(ws.events("clear")) == 1
+    replayed = [
+        (event["item"]["role"], event["item"]["content"][0]["text"])
+        for event in client.opened[1].sent
+        if event["type"] == "conversation.item.create"
+    ]
+    assert replayed == [("user", "Can I book Tuesday?")]
+
+
+async def test_a_stuck_breaker_store_at_shutdown_still_closes_the_session_and_writes_the_record() -> None:
+    """The call end waited for the outcome's store write before closing Voice Live and the call log: with a
+    stuck store and a cancellation (the server's graceful-shutdown timeout), the billed session stayed open
+    and stream_ended was never written."""
+    bridge, ws, client, _, breaker, store = make_bridge()
+    stuck = asyncio.Event()
+
+    async def never_answers(outcome: Outcome, *, trial: Any = None) -> None:
+        stuck.set()
+        await asyncio.Event().wait()
+
+    breaker.record = never_answers  # type: ignore[method-assign]
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    ws.hang_up()
+    await stuck.wait()
+    await asyncio.sleep(0.05)
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    assert client.opened[0].closed
+    assert store.events[-1]["type"] == "stream_ended"
+
+
+async def test_a_call_cancelled_before_its_session_was_ready_is_no_success_for_a_trial() -> None:
+    permit = TrialPermit(round=3)
+    client = FakeClient()
+    client.gate = asyncio.Event()  # the first session never becomes ready
+    bridge, _, client, _, breaker, _ = make_bridge(client=client, trial=permit)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: client.gate is None)
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    assert breaker.recorded == []
+    assert breaker.released == [permit]
+
+
+async def test_frames_over_the_limit_are_dropped_unparsed_while_marks_are_owed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While a reply plays (marks owed), every frame over the limit used to be parsed to see whether it was
+    an owed echo, and an owed echo was parsed twice: a flood during playback was no longer cheap."""
+    parsed = 0
+
+    def counting(frame: str | bytes) -> TwilioEvent:
+        nonlocal parsed
+        parsed += 1
+        return parse_frame(frame)
+
+    monkeypatch.setattr("realtime_pipeline.bridge.parse_frame", counting)
+    config = BridgeConfig(max_frames_per_second=1.0, frame_burst=5.0, flood_close_after=10_000)
+    bridge, ws, client, *_ = make_bridge(config=config)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(RESPONSE_CREATED)
+    vl.push(audio_delta("a1", 20))
+    await until(lambda: len(ws.events("mark")) == 1)
+    for _ in range(200):
+        ws.media(b"\xff" * 160)
+    ws.mark(ws.events("mark")[0]["mark"]["name"])  # over the limit too, but owed
+    await until(lambda: bridge.stats.get("flood", 0) >= 195)
+    await asyncio.sleep(0.05)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert bridge._marks_owed == 0  # the echo got through
+    assert parsed <= 6 + 1  # the frames within the burst, and the echo once
+
+
+async def test_a_reply_never_begun_stops_blocking_the_renewal() -> None:
+    """speech_stopped with no response after it (the service declined, or decided the caller had not
+    finished): once ``reply_wait_seconds`` passed the renewal goes ahead, and asks for no reply."""
+    config = BridgeConfig(session_max_age_seconds=0.2, reply_wait_seconds=0.3)
+    bridge, ws, client, *_ = make_bridge(config=config)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(SPEECH_STARTED)
+    vl.push(SPEECH_STOPPED)
+    await until(lambda: bridge.stats["renewals"] == 1)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert "response.create" not in client.opened[1].types()
