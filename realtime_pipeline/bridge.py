@@ -32,7 +32,7 @@ from realtime_pipeline.guards import FrameRateLimiter, RateLimitedLog
 from realtime_pipeline.history import ConversationHistory
 from realtime_pipeline.outcome import OutcomeReporter
 from realtime_pipeline.playback import Interrupted, PlaybackTracker
-from realtime_pipeline.session_config import greeting_instructions
+from realtime_pipeline.session_config import greeting_instructions, repeat_request_instructions
 from realtime_pipeline.turns import Turn, TurnTracker
 from realtime_pipeline.twilio_media import (
     Dtmf,
@@ -431,6 +431,8 @@ class CallBridge:
             reply = self._owed_reply()
             if reply is None and self._response_active:
                 reply = response_create()
+            if reply is not None and self._history.last_question_unknown():
+                reply = response_create(repeat_request_instructions())  # its transcript never came
             clear = reply is not None and self._playback.audio_queued
             if clear:
                 # The lost reply is asked again: stop what is left of it at Twilio rather than play its

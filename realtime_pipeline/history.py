@@ -44,6 +44,13 @@ class ConversationHistory:
         if entry is not None:
             entry.heard_fraction = max(0.0, min(1.0, heard_fraction))
 
+    def last_question_unknown(self) -> bool:
+        """True when the caller's newest words have no transcript yet: a new session could not know them."""
+        for entry in reversed(self._entries):
+            if entry.role == "user":
+                return not entry.text.strip()
+        return False
+
     def replay(self) -> list[tuple[str, str]]:
         """(role, text) pairs to recreate the conversation; interrupted replies keep only what was heard."""
         out: list[tuple[str, str]] = []

@@ -80,3 +80,12 @@ def build_session(
 def greeting_instructions(greeting: str) -> str:
     """Instructions for the first response so the agent opens the call with the profile's greeting."""
     return f"Greet the caller by saying exactly this, and nothing else: {greeting}"
+
+
+def repeat_request_instructions() -> str:
+    """Instructions for the reply owed after a lost session when the caller's last words never reached us as
+    text: the new session cannot answer them, so it asks for them again instead of guessing."""
+    return (
+        "The line dropped for a moment and you did not hear what the caller just said. Apologise in one short "
+        "sentence and ask them to say it again."
+    )

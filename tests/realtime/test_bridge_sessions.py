@@ -14,6 +14,7 @@ import pytest
 from flags.breaker import Outcome, TrialPermit
 from realtime_pipeline.audio import Pcm16Converter
 from realtime_pipeline.bridge import PREROLL_FRAMES, BridgeConfig
+from realtime_pipeline.session_config import repeat_request_instructions
 from realtime_pipeline.twilio_media import TwilioEvent, parse_frame
 from realtime_pipeline.voicelive_client import VoiceLiveClosed
 from tests.realtime.bridge_fakes import STREAM_SID, FakeClient, audio_delta, make_bridge, until
@@ -504,3 +505,21 @@ async def test_a_reply_never_begun_stops_blocking_the_renewal() -> None:
     ws.hang_up()
     await asyncio.wait_for(run, 3)
     assert "response.create" not in client.opened[1].types()
+
+
+async def test_a_question_lost_with_its_session_before_its_transcript_is_asked_again() -> None:
+    """The session was lost after speech_stopped but before the caller's words were transcribed: the new
+    session never heard them, so instead of answering something else it asks the caller to repeat."""
+    bridge, ws, client, *_ = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(SPEECH_STARTED)
+    vl.push(SPEECH_STOPPED)
+    await asyncio.sleep(0.05)
+    vl.lose()
+    await until(lambda: len(client.opened) == 2 and "response.create" in client.opened[1].types())
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    (create,) = [event for event in client.opened[1].sent if event["type"] == "response.create"]
+    assert create["response"]["instructions"] == repeat_request_instructions()
