@@ -28,7 +28,7 @@ redis-server:
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) $(AZURITE)
 	mkdir -p var
 	$(PY) -m router serve --local --host $(HOST) --port $(PORT)
 

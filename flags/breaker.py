@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -155,7 +156,8 @@ class BreakerStatus:
             "failure_rate": round(self.failure_rate, 2),
             "slow_call_rate": round(self.slow_call_rate, 2),
             "calls_in_window": self.calls_in_window,
-            "since": self.since,
+            # ISO 8601 like the rollout's ``updated_at`` (the contract's form); None before any transition.
+            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since)) if self.since else None,
             "reason": self.reason,
             "consecutive_connect_failures": self.consecutive_connect_failures,
             "window_seconds": self.window_seconds,

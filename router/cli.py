@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import orjson
@@ -22,9 +22,20 @@ class CommandError(Exception):
     """A one-line, human-readable failure."""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors follow the contract too: one line on stderr and exit status 1 (argparse: usage, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"error: {self.prog}: {message}\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m router", description=__doc__)
+    parser = _OneLineParser(prog="python -m router", description=__doc__)
     parser.add_argument("--url", default=os.environ.get("ROUTER_URL", "http://127.0.0.1:8000"))
+    # ``--url`` is also accepted after an operator command (``rollout status --url …``); SUPPRESS keeps a
+    # subcommand that was not given it from overwriting the value given before the command.
+    url = _OneLineParser(add_help=False)
+    url.add_argument("--url", default=argparse.SUPPRESS, help="the instance's base URL")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the service")
@@ -36,30 +47,32 @@ def _build_parser() -> argparse.ArgumentParser:
     rollout = commands.add_parser("rollout", help="read or change the rollout").add_subparsers(
         dest="rollout_command", required=True
     )
-    status = rollout.add_parser("status")
+    status = rollout.add_parser("status", parents=[url])
     status.add_argument("--json", action="store_true")
-    set_cmd = rollout.add_parser("set")
+    set_cmd = rollout.add_parser("set", parents=[url])
     set_cmd.add_argument("percent")
     set_cmd.add_argument("--reason", required=True)
-    mode = rollout.add_parser("mode")
+    mode = rollout.add_parser("mode", parents=[url])
     mode.add_argument("mode", choices=["split", "legacy_only", "realtime_only"])
     mode.add_argument("--reason", required=True)
     for list_name in ("allow", "deny"):
-        members = rollout.add_parser(list_name)
+        members = rollout.add_parser(list_name, parents=[url])
         members.add_argument("op", choices=["add", "remove"])
         members.add_argument("number")
         members.add_argument("--reason", required=True)
 
-    breaker = commands.add_parser("breaker", help="inspect or force the realtime breaker")
+    breaker = commands.add_parser("breaker", parents=[url], help="inspect or force the realtime breaker")
     breaker.add_argument("action", choices=["status", "open", "close", "reset"])
     breaker.add_argument("--reason")
     breaker.add_argument("--json", action="store_true")
 
-    audit = commands.add_parser("audit", help="who changed what, when, and why")
+    audit = commands.add_parser("audit", parents=[url], help="who changed what, when, and why")
     audit.add_argument("--limit", type=int, default=20)
     audit.add_argument("--json", action="store_true")
 
-    report = commands.add_parser("report", help="latency and outcome comparison of the two pipelines")
+    report = commands.add_parser(
+        "report", parents=[url], help="latency and outcome comparison of the two pipelines"
+    )
     report.add_argument("--since", default="1h")
     report.add_argument("--json", action="store_true")
     report.add_argument("--html", help="also write the HTML report to this path")
@@ -195,6 +208,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+    from pydantic import ValidationError
 
     from router.app import create_app
     from router.observability import configure_logging
@@ -205,21 +219,32 @@ def serve(args: argparse.Namespace) -> int:
     # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the
     # ``finally`` below stop the local profile's emulators instead of dying with them still running.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    settings = Settings()
-    running: list[Any] = []
-    if args.local:
-        from emulators.local_profile import start_local_services
-
-        settings, running = start_local_services(settings, host=args.host, port=args.port)
-    else:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            print(f"invalid setting {name}: {error['msg']}", file=sys.stderr)
+        return 1
+    if not args.local:
         missing = settings.missing_required()
         if missing:
             for name in missing:
                 print(f"missing required setting: {name}", file=sys.stderr)
             return 1
+    running: list[Any] = []
     try:
+        if args.local:
+            from emulators.local_profile import start_local_services
+
+            settings, running = start_local_services(settings, host=args.host, port=args.port)
+        try:
+            app = create_app(settings)
+        except (ValueError, OSError) as exc:  # e.g. a STATE_URL of an unknown scheme
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         uvicorn.run(
-            create_app(settings),
+            app,
             host=args.host,
             port=args.port,
             log_level=args.log_level,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PROFILE = Path(__file__).with_name("default_agent.yaml")
@@ -69,14 +69,14 @@ class Settings(BaseSettings):
     realtime_max_calls: int = Field(default=100, ge=0)
 
     # Circuit breaker (defaults sized for phone traffic; see flags/breaker.py for the reasoning)
-    breaker_window_seconds: int = 300
-    breaker_minimum_calls: int = 10
-    breaker_failure_rate_threshold: float = 50.0
-    breaker_slow_call_rate_threshold: float = 80.0
-    breaker_slow_call_seconds: float = 4.0
-    breaker_wait_open_seconds: float = 60.0
-    breaker_half_open_calls: int = 3
-    breaker_consecutive_connect_failures: int = 3
+    breaker_window_seconds: int = Field(default=300, ge=1)
+    breaker_minimum_calls: int = Field(default=10, ge=1)
+    breaker_failure_rate_threshold: float = Field(default=50.0, gt=0, le=100)
+    breaker_slow_call_rate_threshold: float = Field(default=80.0, gt=0, le=100)
+    breaker_slow_call_seconds: float = Field(default=4.0, gt=0)
+    breaker_wait_open_seconds: float = Field(default=60.0, ge=0)
+    breaker_half_open_calls: int = Field(default=3, ge=1)
+    breaker_consecutive_connect_failures: int = Field(default=3, ge=0)
 
     # Legacy pipeline
     azure_openai_endpoint: str = ""
@@ -111,6 +111,14 @@ class Settings(BaseSettings):
 
     # Local profile: set by ``serve --local``; names of the services an emulator stands in for.
     local_profile: bool = False
+
+    @field_validator("agent_profile", "prices_file")
+    @classmethod
+    def _readable_file(cls, path: Path | None) -> Path | None:
+        """Found at start-up, not at the first call that needs the profile or the prices."""
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {path}")
+        return path
 
     def missing_required(self) -> list[str]:
         """Environment variables a production start needs but does not have, one name each."""

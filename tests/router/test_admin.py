@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -217,6 +218,7 @@ def test_operator_breaker_controls_route_and_audit(router: RunningRouter) -> Non
     assert reset.json()["state"] == "closed"
     status = router.admin("GET", "/admin/breaker").json()
     assert {"state", "failure_rate", "slow_call_rate", "calls_in_window", "since"} <= set(status)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", status["since"])
     transitions = [e for e in audit(router) if e["action"].startswith("breaker")]
     assert [(e["before"]["state"], e["after"]["state"]) for e in transitions] == [
         ("forced_closed", "closed"),

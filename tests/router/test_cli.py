@@ -95,6 +95,39 @@ def test_serve_without_required_settings_names_each_missing_variable(tmp_path: P
     assert all(line.startswith("missing required setting: ") for line in lines)
 
 
+def test_usage_errors_exit_1_with_one_line_and_url_goes_after_the_command(router: RunningRouter) -> None:
+    for args in (("rollout", "set", "25"), ("rollout", "flip"), ("breaker", "explode"), ()):
+        done = cli("http://127.0.0.1:9", *args)
+        assert done.returncode == 1, args
+        assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, done.stderr
+    # --url after the command as well as before it (ROUTER_URL points nowhere here)
+    after = cli("http://127.0.0.1:9", "rollout", "status", "--json", "--url", router.url)
+    before = cli("http://127.0.0.1:9", "--url", router.url, "rollout", "status", "--json")
+    assert after.returncode == before.returncode == 0
+    assert orjson.loads(after.stdout) == orjson.loads(before.stdout)
+
+
+def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: Path) -> None:
+    for name, value in (
+        ("ROLLOUT_PERCENT", "abc"),
+        ("ROLLOUT_PERCENT", "150"),
+        ("REALTIME_AUDIO_MODE", "bogus"),
+        ("BREAKER_FAILURE_RATE_THRESHOLD", "150"),
+        ("AGENT_PROFILE", str(tmp_path / "missing.yaml")),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "router", "serve", "--local", "--port", "9"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), name: value},
+            timeout=60,
+        )
+        assert done.returncode == 1, (name, done.stderr)
+        (line,) = done.stderr.strip().splitlines()  # no traceback, no emulator started first
+        assert line.startswith(f"invalid setting {name}: "), line
+
+
 def test_report_command_and_admin_comparison(router: RunningRouter, tmp_path: Path) -> None:
     router.admin("PUT", "/admin/rollout", json={"percent": 50, "reason": "compare"})
     for index in range(12):
