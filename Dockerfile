@@ -1,5 +1,7 @@
 # voice-router: one uvicorn worker per container; scale with replicas sharing Redis (STATE_URL=redis://…).
-FROM python:3.11-slim AS base
+# Bookworm pinned: on trixie (what the plain tag now follows) libasound2 and libssl3 are t64-renamed, and the
+# Speech SDK is built against Debian 12.
+FROM python:3.11-slim-bookworm AS base
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
