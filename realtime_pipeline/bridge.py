@@ -100,6 +100,7 @@ class BridgeConfig:
     greeting: str = ""
     reply_at_speech_end: bool = True  # the profile's turn_detection.create_response
     reply_wait_seconds: float = 10.0  # a reply not begun this long after it was asked is not awaited any more
+    handover_history_messages: int = 20  # the legacy pipeline's history cap (profile legacy.max_history_messages)
     slow_call_seconds: float = 4.0
     open_timeout: float = 5.0
     ready_timeout: float = 5.0
@@ -475,6 +476,11 @@ class CallBridge:
         # and the bridge may be torn down before the call returns.
         self._metrics.fallbacks.labels(reason).inc()
         self._log.merge({"moved_to_legacy": True, "move_reason": reason})
+        # The legacy pipeline goes on from what the caller heard here (its history, as a moved call's is not
+        # implied by a greeting of its own).
+        conversation = [{"role": role, "content": text} for role, text in self._history.replay()]
+        if conversation:
+            self._log.history(conversation, self._config.handover_history_messages)
         moved = await self._mover.move_to_legacy(self._call_sid, reason)
         self._log.event("moved_to_legacy", self._clock.time(), reason=reason, accepted=moved)
         if not moved:

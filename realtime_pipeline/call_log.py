@@ -49,6 +49,11 @@ class CallLog:
         event = {"type": kind, "at": at, "pipeline": "realtime", **fields}
         self._put("append_call_event", lambda: self._store.append_call_event(self.call_sid, event))
 
+    def history(self, messages: list[dict[str, Any]], cap: int) -> None:
+        """The conversation so far, for the legacy pipeline when the call moves over (it reads it at the
+        caller's next turn, seconds after the move)."""
+        self._put("append_history", lambda: self._store.append_history(self.call_sid, messages, cap))
+
     def turn(self, record: TurnRecord) -> None:
         data = record.to_dict()
         self._put("append_turn", lambda: self._store.append_turn(data))

@@ -91,6 +91,7 @@ class RealtimePipeline:
         self.bridge_config = BridgeConfig(
             greeting=profile.greeting,
             reply_at_speech_end=profile.turn_detection.create_response,
+            handover_history_messages=profile.legacy.max_history_messages,
             slow_call_seconds=settings.breaker_slow_call_seconds,
             open_timeout=settings.realtime_open_timeout_seconds,
             ready_timeout=settings.realtime_session_ready_timeout_seconds,

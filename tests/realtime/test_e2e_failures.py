@@ -189,6 +189,35 @@ async def test_socket_loss_with_refused_reconnect_moves_the_call(
     assert await harness.breaker_window() == (1, 1, 0)
 
 
+async def test_a_call_moved_mid_call_hands_its_conversation_to_legacy(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The legacy pipeline reads a moved call's history (its greeting is not implied); nothing wrote it, so
+    the first legacy turn of a moved call saw only the caller's newest words."""
+    connector = ControlledConnector()
+    connector.refuse_after = 1
+    harness = make_harness(connector=connector)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: _saw(harness, 0, "response.done"))
+        await twilio.wait_for(lambda: not twilio._queue and len(twilio.marks_echoed) >= 1)
+        assert harness.server.loop is not None
+        harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+        await _assert_moved(harness, twilio, call_sid, "voicelive_lost")
+    # The call log writes in order: the history goes before the move's event.
+    for _ in range(250):
+        if any(event["type"] == "moved_to_legacy" for event in (await harness.call(call_sid))["events"]):
+            break
+        await asyncio.sleep(0.02)
+    history = await harness.on_server(harness.store.get_history(call_sid))
+    assert [message["role"] for message in history] == ["user", "assistant"]
+    assert history[1]["content"] == "Hello there, how can I help you today?"
+    assert history[0]["content"]  # the emulator's transcript of the caller's words
+
+
 async def test_session_expired_reconnects_without_a_failure(make_harness: Callable[..., Harness]) -> None:
     harness = make_harness(profile_overrides={"greeting": "Hi."})
     harness.voicelive.faults.update(expire_after_s=0.6)
