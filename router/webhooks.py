@@ -282,10 +282,15 @@ class TwilioWebhooks:
             return await self._legacy.first_turn(call_sid)
         except Exception:
             log.exception("legacy first turn failed; answering with a plain gather")
+            # A silent caller must still reach /legacy/turn (which reprompts), not fall off the document's end
+            # into Twilio's hang-up: actionOnEmptyResult, and a Redirect after the Gather.
             response = VoiceResponse()
-            gather = Gather(input="speech", action=self._legacy_turn_url, method="POST")
+            gather = Gather(
+                input="speech", action=self._legacy_turn_url, method="POST", action_on_empty_result=True
+            )
             gather.say(self._fallback_greeting)
             response.append(gather)
+            response.redirect(self._legacy_turn_url, method="POST")
             return str(response)
 
     # POST /twilio/status ------------------------------------------------------------------------

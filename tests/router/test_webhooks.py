@@ -193,6 +193,10 @@ def test_failing_legacy_first_turn_still_answers_twiml(router: RunningRouter) ->
     gather = root.find("Gather")
     assert gather is not None and gather.get("input") == "speech"
     assert gather.get("action") == f"{PUBLIC_BASE_URL}/legacy/turn"
+    # A caller who says nothing is reprompted by /legacy/turn instead of being hung up on.
+    assert gather.get("actionOnEmptyResult") == "true"
+    redirect = root.find("Redirect")
+    assert redirect is not None and redirect.text == f"{PUBLIC_BASE_URL}/legacy/turn"
 
 
 def test_status_callback_finalises_the_call_record(router: RunningRouter) -> None:
