@@ -208,6 +208,17 @@ class TurnLoop:
                 record.user_text = user_text
                 counters.last_turn, counters.empty_turns = turn, 0
                 audio_url = await self._respond(call_sid, counters, user_text, timer, record)
+            # Outside the deadline: once the reply is uploaded the caller hears it, so the history must say
+            # so (a deadline hit while this write was acknowledged used to play the apology instead, and the
+            # next turn believed the unheard reply had been said).
+            timer.current = "history"
+            await self._state.append(
+                call_sid,
+                [
+                    {"role": "user", "content": user_text},
+                    {"role": "assistant", "content": record.assistant_text},
+                ],
+            )
             twiml = self._twiml.play_and_listen(audio_url)
         except Exception as exc:
             counters.last_turn, counters.empty_turns = turn, 0
@@ -245,10 +256,6 @@ class TurnLoop:
         record.usage["tts_chars"] = len(text)
         with timer.stage("upload"):
             stored = await self._services.blob_store.upload_turn_audio(audio)
-        timer.current = "history"
-        await self._state.append(
-            call_sid, [{"role": "user", "content": user_text}, {"role": "assistant", "content": text}]
-        )
         return stored.url
 
     async def _empty_turn(self, call_sid: str, counters: TurnCounters, received_at: float) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from pydantic import SecretStr
 
 from emulators.azurite import connection_string
 from emulators.runner import free_port
+from router.store.base import StateStore
 from tests.legacy.conftest import HarnessFactory, LegacyHarness
 from tests.legacy.twilio_script import Twiml
 
@@ -106,3 +108,34 @@ async def test_unconfigured_services_still_answer(legacy: HarnessFactory) -> Non
     greeting = await h.twilio.incoming_call(CALL)
     _, turn = await _failed_turn(h, greeting)
     assert turn["error_stage"] == "llm" and "not configured" in turn["error"]
+
+
+class _SlowHistoryAck:
+    """A store whose history write commits at once but is acknowledged late (a busy Redis, say)."""
+
+    def __init__(self, inner: StateStore, ack_delay_s: float) -> None:
+        self._inner = inner
+        self._ack_delay_s = ack_delay_s
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def append_history(self, call_sid: str, messages: list[dict[str, Any]], cap: int) -> None:
+        await self._inner.append_history(call_sid, messages, cap)
+        await asyncio.sleep(self._ack_delay_s)
+
+
+async def test_a_reply_stored_in_the_history_is_the_reply_the_caller_hears(legacy: HarnessFactory) -> None:
+    """The turn deadline used to cover the history write: a late acknowledgement made the caller hear the
+    apology while the history said the reply had been given, and the next turn went on from an unheard
+    answer."""
+    h = await legacy(
+        wrap_store=lambda store: _SlowHistoryAck(store, 1.5),
+        legacy_turn_deadline_seconds=1.0,
+    )
+    call = "CA" + "8" * 32
+    greeting = await h.twilio.incoming_call(call)
+    twiml = await h.twilio.say(greeting, call, "Can I book for Monday?")
+    history = await h.store.get_history(call)
+    assert len(twiml.plays) == 1 and not twiml.says  # the reply, not the apology
+    assert [message["role"] for message in history] == ["user", "assistant"]
