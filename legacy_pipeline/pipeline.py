@@ -143,7 +143,12 @@ class LegacyPipeline:
 
     # Handlers -----------------------------------------------------------------------------------
     async def _on_gather(self, call_sid: str, form: dict[str, str], received_at: float) -> str:
-        return await self.turns.speech_turn(call_sid, form.get("SpeechResult"), received_at=received_at)
+        return await self.turns.speech_turn(
+            call_sid,
+            form.get("SpeechResult"),
+            received_at=received_at,
+            confidence=_confidence(form.get("Confidence")),
+        )
 
     async def _on_recording(self, call_sid: str, form: dict[str, str], received_at: float) -> str:
         url = form.get("RecordingUrl") or None
@@ -210,3 +215,12 @@ class LegacyPipeline:
             ),
             name="legacy-blob-cleanup",
         )
+
+
+def _confidence(value: str | None) -> float | None:
+    """Twilio's ``Confidence`` (0.0-1.0) as a number; None when absent or not one (it is only recorded)."""
+    try:
+        number = float(value) if value else None
+    except ValueError:
+        return None
+    return number if number is not None and 0.0 <= number <= 1.0 else None

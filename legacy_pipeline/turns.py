@@ -18,6 +18,7 @@ from legacy_pipeline.history import ConversationState, TurnCounters
 from legacy_pipeline.phrase_cache import PhraseAudio, PhraseCache, PhraseFailed
 from legacy_pipeline.services import LegacyServices
 from legacy_pipeline.ssml import clean_text
+from legacy_pipeline.stt import parse_wav
 from legacy_pipeline.twiml import TwimlBuilder
 from router.agent_profile import AgentProfile
 from router.observability import Metrics
@@ -173,9 +174,11 @@ class TurnLoop:
             return self._twiml.say_and_listen(line)
 
     # Caller turns -----------------------------------------------------------------------------
-    async def speech_turn(self, call_sid: str, speech: str | None, *, received_at: float) -> str:
-        """A ``<Gather>`` result: Twilio already recognised the caller (``SpeechResult``)."""
-        return await self._caller_turn(call_sid, received_at, speech=speech or "")
+    async def speech_turn(
+        self, call_sid: str, speech: str | None, *, received_at: float, confidence: float | None = None
+    ) -> str:
+        """A ``<Gather>`` result: Twilio already recognised the caller (``SpeechResult``, ``Confidence``)."""
+        return await self._caller_turn(call_sid, received_at, speech=speech or "", confidence=confidence)
 
     async def recording_turn(self, call_sid: str, recording_url: str | None, *, received_at: float) -> str:
         """A ``<Record>`` result: download the recording and recognise it ourselves."""
@@ -184,12 +187,24 @@ class TurnLoop:
         return await self._caller_turn(call_sid, received_at, recording_url=recording_url)
 
     async def _caller_turn(
-        self, call_sid: str, received_at: float, *, speech: str = "", recording_url: str | None = None
+        self,
+        call_sid: str,
+        received_at: float,
+        *,
+        speech: str = "",
+        recording_url: str | None = None,
+        confidence: float | None = None,
     ) -> str:
         counters = await self._state.counters(call_sid)
         turn = counters.last_turn + 1
         timer = StageTimer()
-        record = TurnRecord(call_sid=call_sid, pipeline=Pipeline.LEGACY, turn=turn, at=self._wall_time())
+        record = TurnRecord(
+            call_sid=call_sid,
+            pipeline=Pipeline.LEGACY,
+            turn=turn,
+            at=self._wall_time(),
+            stt_confidence=confidence,
+        )
         if self._twiml.endpointing_ms is not None:
             record.stages["endpointing"] = self._twiml.endpointing_ms
         scope = asyncio.timeout(self._remaining(received_at))
@@ -198,6 +213,7 @@ class TurnLoop:
                 if recording_url is not None:
                     with timer.stage("recording"):
                         wav = await self._services.recordings.fetch(recording_url)
+                    record.usage["stt_audio_ms"] = _wav_duration_ms(wav)  # billed by audio length
                     with timer.stage("stt"):
                         speech = await self._services.recognizer.transcribe(
                             wav, language=self._profile.language
@@ -342,3 +358,13 @@ class TurnLoop:
     def _store_failed(self, operation: str) -> None:
         self._metrics.store_errors.labels(operation).inc()
         log.warning("state store write failed: %s", operation, exc_info=True)
+
+
+def _wav_duration_ms(wav: bytes) -> int:
+    """Length of a recording's audio (what speech-to-text bills); 0 for a file it cannot read."""
+    try:
+        audio = parse_wav(wav)
+    except ValueError:
+        return 0
+    bytes_per_ms = audio.sample_rate * audio.channels * max(1, audio.bits_per_sample // 8) / 1000
+    return round(len(audio.data) / bytes_per_ms) if bytes_per_ms else 0

@@ -431,8 +431,16 @@ def compare_records(
                 arm.sketch("stages", str(stage), segment).add(number)
         # Cost is charged to the arm the call was routed to (a moved call's legacy turns count for realtime).
         owner = comparison.arm(arm_of_call.get(str(turn.get("call_sid")), pipeline))
-        gathered = pipeline == "legacy" and index >= 1 and bool(turn.get("user_text"))
-        for line, usd in prices.turn_cost(pipeline, turn.get("usage") or {}, gathered=gathered).items():
+        usage = turn.get("usage") or {}
+        # Twilio bills speech recognition per <Gather>; a turn we recognised ourselves (Azure STT on a
+        # <Record>ing, its audio length in stt_audio_ms) paid for that instead.
+        gathered = (
+            pipeline == "legacy"
+            and index >= 1
+            and bool(turn.get("user_text"))
+            and "stt_audio_ms" not in usage
+        )
+        for line, usd in prices.turn_cost(pipeline, usage, gathered=gathered).items():
             owner.cost_usd[line] = owner.cost_usd.get(line, 0.0) + usd
     for measurement in caller_measurements:
         pipeline = str(measurement.get("turn_pipeline") or measurement.get("pipeline") or "")

@@ -46,6 +46,7 @@ class TurnRecord:
     error: str | None = None
     error_stage: str | None = None
     usage: dict[str, int] = field(default_factory=dict)  # tokens, tts_chars, audio seconds …
+    stt_confidence: float | None = None  # legacy <Gather>: Twilio's Confidence (0-1) in what it recognised
 
     def to_dict(self) -> dict[str, Any]:
         # Written on every turn: a plain copy is several times cheaper than ``dataclasses.asdict``.

@@ -180,6 +180,21 @@ async def test_turn_for_a_call_with_no_stored_state_assumes_the_greeting(legacy:
     ]
     turns = await h.list_turns(call)
     assert [(t["turn"], t["user_text"], t["error"]) for t in turns] == [(1, "Hi there", None)]
+    assert turns[0]["stt_confidence"] is None  # this request sent no Confidence
+
+
+async def test_a_gather_turn_records_twilios_confidence(legacy: HarnessFactory) -> None:
+    """Twilio sends Confidence with SpeechResult (the contract lists it); it was dropped."""
+    h = await legacy()
+    call = "CA" + "7" * 32
+    greeting = await h.twilio.incoming_call(call)
+    await h.twilio.say(greeting, call, "Tuesday please")  # Confidence 0.92, as Twilio sends it
+    await h.twilio.post("/legacy/turn", h.twilio.params(call, SpeechResult="Noon", Confidence="high"))
+    turns = [t for t in await h.list_turns(call) if t["turn"] >= 1]
+    assert [(t["user_text"], t["stt_confidence"]) for t in turns] == [
+        ("Tuesday please", 0.92),
+        ("Noon", None),
+    ]
 
 
 async def test_warm_phrases_prepares_every_fixed_phrase(legacy: HarnessFactory) -> None:

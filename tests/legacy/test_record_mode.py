@@ -88,6 +88,7 @@ async def test_record_mode_transcribes_with_azure(
     (turn,) = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
     assert turn["user_text"] == "I need to move my appointment."
     assert {"recording", "stt", "llm_total", "tts", "upload", "endpointing"} <= set(turn["stages"])
+    assert turn["usage"]["stt_audio_ms"] == 2300  # what speech-to-text bills: 0.4 + 1.5 + 0.4 s recorded
 
 
 async def test_record_mode_empty_recording_reprompts(

@@ -177,6 +177,20 @@ def test_compare_records_counts_rates_segments_and_cost():
     assert legacy.cost_per_call_usd == pytest.approx(4 * legacy_turn + 3 * 0.02)
 
 
+def test_a_turn_recognised_by_azure_stt_pays_for_its_audio_not_for_twilio_recognition():
+    """A <Record>ed turn (STT mode azure) was charged Twilio's per-<Gather> recognition and no STT at all."""
+    calls = [{"call_sid": "CA1", "pipeline": "legacy", "reason": "rollout_out", "started_at": 1000.0}]
+    turn = {"call_sid": "CA1", "pipeline": "legacy", "turn": 1, "at": 1001.0, "user_text": "hi"}
+    prices = Prices.from_mapping(
+        {"azure_speech": {"stt_per_hour": 1.0}, "twilio": {"speech_recognition_per_request": 0.02}}
+    )
+    azure = compare_records(calls, [{**turn, "usage": {"stt_audio_ms": 1_800_000}}], prices=prices)
+    gathered = compare_records(calls, [{**turn, "usage": {}}], prices=prices)
+    assert "twilio_speech_recognition" not in azure.arms["legacy"].cost_usd
+    assert azure.arms["legacy"].cost_usd["stt"] == pytest.approx(0.5)  # half an hour of audio at $1/h
+    assert gathered.arms["legacy"].cost_usd["twilio_speech_recognition"] == pytest.approx(0.02)
+
+
 def test_merging_two_replica_reports_equals_the_report_of_all_records():
     calls_a, turns_a = records("a", 10, seed=5)
     calls_b, turns_b = records("b", 14, seed=6)
