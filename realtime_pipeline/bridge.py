@@ -100,7 +100,7 @@ class BridgeConfig:
     greeting: str = ""
     reply_at_speech_end: bool = True  # the profile's turn_detection.create_response
     reply_wait_seconds: float = 10.0  # a reply not begun this long after it was asked is not awaited any more
-    handover_history_messages: int = 20  # the legacy pipeline's history cap (profile legacy.max_history_messages)
+    handover_history_messages: int = 20  # the legacy history cap (profile legacy.max_history_messages)
     slow_call_seconds: float = 4.0
     open_timeout: float = 5.0
     ready_timeout: float = 5.0
