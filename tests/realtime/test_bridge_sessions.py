@@ -23,6 +23,12 @@ SPEECH_STARTED = {"type": "input_audio_buffer.speech_started", "item_id": "u1", 
 SPEECH_STOPPED = {"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900}
 RESPONSE_CREATED = {"type": "response.created", "response": {"id": "r1"}}
 RESPONSE_DONE = {"type": "response.done", "response": {"id": "r1", "status": "completed"}}
+USER_TRANSCRIPT = {
+    "type": "conversation.item.input_audio_transcription.completed",
+    "item_id": "u1",
+    "content_index": 0,
+    "transcript": "Can I book Tuesday?",
+}
 
 
 def _appended(connection: object) -> list[int]:
@@ -164,14 +170,7 @@ async def test_a_session_lost_before_the_reply_was_created_asks_the_new_one_for_
     vl = client.opened[0]
     vl.push(SPEECH_STARTED)
     vl.push(SPEECH_STOPPED)
-    vl.push(
-        {
-            "type": "conversation.item.input_audio_transcription.completed",
-            "item_id": "u1",
-            "content_index": 0,
-            "transcript": "Can I book Tuesday?",
-        }
-    )
+    vl.push(USER_TRANSCRIPT)
     await asyncio.sleep(0.05)
     vl.lose()
     await until(lambda: len(client.opened) == 2 and "response.create" in client.opened[1].types())
@@ -389,14 +388,7 @@ async def test_a_reply_cleared_at_a_reconnect_is_replayed_only_as_far_as_it_was_
     vl = client.opened[0]
     vl.push(SPEECH_STARTED)
     vl.push(SPEECH_STOPPED)
-    vl.push(
-        {
-            "type": "conversation.item.input_audio_transcription.completed",
-            "item_id": "u1",
-            "content_index": 0,
-            "transcript": "Can I book Tuesday?",
-        }
-    )
+    vl.push(USER_TRANSCRIPT)
     vl.push(RESPONSE_CREATED)
     for _ in range(3):
         vl.push(audio_delta("a1", 100))
