@@ -64,6 +64,12 @@ def _voice_key(voice: Any) -> Any:
     return repr(voice)
 
 
+def _append_too_large() -> InvalidRequest:
+    return InvalidRequest(
+        "invalid_value", "Invalid 'audio': an append event carries at most 15 MiB of audio.", "audio"
+    )
+
+
 class RealtimeConnection:
     """Serves one accepted WebSocket until either side closes it."""
 
@@ -364,11 +370,8 @@ class RealtimeConnection:
             raise InvalidRequest(
                 "missing_required_parameter", "Missing required parameter: 'audio'.", "audio"
             )
-        too_large = InvalidRequest(
-            "invalid_value", "Invalid 'audio': an append event carries at most 15 MiB of audio.", "audio"
-        )
         if len(audio) > MAX_APPEND_BASE64_CHARS:
-            raise too_large
+            raise _append_too_large()
         try:
             data = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
@@ -376,7 +379,7 @@ class RealtimeConnection:
                 "invalid_value", "Invalid 'audio': expected base64-encoded audio.", "audio"
             ) from None
         if len(data) > MAX_APPEND_AUDIO_BYTES:
-            raise too_large
+            raise _append_too_large()
         self.record.last_client_event["input_audio_buffer.append"] = {
             "type": "input_audio_buffer.append",
             "audio_bytes": len(data),
