@@ -407,15 +407,19 @@ class CallBridge:
         self._user_speaking = False
         self._audio.discard_outbound()
         if old is not None and old is not ready.connection:
-            closing = asyncio.create_task(_close_quietly(old))
-            self._closers.add(closing)
-            closing.add_done_callback(self._closers.discard)
+            self._close_later(old)
         try:
             for event in message_items(self._history.replay()):
                 await ready.connection.send(event)
         except VoiceLiveClosed:
             return  # lost already: the Voice Live loop sees it and recovers
         await self._flush_buffer()
+
+    def _close_later(self, connection: VoiceLiveConnection) -> None:
+        """Close a session no longer used without waiting for it here; the call's end waits for it."""
+        closing = asyncio.create_task(_close_quietly(connection))
+        self._closers.add(closing)
+        closing.add_done_callback(self._closers.discard)
 
     async def _replace_session(self, reason: str, failed: VoiceLiveConnection | None) -> bool:
         """After ``failed`` was lost or broke: a new session with the conversation so far, and the reply the
@@ -541,9 +545,7 @@ class CallBridge:
                 self._log.event("voicelive_session_replaced", self._clock.time(), reason="renewal")
                 return
             if ready is not None:  # a turn began meanwhile, or the old session was lost: not now
-                closing = asyncio.create_task(_close_quietly(ready.connection))
-                self._closers.add(closing)
-                closing.add_done_callback(self._closers.discard)
+                self._close_later(ready.connection)
             if self._vl is old and not self._moved and not self._closing:
                 self._schedule_renewal(self._renewal_retry_seconds())
 
