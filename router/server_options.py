@@ -12,6 +12,10 @@ Three choices matter to callers:
 - **WebSocket frames capped at 64 KiB**, the largest a Twilio media-stream frame may be here
   (:data:`realtime_pipeline.twilio_media.MAX_FRAME_BYTES`), with uvicorn's current ``websockets``
   implementation (the legacy one is deprecated).
+- **No WebSocket compression** (``permessage-deflate``), which uvicorn accepts by default whenever a client
+  offers it. Base64 μ-law shrinks only to about 63 % under deflate, and each frame would cost ~23 µs to compress
+  (the bridge's own work on a frame is 2–5 µs) plus ~46 KB of zlib state per call, a fifth of the memory
+  budget. A client that offers it is answered without it, which the WebSocket protocol allows (RFC 7692 §5).
 - **No ``X-Forwarded-*`` rewriting** (``proxy_headers`` off): Twilio signatures are checked against
   ``PUBLIC_BASE_URL``, and nothing else should take a client's word for the scheme or address.
 """
@@ -29,6 +33,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     return {
         "ws": "websockets-sansio",
         "ws_max_size": MAX_FRAME_BYTES,
+        "ws_per_message_deflate": False,
         "timeout_keep_alive": settings.http_keep_alive_seconds,
         "proxy_headers": False,
     }

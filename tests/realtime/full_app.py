@@ -175,10 +175,12 @@ class FullApp:
         params = self.call_params(call_sid, status) | {"CallDuration": str(duration_s)}
         return await self.twilio_post(f"{PUBLIC_BASE_URL}/twilio/status", params)
 
-    def media_client(self, routed: Routed, *, token: str | None = None) -> TwilioMediaClient:
+    def media_client(
+        self, routed: Routed, *, token: str | None = None, compression: str | None = None
+    ) -> TwilioMediaClient:
         """Twilio executing ``<Connect><Stream>``: connects to the stream URL of the TwiML, signs the upgrade
         over that URL, and sends the TwiML's ``token`` parameter back in ``start`` (``token`` replaces it,
-        to play an impostor)."""
+        to play an impostor; ``compression="deflate"`` offers permessage-deflate)."""
         return TwilioMediaClient(
             self.local(routed.stream_url),
             signature=sign(AUTH_TOKEN, routed.stream_url),
@@ -186,6 +188,7 @@ class FullApp:
             token=token or routed.token,
             account_sid=ACCOUNT_SID,
             play_speed=4.0,
+            compression=compression,
         )
 
     # Operators' side and the server's state --------------------------------------------------------------

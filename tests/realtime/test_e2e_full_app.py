@@ -111,6 +111,26 @@ async def test_a_call_at_full_rollout_is_served_by_voice_live_and_recorded(full_
     assert record["realtime"]["frames_in"] == len(SPEECH) // FRAME_BYTES
 
 
+async def test_a_media_stream_that_offers_compression_is_answered_without_it(
+    full_app: FullAppFactory,
+) -> None:
+    """Deflating base64 audio costs far more CPU per frame than the bridge's own work and ~46 KB of zlib state
+    per call (see ``router.server_options``): a client that offers it gets an uncompressed stream that works."""
+    app = await full_app()
+    routed = await app.incoming_call(new_call_sid())
+
+    async with app.media_client(routed, compression="deflate") as twilio:
+        assert twilio.ws is not None
+        offered = twilio.ws.request.headers["Sec-WebSocket-Extensions"] if twilio.ws.request else ""
+        assert offered.startswith("permessage-deflate")
+        assert twilio.ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in twilio.ws.response.headers
+        await twilio.start()
+        await twilio.wait_for(lambda: _all_played(twilio))  # the greeting streams and plays
+        await twilio.stop()
+        assert await twilio.wait_closed() == 1000
+
+
 async def test_a_token_of_another_call_or_an_expired_one_is_closed_1008_with_no_session(
     full_app: FullAppFactory,
 ) -> None:

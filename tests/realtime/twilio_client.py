@@ -60,8 +60,10 @@ class TwilioMediaClient:
         account_sid: str = "AC00000000000000000000000000000000",
         token: str | None = None,
         play_speed: float = 4.0,
+        compression: str | None = None,
     ) -> None:
         self.url = url
+        self.compression = compression
         self.signature = signature
         self.call_sid = call_sid
         self.stream_sid = stream_sid
@@ -90,7 +92,11 @@ class TwilioMediaClient:
     async def open(self) -> TwilioMediaClient:
         headers = {"X-Twilio-Signature": self.signature} if self.signature else {}
         self.ws = await websockets.connect(
-            self.url, additional_headers=headers, compression=None, proxy=None, max_size=None
+            self.url,
+            additional_headers=headers,
+            compression=self.compression,
+            proxy=None,
+            max_size=None,
         )
         self._echo_sends: list[asyncio.Task[None]] = []
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._play())]
