@@ -122,8 +122,12 @@ class BreakerConfig:
         for name in ("failure_rate_threshold", "slow_call_rate_threshold"):
             if not 0 < getattr(self, name) <= 100:
                 raise ValueError(f"{name} must be in (0, 100]")
-        if self.wait_open_seconds < 0 or self.slow_call_seconds <= 0:
-            raise ValueError("wait_open_seconds must be >= 0 and slow_call_seconds > 0")
+        if self.wait_open_seconds <= 0 or self.slow_call_seconds <= 0:
+            raise ValueError("wait_open_seconds and slow_call_seconds must be > 0")
+        # A trial timeout of 0 would release every trial in flight on the next read: half-open would admit
+        # any number of trials and ignore each one's outcome (its round already gone), never closing again.
+        if self.trial_timeout <= 0:
+            raise ValueError("trial_timeout_seconds must be > 0")
 
     @property
     def trial_timeout(self) -> float:

@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     breaker_failure_rate_threshold: float = Field(default=50.0, gt=0, le=100)
     breaker_slow_call_rate_threshold: float = Field(default=80.0, gt=0, le=100)
     breaker_slow_call_seconds: float = Field(default=4.0, gt=0)
-    breaker_wait_open_seconds: float = Field(default=60.0, ge=0)
+    # > 0: the default trial timeout is twice this, and a zero timeout would release every trial at once
+    breaker_wait_open_seconds: float = Field(default=60.0, gt=0)
     breaker_half_open_calls: int = Field(default=3, ge=1)
     breaker_consecutive_connect_failures: int = Field(default=3, ge=0)
 

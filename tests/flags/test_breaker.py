@@ -652,3 +652,29 @@ async def test_the_trial_round_is_kept_in_the_stored_document() -> None:
     assert stored is not None and stored.trial_round == permit.round == 1
     assert BreakerDocument.from_dict(stored.to_dict()).trial_round == 1
     assert BreakerDocument.from_dict({"state": "half_open"}).trial_round == 0  # a document from before rounds
+
+
+async def test_a_zero_trial_timeout_is_refused_rather_than_admitting_unlimited_trials() -> None:
+    """``BREAKER_WAIT_OPEN_SECONDS=0`` made the default trial timeout 0: every read released the trials in
+    flight, so half-open admitted any number of trial calls and ignored each one's outcome (its round was
+    gone by the time it reported): the breaker could never close again."""
+    from pydantic import ValidationError
+
+    from router.settings import Settings
+
+    for config in (
+        {"wait_open_seconds": 0},
+        {"trial_timeout_seconds": 0},
+        {"trial_timeout_seconds": -1},
+    ):
+        with pytest.raises(ValueError):
+            BreakerConfig(**config)
+    with pytest.raises(ValidationError):
+        Settings(breaker_wait_open_seconds=0)
+    # An explicit timeout keeps the permit limit whatever the wait.
+    breaker, clock, _, _ = make(BreakerConfig(wait_open_seconds=0.001, trial_timeout_seconds=30))
+    await feed(breaker, clock, [CF, CF, CF], every=0)
+    clock.advance(1)
+    assert await state(breaker) is BreakerState.HALF_OPEN
+    await take(breaker, 3)
+    assert await breaker.try_acquire_trial() is None
