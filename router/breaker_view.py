@@ -29,6 +29,9 @@ class BreakerView:
         self._monotonic = monotonic
         self._state: BreakerState | None = None
         self._read_at = float("-inf")
+        # Bumped by every transition this replica makes: a store read that was in flight meanwhile returns
+        # the state from before it and must not replace the newer one.
+        self._transitions = 0
 
     async def state(self) -> BreakerState:
         """The current state; raises StoreUnavailable only when it was never read successfully.
@@ -41,19 +44,24 @@ class BreakerView:
             if self._state is None:
                 raise StoreUnavailable("breaker state not read yet: the state store is unreachable")
             return self._state
+        transitions = self._transitions
         try:
-            self._state = (await self._breaker.current()).state
+            state = (await self._breaker.current()).state
         except StoreUnavailable:
             self._read_at = now
             if self._state is None:
                 raise
             return self._state
+        if transitions != self._transitions:
+            return state  # a transition landed while this read was in flight: it is newer, keep it
+        self._state = state
         self._read_at = now
-        return self._state
+        return state
 
     async def on_transition(
         self, before: BreakerDocument, after: BreakerDocument, cause: str, actor: str
     ) -> None:
         """Breaker listener: a transition made on this replica is seen here at once."""
+        self._transitions += 1
         self._state = after.state
         self._read_at = self._monotonic()
