@@ -18,9 +18,10 @@ When the breaker is HALF_OPEN, realtime decisions from steps 5 and 6 come back w
 the router must take a trial permit (``CircuitBreaker.try_acquire_trial()``) and route to legacy with
 reason ``breaker_half_open`` if it is refused. ``forced_realtime`` is never a trial.
 
-Two more legacy reasons come from the router, outside this pure function (``router/webhooks.py``):
-``store_unavailable`` (no rollout config or breaker state to decide with) and ``realtime_full`` (this worker
-already serves its limit of realtime calls; checked before the trial permit).
+Three more legacy reasons come from the router, outside this pure function (``router/webhooks.py``):
+``store_unavailable`` (no rollout config or breaker state to decide with), ``breaker_conflict`` (the breaker
+state could not be settled: its compare-and-set kept losing) and ``realtime_full`` (this worker already
+serves its limit of realtime calls; checked before the trial permit).
 """
 
 from __future__ import annotations

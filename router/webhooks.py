@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from twilio.twiml.voice_response import Connect, Gather, VoiceResponse
 
-from flags.breaker import CircuitBreaker, TrialPermit
+from flags.breaker import BreakerConflictError, CircuitBreaker, TrialPermit
 from flags.clock import Clock
 from flags.decision import Decision, decide
 from router.breaker_view import BreakerView
@@ -177,6 +177,11 @@ class TwilioWebhooks:
         except StoreUnavailable:
             self._metrics.store_errors.labels("breaker_current").inc()
             return Decision(Pipeline.LEGACY, "store_unavailable", None, config.percent), None
+        except BreakerConflictError:
+            # The state could not be settled (a due transition kept losing its compare-and-set): legacy is
+            # the answer that cannot hurt, never a 5xx.
+            log.warning("breaker state kept changing under this read; routing to legacy")
+            return Decision(Pipeline.LEGACY, "breaker_conflict", None, config.percent), None
         decision = decide(config, caller=caller, call_sid=call_sid, breaker_state=breaker_state)
         if decision.pipeline is Pipeline.REALTIME and not self._realtime_has_capacity():
             # This worker already serves its limit of realtime calls (realtime_pipeline.admission); even a
@@ -195,6 +200,9 @@ class TwilioWebhooks:
             permit = await self._breaker.try_acquire_trial()
         except StoreUnavailable:
             self._metrics.store_errors.labels("breaker_trial").inc()
+            permit = None
+        except BreakerConflictError:  # no permit taken: the call is refused its trial, not answered 5xx
+            log.warning("half-open trial permit not taken: the breaker kept changing; routing to legacy")
             permit = None
         if permit is None:
             return Decision(Pipeline.LEGACY, "breaker_half_open", decision.bucket, decision.percent), None
@@ -224,6 +232,8 @@ class TwilioWebhooks:
             await self._breaker.release_trial(permit)
         except StoreUnavailable:
             self._metrics.store_errors.labels("breaker_release_trial").inc()
+        except BreakerConflictError:  # the stale-trial timeout frees it; the call is answered anyway
+            log.warning("trial permit not given back: the breaker kept changing")
 
     async def _record(
         self, call_sid: str, caller: str, decision: Decision, permit: TrialPermit | None

@@ -357,3 +357,47 @@ def test_a_form_with_a_repeated_field_signed_as_twilio_signs_it_is_accepted(rout
         headers={"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"},
     )
     assert response.status_code == 200
+
+
+def test_breaker_races_lost_again_and_again_answer_legacy_not_a_500(router_factory) -> None:
+    """When the breaker's compare-and-set keeps losing (other replicas writing the document each time),
+    ``BreakerConflictError`` escaped the webhook: Twilio got a 500 and the caller an application error,
+    where every other breaker trouble routes the call to legacy."""
+    import asyncio
+
+    from flags.breaker import Outcome
+
+    router = router_factory(
+        config_cache_seconds=0.0, breaker_wait_open_seconds=1.0, breaker_consecutive_connect_failures=1
+    )
+    set_rollout(router, percent=100)
+    asyncio.run(router.components.breaker.record(Outcome.CONNECT_FAILURE))
+    time.sleep(1.1)  # past the open wait: the next read moves the breaker to half-open (a compare-and-set)
+
+    store = router.store
+    winning_swap = store.breaker_swap
+
+    async def always_lost(expected_version: int | None, new: object) -> bool:
+        return False  # another replica's write landed first, every time
+
+    store.breaker_swap = always_lost  # the state read's OPEN -> HALF_OPEN cannot be written
+    response = router.incoming_call("CA" + "c1" * 16)
+    assert response.status_code == 200, response.text
+    assert (response.headers["X-Voice-Router-Pipeline"], response.headers["X-Voice-Router-Reason"]) == (
+        "legacy",
+        "breaker_conflict",
+    )
+
+    store.breaker_swap = winning_swap
+    first = router.incoming_call("CA" + "c2" * 16)
+    assert (first.headers["X-Voice-Router-Pipeline"], first.headers["X-Voice-Router-Reason"]) == (
+        "realtime",
+        "rollout_in",
+    )  # the half-open transition, and this call took a trial permit
+    store.breaker_swap = always_lost  # the next trial permit cannot be taken
+    response = router.incoming_call("CA" + "c3" * 16)
+    assert response.status_code == 200, response.text
+    assert (response.headers["X-Voice-Router-Pipeline"], response.headers["X-Voice-Router-Reason"]) == (
+        "legacy",
+        "breaker_half_open",
+    )
