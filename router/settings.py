@@ -69,7 +69,9 @@ class Settings(BaseSettings):
     realtime_max_calls: int = Field(default=100, ge=0)
 
     # Circuit breaker (defaults sized for phone traffic; see flags/breaker.py for the reasoning)
-    breaker_window_seconds: int = Field(default=300, ge=1)
+    # At most the stores' bucket retention (WINDOW_RETENTION_SECONDS in router/store/sqlite.py and redis.py):
+    # a longer window would silently count only the last 2 h.
+    breaker_window_seconds: int = Field(default=300, ge=1, le=7_200)
     breaker_minimum_calls: int = Field(default=10, ge=1)
     breaker_failure_rate_threshold: float = Field(default=50.0, gt=0, le=100)
     breaker_slow_call_rate_threshold: float = Field(default=80.0, gt=0, le=100)

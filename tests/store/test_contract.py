@@ -478,3 +478,28 @@ async def test_put_calls_with_one_call_twice_keeps_the_later_record(store: State
     other = await store.get_call("CA6")
     assert other is not None and other["note"] == 'quotes " and \\ and ünï'
     assert other["started_at"] == base + 0.5
+
+
+async def test_the_longest_breaker_window_the_settings_accept_is_kept_whole(store: StateStore) -> None:
+    """``BREAKER_WINDOW_SECONDS`` above the stores' bucket retention (2 h) was accepted, and the breaker then
+    silently judged the last 2 h only (SQLite deletes older buckets, Redis expires them and clips the
+    read): a 3 h window under-counted calls and failures and could stay closed through an outage. The
+    setting now stops at the retention, and a window of that length is counted whole by both stores."""
+    from pydantic import ValidationError
+
+    from flags.breaker import BreakerConfig, CircuitBreaker, Outcome
+    from flags.clock import FakeClock
+    from router.settings import Settings
+
+    retention = min(router.store.sqlite.WINDOW_RETENTION_SECONDS, router.store.redis.WINDOW_RETENTION_SECONDS)
+    with pytest.raises(ValidationError):
+        Settings(breaker_window_seconds=retention + 1)
+    longest = Settings(breaker_window_seconds=retention).breaker_window_seconds
+    clock = FakeClock(T0)
+    breaker = CircuitBreaker(BreakerConfig(window_seconds=longest), store, clock=clock)
+    for _ in range(9):
+        await breaker.record(Outcome.FAILURE)
+    clock.advance(longest - 1)  # the first nine are still inside the window (its oldest second)
+    await breaker.record(Outcome.SUCCESS)  # the tenth call: minimum reached, 90 % failed
+    status = await breaker.status()
+    assert (status.calls_in_window, status.state) == (10, BreakerState.OPEN)
