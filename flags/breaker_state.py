@@ -29,6 +29,11 @@ class HalfOpenTally:
     slow: int = 0
 
 
+# Fields a newer release may add are ignored, not fatal: during a rolling deploy old replicas read the
+# document the new ones write.
+_TALLY_FIELDS = frozenset(HalfOpenTally.__dataclass_fields__)
+
+
 @dataclass
 class BreakerDocument:
     state: BreakerState = BreakerState.CLOSED
@@ -55,7 +60,13 @@ class BreakerDocument:
             reason=str(data.get("reason", "")),
             version=int(data.get("version", 0)),
             consecutive_connect_failures=int(data.get("consecutive_connect_failures", 0)),
-            half_open=HalfOpenTally(**data.get("half_open", {})),
+            half_open=HalfOpenTally(
+                **{
+                    key: int(value)
+                    for key, value in data.get("half_open", {}).items()
+                    if key in _TALLY_FIELDS
+                }
+            ),
             trial_round=int(data.get("trial_round", 0)),
         )
 

@@ -678,3 +678,15 @@ async def test_a_zero_trial_timeout_is_refused_rather_than_admitting_unlimited_t
     assert await state(breaker) is BreakerState.HALF_OPEN
     await take(breaker, 3)
     assert await breaker.try_acquire_trial() is None
+
+
+def test_a_document_written_by_a_newer_release_is_read_by_an_older_one() -> None:
+    """During a rolling deploy the old replicas read what the new ones write: unknown fields are ignored."""
+    written = BreakerDocument(state=BreakerState.HALF_OPEN, version=7, trial_round=2).to_dict()
+    written["half_open"] |= {"permits": 2, "abandoned": 1}
+    written["introduced_later"] = {"anything": True}
+
+    read = BreakerDocument.from_dict(written)
+
+    assert (read.state, read.version, read.trial_round) == (BreakerState.HALF_OPEN, 7, 2)
+    assert read.half_open.permits == 2
