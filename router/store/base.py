@@ -33,6 +33,15 @@ class AuditEntry:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class WebhookClaim:
+    """What ``webhook_claim`` found for a Twilio request: the claim is ours now (do the work), or the answer an
+    earlier attempt stored, or neither (another attempt holds a live claim and has not answered yet)."""
+
+    claimed: bool = False
+    answer: dict[str, Any] | None = None
+
+
 @runtime_checkable
 class StateStore(BreakerBackend, Protocol):
     """Everything the router and the pipelines keep outside the process."""
@@ -122,3 +131,19 @@ class StateStore(BreakerBackend, Protocol):
         ...
 
     async def set_value(self, key: str, value: dict[str, Any], ttl: float = 86_400) -> None: ...
+
+    # Twilio webhook retries across workers (router/shared_replay.py) ------------------------------
+    async def webhook_claim(self, key: str, owner: str, ttl: float) -> WebhookClaim:
+        """In one atomic step: the answer stored for ``key``, if any; else a claim on ``key`` for ``owner``
+        lasting ``ttl`` seconds, unless another owner holds one that has not expired (then neither). A claim
+        ``owner`` already holds counts as claimed."""
+        ...
+
+    async def webhook_answer(self, key: str, answer: dict[str, Any], ttl: float) -> None:
+        """Store ``key``'s answer for ``ttl`` seconds in place of its claim, unless an answer is stored
+        already: the first answer stays, so every later retry gets the same one."""
+        ...
+
+    async def webhook_release(self, key: str, owner: str) -> None:
+        """Drop ``owner``'s unanswered claim on ``key`` (its attempt failed), so a retry takes over at once."""
+        ...

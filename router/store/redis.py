@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from flags.breaker_state import BreakerDocument, WindowTotals
-from router.store.base import AuditEntry, StoreUnavailable
+from router.store.base import AuditEntry, StoreUnavailable, WebhookClaim
 from router.store.documents import call_sid_of, split_events
 
 _Arg = str | int | float | bytes
@@ -112,6 +112,30 @@ if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(keep + 1)) end
 return id
 """
 
+# Twilio retries shared between workers. One string key per request: b"c" + owner while an attempt holds the
+# claim, b"a" + JSON once its answer is stored; PX is the expiry (Redis prunes them).
+# KEYS[1] request; ARGV: the claim value, ttl ms. Returns nil when it claimed, else the value found.
+_WEBHOOK_CLAIM = """
+local found = redis.call('GET', KEYS[1])
+if found then return found end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+"""
+
+# KEYS[1] request; ARGV: b"a" + answer, ttl ms. The first answer stays.
+_WEBHOOK_ANSWER = """
+local found = redis.call('GET', KEYS[1])
+if found and string.sub(found, 1, 1) == 'a' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS[1] request; ARGV[1] the claim value: deleted only while it is still that claim.
+_WEBHOOK_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value)
@@ -172,6 +196,9 @@ class RedisStore:
         self._window_script = client.register_script(_WINDOW)
         self._append_script = client.register_script(_APPEND_SEQUENCED)
         self._prune_call_script = client.register_script(_PRUNE_CALL)
+        self._webhook_claim_script = client.register_script(_WEBHOOK_CLAIM)
+        self._webhook_answer_script = client.register_script(_WEBHOOK_ANSWER)
+        self._webhook_release_script = client.register_script(_WEBHOOK_RELEASE)
         self._client = client
 
     async def close(self) -> None:
@@ -468,3 +495,25 @@ class RedisStore:
                 await self._redis.delete(self._key("kv", key))
             else:
                 await self._redis.set(self._key("kv", key), _dumps(value), px=max(1, round(ttl * 1000)))
+
+    # Twilio webhook retries across workers ---------------------------------------------------------------------
+
+    async def webhook_claim(self, key: str, owner: str, ttl: float) -> WebhookClaim:
+        claim = b"c" + owner.encode()
+        args: list[_Arg] = [claim, max(1, round(ttl * 1000))]
+        with self._unavailable_on_error():
+            found = await self._webhook_claim_script(keys=[self._key("webhook", key)], args=args)
+        if found is None or found == claim:
+            return WebhookClaim(claimed=True)
+        if found.startswith(b"a"):
+            return WebhookClaim(answer=dict(orjson.loads(found[1:])))
+        return WebhookClaim()
+
+    async def webhook_answer(self, key: str, answer: dict[str, Any], ttl: float) -> None:
+        args: list[_Arg] = [b"a" + _dumps(answer), max(1, round(ttl * 1000))]
+        with self._unavailable_on_error():
+            await self._webhook_answer_script(keys=[self._key("webhook", key)], args=args)
+
+    async def webhook_release(self, key: str, owner: str) -> None:
+        with self._unavailable_on_error():
+            await self._webhook_release_script(keys=[self._key("webhook", key)], args=[b"c" + owner.encode()])

@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 import orjson
 
 from flags.breaker_state import BreakerDocument, WindowTotals
-from router.store.base import AuditEntry, StoreUnavailable
+from router.store.base import AuditEntry, StoreUnavailable, WebhookClaim
 from router.store.documents import call_sid_of, split_events
 
 T = TypeVar("T")
@@ -68,6 +68,9 @@ CREATE INDEX IF NOT EXISTS history_expires_at ON history (expires_at);
 CREATE TABLE IF NOT EXISTS kv (
     key TEXT PRIMARY KEY, doc TEXT NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS kv_expires_at ON kv (expires_at);
+CREATE TABLE IF NOT EXISTS webhook_answers (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, answer TEXT, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS webhook_answers_expires_at ON webhook_answers (expires_at);
 """
 
 
@@ -542,7 +545,7 @@ class SqliteStore:
         return await self._long_read(run)
 
     async def prune_records(self, before: float) -> int:
-        cutoff = float(before)
+        cutoff, now = float(before), time.time()
 
         def run(conn: sqlite3.Connection) -> int:
             # started_at 0 marks a call known only from events (its record was never written): kept.
@@ -556,6 +559,7 @@ class SqliteStore:
             conn.executemany("DELETE FROM calls WHERE call_sid = ?", [(sid,) for sid in sids])
             conn.executemany("DELETE FROM turns WHERE call_sid = ?", [(sid,) for sid in sids])
             conn.execute("DELETE FROM turns WHERE at < ?", (cutoff,))
+            conn.execute("DELETE FROM webhook_answers WHERE expires_at <= ?", (now,))
             return len(sids)
 
         return await self._write(run)
@@ -642,6 +646,48 @@ class SqliteStore:
             )
 
         await self._write(run)
+
+    # Twilio webhook retries across workers (the write lock makes each one atomic across processes) -----------
+
+    async def webhook_claim(self, key: str, owner: str, ttl: float) -> WebhookClaim:
+        now = time.time()
+
+        def run(conn: sqlite3.Connection) -> WebhookClaim:
+            # Expired claims and answers go on every claim (the index makes it cheap), so the table stays small.
+            conn.execute("DELETE FROM webhook_answers WHERE expires_at <= ?", (now,))
+            conn.execute(
+                "INSERT OR IGNORE INTO webhook_answers (key, owner, answer, expires_at) VALUES (?, ?, NULL, ?)",
+                (key, owner, now + ttl),
+            )
+            holder, answer = conn.execute(
+                "SELECT owner, answer FROM webhook_answers WHERE key = ?", (key,)
+            ).fetchone()
+            if answer is not None:
+                return WebhookClaim(answer=dict(orjson.loads(answer)))
+            return WebhookClaim(claimed=holder == owner)
+
+        return await self._write(run)
+
+    async def webhook_answer(self, key: str, answer: dict[str, Any], ttl: float) -> None:
+        now = time.time()
+        doc = _dumps(answer)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO webhook_answers (key, owner, answer, expires_at) VALUES (?, '', ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, expires_at = excluded.expires_at "
+                "WHERE webhook_answers.answer IS NULL OR webhook_answers.expires_at <= ?",
+                (key, doc, now + ttl, now),
+            )
+
+        await self._write(run)
+
+    async def webhook_release(self, key: str, owner: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "DELETE FROM webhook_answers WHERE key = ? AND owner = ? AND answer IS NULL", (key, owner)
+            )
+        )
 
 
 def _audit_body(entry: AuditEntry) -> str:

@@ -37,6 +37,9 @@ EVERY_METHOD: dict[str, StoreCall] = {
     "append_history": lambda s: s.append_history("CA1", [{"content": "x"}], cap=3),
     "get_value": lambda s: s.get_value("k"),
     "set_value": lambda s: s.set_value("k", {"v": 1}),
+    "webhook_claim": lambda s: s.webhook_claim("CA1:tok", "owner", 10.0),
+    "webhook_answer": lambda s: s.webhook_answer("CA1:tok", {"status": 200}, 20.0),
+    "webhook_release": lambda s: s.webhook_release("CA1:tok", "owner"),
 }
 
 

@@ -11,7 +11,7 @@ import router.store.sqlite
 from flags.breaker_state import BreakerDocument, BreakerState, HalfOpenTally, WindowTotals
 from flags.rollout import Mode, RolloutConfig
 from router.records import CallRecord, Pipeline, TurnRecord
-from router.store.base import AuditEntry, StateStore
+from router.store.base import AuditEntry, StateStore, WebhookClaim
 
 T0 = 1_700_000_000
 
@@ -392,6 +392,51 @@ async def test_values_round_trip_and_expire(store: StateStore) -> None:
     assert await store.get_value("counter:CA1") == {"turns": 2, "nested": {"x": [1.5]}}
     assert await store.get_value("short") is None
     assert await store.get_value("gone") is None
+
+
+# Twilio webhook retries ------------------------------------------------------------------------------------
+
+ANSWER = {"status": 200, "headers": [["content-type", "text/xml"]], "body": "PFJlc3BvbnNlLz4="}
+
+
+async def test_a_webhook_claim_has_one_holder_until_it_is_answered(store: StateStore) -> None:
+    assert await store.webhook_claim("CA1:tok", "first", 10.0) == WebhookClaim(claimed=True)
+    assert await store.webhook_claim("CA1:tok", "first", 10.0) == WebhookClaim(claimed=True), "its own claim"
+    assert await store.webhook_claim("CA1:tok", "retry", 10.0) == WebhookClaim(), "held by another attempt"
+    assert await store.webhook_claim("CA1:other", "retry", 10.0) == WebhookClaim(claimed=True)
+    await store.webhook_answer("CA1:tok", ANSWER, 20.0)
+    assert await store.webhook_claim("CA1:tok", "retry", 10.0) == WebhookClaim(answer=ANSWER)
+    await store.webhook_answer("CA1:tok", {**ANSWER, "status": 500}, 20.0)
+    assert await store.webhook_claim("CA1:tok", "late", 10.0) == WebhookClaim(answer=ANSWER), (
+        "the first stays"
+    )
+    await store.webhook_release("CA1:tok", "first")
+    assert await store.webhook_claim("CA1:tok", "late", 10.0) == WebhookClaim(answer=ANSWER), "answered: kept"
+
+
+async def test_concurrent_webhook_claims_have_one_winner(store: StateStore) -> None:
+    claims = await asyncio.gather(*(store.webhook_claim("CA1:tok", f"attempt-{i}", 10.0) for i in range(8)))
+    assert sorted(claim.claimed for claim in claims) == [False] * 7 + [True]
+
+
+async def test_a_webhook_claim_expires_or_is_released_and_a_retry_takes_over(store: StateStore) -> None:
+    assert (await store.webhook_claim("CA1:tok", "dead", 0.05)).claimed
+    assert not (await store.webhook_claim("CA1:tok", "retry", 10.0)).claimed
+    await asyncio.sleep(0.1)
+    assert (await store.webhook_claim("CA1:tok", "retry", 10.0)).claimed, "the dead attempt's claim expired"
+
+    assert (await store.webhook_claim("CA2:tok", "failed", 10.0)).claimed
+    await store.webhook_release("CA2:tok", "someone-else")
+    assert not (await store.webhook_claim("CA2:tok", "retry", 10.0)).claimed, "only its holder releases it"
+    await store.webhook_release("CA2:tok", "failed")
+    assert (await store.webhook_claim("CA2:tok", "retry", 10.0)).claimed
+
+
+async def test_webhook_answers_expire(store: StateStore) -> None:
+    await store.webhook_answer("CA1:tok", ANSWER, 0.05)  # also with no claim before it (the claim expired)
+    assert await store.webhook_claim("CA1:tok", "retry", 10.0) == WebhookClaim(answer=ANSWER)
+    await asyncio.sleep(0.1)
+    assert await store.webhook_claim("CA1:tok", "much-later", 10.0) == WebhookClaim(claimed=True)
 
 
 async def test_prune_records_deletes_old_calls_with_their_events_and_turns(store: StateStore) -> None:

@@ -238,3 +238,18 @@ async def test_webhook_reads_and_writes_are_not_queued_behind_a_long_read(
     finally:
         decoder.release.set()
         await store.close()
+
+
+async def test_expired_webhook_claims_and_answers_are_pruned_from_the_file(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "state.db")
+    await store.open()
+    try:
+        await store.webhook_claim("CA1:dead", "owner", 0.01)
+        await store.webhook_answer("CA1:answered", {"status": 200}, 0.01)
+        await store.webhook_claim("CA1:live", "owner", 60.0)
+        await asyncio.sleep(0.05)
+        await store.prune_records(0.0)
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert [key for (key,) in conn.execute("SELECT key FROM webhook_answers")] == ["CA1:live"]
