@@ -30,6 +30,7 @@ from router.agent_profile import AgentProfile
 from router.observability import Metrics, call_sid_var
 from router.record_writer import BatchWriter
 from router.settings import Settings
+from router.shared_replay import SharedReplay
 from router.store.base import StateStore
 from router.twilio_request import ForgedRequest, MalformedForm, read_signed_form
 from router.twilio_signature import TwilioSignatureValidator
@@ -39,6 +40,7 @@ log = logging.getLogger("legacy_pipeline")
 
 TWIML_MEDIA_TYPE = "text/xml"
 CALL_SID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CLAIM_MARGIN_S = 5.0  # a turn's writes after its deadline, each bounded by the store's own timeouts
 
 TurnHandler = Callable[[str, dict[str, str], float], Awaitable[str]]
 
@@ -78,7 +80,16 @@ class LegacyPipeline:
             phrases=self.phrases,
             records=self._turn_records,
         )
-        self._replay = replay or WebhookReplay(metrics=metrics)
+        # A retry of a turn is answered from the store when another worker took the first attempt: the turn
+        # is expensive and recorded, so it must not run twice. The first attempt's claim outlives its
+        # deadline by the writes that follow it (history, counters); a retry waits at most one deadline.
+        if replay is None:
+            deadline = settings.legacy_turn_deadline_seconds
+            shared = SharedReplay(
+                store, claim_ttl_s=deadline + CLAIM_MARGIN_S, wait_s=deadline, metrics=metrics
+            )
+            replay = WebhookReplay(metrics=metrics, shared=shared)
+        self._replay = replay
         self._cleanup_task: asyncio.Task[None] | None = None
         self._warm_task: asyncio.Task[None] | None = None
 

@@ -9,8 +9,10 @@ take a second breaker trial. A retry that arrives while the first attempt is sti
 its answer.
 
 Kept in memory per worker for ``ttl_s`` = 20 s (Twilio gives all attempts together at most 15 s), at most
-``max_entries`` = 10,000 answers (about 1 KB each; past ~500 requests/s the oldest go early). A retry that a
-load balancer sends to another worker is handled again, as it would be without this. Only requests whose
+``max_entries`` = 10,000 answers (about 1 KB each; past ~500 requests/s the oldest go early). With ``shared``
+(the legacy routes: :mod:`router.shared_replay`) a request this worker has not seen goes through the state
+store, so a retry that a load balancer sends to another worker gets the first attempt's answer too; without
+it (``POST /twilio/voice``, which stays off the store) such a retry is handled again. Only requests whose
 signature was checked get here; the key also holds the CallSid, so a token replayed with another call's
 signed request finds nothing.
 """
@@ -27,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from router.observability import Metrics
+from router.shared_replay import SharedReplay
 
 log = logging.getLogger("router.webhook_replay")
 
@@ -63,11 +66,13 @@ class WebhookReplay:
         max_entries: int = 10_000,
         monotonic: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        shared: SharedReplay | None = None,
     ) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._monotonic = monotonic
         self._metrics = metrics
+        self._shared = shared
         # Inserted in time order with one TTL, so the oldest is always first. (An OrderedDict: a plain dict
         # emptied from the front makes finding its first key slower with every removal, until it resizes.)
         self._answers: OrderedDict[str, _Answer] = OrderedDict()
@@ -102,7 +107,10 @@ class WebhookReplay:
             answers.move_to_end(key)  # where the newest belong
         self._trim(now)
         try:
-            response = await handle()
+            if self._shared is None:
+                response = await handle()
+            else:  # not seen here: maybe by another worker (same-worker retries wait above, off the store)
+                response = await self._shared.answer(route, call_sid, token, handle)
         except BaseException:
             if answers.get(key) is entry:
                 del answers[key]

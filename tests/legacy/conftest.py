@@ -106,7 +106,8 @@ async def legacy(
     azurite_connection_string: str,
 ) -> AsyncIterator[HarnessFactory]:
     """``await legacy(**settings)`` → a running service; ``profile_legacy={...}`` overrides profile options,
-    ``services=`` replaces the clients built from settings, ``wrap_store=`` wraps the server's store."""
+    ``services=`` replaces the clients built from settings, ``wrap_store=`` wraps the server's store.
+    ``state_url=`` gives it a store another harness uses too (a second replica); by default its own file."""
     started: list[tuple[ServerThread, StateStore, httpx.AsyncClient]] = []
 
     async def start(
@@ -118,7 +119,7 @@ async def legacy(
     ) -> LegacyHarness:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
-        state_url = f"sqlite:///{tmp_path / f'state-{port}.db'}"
+        state_url = overrides.pop("state_url", None) or f"sqlite:///{tmp_path / f'state-{port}.db'}"
         values: dict[str, Any] = {
             "public_base_url": base,
             "twilio_account_sid": ACCOUNT_SID,
