@@ -30,8 +30,10 @@ States and rules:
 * FORCED_OPEN / FORCED_CLOSED — operator states, kept until ``reset()`` (→ CLOSED, window cleared) or
   another force. In FORCED_CLOSED outcomes are still counted (visible in ``status()``) but never trip.
 
-Every state change is logged (logger ``flags.breaker``, INFO) and awaited by every listener as
-``listener(before, after, cause, actor)``; operator actions notify even when the state is unchanged (a
+Every state change is written together with its audit entry (the backend's ``breaker_swap`` with a
+:class:`~flags.breaker_state.BreakerTransition`: one atomic write, so a change is never live unaudited and a
+failed write changed nothing), logged (logger ``flags.breaker``, INFO) and awaited by every listener as
+``listener(before, after, cause, actor)``; operator actions do all of it even when the state is unchanged (a
 new reason was recorded). A listener that raises is logged and skipped: it never breaks the breaker.
 """
 
@@ -45,7 +47,14 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from flags.breaker_state import BreakerBackend, BreakerDocument, BreakerState, HalfOpenTally, WindowTotals
+from flags.breaker_state import (
+    BreakerBackend,
+    BreakerDocument,
+    BreakerState,
+    BreakerTransition,
+    HalfOpenTally,
+    WindowTotals,
+)
 from flags.clock import Clock
 
 logger = logging.getLogger("flags.breaker")
@@ -445,12 +454,20 @@ class CircuitBreaker:
     async def _write(
         self, expected: int | None, before: BreakerDocument, change: _Change
     ) -> BreakerDocument | None:
-        """Compare-and-set ``change.after``; on success log and notify. None when the race was lost."""
+        """Compare-and-set ``change.after``; on success log and notify. None when the race was lost.
+
+        A change that notifies is a transition or an operator's action: it goes to the backend with its
+        audit entry and its window clear, in one write (so no replica sees the new CLOSED state next to the
+        old bad window, and a store failure leaves neither the change nor its audit entry)."""
         after = replace(change.after, version=(expected or 0) + 1)
-        if change.clear_window:
-            # Before the swap, so no replica sees the new CLOSED state next to the old bad window.
-            await self._backend.breaker_clear_window()
-        if not await self._backend.breaker_swap(expected, after):
+        transition = None
+        if change.notify:
+            transition = BreakerTransition(
+                before, change.cause, change.actor, clear_window=change.clear_window
+            )
+        elif change.clear_window:
+            await self._backend.breaker_clear_window()  # before the swap, for the same reason
+        if not await self._backend.breaker_swap(expected, after, transition):
             return None
         if change.notify:
             await self._notify(before, after, change.cause, change.actor)

@@ -72,6 +72,17 @@ class BreakerDocument:
 
 
 @dataclass(frozen=True)
+class BreakerTransition:
+    """A change the breaker announces (a transition, or an operator's action): the backend writes its audit
+    entry, and clears the window when asked, in the same atomic step as the new document."""
+
+    before: BreakerDocument
+    cause: str
+    actor: str
+    clear_window: bool = False  # forget every bucket too (resilience4j resets its metrics on a transition)
+
+
+@dataclass(frozen=True)
 class WindowTotals:
     calls: int = 0
     failures: int = 0
@@ -85,8 +96,12 @@ class BreakerBackend(Protocol):
         """The current document, or None before the first write."""
         ...
 
-    async def breaker_swap(self, expected_version: int | None, new: BreakerDocument) -> bool:
-        """Write ``new`` iff the stored version is ``expected_version`` (None: nothing stored yet)."""
+    async def breaker_swap(
+        self, expected_version: int | None, new: BreakerDocument, transition: BreakerTransition | None = None
+    ) -> bool:
+        """Write ``new`` iff the stored version is ``expected_version`` (None: nothing stored yet). With
+        ``transition``, its audit entry and the window clear it asks for are part of the same atomic write:
+        all of it is stored or none (a stale version, or a failure, changes nothing)."""
         ...
 
     async def breaker_add_outcome(self, second: int, *, failed: bool, slow: bool) -> None:

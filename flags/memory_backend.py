@@ -6,7 +6,7 @@ callers can never change the stored one by mutating what they hold, exactly as w
 
 from __future__ import annotations
 
-from flags.breaker_state import BreakerDocument, WindowTotals
+from flags.breaker_state import BreakerDocument, BreakerTransition, WindowTotals
 
 
 class InMemoryBreakerBackend:
@@ -21,11 +21,16 @@ class InMemoryBreakerBackend:
             return None
         return BreakerDocument.from_dict(self._document.to_dict())
 
-    async def breaker_swap(self, expected_version: int | None, new: BreakerDocument) -> bool:
+    async def breaker_swap(
+        self, expected_version: int | None, new: BreakerDocument, transition: BreakerTransition | None = None
+    ) -> bool:
+        """No audit log here (nothing to audit into); the window clear happens with the swap."""
         current = None if self._document is None else self._document.version
         if current != expected_version:
             return False
         self._document = BreakerDocument.from_dict(new.to_dict())
+        if transition is not None and transition.clear_window:
+            self._buckets.clear()
         return True
 
     async def breaker_add_outcome(self, second: int, *, failed: bool, slow: bool) -> None:

@@ -73,6 +73,11 @@ def parse_since(value: str | None) -> float | None:
     return time.time() - seconds
 
 
+def _iso(epoch: float) -> str | None:
+    """ISO 8601 UTC like the breaker status's ``since`` (None before any transition)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)) if epoch else None
+
+
 def _reason(body: dict[str, Any]) -> str:
     reason = body.get("reason")
     if not isinstance(reason, str) or not reason.strip():
@@ -220,13 +225,21 @@ class AdminApi:
         if action not in {"open", "close", "reset"}:
             raise Invalid("action: must be open, close or reset")
         reason, actor = _reason(body), _actor(body)
+        # The change and its audit entry are one write: when it fails (StoreUnavailable, a 503 "nothing was
+        # changed"), neither is stored.
         if action == "open":
-            await self._breaker.force_open(actor=actor, reason=reason)
+            doc = await self._breaker.force_open(actor=actor, reason=reason)
         elif action == "close":
-            await self._breaker.force_closed(actor=actor, reason=reason)
+            doc = await self._breaker.force_closed(actor=actor, reason=reason)
         else:
-            await self._breaker.reset(actor=actor, reason=reason)
-        return _json((await self._breaker.status()).to_dict())
+            doc = await self._breaker.reset(actor=actor, reason=reason)
+        try:
+            status = await self._breaker.status()
+        except StoreUnavailable:
+            # Changed and audited; only the read-back failed, so not the 503 that says nothing was changed.
+            log.error("state store unreachable reading the breaker back after an operator change")
+            return _json({"state": doc.state.value, "since": _iso(doc.since), "reason": doc.reason})
+        return _json(status.to_dict())
 
     # Audit, calls, comparison ------------------------------------------------------------------------
     async def get_audit(self, request: Request) -> Response:

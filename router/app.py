@@ -27,7 +27,7 @@ from flags.breaker import BreakerConfig, CircuitBreaker
 from flags.clock import Clock, SystemClock
 from router.admin import AdminApi
 from router.agent_profile import AgentProfile
-from router.breaker_listeners import audit_and_count, set_state_gauge
+from router.breaker_listeners import count_transitions, set_state_gauge
 from router.breaker_view import BreakerView
 from router.comparison import Prices, build_comparison
 from router.limits import BodySizeLimitMiddleware
@@ -145,8 +145,9 @@ def create_app(
         settings.stream_token_ttl_seconds,
         clock=clock.time,
     )
+    # The store audits each transition in the same write as the change (flags.breaker_state.BreakerTransition).
     breaker = CircuitBreaker(
-        breaker_config(settings), store, clock=clock, listeners=[audit_and_count(store, metrics)]
+        breaker_config(settings), store, clock=clock, listeners=[count_transitions(metrics)]
     )
     rollout = RolloutService(
         store,

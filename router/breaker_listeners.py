@@ -1,15 +1,11 @@
-"""What happens around a breaker transition: the audit log and the state gauge."""
+"""What happens around a breaker transition besides its audit entry (stored with it, by the store): the
+transition counter and the state gauge."""
 
 from __future__ import annotations
-
-import logging
 
 from flags.breaker import TransitionListener
 from flags.breaker_state import BreakerDocument, BreakerState
 from router.observability import Metrics
-from router.store.base import AuditEntry, StateStore, StoreUnavailable
-
-log = logging.getLogger("router.breaker")
 
 
 def set_state_gauge(metrics: Metrics, state: BreakerState) -> None:
@@ -17,24 +13,11 @@ def set_state_gauge(metrics: Metrics, state: BreakerState) -> None:
         metrics.breaker_state.labels(candidate.value).set(1.0 if candidate is state else 0.0)
 
 
-def audit_and_count(store: StateStore, metrics: Metrics) -> TransitionListener:
-    """A listener writing every transition to the audit log and to the metrics."""
+def count_transitions(metrics: Metrics) -> TransitionListener:
+    """A listener counting every transition and setting the state gauge."""
 
     async def listener(before: BreakerDocument, after: BreakerDocument, cause: str, actor: str) -> None:
         metrics.breaker_transitions.labels(before.state.value, after.state.value).inc()
         set_state_gauge(metrics, after.state)
-        entry = AuditEntry(
-            at=after.since,
-            actor=actor,
-            action=f"breaker.{cause}" if cause else "breaker.transition",
-            reason=after.reason or cause,
-            before=before.to_dict(),
-            after=after.to_dict(),
-        )
-        try:
-            await store.append_audit(entry)
-        except StoreUnavailable:
-            metrics.store_errors.labels("append_audit").inc()
-            log.error("could not audit breaker transition %s -> %s", before.state, after.state)
 
     return listener

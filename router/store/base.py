@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from flags.breaker_state import BreakerBackend
+from flags.breaker_state import BreakerBackend, BreakerDocument, BreakerTransition
 
 
 class StoreUnavailable(Exception):
@@ -31,6 +31,18 @@ class AuditEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def breaker_audit_entry(transition: BreakerTransition, after: BreakerDocument) -> AuditEntry:
+    """The audit entry a breaker transition is stored with (``breaker.<cause>``, before and after)."""
+    return AuditEntry(
+        at=after.since,
+        actor=transition.actor,
+        action=f"breaker.{transition.cause}" if transition.cause else "breaker.transition",
+        reason=after.reason or transition.cause,
+        before=transition.before.to_dict(),
+        after=after.to_dict(),
+    )
 
 
 @dataclass(frozen=True)

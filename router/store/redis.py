@@ -24,8 +24,8 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from flags.breaker_state import BreakerDocument, WindowTotals
-from router.store.base import AuditEntry, StoreUnavailable, WebhookClaim
+from flags.breaker_state import BreakerDocument, BreakerTransition, WindowTotals
+from router.store.base import AuditEntry, StoreUnavailable, WebhookClaim, breaker_audit_entry
 from router.store.documents import call_sid_of, split_events
 
 _Arg = str | int | float | bytes
@@ -34,29 +34,42 @@ WINDOW_RETENTION_SECONDS = 7_200  # bucket expiry: longer than any breaker windo
 AUDIT_CAP = 10_000
 HISTORY_TTL_SECONDS = 86_400.0  # a conversation's history outlives its call by about a day
 
-# Compare-and-set of a versioned document. KEYS[1] document; ARGV[1] expected version ('' = none stored),
-# ARGV[2] new version, ARGV[3] document. Falls through (to what a script adds after it) when it swapped.
-_SWAP_IF_VERSION = """
+# The compare of a compare-and-set on a versioned document. KEYS[1] document; ARGV[1] expected version ('' =
+# none stored), ARGV[2] new version, ARGV[3] document. Returns 0 when stale, else falls through to the writes.
+_IF_VERSION = """
 local current = redis.call('HGET', KEYS[1], 'version')
 if ARGV[1] == '' then
   if current then return 0 end
 elseif current ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
 """
 
-_SWAP_DOCUMENT = _SWAP_IF_VERSION + "return 1\n"
+_SWAP_DOCUMENT = _IF_VERSION + "redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])\nreturn 1\n"
 
-# The swap, then on success _APPEND_SEQUENCED's audit append, in one script: the change and its audit entry
-# are stored together or not at all. KEYS: document, audit sequence, audit sorted set; ARGV: as the swap's,
-# then the audit entry and the audit cap. Returns 0 (stale) or the entry id.
+# The swap with its audit entry (_APPEND_SEQUENCED's append) and, for the breaker, a window clear, in one
+# script: all of it or none. Redis does not undo a script's earlier writes when a later command fails, so
+# nothing is written until every write is known to succeed (each key missing or of the kind its write needs;
+# out of memory fails the first write), and the document is written last. KEYS: document, audit sequence,
+# audit sorted set[, breaker window generation: bumped, which clears the window]; ARGV: as the swap's, then
+# the audit entry and the audit cap. Returns 0 (stale) or the entry id.
 _SWAP_AUDITED = (
-    _SWAP_IF_VERSION
+    _IF_VERSION
     + """
+local function wrong(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  if found == 'none' then return false end
+  if found ~= kind then return true end
+  return kind == 'string' and not string.match(redis.call('GET', key), '^%-?%d+$')
+end
+if wrong(KEYS[2], 'string') or wrong(KEYS[3], 'zset') or (KEYS[4] and wrong(KEYS[4], 'string')) then
+  return redis.error_reply('WRONGTYPE an audit or breaker key holds the wrong kind of value; nothing was written')
+end
+if KEYS[4] then redis.call('INCR', KEYS[4]) end
 local id = redis.call('INCR', KEYS[2])
 redis.call('ZADD', KEYS[3], id, string.format('%016d', id) .. '|' .. ARGV[4])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[5]) + 1))
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'doc', ARGV[3])
 return id
 """
 )
@@ -243,25 +256,41 @@ class RedisStore:
     async def get_rollout(self) -> dict[str, Any] | None:
         return await self._load_document("rollout")
 
+    async def _swap_audited(
+        self,
+        name: str,
+        expected_version: int | None,
+        new: dict[str, Any],
+        audit: AuditEntry,
+        *extra_keys: str,
+    ) -> bool:
+        expected = "" if expected_version is None else str(expected_version)
+        version = str(int(new.get("version", 0)))
+        args: list[_Arg] = [expected, version, _dumps(new), _dumps(_audit_doc(audit)), AUDIT_CAP]
+        keys = [self._key(name), self._key("audit", "seq"), self._key("audit"), *extra_keys]
+        with self._unavailable_on_error():
+            swapped = await self._swap_audited_script(keys=keys, args=args)
+        return bool(swapped)
+
     async def swap_rollout(
         self, expected_version: int | None, new: dict[str, Any], audit: AuditEntry | None = None
     ) -> bool:
         if audit is None:
             return await self._swap_document("rollout", expected_version, new)
-        expected = "" if expected_version is None else str(expected_version)
-        version = str(int(new.get("version", 0)))
-        args: list[_Arg] = [expected, version, _dumps(new), _dumps(_audit_doc(audit)), AUDIT_CAP]
-        keys = [self._key("rollout"), self._key("audit", "seq"), self._key("audit")]
-        with self._unavailable_on_error():
-            swapped = await self._swap_audited_script(keys=keys, args=args)
-        return bool(swapped)
+        return await self._swap_audited("rollout", expected_version, new, audit)
 
     async def breaker_load(self) -> BreakerDocument | None:
         doc = await self._load_document("breaker")
         return None if doc is None else BreakerDocument.from_dict(doc)
 
-    async def breaker_swap(self, expected_version: int | None, new: BreakerDocument) -> bool:
-        return await self._swap_document("breaker", expected_version, new.to_dict())
+    async def breaker_swap(
+        self, expected_version: int | None, new: BreakerDocument, transition: BreakerTransition | None = None
+    ) -> bool:
+        if transition is None:
+            return await self._swap_document("breaker", expected_version, new.to_dict())
+        audit = breaker_audit_entry(transition, new)
+        generation = [self._key("breaker", "generation")] if transition.clear_window else []
+        return await self._swap_audited("breaker", expected_version, new.to_dict(), audit, *generation)
 
     # Breaker window ---------------------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from flags.breaker_state import BreakerDocument, WindowTotals
-from router.store.base import AuditEntry, StoreUnavailable, WebhookClaim
+from flags.breaker_state import BreakerDocument, BreakerTransition, WindowTotals
+from router.store.base import AuditEntry, StoreUnavailable, WebhookClaim, breaker_audit_entry
 from router.store.documents import call_sid_of, split_events
 
 T = TypeVar("T")
@@ -373,7 +373,13 @@ class SqliteStore:
         return await self._read(run)
 
     async def _swap_document(
-        self, name: str, expected_version: int | None, new: dict[str, Any], audit: AuditEntry | None = None
+        self,
+        name: str,
+        expected_version: int | None,
+        new: dict[str, Any],
+        audit: AuditEntry | None = None,
+        *,
+        clear_window: bool = False,
     ) -> bool:
         version, doc = int(new.get("version", 0)), _dumps(new)
         audit_body = None if audit is None else _audit_body(audit)
@@ -382,12 +388,14 @@ class SqliteStore:
             row = conn.execute("SELECT version FROM documents WHERE name = ?", (name,)).fetchone()
             if (None if row is None else int(row[0])) != expected_version:
                 return False
+            if clear_window:
+                conn.execute("DELETE FROM breaker_window")
             conn.execute(
                 "INSERT INTO documents (name, version, doc) VALUES (?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET version = excluded.version, doc = excluded.doc",
                 (name, version, doc),
             )
-            if audit_body is not None:  # same transaction (savepoint): a failure here undoes the write
+            if audit_body is not None:  # same transaction (savepoint): a failure here undoes all of it
                 conn.execute("INSERT INTO audit (doc) VALUES (?)", (audit_body,))
             return True
 
@@ -405,8 +413,15 @@ class SqliteStore:
         doc = await self._load_document(_BREAKER)
         return None if doc is None else BreakerDocument.from_dict(doc)
 
-    async def breaker_swap(self, expected_version: int | None, new: BreakerDocument) -> bool:
-        return await self._swap_document(_BREAKER, expected_version, new.to_dict())
+    async def breaker_swap(
+        self, expected_version: int | None, new: BreakerDocument, transition: BreakerTransition | None = None
+    ) -> bool:
+        if transition is None:
+            return await self._swap_document(_BREAKER, expected_version, new.to_dict())
+        audit = breaker_audit_entry(transition, new)
+        return await self._swap_document(
+            _BREAKER, expected_version, new.to_dict(), audit, clear_window=transition.clear_window
+        )
 
     # Breaker window ---------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from flags.breaker import BreakerConfig, BreakerConflictError, CircuitBreaker, Outcome, TrialPermit
-from flags.breaker_state import BreakerDocument, BreakerState, WindowTotals
+from flags.breaker_state import BreakerDocument, BreakerState, BreakerTransition, WindowTotals
 from flags.clock import FakeClock
 from flags.memory_backend import InMemoryBreakerBackend
 
@@ -448,7 +448,9 @@ class LosesFirstSwaps(InMemoryBreakerBackend):
         self.remaining = n
         self.swaps = 0
 
-    async def breaker_swap(self, expected_version: int | None, new: BreakerDocument) -> bool:
+    async def breaker_swap(
+        self, expected_version: int | None, new: BreakerDocument, transition: BreakerTransition | None = None
+    ) -> bool:
         self.swaps += 1
         if self.remaining > 0:
             self.remaining -= 1
@@ -457,7 +459,7 @@ class LosesFirstSwaps(InMemoryBreakerBackend):
             bumped.version = (expected_version or 0) + 1  # someone else wrote a new version
             await super().breaker_swap(expected_version, bumped)
             return False
-        return await super().breaker_swap(expected_version, new)
+        return await super().breaker_swap(expected_version, new, transition)
 
 
 async def test_cas_conflict_is_retried() -> None:
@@ -555,9 +557,11 @@ class Yielding(InMemoryBreakerBackend):
         await asyncio.sleep(0)
         return await super().breaker_load()
 
-    async def breaker_swap(self, expected_version: int | None, new: BreakerDocument) -> bool:
+    async def breaker_swap(
+        self, expected_version: int | None, new: BreakerDocument, transition: BreakerTransition | None = None
+    ) -> bool:
         await asyncio.sleep(0)
-        return await super().breaker_swap(expected_version, new)
+        return await super().breaker_swap(expected_version, new, transition)
 
 
 async def test_concurrent_trial_acquisitions_never_exceed_the_permit_limit() -> None:
@@ -690,3 +694,51 @@ def test_a_document_written_by_a_newer_release_is_read_by_an_older_one() -> None
 
     assert (read.state, read.version, read.trial_round) == (BreakerState.HALF_OPEN, 7, 2)
     assert read.half_open.permits == 2
+
+
+class RecordsTransitions(InMemoryBreakerBackend):
+    """Keeps what each successful swap was handed: the transition the store audits in the same write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.transitions: list[tuple[BreakerState, BreakerTransition | None]] = []
+        self.clears = 0
+
+    async def breaker_swap(
+        self, expected_version: int | None, new: BreakerDocument, transition: BreakerTransition | None = None
+    ) -> bool:
+        swapped = await super().breaker_swap(expected_version, new, transition)
+        if swapped:
+            self.transitions.append((new.state, transition))
+        return swapped
+
+    async def breaker_clear_window(self) -> None:
+        self.clears += 1
+        await super().breaker_clear_window()
+
+
+async def test_every_announced_change_is_swapped_with_its_transition_for_the_audit() -> None:
+    """Operator actions and automatic transitions reach the backend with their transition (audited in the
+    same write, window clear included); bookkeeping swaps (a permit taken) carry none."""
+    backend = RecordsTransitions()
+    breaker, clock, _, _ = make(BreakerConfig(half_open_calls=1), backend=backend)
+    await half_open_breaker(breaker, clock)
+    [permit] = await take(breaker, 1)
+    await breaker.record(Outcome.SUCCESS, trial=permit)
+    await breaker.force_open(actor="alice", reason="drill")
+    await breaker.reset(actor="bob", reason="over")
+    described = [
+        (state, None if t is None else (t.before.state, t.cause, t.actor, t.clear_window))
+        for state, t in backend.transitions
+    ]
+    assert described == [
+        (BreakerState.CLOSED, None),  # the connect-failure streak, 1
+        (BreakerState.CLOSED, None),  # 2
+        (BreakerState.OPEN, (BreakerState.CLOSED, "consecutive_connect_failures", "breaker", False)),
+        (BreakerState.HALF_OPEN, (BreakerState.OPEN, "wait_elapsed", "breaker", False)),
+        (BreakerState.HALF_OPEN, None),  # the trial permit
+        (BreakerState.CLOSED, (BreakerState.HALF_OPEN, "trials_passed", "breaker", True)),
+        (BreakerState.FORCED_OPEN, (BreakerState.CLOSED, "forced_open", "alice", False)),
+        (BreakerState.CLOSED, (BreakerState.FORCED_OPEN, "reset", "bob", True)),
+    ]
+    assert backend.clears == 0, "the window is cleared inside the swap, never on its own before it"

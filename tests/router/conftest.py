@@ -59,6 +59,7 @@ class SwitchableStore:
     def __init__(self, inner: StateStore) -> None:
         self._inner = inner
         self.down = False
+        self.down_after: str | None = None  # a method name: the store goes down once that call has succeeded
         self.batch_delay = 0.0  # seconds each put_calls (the write-behind batches) takes
 
     def __getattr__(self, name: str) -> Any:
@@ -71,7 +72,10 @@ class SwitchableStore:
                 raise StoreUnavailable(f"{name}: store is down (test switch)")
             if name == "put_calls" and self.batch_delay:
                 await asyncio.sleep(self.batch_delay)
-            return await target(*args, **kwargs)
+            result = await target(*args, **kwargs)
+            if name == self.down_after:
+                self.down = True
+            return result
 
         return call
 

@@ -6,11 +6,15 @@ import asyncio
 import re
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
+from router.store.factory import open_store
 from tests.router.conftest import RunningRouter
 
 
@@ -228,6 +232,102 @@ def test_operator_breaker_controls_route_and_audit(router: RunningRouter) -> Non
     assert transitions[-1]["actor"] == "oncall" and "VL incident" in transitions[-1]["reason"]
     metrics = router.client.get("/metrics").text
     assert 'voice_router_breaker_transitions_total{from_state="closed",to_state="forced_open"} 1.0' in metrics
+
+
+def add_outcomes(state_url: str, failures: int) -> None:
+    """Failed realtime calls in the breaker's window, as a realtime worker records them (its own connection)."""
+
+    async def record() -> None:
+        store = open_store(state_url)
+        await store.open()
+        try:
+            for _ in range(failures):
+                await store.breaker_add_outcome(int(time.time()), failed=True, slow=False)
+        finally:
+            await store.close()
+
+    asyncio.run(record())
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def failing_audit(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Callable[[bool], None]]:
+    """A state URL and a switch that makes every audit write fail there while the rest of the store works:
+    a trigger on SQLite's audit table; in Redis, an audit sequence that is not a number (INCR fails)."""
+    if request.param == "sqlite":
+        path = tmp_path / "state.db"
+
+        def sqlite_switch(failing: bool) -> None:
+            with sqlite3.connect(path) as other:
+                if failing:
+                    other.execute(
+                        "CREATE TRIGGER audit_fails BEFORE INSERT ON audit "
+                        "BEGIN SELECT RAISE(ABORT, 'disk I/O (test)'); END"
+                    )
+                else:
+                    other.execute("DROP TRIGGER audit_fails")
+
+        return f"sqlite:///{path}", sqlite_switch
+    url: str = request.getfixturevalue("redis_url")
+
+    saved: list[bytes | str | None] = []
+
+    def redis_switch(failing: bool) -> None:
+        client = redis.Redis.from_url(url)
+        try:
+            if failing:
+                saved.append(client.get("vr:audit:seq"))
+                client.set("vr:audit:seq", "not a number")
+            elif (sequence := saved.pop()) is None:
+                client.delete("vr:audit:seq")
+            else:
+                client.set("vr:audit:seq", sequence)
+        finally:
+            client.close()
+
+    return url, redis_switch
+
+
+def test_a_breaker_change_whose_audit_entry_cannot_be_written_is_not_made(
+    router_factory: Callable[..., RunningRouter], failing_audit: tuple[str, Callable[[bool], None]]
+) -> None:
+    """Operator breaker changes are audited in the same write as the change: the 503 "nothing was changed"
+    is true (no live, unaudited change), and the window a reset would clear is kept too."""
+    state_url, audit_fails = failing_audit
+    router = router_factory(state_url=state_url)
+    assert (
+        router.admin("POST", "/admin/breaker", json={"action": "open", "reason": "drill"}).status_code == 200
+    )
+    add_outcomes(state_url, 3)
+    audit_fails(True)
+    for action in ("close", "reset"):
+        response = router.admin(
+            "POST", "/admin/breaker", json={"action": action, "reason": "x", "actor": "bob"}
+        )
+        assert response.status_code == 503 and "nothing was changed" in response.json()["error"]
+    audit_fails(False)
+    status = router.admin("GET", "/admin/breaker").json()
+    assert (status["state"], status["reason"], status["calls_in_window"]) == ("forced_open", "drill", 3)
+    assert [e["action"] for e in audit(router)] == ["breaker.forced_open"]
+
+    # Both there once the store takes the write.
+    reset = router.admin("POST", "/admin/breaker", json={"action": "reset", "reason": "over", "actor": "bob"})
+    assert reset.status_code == 200 and reset.json()["calls_in_window"] == 0
+    assert [(e["action"], e["actor"]) for e in audit(router)] == [
+        ("breaker.reset", "bob"),
+        ("breaker.forced_open", "admin-api"),
+    ]
+
+
+def test_a_breaker_change_made_before_the_store_failed_is_not_answered_503(router: RunningRouter) -> None:
+    """The change and its audit entry were stored; only reading the status back failed: not "nothing was
+    changed"."""
+    router.store.down_after = "breaker_swap"
+    response = router.admin("POST", "/admin/breaker", json={"action": "open", "reason": "incident"})
+    router.store.down, router.store.down_after = False, None
+    assert response.status_code == 200
+    assert response.json()["state"] == "forced_open" and response.json()["reason"] == "incident"
+    assert router.admin("GET", "/admin/breaker").json()["state"] == "forced_open"
+    assert [e["action"] for e in audit(router)] == ["breaker.forced_open"]
 
 
 def test_audit_and_calls_limits_are_validated(router: RunningRouter) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 import router.store.redis
 import router.store.sqlite
-from flags.breaker_state import BreakerDocument, BreakerState, HalfOpenTally, WindowTotals
+from flags.breaker_state import BreakerDocument, BreakerState, BreakerTransition, HalfOpenTally, WindowTotals
 from flags.rollout import Mode, RolloutConfig
 from router.records import CallRecord, Pipeline, TurnRecord
 from router.store.base import AuditEntry, StateStore, WebhookClaim
@@ -127,6 +127,39 @@ async def test_concurrent_breaker_swaps_have_one_winner(store: StateStore) -> No
     assert results.count(True) == 1
     loaded = await store.breaker_load()
     assert loaded is not None and loaded.reason == f"r{results.index(True)}"
+
+
+async def test_a_breaker_transition_is_stored_with_its_audit_entry_or_not_at_all(store: StateStore) -> None:
+    """An operator's change (or a transition) and its audit entry are one write; so is its window clear."""
+    await store.breaker_add_outcome(T0, failed=True, slow=False)
+    closed = BreakerDocument(state=BreakerState.CLOSED, since=T0, version=1)
+    assert await store.breaker_swap(None, closed)
+    forced = BreakerDocument(state=BreakerState.FORCED_OPEN, since=T0 + 5, reason="VL incident", version=2)
+    opening = BreakerTransition(closed, "forced_open", "oncall")
+    assert not await store.breaker_swap(None, forced, opening), "a stale version is refused"
+    assert await store.list_audit() == [], "a refused swap wrote an audit entry"
+
+    assert await store.breaker_swap(1, forced, opening)
+    assert await store.breaker_load() == forced
+    [entry] = await store.list_audit()
+    assert entry == AuditEntry(
+        at=T0 + 5,
+        actor="oncall",
+        action="breaker.forced_open",
+        reason="VL incident",
+        before=closed.to_dict(),
+        after=forced.to_dict(),
+        id=entry.id,
+    )
+    assert await store.breaker_window(T0, T0) == WindowTotals(calls=1, failures=1), "no clear asked for"
+
+    reset = BreakerDocument(state=BreakerState.CLOSED, since=T0 + 9, reason="back to normal", version=3)
+    resetting = BreakerTransition(forced, "reset", "oncall", clear_window=True)
+    assert not await store.breaker_swap(1, reset, resetting)
+    assert await store.breaker_window(T0, T0) == WindowTotals(calls=1, failures=1), "a refused swap cleared"
+    assert await store.breaker_swap(2, reset, resetting)
+    assert await store.breaker_window(T0, T0) == WindowTotals()
+    assert [e.action for e in await store.list_audit()] == ["breaker.reset", "breaker.forced_open"]
 
 
 async def test_breaker_window_sums_inclusive_ranges(store: StateStore) -> None:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 import router.store.redis
 from emulators.runner import free_port
-from flags.breaker_state import BreakerDocument, BreakerState, WindowTotals
+from flags.breaker_state import BreakerDocument, BreakerState, BreakerTransition, WindowTotals
 from router.store.base import AuditEntry, StoreUnavailable
 from router.store.redis import RedisStore
 from tests.store.every_method import EVERY_METHOD, protocol_methods
@@ -109,6 +109,35 @@ async def test_audit_log_is_capped(redis_url: str, monkeypatch: pytest.MonkeyPat
         ]
         assert await store.list_audit(limit=10) == entries[:1:-1]
     finally:
+        await store.close()
+
+
+async def test_a_change_whose_audit_write_fails_in_the_script_is_not_made(redis_url: str) -> None:
+    """Redis keeps a script's writes made before a failing command: the document must come last, so a failed
+    audit append (here a key of the wrong type) leaves the rollout and the breaker as they were."""
+    store = RedisStore(redis_url)
+    admin = aioredis.Redis.from_url(redis_url)
+    await store.open()
+    try:
+        closed = BreakerDocument(state=BreakerState.CLOSED, version=1)
+        assert await store.breaker_swap(None, closed)
+        await store.breaker_add_outcome(T0, failed=True, slow=False)
+        await admin.set("vr:audit", "not a sorted set")
+        entry = AuditEntry(T0, "ops", "rollout.percent", "ramp", None, {"percent": 5})
+        with pytest.raises(StoreUnavailable):
+            await store.swap_rollout(None, {"percent_bp": 500, "version": 1}, entry)
+        assert await store.get_rollout() is None
+        forced = BreakerDocument(state=BreakerState.FORCED_CLOSED, since=T0, reason="noise", version=2)
+        with pytest.raises(StoreUnavailable):
+            await store.breaker_swap(1, forced, BreakerTransition(closed, "forced_closed", "ops"))
+        assert await store.breaker_load() == closed
+
+        await admin.delete("vr:audit")
+        assert await store.breaker_swap(1, forced, BreakerTransition(closed, "forced_closed", "ops"))
+        assert [e.action for e in await store.list_audit()] == ["breaker.forced_closed"]
+        assert await store.breaker_window(T0, T0) == WindowTotals(calls=1, failures=1)
+    finally:
+        await admin.aclose()
         await store.close()
 
 
