@@ -60,6 +60,7 @@ class SwitchableStore:
         self._inner = inner
         self.down = False
         self.down_after: str | None = None  # a method name: the store goes down once that call has succeeded
+        self.calls: list[str] = []  # every method called, in order
         self.batch_delay = 0.0  # seconds each put_calls (the write-behind batches) takes
 
     def __getattr__(self, name: str) -> Any:
@@ -68,6 +69,7 @@ class SwitchableStore:
             return target
 
         async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
             if self.down:
                 raise StoreUnavailable(f"{name}: store is down (test switch)")
             if name == "put_calls" and self.batch_delay:

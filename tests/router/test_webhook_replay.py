@@ -136,3 +136,13 @@ def test_a_retried_half_open_voice_webhook_keeps_its_trial_and_its_answer(router
     )  # taken once, by the first attempt
     metrics = router.client.get("/metrics").text
     assert 'voice_router_webhook_replays_total{route="/twilio/voice"} 1.0' in metrics
+
+
+def test_the_voice_webhook_keeps_its_answers_off_the_store(router: RunningRouter) -> None:
+    """Only the legacy turn routes share answers through the store: POST /twilio/voice (the webhook
+    benchmark's route) gets no store round trip for its retry cache."""
+    token = {"I-Twilio-Idempotency-Token": "7a1d-voice"}
+    first = router.incoming_call(CALL, headers=token)
+    retry = router.incoming_call(CALL, headers=token)
+    assert first.status_code == retry.status_code == 200 and retry.text == first.text
+    assert not [name for name in router.store.calls if name.startswith("webhook_")]
