@@ -1,14 +1,19 @@
-"""Run a blocking SDK call off the event loop with a hard time limit.
+"""Run a blocking SDK call off the event loop with a hard time limit, on a bounded number of threads.
 
 ``asyncio.to_thread`` is fine for calls the SDK itself bounds (synthesis, with its timeouts set). The
 Speech SDK's ``recognize_once().get()`` has no such bound: a silent service blocks it indefinitely. Here
 the call runs in its own daemon thread, so when the limit passes the turn moves on and a stuck thread can
 neither hold the shared executor nor block interpreter exit.
+
+A thread the turn gave up on still runs until the SDK lets go, so :class:`ThreadSlots` counts threads,
+not waiting turns: a slot is freed by the thread itself when it really ends. During an outage every turn
+would otherwise leave one more blocked thread behind, without limit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -16,7 +21,54 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def run_blocking(fn: Callable[[], T], *, timeout_s: float, name: str = "blocking-sdk-call") -> T:
+class NoFreeThread(RuntimeError):
+    """Every slot is held by a running (possibly abandoned) call; the new call was not started."""
+
+
+class ThreadSlots:
+    """At most ``limit`` threads at once; taken on the event loop, given back by the thread when it ends.
+
+    Taking a slot never waits: when all are held (in an outage, by threads still blocked in the SDK)
+    the caller fails at once rather than queueing behind calls that may not return for a minute.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._in_use = 0
+        self._lock = threading.Lock()  # held for an increment only: never blocks the loop for long
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def try_acquire(self) -> bool:
+        with self._lock:
+            if self._in_use >= self.limit:
+                return False
+            self._in_use += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            if self._in_use <= 0:
+                raise RuntimeError("ThreadSlots released more often than acquired")
+            self._in_use -= 1
+
+
+async def run_blocking(
+    fn: Callable[[], T],
+    *,
+    timeout_s: float,
+    name: str = "blocking-sdk-call",
+    slots: ThreadSlots | None = None,
+) -> T:
+    """``fn()`` on a thread of its own, awaited for at most ``timeout_s``.
+
+    With ``slots``, the thread holds one slot from before it starts until ``fn`` returns (even long after
+    the caller stopped waiting); :class:`NoFreeThread` is raised, without starting a thread, when none is free.
+    """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -28,13 +80,28 @@ async def run_blocking(fn: Callable[[], T], *, timeout_s: float, name: str = "bl
         else:
             future.set_result(result)  # type: ignore[arg-type]
 
+    def reply(result: T | None, error: BaseException | None) -> None:
+        # The loop may be closed by the time an abandoned call ends; nobody is waiting for it then.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(deliver, result, error)
+
     def work() -> None:
         try:
             result = fn()
         except BaseException as exc:
-            loop.call_soon_threadsafe(deliver, None, exc)
+            reply(None, exc)
         else:
-            loop.call_soon_threadsafe(deliver, result, None)
+            reply(result, None)
+        finally:
+            if slots is not None:
+                slots.release()
 
-    threading.Thread(target=work, name=name, daemon=True).start()
+    if slots is not None and not slots.try_acquire():
+        raise NoFreeThread(f"all {slots.limit} threads for {name} are busy")
+    try:
+        threading.Thread(target=work, name=name, daemon=True).start()
+    except BaseException:
+        if slots is not None:
+            slots.release()
+        raise
     return await asyncio.wait_for(future, timeout_s)

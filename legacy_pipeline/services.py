@@ -127,7 +127,11 @@ def build_services(settings: Settings) -> LegacyServices:
             first_chunk_timeout_ms=settings.legacy_tts_first_chunk_timeout_ms,
             max_concurrent=settings.legacy_tts_max_concurrent,
         )
-        recognizer = AzureSpeechRecognizer(config_factory, timeout_s=settings.legacy_stt_timeout_seconds)
+        recognizer = AzureSpeechRecognizer(
+            config_factory,
+            timeout_s=settings.legacy_stt_timeout_seconds,
+            max_concurrent=settings.legacy_stt_max_concurrent,
+        )
     else:
         synthesizer = recognizer = _Unconfigured("Azure Speech (AZURE_SPEECH_REGION or AZURE_SPEECH_HOST)")
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from azure.cognitiveservices import speech as speechsdk
 
-from legacy_pipeline.blocking import run_blocking
+from legacy_pipeline.blocking import NoFreeThread, ThreadSlots, run_blocking
 from legacy_pipeline.speech_config import SpeechError, describe_cancellation
 
 WAVE_FORMAT_PCM = 1
@@ -61,11 +61,28 @@ def parse_wav(wav: bytes) -> WavAudio:
 
 
 class AzureSpeechRecognizer:
+    """One SDK recognizer per recording, each blocking a thread of its own for at most ``max_concurrent``.
+
+    A recognition that times out keeps its thread (and its slot) until the SDK gives up, so in an outage
+    the slots fill with abandoned recognitions and later turns fail at once with :class:`SpeechError`
+    (the caller hears the apology) instead of piling up threads that slow every call on the worker.
+    """
+
     def __init__(
-        self, config_factory: Callable[[], speechsdk.SpeechConfig], *, timeout_s: float = 6.0
+        self,
+        config_factory: Callable[[], speechsdk.SpeechConfig],
+        *,
+        timeout_s: float = 6.0,
+        max_concurrent: int = 32,
     ) -> None:
         self._config_factory = config_factory
         self._timeout_s = timeout_s
+        self._slots = ThreadSlots(max_concurrent)
+
+    @property
+    def threads_in_use(self) -> int:
+        """Recognition threads still running, including those whose turn already gave up on them."""
+        return self._slots.in_use
 
     def _recognize(self, audio: WavAudio, language: str) -> str:
         if audio.format_tag == WAVE_FORMAT_MULAW:
@@ -101,6 +118,15 @@ class AzureSpeechRecognizer:
         audio = parse_wav(wav)
         if not audio.data:
             return ""
-        return await run_blocking(
-            lambda: self._recognize(audio, language), timeout_s=self._timeout_s, name="azure-stt"
-        )
+        try:
+            return await run_blocking(
+                lambda: self._recognize(audio, language),
+                timeout_s=self._timeout_s,
+                name="azure-stt",
+                slots=self._slots,
+            )
+        except NoFreeThread as exc:
+            raise SpeechError(
+                f"speech recognition refused: {self._slots.limit} recognitions still running on this worker"
+                " (LEGACY_STT_MAX_CONCURRENT)"
+            ) from exc

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # loop's default executor has only min(32, cores + 4) threads, 6 on a 2-core box, and queued the rest)
     legacy_tts_max_concurrent: int = Field(default=64, ge=1)
     legacy_stt_timeout_seconds: float = 6.0  # Azure STT of a recording (the SDK has no bound of its own)
+    # Azure STT recognitions running at once per worker, each on a thread of its own. A timed-out one keeps
+    # its thread until the SDK gives up, and counts until then; past the limit a turn fails at once (apology).
+    legacy_stt_max_concurrent: int = Field(default=32, ge=1)
     legacy_blob_sas_minutes: float = 15.0  # lifetime of the read-only SAS URL in <Play>
     legacy_blob_retention_hours: float = 24.0  # per-turn reply audio older than this is deleted
     legacy_blob_cleanup_interval_seconds: float = 3600.0  # 0 disables the periodic clean-up

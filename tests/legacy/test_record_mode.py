@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from starlette.routing import Route
 from emulators.runner import ServerThread
 from emulators.speechlike import silence_ulaw, speechlike_pcm16, ulaw_decode
 from legacy_pipeline.recordings import TwilioRecordingFetcher
+from legacy_pipeline.stt import AzureSpeechRecognizer, WavAudio
 from tests.legacy.conftest import AUTH_TOKEN, HarnessFactory
 from tests.legacy.twilio_script import ACCOUNT_SID, Twiml
 
@@ -148,3 +150,47 @@ async def test_record_mode_never_sends_our_credentials_to_another_host(
     assert len(recordings.authorizations) == before  # no request reached the other host
     (turn,) = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
     assert turn["error_stage"] == "recording" and "not on https://api.twilio.com" in turn["error"]
+
+
+async def test_record_mode_full_stt_bound_apologises_at_once(
+    legacy: HarnessFactory, recordings: RecordingServer
+) -> None:
+    # One recognition per worker; it never ends until released, as against a silent Speech service.
+    h = await legacy(
+        legacy_stt_mode="azure",
+        twilio_api_base_url=recordings.server.http_url,
+        legacy_stt_max_concurrent=1,
+        legacy_stt_timeout_seconds=0.2,
+    )
+    stt = h.pipeline.services.recognizer
+    assert isinstance(stt, AzureSpeechRecognizer)
+    release = threading.Event()
+
+    def silent_service(audio: WavAudio, language: str) -> str:
+        release.wait(60)
+        return ""
+
+    stt._recognize = silent_service  # type: ignore[method-assign]
+    try:
+        greeting = await h.twilio.incoming_call(CALL)
+        first = Twiml.parse(
+            await h.twilio.post(
+                greeting.action, h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "5" * 32))
+            )
+        )
+        assert first.says == [h.profile.legacy.apology]
+        # The timed-out recognition's thread is still blocked in the (stand-in) SDK.
+        assert any(t.name == "azure-stt" for t in threading.enumerate())
+        second = Twiml.parse(
+            await h.twilio.post(
+                first.action, h.twilio.params(CALL, RecordingUrl=recordings.url("RE" + "6" * 32))
+            )
+        )
+        assert second.says == [h.profile.legacy.apology] and second.record is not None
+    finally:
+        release.set()
+    turns = {t["turn"]: t for t in await h.list_turns(CALL)}
+    assert turns[1]["error_stage"] == "stt" and turns[1]["error"].startswith("TimeoutError")
+    assert turns[2]["error_stage"] == "stt" and "LEGACY_STT_MAX_CONCURRENT" in turns[2]["error"]
+    assert h.sample("voice_router_turn_failures_total", pipeline="legacy", stage="stt") == 2
+    assert h.openai.requests == [] and h.speech.recognitions == []
