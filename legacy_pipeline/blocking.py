@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -89,6 +90,10 @@ async def run_blocking(
         try:
             result = fn()
         except BaseException as exc:
+            # The traceback keeps fn's frames, and with them what fn held: a Speech SDK recognizer takes
+            # ~10 s to release after a failed recognition. Handed to the loop as is, the last reference
+            # went with the exception and that release ran on the event loop, stalling every call.
+            _release_frames(exc)
             reply(None, exc)
         else:
             reply(result, None)
@@ -105,3 +110,16 @@ async def run_blocking(
             slots.release()
         raise
     return await asyncio.wait_for(future, timeout_s)
+
+
+def _release_frames(exc: BaseException) -> None:
+    """Drop the locals of the finished frames in ``exc``'s traceback (and its chained exceptions')."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)  # frames still running are skipped
+        pending += [current.__cause__, current.__context__]

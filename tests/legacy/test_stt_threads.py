@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
+from legacy_pipeline.blocking import run_blocking
 from legacy_pipeline.speech_config import SpeechError
 from legacy_pipeline.stt import AzureSpeechRecognizer, WavAudio
 
@@ -123,3 +124,42 @@ async def test_a_recognition_that_raises_gives_its_slot_back() -> None:
         with pytest.raises(SpeechError, match="closed by the remote host"):
             await stt.transcribe(RECORDING, language="en-US")
         assert await eventually(lambda: stt.threads_in_use == 0)
+
+
+class SdkObject:
+    """Records the thread that releases it (a Speech SDK recognizer's release can block for ~10 s)."""
+
+    def __init__(self, released_on: list[str]) -> None:
+        self._released_on = released_on
+
+    def __del__(self) -> None:
+        self._released_on.append(threading.current_thread().name)
+
+
+async def test_what_a_failed_call_held_is_released_on_its_thread_not_the_loop() -> None:
+    released_on: list[str] = []
+
+    def fails() -> str:
+        recognizer = SdkObject(released_on)  # noqa: F841 - held by the frame, as in _recognize
+        raise SpeechError("Canceled: the service failed")
+
+    with pytest.raises(SpeechError):
+        await run_blocking(fails, timeout_s=30.0, name="azure-stt")
+    assert released_on == ["azure-stt"]
+
+
+async def test_what_an_abandoned_call_held_is_released_on_its_thread_not_the_loop() -> None:
+    released_on: list[str] = []
+    answer = threading.Event()
+
+    def silent_then_fails() -> str:
+        recognizer = SdkObject(released_on)  # noqa: F841
+        answer.wait(60)
+        raise SpeechError("Canceled: Timeout: no recognition result received")
+
+    with pytest.raises(TimeoutError):
+        await run_blocking(silent_then_fails, timeout_s=0.05, name="azure-stt")
+    answer.set()
+    assert await eventually(lambda: bool(released_on))
+    await asyncio.sleep(0)  # the error reaches the loop after the release; let it be dropped there
+    assert released_on == ["azure-stt"]
