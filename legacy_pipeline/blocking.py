@@ -7,19 +7,23 @@ neither hold the shared executor nor block interpreter exit.
 
 A thread the turn gave up on still runs until the SDK lets go, so :class:`ThreadSlots` counts threads,
 not waiting turns: a slot is freed by the thread itself when it really ends. During an outage every turn
-would otherwise leave one more blocked thread behind, without limit.
+would otherwise leave one more blocked thread behind, without limit. ``on_abandon`` lets the caller ask
+the SDK to let go sooner.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import traceback
 from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("legacy_pipeline.blocking")
 
 
 class NoFreeThread(RuntimeError):
@@ -64,11 +68,14 @@ async def run_blocking(
     timeout_s: float,
     name: str = "blocking-sdk-call",
     slots: ThreadSlots | None = None,
+    on_abandon: Callable[[], None] | None = None,
 ) -> T:
     """``fn()`` on a thread of its own, awaited for at most ``timeout_s``.
 
     With ``slots``, the thread holds one slot from before it starts until ``fn`` returns (even long after
     the caller stopped waiting); :class:`NoFreeThread` is raised, without starting a thread, when none is free.
+    ``on_abandon`` is called when the caller stops waiting (timeout or cancellation) while ``fn`` is still
+    running; it runs on the loop's default executor, never on the loop, and nothing waits for it.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
@@ -86,16 +93,20 @@ async def run_blocking(
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(deliver, result, error)
 
+    returned = threading.Event()
+
     def work() -> None:
         try:
             result = fn()
         except BaseException as exc:
+            returned.set()
             # The traceback keeps fn's frames, and with them what fn held: a Speech SDK recognizer takes
             # ~10 s to release after a failed recognition. Handed to the loop as is, the last reference
             # went with the exception and that release ran on the event loop, stalling every call.
             _release_frames(exc)
             reply(None, exc)
         else:
+            returned.set()
             reply(result, None)
         finally:
             if slots is not None:
@@ -109,7 +120,25 @@ async def run_blocking(
         if slots is not None:
             slots.release()
         raise
-    return await asyncio.wait_for(future, timeout_s)
+    try:
+        return await asyncio.wait_for(future, timeout_s)
+    except BaseException:
+        if on_abandon is not None and not returned.is_set():
+            _abandon(loop, on_abandon, name)
+        raise
+
+
+def _abandon(loop: asyncio.AbstractEventLoop, on_abandon: Callable[[], None], name: str) -> None:
+    """Run ``on_abandon`` off the loop: it calls into the SDK, which may take its locks."""
+
+    def logged(done: asyncio.Future[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.warning("stopping an abandoned %s failed", name, exc_info=done.exception())
+
+    try:
+        loop.run_in_executor(None, on_abandon).add_done_callback(logged)
+    except RuntimeError:  # the loop or its executor is shutting down: the SDK's own limit still applies
+        log.warning("could not stop an abandoned %s: the event loop is closing", name)
 
 
 def _release_frames(exc: BaseException) -> None:

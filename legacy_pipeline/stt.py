@@ -6,7 +6,9 @@ SDK's push stream is told exactly that, so no transcoding happens here.
 
 from __future__ import annotations
 
+import logging
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -15,6 +17,8 @@ from azure.cognitiveservices import speech as speechsdk
 
 from legacy_pipeline.blocking import NoFreeThread, ThreadSlots, run_blocking
 from legacy_pipeline.speech_config import SpeechError, describe_cancellation
+
+log = logging.getLogger("legacy_pipeline.stt")
 
 WAVE_FORMAT_PCM = 1
 WAVE_FORMAT_MULAW = 7
@@ -60,12 +64,64 @@ def parse_wav(wav: bytes) -> WavAudio:
     raise ValueError("WAVE file has no data chunk")
 
 
+class _SdkRecognizer(Protocol):
+    """What :class:`Recognition` uses of ``speechsdk.SpeechRecognizer`` (tests stand in for it)."""
+
+    def stop_continuous_recognition_async(self) -> speechsdk.ResultFuture: ...
+
+
+class Recognition:
+    """One recognition's SDK recognizer, so the turn that gave up on it can ask the SDK to end it early.
+
+    ``recognize_once_async().get()`` waits about 60 s for a silent service, then 10 s more for the session
+    to stop, and releasing the recognizer takes 10 s more. ``stop_continuous_recognition_async()`` also
+    ends a single-shot recognition (SDK 1.53, against the emulator: the thread ends ~30 s after the stop
+    instead of ~80 s after the start), but its own future blocks until the session stops, so
+    :meth:`abandon` only submits it; the recognition's thread collects it in :meth:`end`
+    (which releases the SDK's handle; left uncollected, the handle would keep the session alive). The
+    recognizer is only ever released by that thread or the stopping one, never on the event loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recognizer: _SdkRecognizer | None = None
+        self._stop: speechsdk.ResultFuture | None = None
+        self._abandoned = False
+
+    def begin(self, recognizer: _SdkRecognizer) -> bool:
+        """The recognition thread's recognizer; False when the turn already gave up (then do not start)."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._recognizer = recognizer
+            return True
+
+    def end(self) -> None:
+        """The recognition returned: wait for a submitted stop (done by now, or soon) and let both go."""
+        with self._lock:
+            self._recognizer = None
+            stop, self._stop = self._stop, None
+        if stop is not None:
+            try:
+                stop.get()
+            except Exception:
+                log.warning("stopping an abandoned recognition failed", exc_info=True)
+
+    def abandon(self) -> None:
+        """Ask the SDK to end the recognition now; called off the loop once the turn stopped waiting."""
+        with self._lock:
+            self._abandoned = True
+            if self._recognizer is not None and self._stop is None:
+                self._stop = self._recognizer.stop_continuous_recognition_async()
+
+
 class AzureSpeechRecognizer:
     """One SDK recognizer per recording, each blocking a thread of its own for at most ``max_concurrent``.
 
-    A recognition that times out keeps its thread (and its slot) until the SDK gives up, so in an outage
-    the slots fill with abandoned recognitions and later turns fail at once with :class:`SpeechError`
-    (the caller hears the apology) instead of piling up threads that slow every call on the worker.
+    A recognition that times out is asked to stop (:class:`Recognition`) but keeps its thread (and its
+    slot) until the SDK lets go, so in an outage the slots fill with abandoned recognitions and later turns
+    fail at once with :class:`SpeechError` (the caller hears the apology) instead of piling up threads that
+    slow every call on the worker.
     """
 
     def __init__(
@@ -84,7 +140,7 @@ class AzureSpeechRecognizer:
         """Recognition threads still running, including those whose turn already gave up on them."""
         return self._slots.in_use
 
-    def _recognize(self, audio: WavAudio, language: str) -> str:
+    def _new_recognizer(self, audio: WavAudio, language: str) -> speechsdk.SpeechRecognizer:
         if audio.format_tag == WAVE_FORMAT_MULAW:
             stream_format = speechsdk.audio.AudioStreamFormat(
                 samples_per_second=audio.sample_rate,
@@ -103,10 +159,18 @@ class AzureSpeechRecognizer:
         stream.close()
         config = self._config_factory()
         config.speech_recognition_language = language
-        recognizer = speechsdk.SpeechRecognizer(
+        return speechsdk.SpeechRecognizer(
             speech_config=config, audio_config=speechsdk.audio.AudioConfig(stream=stream)
         )
-        result = recognizer.recognize_once_async().get()
+
+    def _recognize(self, audio: WavAudio, language: str, recognition: Recognition) -> str:
+        recognizer = self._new_recognizer(audio, language)
+        if not recognition.begin(recognizer):
+            raise SpeechError("recognition abandoned before it started")
+        try:
+            result = recognizer.recognize_once_async().get()
+        finally:
+            recognition.end()
         if result.reason == speechsdk.ResultReason.RecognizedSpeech:
             text: str = result.text
             return text
@@ -118,12 +182,14 @@ class AzureSpeechRecognizer:
         audio = parse_wav(wav)
         if not audio.data:
             return ""
+        recognition = Recognition()
         try:
             return await run_blocking(
-                lambda: self._recognize(audio, language),
+                lambda: self._recognize(audio, language, recognition),
                 timeout_s=self._timeout_s,
                 name="azure-stt",
                 slots=self._slots,
+                on_abandon=recognition.abandon,
             )
         except NoFreeThread as exc:
             raise SpeechError(

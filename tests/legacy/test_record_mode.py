@@ -18,7 +18,7 @@ from starlette.routing import Route
 from emulators.runner import ServerThread
 from emulators.speechlike import silence_ulaw, speechlike_pcm16, ulaw_decode
 from legacy_pipeline.recordings import TwilioRecordingFetcher
-from legacy_pipeline.stt import AzureSpeechRecognizer, WavAudio
+from legacy_pipeline.stt import AzureSpeechRecognizer, Recognition, WavAudio
 from tests.legacy.conftest import AUTH_TOKEN, HarnessFactory
 from tests.legacy.twilio_script import ACCOUNT_SID, Twiml
 
@@ -166,7 +166,7 @@ async def test_record_mode_full_stt_bound_apologises_at_once(
     assert isinstance(stt, AzureSpeechRecognizer)
     release = threading.Event()
 
-    def silent_service(audio: WavAudio, language: str) -> str:
+    def silent_service(audio: WavAudio, language: str, recognition: Recognition) -> str:
         release.wait(60)
         return ""
 

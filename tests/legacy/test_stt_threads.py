@@ -1,7 +1,9 @@
-"""Azure STT threads are bounded per worker, and a slot is held until its thread really ends.
+"""Azure STT threads are bounded per worker, a slot is held until its thread really ends, and a
+recognition the turn gave up on is asked to stop.
 
 The SDK is replaced by recognitions that block on a :class:`threading.Event` the test sets, so what is
-asserted never depends on how fast the machine is: a blocked thread stays blocked until released.
+asserted never depends on how fast the machine is: a blocked thread stays blocked until released. One test
+uses the real SDK against the emulator, with a generous bound between "stopped" and "left alone".
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import threading
 import time
 import wave
 from collections.abc import Callable
+from functools import partial
+from types import SimpleNamespace
 
 import pytest
+from azure.cognitiveservices import speech as speechsdk
 
+from emulators.azure_speech import AzureSpeechEmulator
+from emulators.speechlike import silence_ulaw, speechlike_pcm16, ulaw_decode
 from legacy_pipeline.blocking import run_blocking
-from legacy_pipeline.speech_config import SpeechError
-from legacy_pipeline.stt import AzureSpeechRecognizer, WavAudio
+from legacy_pipeline.speech_config import SpeechError, build_speech_config
+from legacy_pipeline.stt import AzureSpeechRecognizer, Recognition, WavAudio
 
 WAV = io.BytesIO()
 with wave.open(WAV, "wb") as _out:
@@ -42,7 +49,7 @@ class BlockedRecognitions:
         self._lock = threading.Lock()
         self._entered = threading.Condition(self._lock)
 
-    def __call__(self, audio: WavAudio, language: str) -> str:
+    def __call__(self, audio: WavAudio, language: str, recognition: Recognition) -> str:
         with self._lock:
             self.started += 1
             self._entered.notify_all()
@@ -62,8 +69,8 @@ def recognizer(fake: BlockedRecognitions, *, timeout_s: float, max_concurrent: i
     return stt
 
 
-def stt_threads() -> int:
-    return sum(1 for t in threading.enumerate() if t.name == "azure-stt")
+def stt_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "azure-stt"}
 
 
 async def eventually(condition: Callable[[], bool], *, within_s: float = 20.0) -> bool:
@@ -83,13 +90,13 @@ async def test_a_full_bound_refuses_the_next_recognition_without_a_thread() -> N
     running = [asyncio.create_task(stt.transcribe(RECORDING, language="en-US")) for _ in range(2)]
     try:
         assert await asyncio.to_thread(fake.wait_started, 2)
-        assert stt.threads_in_use == 2 and stt_threads() == before + 2
+        assert stt.threads_in_use == 2 and len(stt_threads() - before) == 2
         # The third fails with SpeechError (the turn's apology path) before any timeout: a TimeoutError
         # here would mean it waited, a third ``started`` that it ran.
         async with asyncio.timeout(30):
             with pytest.raises(SpeechError, match="LEGACY_STT_MAX_CONCURRENT"):
                 await stt.transcribe(RECORDING, language="en-US")
-        assert fake.started == 2 and stt_threads() == before + 2
+        assert fake.started == 2 and len(stt_threads() - before) == 2
     finally:
         fake.release.set()
     assert await asyncio.gather(*running) == ["hello", "hello"]
@@ -115,7 +122,7 @@ async def test_a_timed_out_recognition_keeps_its_slot_until_its_thread_ends() ->
 
 
 async def test_a_recognition_that_raises_gives_its_slot_back() -> None:
-    def fails(audio: WavAudio, language: str) -> str:
+    def fails(audio: WavAudio, language: str, recognition: Recognition) -> str:
         raise SpeechError("Error: Connection was closed by the remote host.")
 
     stt = AzureSpeechRecognizer(no_sdk, timeout_s=10.0, max_concurrent=1)
@@ -163,3 +170,133 @@ async def test_what_an_abandoned_call_held_is_released_on_its_thread_not_the_loo
     assert await eventually(lambda: bool(released_on))
     await asyncio.sleep(0)  # the error reaches the loop after the release; let it be dropped there
     assert released_on == ["azure-stt"]
+
+
+class SdkFuture:
+    """Stands in for ``speechsdk.ResultFuture``."""
+
+    def __init__(self, get: Callable[[], object]) -> None:
+        self._get = get
+
+    def get(self) -> object:
+        return self._get()
+
+
+class SilentServiceRecognizer:
+    """Stands in for ``speechsdk.SpeechRecognizer`` against a silent service: it answers only once stopped."""
+
+    def __init__(self) -> None:
+        self.recognizing = threading.Event()
+        self.stopped = threading.Event()
+        self.stop_collected = threading.Event()
+        self.stop_threads: list[int] = []
+
+    def recognize_once_async(self) -> SdkFuture:
+        def get() -> object:
+            self.recognizing.set()
+            self.stopped.wait(60)
+            return SimpleNamespace(reason=speechsdk.ResultReason.NoMatch)
+
+        return SdkFuture(get)
+
+    def stop_continuous_recognition_async(self) -> SdkFuture:
+        self.stop_threads.append(threading.get_ident())
+        self.stopped.set()
+        return SdkFuture(self.stop_collected.set)
+
+
+def silent_recognizer(
+    fake: SilentServiceRecognizer, *, timeout_s: float, before_start: threading.Event | None = None
+) -> AzureSpeechRecognizer:
+    def new_recognizer(audio: WavAudio, language: str) -> SilentServiceRecognizer:
+        if before_start is not None:
+            before_start.wait(60)
+        return fake
+
+    stt = AzureSpeechRecognizer(no_sdk, timeout_s=timeout_s, max_concurrent=1)
+    stt._new_recognizer = new_recognizer  # type: ignore[method-assign]
+    return stt
+
+
+async def test_a_timed_out_recognition_is_stopped_off_the_loop() -> None:
+    fake = SilentServiceRecognizer()
+    stt = silent_recognizer(fake, timeout_s=0.05)
+    with pytest.raises(TimeoutError):  # the fake answers only once stopped
+        await stt.transcribe(RECORDING, language="en-US")
+    assert await eventually(fake.stopped.is_set)
+    assert fake.stop_threads and fake.stop_threads[0] != threading.get_ident()  # not on the event loop
+    # The recognition's own thread collects the stop's future (releasing the SDK's handle), then its slot.
+    assert await eventually(lambda: stt.threads_in_use == 0)
+    assert fake.stop_collected.is_set() and len(fake.stop_threads) == 1
+
+
+async def test_a_turn_deadline_stops_the_recognition_too() -> None:
+    fake = SilentServiceRecognizer()
+    stt = silent_recognizer(fake, timeout_s=60.0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.05):  # the turn's deadline, shorter than the STT timeout
+            await stt.transcribe(RECORDING, language="en-US")
+    assert await eventually(fake.stopped.is_set)
+    assert await eventually(lambda: stt.threads_in_use == 0)
+
+
+async def test_a_recognition_that_answers_is_not_stopped() -> None:
+    fake = SilentServiceRecognizer()
+    fake.stopped.set()  # answers at once
+    stt = silent_recognizer(fake, timeout_s=60.0)
+    assert await stt.transcribe(RECORDING, language="en-US") == ""
+    assert await eventually(lambda: stt.threads_in_use == 0)
+    assert fake.stop_threads == []
+
+
+async def test_a_recognition_abandoned_before_it_starts_never_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    abandoned = threading.Event()
+    abandon = Recognition.abandon
+
+    def spy(self: Recognition) -> None:
+        abandon(self)
+        abandoned.set()
+
+    monkeypatch.setattr(Recognition, "abandon", spy)
+    fake = SilentServiceRecognizer()
+    slow_setup = threading.Event()
+    stt = silent_recognizer(fake, timeout_s=0.05, before_start=slow_setup)
+    with pytest.raises(TimeoutError):  # still building its recognizer
+        await stt.transcribe(RECORDING, language="en-US")
+    assert await eventually(abandoned.is_set)
+    slow_setup.set()
+    assert await eventually(lambda: stt.threads_in_use == 0)
+    assert not fake.recognizing.is_set() and fake.stop_threads == []
+
+
+def speech_recording() -> bytes:
+    silence = ulaw_decode(silence_ulaw(400)).tobytes()
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(silence + speechlike_pcm16(1500, seed=3).tobytes() + silence)
+    return buffer.getvalue()
+
+
+async def test_a_stalled_azure_recognition_lets_its_thread_go_after_the_timeout(
+    speech_emulator: AzureSpeechEmulator,
+) -> None:
+    """The real SDK against a Speech service that never answers (the emulator's ``stall`` fault).
+
+    Left alone the thread lasts ~80 s after the timeout (70 s in the SDK, 10 s releasing the recognizer);
+    stopped on timeout, ~30 s (SDK 1.53). The bound below sits between the two and only limits polling.
+    """
+    speech_emulator.set_faults(stall_next=1)
+    stt = AzureSpeechRecognizer(
+        partial(build_speech_config, key="", host=speech_emulator.url), timeout_s=1.0, max_concurrent=4
+    )
+    before = stt_threads()
+    with pytest.raises(TimeoutError):
+        await stt.transcribe(speech_recording(), language="en-US")
+    (thread,) = stt_threads() - before
+    assert thread.is_alive() and stt.threads_in_use == 1
+    assert await eventually(lambda: not thread.is_alive(), within_s=45.0)
+    assert stt.threads_in_use == 0
+    assert [r.status for r in speech_emulator.recognitions] == ["stalled"]
