@@ -23,6 +23,15 @@ log = logging.getLogger("legacy_pipeline.stt")
 WAVE_FORMAT_PCM = 1
 WAVE_FORMAT_MULAW = 7
 
+# Internal SDK properties (not in PropertyId; read by name in the SDK's audio stream session, and ignored by
+# an SDK that does not know them). The single-shot operation timeout (default 60 s) is set to our own STT
+# timeout: a result after it is discarded anyway. The stop timeout (default 10 s) bounds the wait for the
+# session to stop after the result, after a stop, and when the recognizer is released; the service ends a
+# turn within milliseconds of its result, so 3 s only shortens waits on a service that has gone silent.
+ONE_SHOT_TIMEOUT_PROPERTY = "SPEECH-OneShotRecognition-OperationTimeoutMs"
+STOP_TIMEOUT_PROPERTY = "SPEECH-StopRecognitionTimeoutInSeconds"
+STOP_TIMEOUT_S = 3
+
 
 class Recognizer(Protocol):
     async def transcribe(self, wav: bytes, *, language: str) -> str:
@@ -73,13 +82,14 @@ class _SdkRecognizer(Protocol):
 class Recognition:
     """One recognition's SDK recognizer, so the turn that gave up on it can ask the SDK to end it early.
 
-    ``recognize_once_async().get()`` waits about 60 s for a silent service, then 10 s more for the session
-    to stop, and releasing the recognizer takes 10 s more. ``stop_continuous_recognition_async()`` also
-    ends a single-shot recognition (SDK 1.53, against the emulator: the thread ends ~30 s after the stop
-    instead of ~80 s after the start), but its own future blocks until the session stops, so
-    :meth:`abandon` only submits it; the recognition's thread collects it in :meth:`end`
-    (which releases the SDK's handle; left uncollected, the handle would keep the session alive). The
-    recognizer is only ever released by that thread or the stopping one, never on the event loop.
+    By default ``recognize_once_async().get()`` waits 60 s for a silent service, then 10 s more for the
+    session to stop, and releasing the recognizer takes 10 s more (shortened by the properties above, which
+    are internal to the SDK). ``stop_continuous_recognition_async()`` is the public way to end a single-shot
+    recognition early (SDK 1.53, against the emulator: the thread ends ~30 s after the stop, without those
+    properties), but its own future blocks until the session stops, so :meth:`abandon` only submits it;
+    the recognition's thread collects it in :meth:`end` (which releases the SDK's handle; left uncollected,
+    the handle would keep the session alive). The recognizer is only ever released by that thread or the
+    stopping one, never on the event loop.
     """
 
     def __init__(self) -> None:
@@ -159,6 +169,8 @@ class AzureSpeechRecognizer:
         stream.close()
         config = self._config_factory()
         config.speech_recognition_language = language
+        config.set_property_by_name(ONE_SHOT_TIMEOUT_PROPERTY, str(max(1, round(self._timeout_s * 1000))))
+        config.set_property_by_name(STOP_TIMEOUT_PROPERTY, str(STOP_TIMEOUT_S))
         return speechsdk.SpeechRecognizer(
             speech_config=config, audio_config=speechsdk.audio.AudioConfig(stream=stream)
         )

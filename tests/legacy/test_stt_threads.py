@@ -24,7 +24,14 @@ from emulators.azure_speech import AzureSpeechEmulator
 from emulators.speechlike import silence_ulaw, speechlike_pcm16, ulaw_decode
 from legacy_pipeline.blocking import run_blocking
 from legacy_pipeline.speech_config import SpeechError, build_speech_config
-from legacy_pipeline.stt import AzureSpeechRecognizer, Recognition, WavAudio
+from legacy_pipeline.stt import (
+    ONE_SHOT_TIMEOUT_PROPERTY,
+    STOP_TIMEOUT_PROPERTY,
+    AzureSpeechRecognizer,
+    Recognition,
+    WavAudio,
+    parse_wav,
+)
 
 WAV = io.BytesIO()
 with wave.open(WAV, "wb") as _out:
@@ -286,7 +293,8 @@ async def test_a_stalled_azure_recognition_lets_its_thread_go_after_the_timeout(
     """The real SDK against a Speech service that never answers (the emulator's ``stall`` fault).
 
     Left alone the thread lasts ~80 s after the timeout (70 s in the SDK, 10 s releasing the recognizer);
-    stopped on timeout, ~30 s (SDK 1.53). The bound below sits between the two and only limits polling.
+    stopped on timeout, ~30 s; with the SDK's own timeouts set too, ~6 s (SDK 1.53). The bound below sits
+    well above the last and well below the others, and only limits polling.
     """
     speech_emulator.set_faults(stall_next=1)
     stt = AzureSpeechRecognizer(
@@ -297,6 +305,16 @@ async def test_a_stalled_azure_recognition_lets_its_thread_go_after_the_timeout(
         await stt.transcribe(speech_recording(), language="en-US")
     (thread,) = stt_threads() - before
     assert thread.is_alive() and stt.threads_in_use == 1
-    assert await eventually(lambda: not thread.is_alive(), within_s=45.0)
+    assert await eventually(lambda: not thread.is_alive(), within_s=18.0)
     assert stt.threads_in_use == 0
     assert [r.status for r in speech_emulator.recognitions] == ["stalled"]
+
+
+def test_the_sdk_is_told_our_timeouts() -> None:
+    """Its single-shot timeout is ours (it waited 60 s), and it waits at most 3 s for a session to stop."""
+    stt = AzureSpeechRecognizer(
+        partial(build_speech_config, key="", host="ws://127.0.0.1:9"), timeout_s=1.5, max_concurrent=1
+    )
+    recognizer = stt._new_recognizer(parse_wav(RECORDING), "en-US")  # no connection until recognition
+    assert recognizer.properties.get_property_by_name(ONE_SHOT_TIMEOUT_PROPERTY) == "1500"
+    assert recognizer.properties.get_property_by_name(STOP_TIMEOUT_PROPERTY) == "3"
