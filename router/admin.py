@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from flags.breaker import CircuitBreaker
+from flags.breaker import BreakerConflictError, CircuitBreaker
 from flags.rollout import Mode, RolloutConfig, Stickiness
 from router.rollout_service import RolloutConflict, RolloutService
 from router.store.base import StateStore, StoreUnavailable
@@ -149,6 +149,10 @@ class AdminApi:
                 return _error(str(exc), 422)
             except RolloutConflict as exc:
                 return _error(str(exc), 409)
+            except BreakerConflictError:
+                return _error(
+                    "the breaker kept changing under this request; nothing was changed, try again", 409
+                )
             except StoreUnavailable:
                 log.error("state store unreachable during an admin call")
                 return _error("state store unreachable; nothing was changed", 503)

@@ -330,6 +330,24 @@ def test_a_breaker_change_made_before_the_store_failed_is_not_answered_503(route
     assert [e["action"] for e in audit(router)] == ["breaker.forced_open"]
 
 
+def test_a_breaker_that_keeps_changing_is_a_409_not_a_500(
+    router: RunningRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other replicas winning every compare-and-set (``BreakerConflictError``) is a conflict to retry, as a
+    rollout conflict is, not an internal error; nothing was changed or audited."""
+
+    async def always_lost(*args: Any, **kwargs: Any) -> bool:
+        return False  # another replica's write landed first, every time
+
+    with monkeypatch.context() as patch:
+        patch.setattr(router.store, "breaker_swap", always_lost)
+        response = router.admin("POST", "/admin/breaker", json={"action": "open", "reason": "incident"})
+    assert response.status_code == 409, response.text
+    assert "nothing was changed" in response.json()["error"]
+    assert router.admin("GET", "/admin/breaker").json()["state"] == "closed"
+    assert audit(router) == []
+
+
 def test_audit_and_calls_limits_are_validated(router: RunningRouter) -> None:
     assert router.admin("GET", "/admin/audit", params={"limit": "lots"}).status_code == 422
     assert (
