@@ -377,7 +377,7 @@ def test_breaker_races_lost_again_and_again_answer_legacy_not_a_500(router_facto
     store = router.store
     winning_swap = store.breaker_swap
 
-    async def always_lost(expected_version: int | None, new: object) -> bool:
+    async def always_lost(*args: object, **kwargs: object) -> bool:
         return False  # another replica's write landed first, every time
 
     store.breaker_swap = always_lost  # the state read's OPEN -> HALF_OPEN cannot be written
