@@ -24,6 +24,7 @@ from flags.clock import Clock
 from legacy_pipeline.blob_store import run_cleanup
 from legacy_pipeline.phrase_cache import PhraseCache
 from legacy_pipeline.services import LegacyServices, build_services
+from legacy_pipeline.stt import AzureSpeechRecognizer
 from legacy_pipeline.turns import TurnLoop
 from legacy_pipeline.twiml import RECORDING_PATH, START_PATH, TURN_PATH, TwimlBuilder
 from router.agent_profile import AgentProfile
@@ -62,6 +63,9 @@ class LegacyPipeline:
         self._metrics = metrics
         self._signatures = signatures
         self.services = services if services is not None else build_services(settings)
+        recognizer = self.services.recognizer
+        if isinstance(recognizer, AzureSpeechRecognizer):  # how full its LEGACY_STT_MAX_CONCURRENT bound is
+            metrics.stt_threads.set_function(lambda: recognizer.threads_in_use)
         self.twiml = TwimlBuilder(
             public_base_url=settings.public_base_url, profile=profile, stt_mode=settings.legacy_stt_mode
         )

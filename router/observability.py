@@ -117,6 +117,12 @@ class Metrics:
         self.fallbacks = Counter(
             "voice_router_fallbacks", "Realtime calls moved to legacy mid-call", ["reason"], registry=r
         )
+        self.stt_threads = Gauge(
+            "voice_router_stt_threads",
+            "Azure STT recognition threads still running on this worker, including abandoned ones "
+            "(at most LEGACY_STT_MAX_CONCURRENT)",
+            registry=r,
+        )
         self.active_streams = Gauge("voice_router_active_streams", "Open Twilio media streams", registry=r)
         self.realtime_calls = Gauge(
             "voice_router_realtime_calls",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import threading
@@ -187,8 +188,15 @@ async def test_record_mode_full_stt_bound_apologises_at_once(
             )
         )
         assert second.says == [h.profile.legacy.apology] and second.record is not None
+        # The abandoned thread shows on the worker's metrics until it ends.
+        assert h.sample("voice_router_stt_threads") == 1
     finally:
         release.set()
+    for _ in range(100):
+        if h.sample("voice_router_stt_threads") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert h.sample("voice_router_stt_threads") == 0
     turns = {t["turn"]: t for t in await h.list_turns(CALL)}
     assert turns[1]["error_stage"] == "stt" and turns[1]["error"].startswith("TimeoutError")
     assert turns[2]["error_stage"] == "stt" and "LEGACY_STT_MAX_CONCURRENT" in turns[2]["error"]
