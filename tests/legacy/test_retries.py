@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
-
-import pytest
 
 from legacy_pipeline.twiml import START_PATH, TURN_PATH
 from tests.legacy.conftest import HarnessFactory
@@ -41,15 +38,6 @@ async def test_a_retried_turn_asks_the_model_once_and_gets_the_same_answer(legac
     params = h.twilio.params(CALL, SpeechResult="Tuesday morning works", Confidence="0.9")
     await h.twilio.post(action, params, idempotency_token="tok-turn-2")
     assert len(h.openai.requests) == 2
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def shared_state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """One store for two replicas: a SQLite file both open, or one Redis."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'shared-state.db'}"
-    url: str = request.getfixturevalue("redis_url")
-    return url
 
 
 async def test_a_retried_turn_that_reaches_another_replica_asks_the_model_once(

@@ -8,7 +8,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from starlette.responses import Response
@@ -57,20 +56,12 @@ class Worker:
         return self.metrics.registry.get_sample_value(metric, labels) or 0.0
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    url: str = request.getfixturevalue("redis_url")
-    return url
-
-
 @pytest.fixture
-async def workers(state_url: str) -> AsyncIterator[list[Worker]]:
+async def workers(shared_state_url: str) -> AsyncIterator[list[Worker]]:
     """Two workers on the same store (each its own connection), waiting at most 2 s for a first attempt."""
     opened: list[Worker] = []
     for _ in range(2):
-        store = SwitchableStore(open_store(state_url))
+        store = SwitchableStore(open_store(shared_state_url))
         await store.open()
         metrics = Metrics()
         shared = SharedReplay(store, claim_ttl_s=3.0, wait_s=2.0, poll_s=0.02, metrics=metrics)

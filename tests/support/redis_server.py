@@ -87,3 +87,12 @@ def redis_url(redis_server: str) -> str:
     finally:
         client.close()
     return redis_server
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def shared_state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """One state store that several replicas open: a SQLite file, or one (flushed) Redis."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared-state.db'}"
+    url: str = request.getfixturevalue("redis_url")
+    return url
