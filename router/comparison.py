@@ -403,7 +403,8 @@ def compare_records(
         arm = comparison.arm(pipeline)
         arm.calls += 1
         arm_of_call[str(call.get("call_sid"))] = pipeline
-        if call.get("status") == "completed" or call.get("ended_at"):
+        # Only Twilio's "completed": busy, failed, no-answer and canceled calls also get ``ended_at``.
+        if call.get("status") == "completed":
             arm.completed_calls += 1
         if call.get("moved_to_legacy"):
             arm.moved_to_legacy += 1

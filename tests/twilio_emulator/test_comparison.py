@@ -297,3 +297,16 @@ def test_cdf_curves_leave_the_greeting_out():
     assert greetings.count > 0
     assert caller_turns.count == everything.count - greetings.count
     assert "(CDF, caller turns 1+)" in render_html(c)
+
+
+def test_only_calls_that_completed_count_as_completed():
+    """Twilio's status callback ends busy, failed, no-answer and canceled calls too (each gets ``ended_at``):
+    they were counted as completed, hiding failed calls from the completion guardrail."""
+    calls = [
+        {"call_sid": f"CA{status}", "pipeline": "realtime", "status": status, "ended_at": 1010.0}
+        for status in ("completed", "busy", "failed", "no-answer", "canceled")
+    ]
+    calls.append({"call_sid": "CAlive", "pipeline": "realtime", "status": "in-progress"})
+    c = compare_records(calls, [], prices=PRICES)
+    assert c.arms["realtime"].calls == 6
+    assert c.arms["realtime"].completed_calls == 1
