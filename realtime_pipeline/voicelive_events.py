@@ -138,6 +138,12 @@ def _usage(response: dict[str, Any]) -> dict[str, int]:
             for k, v in details.items():
                 if isinstance(v, int) and not isinstance(v, bool):
                     out[prefix + k] = v
+            # Which of the cached input tokens were text and which audio (the cost tells them apart).
+            cached = details.get("cached_tokens_details")
+            if isinstance(cached, dict):
+                for k, v in cached.items():
+                    if isinstance(v, int) and not isinstance(v, bool):
+                        out[f"{prefix}cached_{k}"] = v
     return out
 
 

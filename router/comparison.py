@@ -180,15 +180,31 @@ class Prices:
         u = {k: float(v) for k, v in usage.items() if isinstance(v, int | float)}
         lines: dict[str, float] = {}
         if pipeline == "realtime":
+            # Cached tokens are a subset of the text and audio input tokens (input = text + audio): they
+            # are billed at the cached price instead of, not on top of, their full price.
             audio_in = u.get("input_audio_tokens", 0.0)
-            cached = u.get("input_cached_tokens", 0.0)
-            text_in = u.get("input_text_tokens", max(0.0, u.get("input_tokens", 0.0) - audio_in - cached))
+            text_in = u.get("input_text_tokens", max(0.0, u.get("input_tokens", 0.0) - audio_in))
+            cached_text = u.get("input_cached_text_tokens")
+            cached_audio = u.get("input_cached_audio_tokens")
+            if cached_text is None and cached_audio is None:
+                # No split given: off the text first (the cheaper guess never understates the cost).
+                cached = u.get("input_cached_tokens", 0.0)
+                cached_text = min(cached, text_in)
+                cached_audio = min(cached - cached_text, audio_in)
+            elif cached_text is None or cached_audio is None:
+                cached = u.get("input_cached_tokens", 0.0)
+                known = cached_text if cached_text is not None else cached_audio
+                other = max(0.0, cached - (known or 0.0))
+                cached_text = cached_text if cached_text is not None else other
+                cached_audio = cached_audio if cached_audio is not None else other
+            uncached_text = max(0.0, text_in - cached_text)
+            uncached_audio = max(0.0, audio_in - cached_audio)
             audio_out = u.get("output_audio_tokens", 0.0)
             text_out = u.get("output_text_tokens", max(0.0, u.get("output_tokens", 0.0) - audio_out))
             lines["voicelive_tokens"] = (
-                audio_in * self.voicelive_audio_input_per_mtok
-                + cached * self.voicelive_cached_input_per_mtok
-                + text_in * self.voicelive_text_input_per_mtok
+                uncached_audio * self.voicelive_audio_input_per_mtok
+                + (cached_text + cached_audio) * self.voicelive_cached_input_per_mtok
+                + uncached_text * self.voicelive_text_input_per_mtok
                 + audio_out * self.voicelive_audio_output_per_mtok
                 + text_out * self.voicelive_text_output_per_mtok
             ) / 1e6

@@ -310,3 +310,42 @@ def test_only_calls_that_completed_count_as_completed():
     c = compare_records(calls, [], prices=PRICES)
     assert c.arms["realtime"].calls == 6
     assert c.arms["realtime"].completed_calls == 1
+
+
+def test_cached_input_tokens_are_not_charged_twice():
+    """Voice Live's ``cached_tokens`` are a subset of its text and audio input tokens (input_tokens =
+    text + audio). They were charged at the full text/audio price and again at the cached price."""
+    from realtime_pipeline.voicelive_events import parse_event
+
+    prices = Prices.from_mapping(
+        {
+            "voicelive": {
+                "text_input_per_mtok": 4,
+                "cached_input_per_mtok": 0.4,
+                "audio_input_per_mtok": 32,
+                "audio_output_per_mtok": 64,
+            }
+        }
+    )
+    done = parse_event(
+        '{"type": "response.done", "response": {"id": "r", "status": "completed", "usage": {'
+        '"total_tokens": 1100, "input_tokens": 1000, "output_tokens": 100,'
+        '"input_token_details": {"cached_tokens": 600, "text_tokens": 200, "audio_tokens": 800,'
+        '"cached_tokens_details": {"text_tokens": 200, "audio_tokens": 400}},'
+        '"output_token_details": {"text_tokens": 0, "audio_tokens": 100}}}}'
+    )
+    usage = done.usage  # type: ignore[union-attr]
+    lines = prices.turn_cost("realtime", usage, gathered=False)
+    # 400 uncached audio in, 600 cached (200 text + 400 audio), 100 audio out.
+    assert lines["voicelive_tokens"] == pytest.approx((400 * 32 + 600 * 0.4 + 100 * 64) / 1e6)
+    # Without the cached split (older API versions) the cached tokens come off the text input first.
+    plain = {"input_tokens": 1000, "input_text_tokens": 200, "input_audio_tokens": 800}
+    lines = prices.turn_cost("realtime", {**plain, "input_cached_tokens": 300}, gathered=False)
+    assert lines["voicelive_tokens"] == pytest.approx((700 * 32 + 300 * 0.4) / 1e6)
+    # Only the totals: text = input - audio, cached still inside it.
+    lines = prices.turn_cost(
+        "realtime",
+        {"input_tokens": 1000, "input_audio_tokens": 800, "input_cached_tokens": 150},
+        gathered=False,
+    )
+    assert lines["voicelive_tokens"] == pytest.approx((50 * 4 + 150 * 0.4 + 800 * 32) / 1e6)
