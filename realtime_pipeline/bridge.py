@@ -459,6 +459,11 @@ class CallBridge:
         if cause != SESSION_EXPIRED_CODE:
             self._metrics.turn_failures.labels(PIPELINE, f"voicelive_{cause}").inc()
             self._outcome.report(Outcome.FAILURE, cause)
+            # The turn whose reply was owed or playing lost it: a failed turn, as the legacy pipeline
+            # records its own (a loss between turns fails none).
+            turn = self._turns.current
+            if turn is not None and (self._response_active or self._owed_reply() is not None):
+                turn.fail(f"voicelive_{cause}", detail)
         self._log.event("voicelive_lost", self._clock.time(), cause=cause, detail=detail[:200])
         # One quick reconnect per failure: if the new session fails again before completing a response,
         # the service is not healthy enough for this call.
@@ -774,6 +779,8 @@ class CallBridge:
             self._turns.add_usage(event.usage)
             if event.status == "completed":
                 self._reconnect_spent = False
+            elif event.status == "failed" and self._turns.current is not None:
+                self._turns.current.fail("voicelive_response", "response failed")
         elif kind is AssistantTranscriptDone:
             assert isinstance(event, AssistantTranscriptDone)
             self._history.set_text("assistant", event.item_id, event.transcript)

@@ -26,7 +26,13 @@ class Turn:
     assistant_items: set[str] = field(default_factory=set)
     interrupted: bool = False
     error: str | None = None
+    error_stage: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+
+    def fail(self, stage: str, error: str) -> None:
+        """The reply this turn was owed was lost (first failure wins: it is the cause)."""
+        if self.error is None:
+            self.error, self.error_stage = error[:300], stage
 
     def record(self, call_sid: str) -> TurnRecord:
         return TurnRecord(
@@ -41,7 +47,7 @@ class Turn:
             assistant_text=" ".join(t for t in self.assistant_text if t),
             interrupted=self.interrupted,
             error=self.error,
-            error_stage="realtime" if self.error else None,
+            error_stage=(self.error_stage or "realtime") if self.error else None,
             usage=dict(self.usage),
         )
 

@@ -313,3 +313,54 @@ async def test_a_stuck_breaker_store_does_not_delay_the_move_to_legacy(
     finally:
         answer.set()
     assert (await harness.call(call_sid))["move_reason"] == "voicelive_unreachable"
+
+
+async def test_a_turn_whose_reply_voice_live_lost_is_recorded_as_failed(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The report's realtime turn errors were always 0: a turn whose reply died with its session (here the
+    greeting, every response failing until the call moves to legacy) was written with no error, while the
+    legacy pipeline records each failed turn with its stage."""
+    harness = make_harness(profile_overrides={"greeting": "Hi."})
+    harness.voicelive.faults.update(error_after_deltas=0)  # every response fails with server_error
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await _assert_moved(harness, twilio, call_sid, "voicelive_error")
+    turns: list[dict[str, object]] = []
+    for _ in range(250):
+        turns = await harness.turns(call_sid)
+        if turns:
+            break
+        await asyncio.sleep(0.02)
+    assert [(t["turn"], t["response_ms"]) for t in turns] == [(0, None)]
+    assert turns[0]["error"] and "server_error" in str(turns[0]["error"])
+    assert turns[0]["error_stage"] == "voicelive_error"
+
+
+async def test_a_turn_answered_before_a_later_session_loss_is_not_failed(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A loss after the reply played (nothing owed) fails no turn: the next one runs on the new session."""
+    connector = ControlledConnector()
+    harness = make_harness(connector=connector)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: _saw(harness, 0, "response.done"))
+        await twilio.wait_for(lambda: not twilio._queue and len(twilio.marks_echoed) >= 1)
+        assert harness.server.loop is not None
+        harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+        await twilio.wait_for(lambda: len(harness.voicelive.sessions) == 2)
+        await twilio.stop()
+        await twilio.wait_closed()
+    turns: list[dict[str, object]] = []
+    for _ in range(250):
+        turns = await harness.turns(call_sid)
+        if turns:
+            break
+        await asyncio.sleep(0.02)
+    assert turns and all(t["error"] is None for t in turns)
