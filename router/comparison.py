@@ -446,8 +446,13 @@ def compare_records(
             number = _number(value)
             if number is not None:
                 arm.sketch("stages", str(stage), segment).add(number)
-        # Cost is charged to the arm the call was routed to (a moved call's legacy turns count for realtime).
-        owner = comparison.arm(arm_of_call.get(str(turn.get("call_sid")), pipeline))
+        # Cost is charged to the arm the call was routed to (a moved call's legacy turns count for realtime),
+        # and only for the calls in the window: it is divided by their number, and the turns of a call that
+        # started before the window belong to no arm's calls here.
+        owner_name = arm_of_call.get(str(turn.get("call_sid")))
+        if owner_name is None:
+            continue
+        owner = comparison.arm(owner_name)
         usage = turn.get("usage") or {}
         # Twilio bills speech recognition per <Gather>; a turn we recognised ourselves (Azure STT on a
         # <Record>ing, its audio length in stt_audio_ms) paid for that instead.

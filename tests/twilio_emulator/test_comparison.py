@@ -349,3 +349,32 @@ def test_cached_input_tokens_are_not_charged_twice():
         gathered=False,
     )
     assert lines["voicelive_tokens"] == pytest.approx((50 * 4 + 150 * 0.4 + 800 * 32) / 1e6)
+
+
+async def test_cost_per_call_counts_only_the_turns_of_the_calls_in_the_window(tmp_path):
+    """The window selects calls by start and turns by time: the turns of a call that started before the
+    window were charged to the window's calls (a ramp's long legacy calls inflated legacy's cost per call),
+    and a moved call's legacy turns were charged to legacy when its realtime call record was outside."""
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    await store.open()
+    try:
+        since = T0
+        await store.put_call({"call_sid": "CAold", "pipeline": "legacy", "started_at": since - 300})
+        await store.put_call({"call_sid": "CAmoved", "pipeline": "realtime", "started_at": since - 60})
+        await store.put_call({"call_sid": "CAnew", "pipeline": "legacy", "started_at": since + 10})
+        usage = {"prompt_tokens": 1000, "completion_tokens": 100, "tts_chars": 100}
+        turns = [
+            {"call_sid": sid, "pipeline": "legacy", "turn": n, "at": since + 20 + n, "usage": usage}
+            for sid, count in (("CAold", 5), ("CAmoved", 3), ("CAnew", 2))
+            for n in range(1, count + 1)
+        ]
+        await store.append_turns(turns)
+        c = await build_comparison(store, since=since, prices=PRICES)
+    finally:
+        await store.close()
+    per_turn = (1000 * 0.15 + 100 * 0.6) / 1e6 + 100 * 15 / 1e6
+    legacy = c.arms["legacy"]
+    assert legacy.calls == 1
+    assert legacy.cost_usd["openai_tokens"] == pytest.approx(2 * (1000 * 0.15 + 100 * 0.6) / 1e6)
+    assert legacy.cost_per_call_usd == pytest.approx(2 * per_turn)
+    assert sum(c.arms["realtime"].cost_usd.values()) == 0.0
