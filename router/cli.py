@@ -197,8 +197,11 @@ def _print_report(data: dict[str, Any], *, as_json: bool, html_path: str | None)
     if not as_json:
         print(render_table(comparison))
     if html_path:
-        with open(html_path, "w", encoding="utf-8") as handle:
-            handle.write(render_html(comparison))
+        try:
+            with open(html_path, "w", encoding="utf-8") as handle:
+                handle.write(render_html(comparison))
+        except OSError as exc:  # a missing directory, a read-only path: one line, not a traceback
+            raise CommandError(f"cannot write the HTML report to {html_path}: {exc.strerror or exc}") from exc
         print(f"HTML report: {html_path}", file=sys.stderr)
 
 

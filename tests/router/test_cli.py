@@ -149,3 +149,14 @@ def test_report_command_and_admin_comparison(router: RunningRouter, tmp_path: Pa
     )  # no turns here: the CDF plots are covered by the demo test
     as_json = cli(router.url, "report", "--json")
     assert orjson.loads(as_json.stdout)["arms"].keys() == arms.keys()
+
+
+def test_report_html_to_an_unwritable_path_exits_1_with_one_line(
+    router: RunningRouter, tmp_path: Path
+) -> None:
+    """A missing directory or a read-only path after ``--html`` ended in a Python traceback."""
+    done = cli(router.url, "report", "--html", str(tmp_path / "no-such-dir" / "report.html"))
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "report.html" in line, line
+    assert "legacy" in done.stdout  # the table was printed before the file failed
