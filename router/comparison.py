@@ -536,13 +536,19 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{float(value):.0f}"
 
 
+def window_text(c: Comparison) -> str:
+    """The window with its date: a ``--since 2d`` shown as a bare time of day reads as today."""
+    if c.since is None:
+        return "all time"
+    return "since " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.since))
+
+
 def render_table(c: Comparison) -> str:
     """A plain-text table for the terminal: one block per metric, one row per pipeline and segment."""
     lines: list[str] = []
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.generated_at))
-    since = "all time" if c.since is None else time.strftime("%H:%M:%S", time.localtime(c.since))
     lines.append(
-        f"Pipeline comparison (since {since}, generated {when}; percentiles ±{c.relative_accuracy:.0%})"
+        f"Pipeline comparison ({window_text(c)}, generated {when}; percentiles ±{c.relative_accuracy:.0%})"
     )
     lines.append("")
     header = f"{'pipeline':<9} {'calls':>5} {'done':>5} {'turns':>5} {'err%':>6} {'moved':>5} {'barge':>5} {'$/call':>8}"

@@ -7,7 +7,7 @@ import html
 import math
 import time
 
-from router.comparison import SEGMENTS, Comparison, LatencySketch
+from router.comparison import SEGMENTS, Comparison, LatencySketch, window_text
 
 COLORS = {"legacy": "#d9480f", "realtime": "#1c7ed6"}
 WIDTH, HEIGHT, PAD = 640, 300, 48
@@ -130,7 +130,7 @@ td:first-child, th:first-child, td:nth-child(2) {{ text-align: left; }}
 svg {{ display: block; margin: 1em 0; }}
 </style></head><body>
 <h1>Legacy vs realtime</h1>
-<p>Generated {html.escape(when)}. Percentiles from DDSketches (relative accuracy
+<p>Window: {html.escape(window_text(c))} (calls that started in it); generated {html.escape(when)}. Percentiles from DDSketches (relative accuracy
 {c.relative_accuracy:.0%}); segments: greeting = turn 0, first = turn 1, later = turns 2+.
 Cost is an estimate from list prices (router/prices.yaml).</p>
 <table><tr><th>pipeline</th><th>calls</th><th>completed</th><th>turns</th><th>turn errors</th>

@@ -378,3 +378,16 @@ async def test_cost_per_call_counts_only_the_turns_of_the_calls_in_the_window(tm
     assert legacy.cost_usd["openai_tokens"] == pytest.approx(2 * (1000 * 0.15 + 100 * 0.6) / 1e6)
     assert legacy.cost_per_call_usd == pytest.approx(2 * per_turn)
     assert sum(c.arms["realtime"].cost_usd.values()) == 0.0
+
+
+def test_the_report_window_shows_its_date_in_the_table_and_the_page():
+    """``--since 2d`` printed "since 14:03:00", read as today; the HTML page did not show the window at all."""
+    import time as _time
+
+    now = T0
+    since = now - 2 * 86400
+    c = compare_records([], [], prices=PRICES, since=since, now=now)
+    day = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(since))
+    assert f"since {day}" in render_table(c)
+    assert f"since {day}" in render_html(c)
+    assert "all time" in render_html(compare_records([], [], prices=PRICES, since=None, now=now))
