@@ -551,13 +551,18 @@ def render_table(c: Comparison) -> str:
         f"Pipeline comparison ({window_text(c)}, generated {when}; percentiles ±{c.relative_accuracy:.0%})"
     )
     lines.append("")
-    header = f"{'pipeline':<9} {'calls':>5} {'done':>5} {'turns':>5} {'err%':>6} {'moved':>5} {'barge':>5} {'$/call':>8}"
+    # Barge-ins seen by the server (interrupted turns) and by the caller simulator are the same events seen
+    # from two ends: side by side, never added up.
+    header = (
+        f"{'pipeline':<9} {'calls':>5} {'done':>5} {'turns':>5} {'err%':>6} {'moved':>5} {'barge':>5} "
+        f"{'c.barge':>7} {'$/call':>8}"
+    )
     lines.append(header)
     for name in sorted(c.arms):
         arm = c.arms[name]
         lines.append(
             f"{name:<9} {arm.calls:>5} {arm.completed_calls:>5} {arm.turns:>5} "
-            f"{100 * arm.error_rate:>5.1f}% {arm.moved_to_legacy:>5} {arm.barge_ins + arm.caller_barge_ins:>5} "
+            f"{100 * arm.error_rate:>5.1f}% {arm.moved_to_legacy:>5} {arm.barge_ins:>5} {arm.caller_barge_ins:>7} "
             f"{arm.cost_per_call_usd:>8.4f}"
         )
     lines.append("")

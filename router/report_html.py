@@ -97,7 +97,7 @@ def render_html(c: Comparison) -> str:
     summary_rows = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{arm.calls}</td><td>{arm.completed_calls}</td>"
         f"<td>{arm.turns}</td><td>{100 * arm.error_rate:.1f}%</td><td>{arm.moved_to_legacy}</td>"
-        f"<td>{100 * arm.fallback_rate:.1f}%</td><td>{arm.barge_ins + arm.caller_barge_ins}</td>"
+        f"<td>{100 * arm.fallback_rate:.1f}%</td><td>{arm.barge_ins}</td><td>{arm.caller_barge_ins}</td>"
         f"<td>${arm.cost_per_call_usd:.4f}</td></tr>"
         for name, arm in sorted(c.arms.items())
     )
@@ -134,7 +134,8 @@ svg {{ display: block; margin: 1em 0; }}
 {c.relative_accuracy:.0%}); segments: greeting = turn 0, first = turn 1, later = turns 2+.
 Cost is an estimate from list prices (router/prices.yaml).</p>
 <table><tr><th>pipeline</th><th>calls</th><th>completed</th><th>turns</th><th>turn errors</th>
-<th>moved to legacy</th><th>fallback rate</th><th>barge-ins</th><th>cost / call</th></tr>{summary_rows}</table>
+<th>moved to legacy</th><th>fallback rate</th><th>barge-ins (server)</th><th>barge-ins (caller side)</th>
+<th>cost / call</th></tr>{summary_rows}</table>
 {"".join(charts)}
 {"".join(tables)}
 </body></html>

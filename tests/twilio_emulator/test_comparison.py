@@ -391,3 +391,20 @@ def test_the_report_window_shows_its_date_in_the_table_and_the_page():
     assert f"since {day}" in render_table(c)
     assert f"since {day}" in render_html(c)
     assert "all time" in render_html(compare_records([], [], prices=PRICES, since=None, now=now))
+
+
+def test_a_barge_in_seen_by_the_server_and_the_caller_is_not_shown_twice():
+    """The summary added the server's interrupted turns to the caller simulator's barge-ins: one barge-in,
+    seen from both ends, showed as 2 for realtime (legacy, which detects none, showed only the caller's)."""
+    calls = [{"call_sid": "CA1", "pipeline": "realtime", "status": "completed"}]
+    turns = [{"call_sid": "CA1", "pipeline": "realtime", "turn": 1, "at": 1.0, "interrupted": True}]
+    caller = [{"call_sid": "CA1", "pipeline": "realtime", "turn": 1, "latency_ms": 400.0, "barge_in": True}]
+    c = compare_records(calls, turns, prices=PRICES, caller_measurements=caller)
+    lines = render_table(c).splitlines()
+    header = next(line for line in lines if line.startswith("pipeline "))
+    row = next(line for line in lines if line.startswith("realtime "))
+    columns = dict(zip(header.split(), row.split(), strict=True))
+    assert "2" not in (columns.get("barge"), columns.get("barge-ins"))
+    assert columns["barge"] == "1" and columns["c.barge"] == "1"
+    page = render_html(c)
+    assert "<th>barge-ins (server)</th><th>barge-ins (caller side)</th>" in page
