@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import math
+import textwrap
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -543,6 +544,17 @@ def window_text(c: Comparison) -> str:
     return "since " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.since))
 
 
+# The server sees each arm's "end of speech" at a different point; said wherever server-side latency is shown.
+SERVER_ANCHORS_NOTE = (
+    "Server-side anchors differ by arm. realtime: from Voice Live's speech_stopped (after its VAD silence "
+    "window) to the first reply audio sent to Twilio (response_ms) and to its first mark echo (heard_ms). "
+    "legacy: from the <Gather> result reaching the server (after Twilio's end-of-speech timeout and its own "
+    "recognition, which are not counted) to the TwiML answer (response_ms); Twilio's fetch and playback of "
+    "the audio are not observable, so legacy has no heard_ms. Caller-side rows, when present, measure both "
+    "arms from the same anchor."
+)
+
+
 def render_table(c: Comparison) -> str:
     """A plain-text table for the terminal: one block per metric, one row per pipeline and segment."""
     lines: list[str] = []
@@ -593,4 +605,7 @@ def render_table(c: Comparison) -> str:
             lines.append(f"{metric} (ms)")
             lines.append(row)
             lines.extend(rows)
+    if any(arm.stages.get("response_ms") for arm in c.arms.values()):
+        lines.append("")
+        lines.extend(textwrap.wrap(SERVER_ANCHORS_NOTE, width=110))
     return "\n".join(lines) + "\n"

@@ -5,7 +5,10 @@ the same stage names for what they share, so a comparison can line them up:
 
 * ``response_ms`` — caller's speech end → first reply audio sent to Twilio (server's view)
 * ``heard_ms``    — caller's speech end → first reply audio played to the caller, where observable
-  (realtime: the first mark echo; legacy: Twilio fetching the ``<Play>`` URL)
+  (realtime: the first mark echo; legacy: not observable, so never set)
+
+The two arms' server-side "speech end" differ (``router.comparison.SERVER_ANCHORS_NOTE``): realtime's is Voice
+Live's ``speech_stopped``; legacy's is the ``<Gather>`` result's arrival, after Twilio's recognition.
 * ``stages``      — per-stage milliseconds; realtime: ``session_connect``, ``session_ready``,
   ``first_audio``; legacy: ``stt``, ``llm_first_token``, ``llm_total``, ``tts``, ``upload``,
   ``server_total``.

@@ -7,7 +7,7 @@ import html
 import math
 import time
 
-from router.comparison import SEGMENTS, Comparison, LatencySketch, window_text
+from router.comparison import SEGMENTS, SERVER_ANCHORS_NOTE, Comparison, LatencySketch, window_text
 
 COLORS = {"legacy": "#d9480f", "realtime": "#1c7ed6"}
 WIDTH, HEIGHT, PAD = 640, 300, 48
@@ -133,6 +133,7 @@ svg {{ display: block; margin: 1em 0; }}
 <p>Window: {html.escape(window_text(c))} (calls that started in it); generated {html.escape(when)}. Percentiles from DDSketches (relative accuracy
 {c.relative_accuracy:.0%}); segments: greeting = turn 0, first = turn 1, later = turns 2+.
 Cost is an estimate from list prices (router/prices.yaml).</p>
+<p>{html.escape(SERVER_ANCHORS_NOTE)}</p>
 <table><tr><th>pipeline</th><th>calls</th><th>completed</th><th>turns</th><th>turn errors</th>
 <th>moved to legacy</th><th>fallback rate</th><th>barge-ins (server)</th><th>barge-ins (caller side)</th>
 <th>cost / call</th></tr>{summary_rows}</table>

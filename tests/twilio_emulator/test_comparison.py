@@ -408,3 +408,24 @@ def test_a_barge_in_seen_by_the_server_and_the_caller_is_not_shown_twice():
     assert columns["barge"] == "1" and columns["c.barge"] == "1"
     page = render_html(c)
     assert "<th>barge-ins (server)</th><th>barge-ins (caller side)</th>" in page
+
+
+def test_the_server_side_latency_says_its_anchors_differ_by_arm():
+    """Legacy's server-side latency starts after Twilio's own recognition, realtime's at Voice Live's VAD:
+    the same label on both would read as a like-for-like comparison, so the report says where each starts."""
+    calls = [
+        {"call_sid": "CA1", "pipeline": "realtime", "status": "completed"},
+        {"call_sid": "CA2", "pipeline": "legacy", "status": "completed"},
+    ]
+    turns = [
+        {"call_sid": "CA1", "pipeline": "realtime", "turn": 1, "at": 1.0, "response_ms": 400.0},
+        {"call_sid": "CA2", "pipeline": "legacy", "turn": 1, "at": 1.0, "response_ms": 1900.0},
+    ]
+    c = compare_records(calls, turns, prices=PRICES)
+    table = " ".join(render_table(c).split())
+    assert "Server-side anchors differ by arm" in table
+    assert "recognition, which are not counted" in table and "legacy has no heard_ms" in table
+    assert "Server-side anchors differ by arm" in render_html(c)
+    # Nothing to qualify when no server-side latency is shown.
+    empty = compare_records([], [], prices=PRICES)
+    assert "anchors" not in render_table(empty)
