@@ -122,6 +122,10 @@ def parse_frame(frame: str | bytes) -> TwilioEvent:
         media_format = start.get("mediaFormat") or {}
         if not isinstance(media_format, dict):
             raise MediaFrameError("bad_start", "mediaFormat")
+        try:
+            sample_rate = int(media_format.get("sampleRate", 8000) or 8000)
+        except (TypeError, ValueError):
+            raise MediaFrameError("bad_start", "sampleRate") from None
         stream_sid = start.get("streamSid", data.get("streamSid"))
         return Start(
             stream_sid=_str(stream_sid, "bad_start"),
@@ -129,7 +133,7 @@ def parse_frame(frame: str | bytes) -> TwilioEvent:
             account_sid=str(start.get("accountSid", "")),
             custom_parameters={str(k): str(v) for k, v in params.items()},
             encoding=str(media_format.get("encoding", "audio/x-mulaw")),
-            sample_rate=int(media_format.get("sampleRate", 8000) or 8000),
+            sample_rate=sample_rate,
         )
     if event == "connected":
         return Connected(str(data.get("protocol", "")))

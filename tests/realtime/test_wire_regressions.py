@@ -1,0 +1,82 @@
+"""Regressions found by the property-based tests in test_fuzz_wire.py: the minimal failing examples, kept as
+plain tests so each defect stays pinned whatever the property strategies become."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import Any
+
+import pytest
+
+from realtime_pipeline.admission import CallSlots
+from realtime_pipeline.endpoint import MediaStreamEndpoint
+from realtime_pipeline.guards import RateLimitedLog
+from realtime_pipeline.twilio_media import MediaFrameError, parse_frame
+from router.observability import Metrics
+from tests.realtime.bridge_fakes import FakeWS, make_bridge, until
+
+OTHER_SID = "MZ" + "9" * 32
+AUDIO = bytes(range(100, 260 - 100))
+AUDIO_B64 = base64.b64encode(AUDIO).decode()
+
+
+def _appended(connection: Any) -> list[str]:
+    return [e["audio"] for e in connection.sent if e["type"] == "input_audio_buffer.append"]
+
+
+def _start_with_sample_rate(sample_rate: str) -> str:
+    return (
+        '{"event":"start","streamSid":"MZ1","start":{"streamSid":"MZ1","callSid":"CA1",'
+        '"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":' + sample_rate + "}}}"
+    )
+
+
+BAD_SAMPLE_RATE_START = _start_with_sample_rate('":"')
+
+
+@pytest.mark.parametrize("sample_rate", ['":"', "[8000]", '"abc"', '"8000.0"'])
+def test_a_start_with_a_non_numeric_sample_rate_is_a_bad_start(sample_rate: str) -> None:
+    """int() of start.mediaFormat.sampleRate raised ValueError/TypeError out of parse_frame."""
+    with pytest.raises(MediaFrameError) as caught:
+        parse_frame(_start_with_sample_rate(sample_rate))
+    assert caught.value.reason == "bad_start"
+
+
+async def test_a_start_with_a_bad_sample_rate_before_the_real_one_is_dropped() -> None:
+    """The endpoint caught only MediaFrameError while waiting for start: the ValueError ended the handler
+    with an exception instead of dropping the frame."""
+    metrics = Metrics()
+    endpoint = MediaStreamEndpoint(
+        signatures=None,  # type: ignore[arg-type]
+        tokens=None,  # type: ignore[arg-type]
+        metrics=metrics,
+        bridge_factory=None,  # type: ignore[arg-type]
+        ratelog=RateLimitedLog(logging.getLogger("audit"), time.monotonic),
+        slots=CallSlots(1),
+    )
+    ws = FakeWS()
+    ws.inbox.put_nowait({"type": "websocket.receive", "text": BAD_SAMPLE_RATE_START})
+    ws.push({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1"}})
+    start = await endpoint._await_start(ws)  # type: ignore[arg-type]
+    assert start is not None and start.call_sid == "CA1"
+    dropped = metrics.registry.get_sample_value(
+        "voice_router_bridge_dropped_frames_total", {"reason": "before_start_bad_start"}
+    )
+    assert dropped == 1
+
+
+async def test_a_start_with_a_bad_sample_rate_mid_call_is_dropped_and_the_call_goes_on() -> None:
+    """The ValueError ended the Twilio loop: the bridge tore the call down (the exception swallowed by the
+    bridge's gather), so one malformed frame hung up on the caller."""
+    bridge, ws, client, *_ = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    ws.inbox.put_nowait({"type": "websocket.receive", "text": BAD_SAMPLE_RATE_START})
+    ws.media(AUDIO)
+    await until(lambda: _appended(client.opened[0]) == [AUDIO_B64])
+    assert bridge.stats["dropped"] == 1 and not run.done()
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
