@@ -631,6 +631,9 @@ class CallBridge:
                     continue
                 return
             elif type(event) is Dtmf:
+                if event.stream_sid != self._stream_sid:
+                    self._drop("wrong_stream")
+                    continue
                 self._log.event("dtmf", self._clock.time(), digit=event.digit)
             else:
                 self._drop("unexpected_" + type(event).__name__.lower())

@@ -16,7 +16,7 @@ from realtime_pipeline.endpoint import MediaStreamEndpoint
 from realtime_pipeline.guards import RateLimitedLog
 from realtime_pipeline.twilio_media import MediaFrameError, parse_frame
 from router.observability import Metrics
-from tests.realtime.bridge_fakes import FakeWS, make_bridge, until
+from tests.realtime.bridge_fakes import STREAM_SID, FakeWS, make_bridge, until
 
 OTHER_SID = "MZ" + "9" * 32
 AUDIO = bytes(range(100, 260 - 100))
@@ -80,3 +80,18 @@ async def test_a_start_with_a_bad_sample_rate_mid_call_is_dropped_and_the_call_g
     assert bridge.stats["dropped"] == 1 and not run.done()
     ws.hang_up()
     await asyncio.wait_for(run, 3)
+
+
+async def test_a_dtmf_of_another_stream_is_dropped() -> None:
+    """Media, mark and stop of another streamSid were dropped, DTMF was recorded as this call's digit."""
+    bridge, ws, client, _, _, store = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    ws.push({"event": "dtmf", "streamSid": OTHER_SID, "dtmf": {"track": "inbound_track", "digit": "1"}})
+    ws.push({"event": "dtmf", "streamSid": STREAM_SID, "dtmf": {"track": "inbound_track", "digit": "2"}})
+    ws.media(AUDIO)
+    await until(lambda: bool(_appended(client.opened[0])))
+    assert bridge.stats["dropped"] == 1
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert [e["digit"] for e in store.events if e["type"] == "dtmf"] == ["2"]
