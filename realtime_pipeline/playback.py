@@ -110,6 +110,9 @@ class PlaybackTracker:
     def _find(self, name: str) -> tuple[int, _MarkRun] | None:
         """The pending run holding mark ``name`` and the mark's index in it, or None if it is not pending."""
         item_id, _, seq_text = name.rpartition(":")
+        # Only the spelling we sent: int() also reads "01", "+1", " 1", "0_1" and non-ASCII digits.
+        if not (seq_text.isascii() and seq_text.isdigit()) or seq_text[0] == "0":
+            return None
         try:
             seq = int(seq_text)
         except ValueError:

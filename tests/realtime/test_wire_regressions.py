@@ -14,6 +14,7 @@ import pytest
 from realtime_pipeline.admission import CallSlots
 from realtime_pipeline.endpoint import MediaStreamEndpoint
 from realtime_pipeline.guards import RateLimitedLog
+from realtime_pipeline.playback import PlaybackTracker
 from realtime_pipeline.twilio_media import MediaFrameError, parse_frame
 from router.observability import Metrics
 from tests.realtime.bridge_fakes import STREAM_SID, FakeWS, make_bridge, until
@@ -95,3 +96,16 @@ async def test_a_dtmf_of_another_stream_is_dropped() -> None:
     ws.hang_up()
     await asyncio.wait_for(run, 3)
     assert [e["digit"] for e in store.events if e["type"] == "dtmf"] == ["2"]
+
+
+@pytest.mark.parametrize("spelling", ["A:01", "A:+1", "A: 1", "A:1 ", "A:0_1", "A:١"])
+def test_another_spelling_of_a_sent_mark_name_is_stale(spelling: str) -> None:
+    """int() accepts leading zeros, signs, blanks, underscores and non-ASCII digits: a name we never sent
+    was credited as an echo of ours, overstating what the caller heard."""
+    tracker = PlaybackTracker()
+    item = tracker.add_audio("A", 100)
+    assert tracker.mark_after(item) == "A:1"
+    assert tracker.echoed(spelling) is None
+    assert item.heard_ms == 0 and tracker.audio_queued and tracker.stale_echoes == 1
+    echo = tracker.echoed("A:1")
+    assert echo is not None and echo.heard_ms == 100
