@@ -274,7 +274,20 @@ class CallBridge:
         finally:
             for task in (twilio, voicelive):
                 task.cancel()
-            await asyncio.gather(twilio, voicelive, return_exceptions=True)
+            results = await asyncio.gather(twilio, voicelive, return_exceptions=True)
+            for task, result in zip((twilio, voicelive), results, strict=True):
+                # Each loop handles every failure it expects; anything else is a bug that ended this call
+                # (and only this call). Gathered with return_exceptions it would vanish without a trace.
+                if isinstance(result, Exception):
+                    log.error(
+                        "%s ended the call with an unexpected error",
+                        task.get_name(),
+                        exc_info=result,
+                        extra={"call_sid": self._call_sid},
+                    )
+                    self._log.event(
+                        "bridge_error", self._clock.time(), loop=task.get_name(), error=repr(result)[:200]
+                    )
 
     async def _finish(self) -> None:
         self._closing = True

@@ -515,3 +515,20 @@ async def test_a_question_lost_with_its_session_before_its_transcript_is_asked_a
     await asyncio.wait_for(run, 3)
     (create,) = [event for event in client.opened[1].sent if event["type"] == "response.create"]
     assert create["response"]["instructions"] == repeat_request_instructions()
+
+
+async def test_a_loop_that_dies_of_an_unexpected_error_is_logged_not_swallowed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bug in one of the bridge's loops ends that call; the loops were gathered with return_exceptions, so
+    the call ended with nothing in the log to say why."""
+    bridge, ws, client, *_ = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+
+    with caplog.at_level("ERROR", logger="realtime_pipeline.bridge"):
+        ws.inbox.put_nowait({})  # no ASGI message looks like this: the Twilio loop trips over it (KeyError)
+        await until(lambda: run.done(), within=3)
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "unexpected error" in r.getMessage()]
+    assert errors and errors[0].exc_info is not None
+    assert isinstance(errors[0].exc_info[1], KeyError) and "twilio-" in errors[0].getMessage()
