@@ -4,6 +4,9 @@ Nothing is cached here, so a change made through one replica is seen by every ot
 router does its own short caching). Compare-and-set and every read-modify-write run as Lua scripts or MULTI
 transactions, so they are atomic on the server. Timeouts are short and there is a single immediate retry
 (for a pooled connection Redis dropped), so an unreachable Redis fails fast with :class:`StoreUnavailable`.
+That retry re-sends a command whose reply was lost after Redis had run it, so every write that is not
+idempotent by itself runs as a write-once script (:func:`_write_once`): a retry finds the first run's marker
+and gets its result instead of counting, appending or swapping a second time.
 
 Call documents are hashes of JSON-encoded fields (a shallow merge is one HSET, no Lua JSON whose number
 encoding is lossy); events, turns, audit and history are lists / sorted sets next to them. The breaker
@@ -13,14 +16,17 @@ bumps. Two scripts build bucket keys at run time, so the store needs a standalon
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -33,6 +39,33 @@ _Arg = str | int | float | bytes
 WINDOW_RETENTION_SECONDS = 7_200  # bucket expiry: longer than any breaker window we would configure
 AUDIT_CAP = 10_000
 HISTORY_TTL_SECONDS = 86_400.0  # a conversation's history outlives its call by about a day
+
+ONCE_TTL_MS = 30_000  # a write's marker outlives the client's retry (immediate, within its timeouts) by far
+
+
+def _write_once(body: str) -> str:
+    """``body`` as a script that runs at most once per marker key.
+
+    The caller passes a fresh marker key as KEYS[1] and :data:`ONCE_TTL_MS` as ARGV[1], then the body's own
+    keys and arguments (the body sees them as KEYS / ARGV from 1, as if called alone). The first run stores the
+    body's integer result under the marker, last (a body that fails writes no marker); a second run with the
+    same marker, which is what the client's retry of a lost reply is, returns that result and writes nothing.
+    """
+    return (
+        """
+local done = redis.call('GET', KEYS[1])
+if done then return tonumber(done) end
+local result = (function(KEYS, ARGV)
+"""
+        + body
+        + """
+end)({unpack(KEYS, 2)}, {unpack(ARGV, 2)})
+if type(result) == 'table' then return result end
+redis.call('SET', KEYS[1], tostring(result or 0), 'PX', ARGV[1])
+return result
+"""
+    )
+
 
 # The compare of a compare-and-set on a versioned document. KEYS[1] document; ARGV[1] expected version ('' =
 # none stored), ARGV[2] new version, ARGV[3] document. Returns 0 when stale, else falls through to the writes.
@@ -125,6 +158,32 @@ if keep > 0 then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(keep + 1)) end
 return id
 """
 
+# One call event. KEYS: call document, its events, calls; ARGV: the sid as stored (JSON), event, sid.
+_APPEND_EVENT = """
+redis.call('HSETNX', KEYS[1], 'call_sid', ARGV[1])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], 'NX', 0, ARGV[3])
+return 1
+"""
+
+# A conversation's new messages, keeping the newest ``cap``. KEYS[1] history; ARGV: cap, ttl ms, messages.
+_APPEND_HISTORY = """
+local cap = tonumber(ARGV[1])
+if cap <= 0 then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+for i = 3, #ARGV, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+redis.call('LTRIM', KEYS[1], -cap, -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1] breaker window generation: a new one starts an empty window.
+_CLEAR_WINDOW = "return redis.call('INCR', KEYS[1])"
+
 # Twilio retries shared between workers. One string key per request: b"c" + owner while an attempt holds the
 # claim, b"a" + JSON once its answer is stored; PX is the expiry (Redis prunes them).
 # KEYS[1] request; ARGV: the claim value, ttl ms. Returns nil when it claimed, else the value found.
@@ -203,11 +262,14 @@ class RedisStore:
         )
         kwargs = client.connection_pool.connection_kwargs
         self._where = f"Redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
-        self._swap_script = client.register_script(_SWAP_DOCUMENT)
-        self._swap_audited_script = client.register_script(_SWAP_AUDITED)
-        self._add_outcome_script = client.register_script(_ADD_OUTCOME)
+        self._swap_script = client.register_script(_write_once(_SWAP_DOCUMENT))
+        self._swap_audited_script = client.register_script(_write_once(_SWAP_AUDITED))
+        self._add_outcome_script = client.register_script(_write_once(_ADD_OUTCOME))
+        self._clear_window_script = client.register_script(_write_once(_CLEAR_WINDOW))
         self._window_script = client.register_script(_WINDOW)
-        self._append_script = client.register_script(_APPEND_SEQUENCED)
+        self._append_script = client.register_script(_write_once(_APPEND_SEQUENCED))
+        self._append_event_script = client.register_script(_write_once(_APPEND_EVENT))
+        self._append_history_script = client.register_script(_write_once(_APPEND_HISTORY))
         self._prune_call_script = client.register_script(_PRUNE_CALL)
         self._webhook_claim_script = client.register_script(_WEBHOOK_CLAIM)
         self._webhook_answer_script = client.register_script(_WEBHOOK_ANSWER)
@@ -235,6 +297,13 @@ class RedisStore:
     def _key(self, *parts: str) -> str:
         return self.key_prefix + ":".join(parts)
 
+    async def _once(
+        self, script: AsyncScript, keys: list[str], args: list[_Arg], pipe: Pipeline | None = None
+    ) -> Any:
+        """Run a :func:`_write_once` script under a fresh marker (or queue it on ``pipe``)."""
+        marker = self._key("once", uuid.uuid4().hex)
+        return await script(keys=[marker, *keys], args=[ONCE_TTL_MS, *args], client=pipe)
+
     async def ping(self) -> None:
         with self._unavailable_on_error():
             await self._redis.ping()
@@ -250,7 +319,7 @@ class RedisStore:
         expected = "" if expected_version is None else str(expected_version)
         args: list[_Arg] = [expected, str(int(new.get("version", 0))), _dumps(new)]
         with self._unavailable_on_error():
-            swapped = await self._swap_script(keys=[self._key(name)], args=args)
+            swapped = await self._once(self._swap_script, [self._key(name)], args)
         return bool(swapped)
 
     async def get_rollout(self) -> dict[str, Any] | None:
@@ -269,7 +338,7 @@ class RedisStore:
         args: list[_Arg] = [expected, version, _dumps(new), _dumps(_audit_doc(audit)), AUDIT_CAP]
         keys = [self._key(name), self._key("audit", "seq"), self._key("audit"), *extra_keys]
         with self._unavailable_on_error():
-            swapped = await self._swap_audited_script(keys=keys, args=args)
+            swapped = await self._once(self._swap_audited_script, keys, args)
         return bool(swapped)
 
     async def swap_rollout(
@@ -303,7 +372,7 @@ class RedisStore:
             WINDOW_RETENTION_SECONDS,
         ]
         with self._unavailable_on_error():
-            await self._add_outcome_script(keys=[self._key("breaker", "generation")], args=args)
+            await self._once(self._add_outcome_script, [self._key("breaker", "generation")], args)
 
     async def breaker_window(self, first_second: int, last_second: int) -> WindowTotals:
         first_second = max(first_second, last_second - WINDOW_RETENTION_SECONDS)  # older buckets expired
@@ -318,7 +387,7 @@ class RedisStore:
 
     async def breaker_clear_window(self) -> None:
         with self._unavailable_on_error():
-            await self._redis.incr(self._key("breaker", "generation"))
+            await self._once(self._clear_window_script, [self._key("breaker", "generation")], [])
 
     # Audit ------------------------------------------------------------------------------------------------
 
@@ -326,7 +395,7 @@ class RedisStore:
         doc = _audit_doc(entry)
         keys = [self._key("audit", "seq"), self._key("audit")]
         with self._unavailable_on_error():
-            id_ = await self._append_script(keys=keys, args=["", _dumps(doc), AUDIT_CAP])
+            id_ = await self._once(self._append_script, keys, ["", _dumps(doc), AUDIT_CAP])
         return AuditEntry(**doc, id=int(id_))
 
     async def list_audit(self, limit: int = 50) -> list[AuditEntry]:
@@ -380,11 +449,8 @@ class RedisStore:
     async def append_call_event(self, call_sid: str, event: dict[str, Any]) -> None:
         doc_key, events_key = self._call_keys(call_sid)
         with self._unavailable_on_error():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hsetnx(doc_key, "call_sid", _dumps(call_sid))
-                pipe.rpush(events_key, _dumps(event))
-                pipe.zadd(self._key("calls"), {call_sid: 0.0}, nx=True)
-                await pipe.execute()
+            keys = [doc_key, events_key, self._key("calls")]
+            await self._once(self._append_event_script, keys, [_dumps(call_sid), _dumps(event), call_sid])
 
     async def get_call(self, call_sid: str) -> dict[str, Any] | None:
         calls = await self._read_calls([call_sid])
@@ -465,7 +531,7 @@ class RedisStore:
     async def append_turn(self, turn: dict[str, Any]) -> None:
         sid, at = call_sid_of(turn), float(turn["at"])
         with self._unavailable_on_error():
-            await self._append_script(keys=self._turn_keys(sid), args=[repr(at), _dumps(turn), 0])
+            await self._once(self._append_script, self._turn_keys(sid), [repr(at), _dumps(turn), 0])
 
     async def append_turns(self, turns: list[dict[str, Any]]) -> None:
         if not turns:
@@ -474,7 +540,7 @@ class RedisStore:
         with self._unavailable_on_error():
             async with self._redis.pipeline(transaction=False) as pipe:
                 for sid, at, doc in prepared:
-                    await self._append_script(keys=self._turn_keys(sid), args=[at, doc, 0], client=pipe)
+                    await self._once(self._append_script, self._turn_keys(sid), [at, doc, 0], pipe)
                 await pipe.execute()
 
     def _turn_keys(self, call_sid: str) -> list[str]:
@@ -501,17 +567,13 @@ class RedisStore:
         return [orjson.loads(message) for message in messages]
 
     async def append_history(self, call_sid: str, messages: list[dict[str, Any]], cap: int) -> None:
-        key = self._key("history", call_sid)
+        args: list[_Arg] = [
+            cap,
+            round(HISTORY_TTL_SECONDS * 1000),
+            *[_dumps(message) for message in messages],
+        ]
         with self._unavailable_on_error():
-            async with self._redis.pipeline(transaction=True) as pipe:
-                if cap <= 0:
-                    pipe.delete(key)
-                else:
-                    if messages:
-                        pipe.rpush(key, *[_dumps(message) for message in messages])
-                    pipe.ltrim(key, -cap, -1)
-                    pipe.pexpire(key, round(HISTORY_TTL_SECONDS * 1000))
-                await pipe.execute()
+            await self._once(self._append_history_script, [self._key("history", call_sid)], args)
 
     async def get_value(self, key: str) -> dict[str, Any] | None:
         with self._unavailable_on_error():

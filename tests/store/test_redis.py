@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -13,6 +15,7 @@ from flags.breaker_state import BreakerDocument, BreakerState, BreakerTransition
 from router.store.base import AuditEntry, StoreUnavailable
 from router.store.redis import RedisStore
 from tests.store.every_method import EVERY_METHOD, protocol_methods
+from tests.support.lossy_proxy import ReplyLosingProxy
 
 T0 = 1_700_000_000
 
@@ -93,6 +96,10 @@ async def test_window_buckets_and_history_expire_on_their_own(redis_url: str) ->
         (bucket,) = await client.keys("t:breaker:w:*")
         assert 0 < await client.ttl(bucket) <= router.store.redis.WINDOW_RETENTION_SECONDS
         assert 0 < await client.ttl("t:history:CA1") <= router.store.redis.HISTORY_TTL_SECONDS
+        markers = await client.keys("t:once:*")
+        assert len(markers) == 2, "one write-once marker per write"
+        for marker in markers:
+            assert 0 < await client.pttl(marker) <= router.store.redis.ONCE_TTL_MS
     finally:
         await client.aclose()
         await store.close()
@@ -178,3 +185,70 @@ async def test_a_redis_restart_is_survived_by_reconnecting(redis_url: str) -> No
 
 def test_every_method_list_covers_the_protocol() -> None:
     assert set(EVERY_METHOD) == protocol_methods()
+
+
+# A lost reply --------------------------------------------------------------------------------------------
+
+_AUDIT = AuditEntry(T0, "ops", "rollout.percent", "ramp", None, {"percent": 5})
+_OPENED = BreakerDocument(state=BreakerState.OPEN, since=T0, reason="trip", version=1)
+
+# Every method once, and the audited forms of the two swaps (which EVERY_METHOD calls without audit).
+REPLAYED = {
+    **EVERY_METHOD,
+    "swap_rollout audited": lambda s: s.swap_rollout(None, {"percent_bp": 500, "version": 1}, _AUDIT),
+    "breaker_swap audited": lambda s: s.breaker_swap(
+        None, _OPENED, BreakerTransition(BreakerDocument(), "tripped", "breaker", clear_window=True)
+    ),
+    "swap_rollout stale": lambda s: s.swap_rollout(7, {"version": 8}),
+    "append_turns, three": lambda s: s.append_turns([{"call_sid": f"CA{i}", "at": T0 + i} for i in range(3)]),
+}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+async def _dump(client: aioredis.Redis, prefix: str) -> dict[str, Any]:
+    """Every key under ``prefix`` (without it) and its value, except the write-once markers."""
+    dump: dict[str, Any] = {}
+    for raw in await client.keys(f"{prefix}*"):
+        key = _text(raw)[len(prefix) :]
+        if key.startswith("once:"):
+            continue
+        kind = _text(await client.type(raw))
+        if kind == "string":
+            dump[key] = await client.get(raw)
+        elif kind == "hash":
+            dump[key] = await client.hgetall(raw)
+        elif kind == "list":
+            dump[key] = await client.lrange(raw, 0, -1)
+        else:
+            dump[key] = await client.zrange(raw, 0, -1, withscores=True)
+    return dump
+
+
+@pytest.mark.parametrize("method", sorted(REPLAYED))
+async def test_a_write_whose_reply_was_lost_is_applied_once_by_the_retry(redis_url: str, method: str) -> None:
+    """The client retries a command once when its connection drops. When the drop comes after Redis ran the
+    command (the reply is lost), the retry must not count an outcome twice, append an audit entry, event, turn
+    or history message twice, or report a change it made as a lost compare-and-set."""
+    url = urlsplit(redis_url)
+    proxy = ReplyLosingProxy(int(url.port or 6379))
+    await proxy.start()
+    clean = RedisStore(redis_url, key_prefix="clean:")
+    lossy = RedisStore(f"redis://127.0.0.1:{proxy.port}{url.path}", key_prefix="lossy:")
+    admin = aioredis.Redis.from_url(redis_url)
+    await clean.open()
+    await lossy.open()
+    try:
+        expected = await REPLAYED[method](clean)  # also loads the method's scripts into Redis
+        await lossy.ping()  # a pooled connection for the reply to be lost on
+        proxy.lose_next_reply()
+        assert await REPLAYED[method](lossy) == expected
+        assert proxy.replies_lost == 1, "the fault was not injected"
+        assert await _dump(admin, "lossy:") == await _dump(admin, "clean:")
+    finally:
+        await admin.aclose()
+        await lossy.close()
+        await clean.close()
+        await proxy.aclose()
