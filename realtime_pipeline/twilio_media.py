@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 MAX_FRAME_BYTES = 64 * 1024
+DTMF_DIGITS = "0123456789*#"  # what a keypad sends: Twilio's `dtmf.digit`
 
 
 class MediaFrameError(ValueError):
@@ -139,7 +140,10 @@ def parse_frame(frame: str | bytes) -> TwilioEvent:
         return Connected(str(data.get("protocol", "")))
     if event == "dtmf":
         dtmf = _object(data.get("dtmf"), "bad_dtmf")
-        return Dtmf(_str(data.get("streamSid"), "bad_dtmf"), str(dtmf.get("digit", "")))
+        digit = _str(dtmf.get("digit"), "bad_dtmf")
+        if len(digit) != 1 or digit not in DTMF_DIGITS:
+            raise MediaFrameError("bad_dtmf", "digit")
+        return Dtmf(_str(data.get("streamSid"), "bad_dtmf"), digit)
     if event == "stop":
         stop = data.get("stop") or {}
         call_sid = stop.get("callSid", "") if isinstance(stop, dict) else ""

@@ -1,8 +1,8 @@
 """Azure AI Voice Live event shapes (API 2025-10-01, OpenAI-beta naming): the only module that knows them.
 
 Server events we act on are parsed into small typed events; every other well-formed event becomes
-:class:`OtherEvent` (logged at DEBUG, ignored). A frame that is not a JSON object with a string ``type`` raises
-:class:`VoiceLiveEventError`. Client events are built here too; ``input_audio_buffer.append`` is built by
+:class:`OtherEvent` (logged at DEBUG, ignored). A frame that is not a JSON object with a string ``type``, or an
+audio delta without its audio or its item, raises :class:`VoiceLiveEventError`. Client events are built here too; ``input_audio_buffer.append`` is built by
 string concatenation because it is sent 50 times a second per call and base64 needs no escaping.
 """
 
@@ -157,7 +157,11 @@ def parse_event(frame: str | bytes) -> VoiceLiveEvent:
         raise VoiceLiveEventError("no event type")
     kind: str = data["type"]
     if kind == "response.audio.delta":
-        return AudioDelta(_s(data, "response_id"), _s(data, "item_id"), _s(data, "delta"))
+        delta, item_id = data.get("delta"), data.get("item_id")
+        if type(delta) is not str or type(item_id) is not str or not item_id:
+            # No audio to play, or audio no truncate could name: logged and ignored, like any malformed event.
+            raise VoiceLiveEventError("response.audio.delta without a string delta and item_id")
+        return AudioDelta(_s(data, "response_id"), item_id, delta)
     if kind == "input_audio_buffer.speech_started":
         return SpeechStarted(_s(data, "item_id"), _i(data, "audio_start_ms"))
     if kind == "input_audio_buffer.speech_stopped":

@@ -338,7 +338,7 @@ def _check_twilio(frame: str | bytes) -> TwilioEvent | None:
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in event.custom_parameters.items())
         assert isinstance(event.encoding, str) and type(event.sample_rate) is int
     elif isinstance(event, Dtmf):
-        assert isinstance(event.stream_sid, str) and isinstance(event.digit, str)
+        assert isinstance(event.stream_sid, str) and len(event.digit) == 1 and event.digit in "0123456789*#"
     elif isinstance(event, Stop):
         assert isinstance(event.stream_sid, str) and isinstance(event.call_sid, str)
     else:
@@ -355,6 +355,7 @@ def _check_voicelive(frame: str | bytes) -> VoiceLiveEvent | None:
     strings: tuple[Any, ...]
     if isinstance(event, AudioDelta):
         strings = (event.response_id, event.item_id, event.delta)
+        assert event.item_id, "audio no truncate could name"
     elif isinstance(event, SpeechStarted):
         strings = (event.item_id,)
         assert type(event.audio_start_ms) is int

@@ -9,13 +9,14 @@ import logging
 import time
 from typing import Any
 
+import orjson
 import pytest
 
 from realtime_pipeline.admission import CallSlots
 from realtime_pipeline.endpoint import MediaStreamEndpoint
 from realtime_pipeline.guards import RateLimitedLog
 from realtime_pipeline.playback import PlaybackTracker
-from realtime_pipeline.twilio_media import MediaFrameError, parse_frame
+from realtime_pipeline.twilio_media import Dtmf, MediaFrameError, parse_frame
 from router.observability import Metrics
 from tests.realtime.bridge_fakes import STREAM_SID, FakeWS, make_bridge, until
 
@@ -109,3 +110,47 @@ def test_another_spelling_of_a_sent_mark_name_is_stale(spelling: str) -> None:
     assert item.heard_ms == 0 and tracker.audio_queued and tracker.stale_echoes == 1
     echo = tracker.echoed("A:1")
     assert echo is not None and echo.heard_ms == 100
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"item_id": "i1"},
+        {"item_id": "i1", "delta": 7},
+        {"delta": AUDIO_B64},
+        {"item_id": "", "delta": AUDIO_B64},
+    ],
+)
+async def test_an_audio_delta_without_its_audio_or_its_item_is_logged_and_ignored(
+    fields: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Such a delta was ignored without a word (no audio) or played under the item "" (no truncate could name
+    it). Both are malformed events: logged, not played, and the next good delta plays."""
+    bridge, ws, client, *_ = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    with caplog.at_level(logging.WARNING, logger="realtime_pipeline"):
+        vl.push({"type": "response.audio.delta", "response_id": "r1", **fields})
+        vl.push({"type": "response.audio.delta", "response_id": "r1", "item_id": "i2", "delta": AUDIO_B64})
+        await until(lambda: bool(ws.events("media")))
+    assert [m["media"]["payload"] for m in ws.events("media")] == [AUDIO_B64]
+    assert [m["mark"]["name"].split(":")[0] for m in ws.events("mark")] == ["i2"]
+    assert "bad Voice Live frame: response.audio.delta without a string delta and item_id" in caplog.text
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+
+
+@pytest.mark.parametrize("digit", ["", "A", "12", "١", None, 5])
+def test_a_dtmf_digit_no_keypad_sends_is_a_bad_frame(digit: Any) -> None:
+    """Any string was taken as the digit and written into the call record."""
+    frame = f'{{"event":"dtmf","streamSid":"{STREAM_SID}","dtmf":{{"track":"inbound_track","digit":{orjson.dumps(digit).decode()}}}}}'
+    with pytest.raises(MediaFrameError) as raised:
+        parse_frame(frame)
+    assert raised.value.reason == "bad_dtmf"
+
+
+@pytest.mark.parametrize("digit", list("0123456789*#"))
+def test_every_keypad_digit_is_a_dtmf_event(digit: str) -> None:
+    event = parse_frame(orjson.dumps({"event": "dtmf", "streamSid": STREAM_SID, "dtmf": {"digit": digit}}))
+    assert event == Dtmf(STREAM_SID, digit)
