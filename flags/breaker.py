@@ -22,7 +22,8 @@ States and rules:
   CLOSED with a cleared window. Outcomes not marked ``trial`` are ignored for the decision. Stale
   trials: a caller may hang up before an outcome is known, so permits whose outcome has not arrived
   within ``trial_timeout_seconds`` (default 2 × ``wait_open_seconds``) of the start of the half-open
-  round are released (logged as a warning) and new trials admitted; the round restarts at that moment
+  round, or of the newest permit when one was taken later (a trial admitted near the end of a quiet round
+  must have its time to report), are released (logged as a warning) and new trials admitted; the round restarts at that moment
   (``since`` moves), outcomes already reported are kept, and a late report of a released trial is
   ignored. So the breaker can never stay half-open forever for want of reports. Each permit names its
   round (:class:`TrialPermit`): a report or a give-back from an earlier round (released, or from before
@@ -262,7 +263,7 @@ class CircuitBreaker:
                 return None, permit
             if doc.state is not BreakerState.HALF_OPEN or doc.half_open.permits >= limit:
                 return None, None
-            tally = replace(doc.half_open, permits=doc.half_open.permits + 1)
+            tally = replace(doc.half_open, permits=doc.half_open.permits + 1, last_permit_at=now)
             return _Change(replace(doc, half_open=tally)), permit
 
         _, permit = await self._update(acquire)
@@ -333,7 +334,8 @@ class CircuitBreaker:
         if doc.state is BreakerState.OPEN and now - doc.since >= cfg.wait_open_seconds:
             reason = f"open for {cfg.wait_open_seconds:g}s; admitting up to {cfg.half_open_calls} trial calls"
             return _Change(self._moved(doc, BreakerState.HALF_OPEN, now, reason), "wait_elapsed", notify=True)
-        if doc.state is BreakerState.HALF_OPEN and now - doc.since >= cfg.trial_timeout:
+        newest = max(doc.since, doc.half_open.last_permit_at)
+        if doc.state is BreakerState.HALF_OPEN and now - newest >= cfg.trial_timeout:
             reported = _reported(doc.half_open)
             if doc.half_open.permits > reported:
                 released = doc.half_open.permits - reported

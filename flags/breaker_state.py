@@ -27,11 +27,18 @@ class HalfOpenTally:
     successes: int = 0
     failures: int = 0
     slow: int = 0
+    last_permit_at: float = 0.0  # wall clock of the newest permit: stale trials are timed from it
 
 
 # Fields a newer release may add are ignored, not fatal: during a rolling deploy old replicas read the
 # document the new ones write.
-_TALLY_FIELDS = frozenset(HalfOpenTally.__dataclass_fields__)
+_TALLY_COUNTS = frozenset(HalfOpenTally.__dataclass_fields__) - {"last_permit_at"}
+
+
+def _tally(data: dict[str, Any]) -> HalfOpenTally:
+    tally = HalfOpenTally(**{key: int(value) for key, value in data.items() if key in _TALLY_COUNTS})
+    tally.last_permit_at = float(data.get("last_permit_at", 0.0))
+    return tally
 
 
 @dataclass
@@ -60,13 +67,7 @@ class BreakerDocument:
             reason=str(data.get("reason", "")),
             version=int(data.get("version", 0)),
             consecutive_connect_failures=int(data.get("consecutive_connect_failures", 0)),
-            half_open=HalfOpenTally(
-                **{
-                    key: int(value)
-                    for key, value in data.get("half_open", {}).items()
-                    if key in _TALLY_FIELDS
-                }
-            ),
+            half_open=_tally(data.get("half_open", {})),
             trial_round=int(data.get("trial_round", 0)),
         )
 

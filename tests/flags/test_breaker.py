@@ -315,6 +315,33 @@ async def test_stale_trials_are_released_so_half_open_cannot_stick(caplog: pytes
     assert await state(breaker) is BreakerState.CLOSED  # the kept outcome + two new ones: 3 of 3
 
 
+async def test_a_trial_taken_late_in_a_quiet_round_has_the_whole_timeout_to_report() -> None:
+    """The timeout ran from the start of the round: a trial admitted 119 s into it was released a second
+    later, while its caller was still being connected, and its outcome was thrown away."""
+    config = BreakerConfig(wait_open_seconds=60, half_open_calls=1)  # trial timeout: 120 s
+    breaker, clock, _, _ = make(config)
+    await half_open_breaker(breaker, clock)
+    clock.advance(119)  # nobody called for two minutes
+    (late,) = await take(breaker, 1)
+    clock.advance(5)  # past the round's 120 s, 5 s into the trial
+    assert await breaker.try_acquire_trial() is None, "the trial still holds its permit"
+    await breaker.record(S, trial=late)
+    assert await state(breaker) is BreakerState.CLOSED
+    assert (await breaker.status()).trial_outcomes == 0
+
+
+async def test_a_late_trial_that_never_reports_is_released_a_timeout_after_it_was_taken() -> None:
+    breaker, clock, _, _ = make(BreakerConfig(wait_open_seconds=60, half_open_calls=2))
+    await half_open_breaker(breaker, clock)
+    await take(breaker, 1)
+    clock.advance(100)
+    await take(breaker, 1)  # both callers hang up before any outcome
+    clock.advance(119)
+    assert await breaker.try_acquire_trial() is None
+    clock.advance(1)
+    assert await breaker.try_acquire_trial() is not None
+
+
 async def test_trial_timeout_is_configurable() -> None:
     breaker, clock, _, _ = make(BreakerConfig(wait_open_seconds=60, trial_timeout_seconds=10))
     await half_open_breaker(breaker, clock)
@@ -694,6 +721,15 @@ def test_a_document_written_by_a_newer_release_is_read_by_an_older_one() -> None
 
     assert (read.state, read.version, read.trial_round) == (BreakerState.HALF_OPEN, 7, 2)
     assert read.half_open.permits == 2
+
+
+def test_the_newest_permit_time_is_kept_exactly_and_an_older_document_reads_without_it() -> None:
+    doc = BreakerDocument(state=BreakerState.HALF_OPEN, version=3)
+    doc.half_open.last_permit_at = 1_700_000_000.25
+    assert BreakerDocument.from_dict(doc.to_dict()) == doc
+    older = doc.to_dict()
+    del older["half_open"]["last_permit_at"]
+    assert BreakerDocument.from_dict(older).half_open.last_permit_at == 0.0
 
 
 class RecordsTransitions(InMemoryBreakerBackend):
