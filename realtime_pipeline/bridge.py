@@ -32,6 +32,7 @@ from realtime_pipeline.guards import FrameRateLimiter, RateLimitedLog
 from realtime_pipeline.history import ConversationHistory
 from realtime_pipeline.outcome import OutcomeReporter
 from realtime_pipeline.playback import Interrupted, PlaybackTracker
+from realtime_pipeline.playback_gaps import PlaybackGaps
 from realtime_pipeline.session_config import greeting_instructions, repeat_request_instructions
 from realtime_pipeline.turns import Turn, TurnTracker
 from realtime_pipeline.twilio_media import (
@@ -135,6 +136,7 @@ class CallBridge:
         "_first_audio_anchor",
         "_flood_count",
         "_flood_since",
+        "_gaps",
         "_generation",
         "_greeting_requested",
         "_history",
@@ -208,6 +210,7 @@ class CallBridge:
 
         self._writer = TwilioFrameWriter(start.stream_sid)
         self._playback = PlaybackTracker()
+        self._gaps = PlaybackGaps()
         self._turns = TurnTracker()
         self._history = ConversationHistory()
         self._limiter = FrameRateLimiter(config.max_frames_per_second, config.frame_burst, clock.monotonic)
@@ -245,6 +248,8 @@ class CallBridge:
             "barge_ins": 0,
             "reconnects": 0,
             "renewals": 0,
+            "playback_gaps": 0,  # Twilio ran out of a reply's audio mid-reply (see playback_gaps.py)
+            "playback_gap_ms": 0,
         }
 
     # Lifecycle -------------------------------------------------------------------------------------------
@@ -819,16 +824,29 @@ class CallBridge:
             return
         # Positions count the audio sent to Twilio, not the audio received: in pcm16 the resampler still
         # holds some, and a truncate must never cut audio the caller could not have heard.
-        item = self._playback.add_audio(event.item_id, twilio_bytes / ULAW_BYTES_PER_MS, self._generation)
+        audio_ms = twilio_bytes / ULAW_BYTES_PER_MS
+        item = self._playback.add_audio(event.item_id, audio_ms, self._generation)
         if not twilio_bytes:
             return
         first = item.marks == 0
         await self._to_twilio(self._writer.media(payload))
+        if gap_ms := self._gaps.sent(event.item_id, self._clock.monotonic(), audio_ms):
+            self._on_gap(gap_ms)
         await self._to_twilio(self._writer.mark(self._playback.mark_after(item)))
         self._marks_owed += 1
         self.stats["frames_out"] += 1
         if first:
             self._on_first_audio(event.item_id)
+
+    def _on_gap(self, gap_ms: float) -> None:
+        """The caller heard ``gap_ms`` of silence in mid-reply: counted for the turn, the call and the metric."""
+        self.stats["playback_gaps"] += 1
+        self.stats["playback_gap_ms"] += round(gap_ms)
+        self._metrics.playback_gaps.observe(gap_ms / 1000.0)
+        turn = self._turns.current
+        if turn is not None:
+            turn.playback_gaps += 1
+            turn.playback_gap_ms += gap_ms
 
     def _on_first_audio(self, item_id: str) -> None:
         now = self._clock.monotonic()
@@ -852,9 +870,12 @@ class CallBridge:
         tail = self._audio.flush_outbound()
         if not tail or self._playback.is_cut(event.item_id):
             return
-        item = self._playback.add_audio(event.item_id, b64_size(tail) / ULAW_BYTES_PER_MS, self._generation)
+        audio_ms = b64_size(tail) / ULAW_BYTES_PER_MS
+        item = self._playback.add_audio(event.item_id, audio_ms, self._generation)
         first = item.marks == 0  # a reply short enough to fit in the resampler's tail
         await self._to_twilio(self._writer.media(tail))
+        if gap_ms := self._gaps.sent(event.item_id, self._clock.monotonic(), audio_ms):
+            self._on_gap(gap_ms)
         await self._to_twilio(self._writer.mark(self._playback.mark_after(item)))
         self._marks_owed += 1
         if first:
@@ -867,6 +888,7 @@ class CallBridge:
             return
         # Barge-in: the caller talks over audio still queued at Twilio.
         await self._to_twilio(self._writer.clear())
+        self._gaps.cleared(self._clock.monotonic())
         self._audio.discard_outbound()
         for cut in self._cut_history(self._playback.clear()):
             if cut.heard_ms >= 1.0:

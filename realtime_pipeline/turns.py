@@ -25,6 +25,8 @@ class Turn:
     assistant_text: list[str] = field(default_factory=list)
     assistant_items: set[str] = field(default_factory=set)
     interrupted: bool = False
+    playback_gaps: int = 0  # mid-reply silences of at least 100 ms (playback_gaps.py)
+    playback_gap_ms: float = 0.0
     error: str | None = None
     error_stage: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
@@ -46,6 +48,8 @@ class Turn:
             user_text=self.user_text,
             assistant_text=" ".join(t for t in self.assistant_text if t),
             interrupted=self.interrupted,
+            playback_gaps=self.playback_gaps,
+            playback_gap_ms=round(self.playback_gap_ms, 1),
             error=self.error,
             error_stage=(self.error_stage or "realtime") if self.error else None,
             usage=dict(self.usage),

@@ -139,6 +139,12 @@ class Metrics:
             registry=r,
         )
         self.barge_ins = Counter("voice_router_barge_ins", "Caller interruptions", ["pipeline"], registry=r)
+        self.playback_gaps = Histogram(
+            "voice_router_playback_gap_seconds",
+            "Realtime: silences in mid-reply (Twilio had played all the audio sent), 100 ms or longer",
+            buckets=(0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+            registry=r,
+        )
         self.webhook_replays = Counter(
             "voice_router_webhook_replays",
             "Twilio retries answered with the first attempt's answer (same I-Twilio-Idempotency-Token)",

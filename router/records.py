@@ -46,6 +46,9 @@ class TurnRecord:
     user_text: str = ""
     assistant_text: str = ""
     interrupted: bool = False
+    # Realtime: silences of at least 100 ms in mid-reply, when Twilio had played all it had been sent.
+    playback_gaps: int = 0
+    playback_gap_ms: float = 0.0
     error: str | None = None
     error_stage: str | None = None
     usage: dict[str, int] = field(default_factory=dict)  # tokens, tts_chars, audio seconds …
