@@ -88,6 +88,9 @@ class CallRecord:
     breaker_trial: bool = False  # admitted as a half-open trial: its outcome decides the breaker
     breaker_trial_round: int | None = None  # the half-open round of its trial permit (flags.breaker)
     breaker_outcome: str | None = None  # success | failure | slow | connect_failure
+    # The breaker state the router read when deciding (closed, open, half_open, forced_open, forced_closed),
+    # so a report can slice by it; None when it was not read (store_unavailable, breaker_conflict).
+    breaker_state: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from starlette.routing import Route
 from twilio.twiml.voice_response import Connect, Gather, VoiceResponse
 
 from flags.breaker import BreakerConflictError, CircuitBreaker, TrialPermit
+from flags.breaker_state import BreakerState
 from flags.clock import Clock
 from flags.decision import Decision, decide
 from router.breaker_view import BreakerView
@@ -152,9 +153,9 @@ class TwilioWebhooks:
 
     async def _route_call(self, form: dict[str, str], call_sid: str) -> Response:
         caller = form.get("From", "")
-        decision, permit = await self._decide(caller, call_sid)
+        decision, permit, breaker_state = await self._decide(caller, call_sid)
         self._metrics.count_decision(decision.pipeline.value, decision.reason)
-        await self._record(call_sid, caller, decision, permit)
+        await self._record(call_sid, caller, decision, permit, breaker_state)
         if decision.pipeline is Pipeline.REALTIME:
             twiml = self._realtime_twiml(call_sid)
         else:
@@ -167,22 +168,32 @@ class TwilioWebhooks:
         )
         return TwimlAnswer(twiml, decision.pipeline.value, decision.reason)
 
-    async def _decide(self, caller: str, call_sid: str) -> tuple[Decision, TrialPermit | None]:
-        """The decision, and the trial permit taken for it when it is a half-open trial."""
+    async def _decide(
+        self, caller: str, call_sid: str
+    ) -> tuple[Decision, TrialPermit | None, BreakerState | None]:
+        """The decision, the trial permit taken for it when it is a half-open trial, and the breaker state it
+        was decided with (None when it could not be read), which the call record keeps for the report."""
         config = await self._rollout.read()
         if config is None:
-            return Decision(Pipeline.LEGACY, "store_unavailable", None, 0.0), None
+            return Decision(Pipeline.LEGACY, "store_unavailable", None, 0.0), None, None
         try:
             breaker_state = await self._breaker_view.state()
         except StoreUnavailable:
             self._metrics.store_errors.labels("breaker_current").inc()
-            return Decision(Pipeline.LEGACY, "store_unavailable", None, config.percent), None
+            return Decision(Pipeline.LEGACY, "store_unavailable", None, config.percent), None, None
         except BreakerConflictError:
             # The state could not be settled (a due transition kept losing its compare-and-set): legacy is
             # the answer that cannot hurt, never a 5xx.
             log.warning("breaker state kept changing under this read; routing to legacy")
-            return Decision(Pipeline.LEGACY, "breaker_conflict", None, config.percent), None
-        decision = decide(config, caller=caller, call_sid=call_sid, breaker_state=breaker_state)
+            return Decision(Pipeline.LEGACY, "breaker_conflict", None, config.percent), None, None
+        decision, permit = await self._admit(
+            decide(config, caller=caller, call_sid=call_sid, breaker_state=breaker_state), call_sid
+        )
+        return decision, permit, breaker_state
+
+    async def _admit(self, decision: Decision, call_sid: str) -> tuple[Decision, TrialPermit | None]:
+        """A realtime decision checked against this worker's capacity and, for a half-open trial, given its
+        trial permit (or turned into a legacy one when it gets none)."""
         if decision.pipeline is Pipeline.REALTIME and not self._realtime_has_capacity():
             # This worker already serves its limit of realtime calls (realtime_pipeline.admission); even a
             # forced or allow-listed call goes to legacy rather than slow every caller on the worker. Checked
@@ -236,7 +247,12 @@ class TwilioWebhooks:
             log.warning("trial permit not given back: the breaker kept changing")
 
     async def _record(
-        self, call_sid: str, caller: str, decision: Decision, permit: TrialPermit | None
+        self,
+        call_sid: str,
+        caller: str,
+        decision: Decision,
+        permit: TrialPermit | None,
+        breaker_state: BreakerState | None,
     ) -> None:
         """Hand the call record to the write-behind writer; a breaker trial is written before we answer,
         because the realtime pipeline reads ``breaker_trial`` when the stream starts."""
@@ -250,6 +266,7 @@ class TwilioWebhooks:
             started_at=self._clock.time(),
             breaker_trial=decision.trial,
             breaker_trial_round=None if permit is None else permit.round,
+            breaker_state=None if breaker_state is None else breaker_state.value,
         )
         if not decision.trial:
             self._records.submit(record.to_dict())

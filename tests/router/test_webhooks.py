@@ -401,3 +401,22 @@ def test_breaker_races_lost_again_and_again_answer_legacy_not_a_500(router_facto
         "legacy",
         "breaker_half_open",
     )
+
+
+def test_the_call_record_keeps_the_breaker_state_the_call_was_routed_with(router_factory) -> None:
+    """The report slices calls by the breaker state at routing time: the record must say which it was."""
+    import asyncio
+
+    from flags.breaker import Outcome
+
+    router = router_factory(
+        config_cache_seconds=0.0, breaker_wait_open_seconds=1.0, breaker_consecutive_connect_failures=1
+    )
+    set_rollout(router, percent=100)
+    assert router.incoming_call("CA" + "d1" * 16).headers["X-Voice-Router-Reason"] == "rollout_in"
+    asyncio.run(router.components.breaker.record(Outcome.CONNECT_FAILURE))
+    assert router.incoming_call("CA" + "d2" * 16).headers["X-Voice-Router-Reason"] == "breaker_open"
+    time.sleep(1.1)  # past the open wait: the next call is a half-open trial
+    assert router.incoming_call("CA" + "d3" * 16).headers["X-Voice-Router-Pipeline"] == "realtime"
+    states = {record["call_sid"]: record.get("breaker_state") for record in calls(router)}
+    assert states == {"CA" + "d1" * 16: "closed", "CA" + "d2" * 16: "open", "CA" + "d3" * 16: "half_open"}
