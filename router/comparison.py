@@ -25,6 +25,20 @@ import yaml
 
 from router.latency_sketch import RELATIVE_ACCURACY as RELATIVE_ACCURACY
 from router.latency_sketch import LatencySketch as LatencySketch
+from router.report_guardrails import call_guardrails
+from router.report_population import Population, same_bucket_calls
+from router.report_slices import (
+    DIMENSION_TITLES,
+    DIMENSIONS,
+    SLICE_LATENCY_EXCLUDE,
+    Slices,
+    SliceStats,
+    merge_slices,
+    slice_keys,
+    slice_rows,
+    slices_from_dict,
+    slices_to_dict,
+)
 from router.store.base import StateStore
 
 SEGMENTS = ("greeting", "first", "later")
@@ -144,6 +158,17 @@ class ArmReport:
     # caller side: caller_latency_ms, caller_silence_ms
     caller: dict[str, dict[str, LatencySketch]] = field(default_factory=dict)
     errors_by_stage: dict[str, int] = field(default_factory=dict)
+    # Guardrails of the calls routed to this arm (router.report_guardrails): realtime session reconnects and
+    # renewals, and moves to legacy that Twilio took or refused.
+    reconnects: int = 0
+    renewals: int = 0
+    moves_ok: int = 0
+    moves_failed: int = 0
+    # dimension → value → counts and sketches (router.report_slices)
+    slices: Slices = field(default_factory=dict)
+
+    def slice(self, dimension: str, value: str) -> SliceStats:
+        return self.slices.setdefault(dimension, {}).setdefault(value, SliceStats())
 
     def sketch(self, group: str, metric: str, segment: str) -> LatencySketch:
         target = self.stages if group == "stages" else self.caller
@@ -180,8 +205,13 @@ class ArmReport:
             "caller_turns",
             "caller_no_reply",
             "caller_barge_ins",
+            "reconnects",
+            "renewals",
+            "moves_ok",
+            "moves_failed",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        merge_slices(self.slices, other.slices)
         for key, value in other.cost_usd.items():
             self.cost_usd[key] = self.cost_usd.get(key, 0.0) + value
         for key, count in other.errors_by_stage.items():
@@ -220,10 +250,15 @@ class ArmReport:
             "caller_turns": self.caller_turns,
             "caller_no_reply": self.caller_no_reply,
             "caller_barge_ins": self.caller_barge_ins,
+            "reconnects": self.reconnects,
+            "renewals": self.renewals,
+            "moves_ok": self.moves_ok,
+            "moves_failed": self.moves_failed,
             "cost_usd": dict(self.cost_usd),
             "cost_per_call_usd": self.cost_per_call_usd,
             "stages": dump(self.stages),
             "caller": dump(self.caller),
+            "slices": slices_to_dict(self.slices),
         }
 
     @classmethod
@@ -249,6 +284,11 @@ class ArmReport:
             caller_turns=int(data.get("caller_turns", 0)),
             caller_no_reply=int(data.get("caller_no_reply", 0)),
             caller_barge_ins=int(data.get("caller_barge_ins", 0)),
+            reconnects=int(data.get("reconnects", 0)),
+            renewals=int(data.get("renewals", 0)),
+            moves_ok=int(data.get("moves_ok", 0)),
+            moves_failed=int(data.get("moves_failed", 0)),
+            slices=slices_from_dict(data.get("slices") or {}),
             cost_usd={k: float(v) for k, v in data.get("cost_usd", {}).items()},
             stages=load(data.get("stages", {})),
             caller=load(data.get("caller", {})),
@@ -262,6 +302,7 @@ class Comparison:
     generated_at: float
     arms: dict[str, ArmReport]
     relative_accuracy: float = RELATIVE_ACCURACY
+    population: Population = field(default_factory=Population)
 
     def arm(self, pipeline: str) -> ArmReport:
         return self.arms.setdefault(pipeline, ArmReport(pipeline=pipeline))
@@ -271,6 +312,7 @@ class Comparison:
         merged = Comparison.from_dict(self.to_dict())
         for name, arm in other.arms.items():
             merged.arm(name).merge(arm)
+        merged.population.merge(other.population)
         merged.generated_at = max(self.generated_at, other.generated_at)
         if self.since is not None and other.since is not None:
             merged.since = min(self.since, other.since)
@@ -282,6 +324,7 @@ class Comparison:
             "generated_at": self.generated_at,
             "relative_accuracy": self.relative_accuracy,
             "segments": {"greeting": "turn 0", "first": "turn 1", "later": "turns 2+"},
+            "population": self.population.to_dict(),
             "arms": {name: self.arms[name].to_dict() for name in sorted(self.arms)},
         }
 
@@ -292,6 +335,7 @@ class Comparison:
             generated_at=float(data.get("generated_at", 0.0)),
             arms={name: ArmReport.from_dict(arm) for name, arm in data.get("arms", {}).items()},
             relative_accuracy=float(data.get("relative_accuracy", RELATIVE_ACCURACY)),
+            population=Population.from_dict(data.get("population")),
         )
 
 
@@ -309,42 +353,75 @@ def compare_records(
     caller_measurements: Sequence[Mapping[str, Any]] = (),
     since: float | None = None,
     now: float | None = None,
+    same_population: bool = False,
 ) -> Comparison:
-    """The comparison of already-loaded records (pure; :func:`build_comparison` reads the store)."""
+    """The comparison of already-loaded records (pure; :func:`build_comparison` reads the store).
+
+    ``same_population`` keeps only the calls of the buckets both arms served in the window, with their turns
+    and caller measurements (:mod:`router.report_population`); the report's header says what it dropped.
+    """
     comparison = Comparison(since=since, generated_at=now if now is not None else time.time(), arms={})
     for name in PIPELINES:
         comparison.arm(name)
+    calls = list(calls)
+    kept: set[str] | None = None
+    if same_population:
+        kept, comparison.population = same_bucket_calls(calls)
     arm_of_call: dict[str, str] = {}
+    call_by_sid: dict[str, Mapping[str, Any]] = {}
     for call in calls:
         pipeline = str(call.get("pipeline") or "")
-        if not pipeline:
+        sid = str(call.get("call_sid"))
+        if not pipeline or (kept is not None and sid not in kept):
             continue
         arm = comparison.arm(pipeline)
         arm.calls += 1
-        arm_of_call[str(call.get("call_sid"))] = pipeline
+        arm_of_call[sid] = pipeline
+        call_by_sid[sid] = call
         # Only Twilio's "completed": busy, failed, no-answer and canceled calls also get ``ended_at``.
-        if call.get("status") == "completed":
-            arm.completed_calls += 1
-        if call.get("moved_to_legacy"):
-            arm.moved_to_legacy += 1
+        completed = call.get("status") == "completed"
+        moved = bool(call.get("moved_to_legacy"))
+        arm.completed_calls += completed
+        arm.moved_to_legacy += moved
+        guardrails = call_guardrails(call)
+        arm.reconnects += guardrails.reconnects
+        arm.renewals += guardrails.renewals
+        arm.moves_ok += guardrails.move == "ok"
+        arm.moves_failed += guardrails.move == "failed"
+        for dimension, key in slice_keys(call).items():
+            stats = arm.slice(dimension, key)
+            stats.calls += 1
+            stats.completed_calls += completed
+            stats.moved_to_legacy += moved
     for turn in turns:
         pipeline = str(turn.get("pipeline") or "")
         if not pipeline:
             continue
+        sid = str(turn.get("call_sid"))
+        if kept is not None and sid not in kept:
+            comparison.population.dropped_turns += 1
+            continue
         arm = comparison.arm(pipeline)
         index = int(turn.get("turn") or 0)
         segment = segment_of(index)
+        failed = bool(turn.get("error"))
         arm.turns += 1
-        if turn.get("error"):
+        if failed:
             arm.turn_errors += 1
             stage = str(turn.get("error_stage") or "unknown")
             arm.errors_by_stage[stage] = arm.errors_by_stage.get(stage, 0) + 1
         if turn.get("interrupted"):
             arm.barge_ins += 1
+        slices = [arm.slice(dimension, key) for dimension, key in slice_keys(call_by_sid.get(sid)).items()]
+        for stats in slices:
+            stats.turns += 1
+            stats.turn_errors += failed
         for metric in ("response_ms", "heard_ms"):
             value = _number(turn.get(metric))
             if value is not None:
                 arm.sketch("stages", metric, segment).add(value)
+                for stats in slices:
+                    stats.sketch(metric, segment).add(value)
         for stage, value in (turn.get("stages") or {}).items():
             number = _number(value)
             if number is not None:
@@ -352,7 +429,7 @@ def compare_records(
         # Cost is charged to the arm the call was routed to (a moved call's legacy turns count for realtime),
         # and only for the calls in the window: it is divided by their number, and the turns of a call that
         # started before the window belong to no arm's calls here.
-        owner_name = arm_of_call.get(str(turn.get("call_sid")))
+        owner_name = arm_of_call.get(sid)
         if owner_name is None:
             continue
         owner = comparison.arm(owner_name)
@@ -371,6 +448,10 @@ def compare_records(
         pipeline = str(measurement.get("turn_pipeline") or measurement.get("pipeline") or "")
         if not pipeline:
             continue
+        sid = str(measurement.get("call_sid"))
+        if kept is not None and sid not in kept:
+            comparison.population.dropped_caller_turns += 1
+            continue
         arm = comparison.arm(pipeline)
         segment = segment_of(int(measurement.get("turn") or 0))
         arm.caller_turns += 1
@@ -381,6 +462,8 @@ def compare_records(
         latency = _number(measurement.get("latency_ms"))
         if latency is not None:
             arm.sketch("caller", "caller_latency_ms", segment).add(latency)
+            for dimension, key in slice_keys(call_by_sid.get(sid)).items():
+                arm.slice(dimension, key).sketch("caller_latency_ms", segment).add(latency)
         silence = _number(measurement.get("silence_ms"))
         if silence is not None and (latency is not None or measurement.get("error") == "no_reply"):
             arm.sketch("caller", "caller_silence_ms", segment).add(silence)
@@ -394,13 +477,21 @@ async def build_comparison(
     prices: Prices,
     caller_measurements: Sequence[dict[str, Any]] = (),
     turns_page: int = TURNS_PAGE,
+    same_population: bool = False,
 ) -> Comparison:
-    """Read the calls and turns recorded since ``since`` (epoch seconds) and compare the pipelines."""
+    """Read the calls and turns recorded since ``since`` (epoch seconds) and compare the pipelines;
+    ``same_population``: only the calls of the buckets both arms served (:mod:`router.report_population`)."""
     calls = await store.list_calls(limit=1_000_000, since=since)
     turns = await read_all_turns(store, since=since, page=turns_page)
     # Seconds of CPU for a busy day: on a worker thread, so the event loop keeps answering webhooks.
     return await asyncio.to_thread(
-        compare_records, calls, turns, prices=prices, caller_measurements=caller_measurements, since=since
+        compare_records,
+        calls,
+        turns,
+        prices=prices,
+        caller_measurements=caller_measurements,
+        since=since,
+        same_population=same_population,
     )
 
 
@@ -467,9 +558,12 @@ def render_table(c: Comparison) -> str:
     lines.append("")
     # Barge-ins seen by the server (interrupted turns) and by the caller simulator are the same events seen
     # from two ends: side by side, never added up.
+    lines.append(c.population.describe(sum(arm.calls for arm in c.arms.values())))
+    lines.append("")
+    # Guardrails next to the outcomes: session reconnects and renewals, moves to legacy Twilio took or refused.
     header = (
         f"{'pipeline':<9} {'calls':>5} {'done':>5} {'turns':>5} {'err%':>6} {'moved':>5} {'barge':>5} "
-        f"{'c.barge':>7} {'$/call':>8}"
+        f"{'c.barge':>7} {'$/call':>8} {'reconn':>6} {'renew':>5} {'mv.ok':>5} {'mv.fail':>7}"
     )
     lines.append(header)
     for name in sorted(c.arms):
@@ -477,7 +571,8 @@ def render_table(c: Comparison) -> str:
         lines.append(
             f"{name:<9} {arm.calls:>5} {arm.completed_calls:>5} {arm.turns:>5} "
             f"{100 * arm.error_rate:>5.1f}% {arm.moved_to_legacy:>5} {arm.barge_ins:>5} {arm.caller_barge_ins:>7} "
-            f"{arm.cost_per_call_usd:>8.4f}"
+            f"{arm.cost_per_call_usd:>8.4f} {arm.reconnects:>6} {arm.renewals:>5} {arm.moves_ok:>5} "
+            f"{arm.moves_failed:>7}"
         )
     lines.append("")
     metrics: list[tuple[str, str]] = [
@@ -507,7 +602,36 @@ def render_table(c: Comparison) -> str:
             lines.append(f"{metric} (ms)")
             lines.append(row)
             lines.extend(rows)
+    lines.extend(_slice_table(c))
     if any(arm.stages.get("response_ms") for arm in c.arms.values()):
         lines.append("")
         lines.extend(textwrap.wrap(SERVER_ANCHORS_NOTE, width=110))
     return "\n".join(lines) + "\n"
+
+
+def _slice_table(c: Comparison) -> list[str]:
+    """One block per slice dimension: outcomes, and p50/p95 of the caller turns' latencies (ms)."""
+    slices = {name: arm.slices for name, arm in c.arms.items()}
+    lines: list[str] = []
+    for dimension in DIMENSIONS:
+        rows = slice_rows(slices, dimension)
+        if not rows:
+            continue
+        lines.append("")
+        lines.append(f"slices {DIMENSION_TITLES[dimension]}; latency of caller turns 1+ (ms)")
+        lines.append(
+            f"  {'pipeline':<9} {'slice':<18} {'calls':>5} {'turns':>5} {'err%':>6} {'fb%':>6} {'n':>5} "
+            f"{'rsp50':>6} {'rsp95':>6} {'hrd50':>6} {'hrd95':>6} {'c.n':>5} {'clr50':>6} {'clr95':>6}"
+        )
+        for pipeline, value, stats in rows:
+            reply, heard, caller = (
+                stats.overall(metric, exclude=SLICE_LATENCY_EXCLUDE)
+                for metric in ("response_ms", "heard_ms", "caller_latency_ms")
+            )
+            lines.append(
+                f"  {pipeline:<9} {value:<18} {stats.calls:>5} {stats.turns:>5} {100 * stats.error_rate:>5.1f}% "
+                f"{100 * stats.fallback_rate:>5.1f}% {reply.count:>5} {_ms(reply.quantile(0.5)):>6} "
+                f"{_ms(reply.quantile(0.95)):>6} {_ms(heard.quantile(0.5)):>6} {_ms(heard.quantile(0.95)):>6} "
+                f"{caller.count:>5} {_ms(caller.quantile(0.5)):>6} {_ms(caller.quantile(0.95)):>6}"
+            )
+    return lines

@@ -8,6 +8,7 @@ import math
 import time
 
 from router.comparison import SEGMENTS, SERVER_ANCHORS_NOTE, Comparison, LatencySketch, window_text
+from router.report_slices import DIMENSION_TITLES, DIMENSIONS, SLICE_LATENCY_EXCLUDE, slice_rows
 
 COLORS = {"legacy": "#d9480f", "realtime": "#1c7ed6"}
 WIDTH, HEIGHT, PAD = 640, 300, 48
@@ -91,6 +92,42 @@ def _table(c: Comparison, group: str, metric: str) -> str:
     )
 
 
+def _slice_tables(c: Comparison) -> str:
+    """One table per slice dimension: outcomes, and p50/p95 of the caller turns' latencies."""
+    slices = {name: arm.slices for name, arm in c.arms.items()}
+    parts: list[str] = []
+    for dimension in DIMENSIONS:
+        rows = []
+        for pipeline, value, stats in slice_rows(slices, dimension):
+            cells = [
+                html.escape(pipeline),
+                html.escape(value),
+                str(stats.calls),
+                str(stats.turns),
+                f"{100 * stats.error_rate:.1f}%",
+                f"{100 * stats.fallback_rate:.1f}%",
+            ]
+            for metric in ("response_ms", "heard_ms", "caller_latency_ms"):
+                sketch = stats.overall(metric, exclude=SLICE_LATENCY_EXCLUDE)
+                cells += [str(sketch.count), _fmt(sketch.quantile(0.5)), _fmt(sketch.quantile(0.95))]
+            rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
+        if not rows:
+            continue
+        parts.append(
+            f"<h3>Slices {html.escape(DIMENSION_TITLES[dimension])}</h3><table><tr><th>pipeline</th>"
+            "<th>slice</th><th>calls</th><th>turns</th><th>turn errors</th><th>fallback rate</th>"
+            "<th>response_ms n</th><th>p50</th><th>p95</th><th>heard_ms n</th><th>p50</th><th>p95</th>"
+            "<th>caller latency n</th><th>p50</th><th>p95</th></tr>" + "".join(rows) + "</table>"
+        )
+    if not parts:
+        return ""
+    return (
+        "<h2>Slices</h2><p>Latencies of caller turns (1+), in milliseconds. A turn counts in the arm that "
+        "served it and in the slices of its call's routing; <em>call_not_in_window</em>: a call that started "
+        "before the window; <em>unknown</em>: not recorded on the call.</p>" + "".join(parts)
+    )
+
+
 def render_html(c: Comparison) -> str:
     """The whole report page."""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.generated_at))
@@ -98,7 +135,8 @@ def render_html(c: Comparison) -> str:
         f"<tr><td>{html.escape(name)}</td><td>{arm.calls}</td><td>{arm.completed_calls}</td>"
         f"<td>{arm.turns}</td><td>{100 * arm.error_rate:.1f}%</td><td>{arm.moved_to_legacy}</td>"
         f"<td>{100 * arm.fallback_rate:.1f}%</td><td>{arm.barge_ins}</td><td>{arm.caller_barge_ins}</td>"
-        f"<td>${arm.cost_per_call_usd:.4f}</td></tr>"
+        f"<td>${arm.cost_per_call_usd:.4f}</td><td>{arm.reconnects}</td><td>{arm.renewals}</td>"
+        f"<td>{arm.moves_ok}</td><td>{arm.moves_failed}</td></tr>"
         for name, arm in sorted(c.arms.items())
     )
     charts: list[str] = []
@@ -133,11 +171,14 @@ svg {{ display: block; margin: 1em 0; }}
 <p>Window: {html.escape(window_text(c))} (calls that started in it); generated {html.escape(when)}. Percentiles from DDSketches (relative accuracy
 {c.relative_accuracy:.0%}); segments: greeting = turn 0, first = turn 1, later = turns 2+.
 Cost is an estimate from list prices (router/prices.yaml).</p>
+<p>{html.escape(c.population.describe(sum(arm.calls for arm in c.arms.values())))}</p>
 <p>{html.escape(SERVER_ANCHORS_NOTE)}</p>
 <table><tr><th>pipeline</th><th>calls</th><th>completed</th><th>turns</th><th>turn errors</th>
 <th>moved to legacy</th><th>fallback rate</th><th>barge-ins (server)</th><th>barge-ins (caller side)</th>
-<th>cost / call</th></tr>{summary_rows}</table>
+<th>cost / call</th><th>session reconnects</th><th>session renewals</th><th>moves to legacy</th>
+<th>moves to legacy failed</th></tr>{summary_rows}</table>
 {"".join(charts)}
 {"".join(tables)}
+{_slice_tables(c)}
 </body></html>
 """
