@@ -210,14 +210,15 @@ class _Stack:
         prices = Prices.load()
         store_holder: dict[str, Any] = {}
 
-        async def comparison(since: float | None) -> dict[str, Any]:
+        async def comparison(since: float | None, *, same_population: bool = False) -> dict[str, Any]:
             # Runs on the router's loop; its own store handle, opened there.
             store = store_holder.get("store")
             if store is None:
                 store = open_store(self.settings.state_url)
                 await store.open()
                 store_holder["store"] = store
-            return (await build_comparison(store, since=since, prices=prices)).to_dict()
+            built = await build_comparison(store, since=since, prices=prices, same_population=same_population)
+            return built.to_dict()
 
         self.router = ServerThread(
             create_app(self.settings, comparison=comparison), port=port, **uvicorn_options(self.settings)

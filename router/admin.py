@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from starlette.requests import Request
@@ -29,7 +29,15 @@ log = logging.getLogger("router.admin")
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ASCII digits: Twilio sends no other kind
 MAX_REASON = 500
 Handler = Callable[[Request], Awaitable[Response]]
-ComparisonBuilder = Callable[[float | None], Awaitable[dict[str, Any]]]
+
+
+class ComparisonBuilder(Protocol):
+    """The comparison report as JSON: calls since ``since`` (epoch seconds, None: all), only the same sticky
+    bucket population when ``same_population`` (``router.report_population``)."""
+
+    def __call__(
+        self, since: float | None, *, same_population: bool = False
+    ) -> Awaitable[dict[str, Any]]: ...
 
 
 class Invalid(Exception):
@@ -60,6 +68,16 @@ def parse_percent(value: Any) -> int:
     if isinstance(exponent, int) and exponent < -2:
         raise Invalid("percent: at most two decimals (0.01% steps)")
     return int(number * 100)
+
+
+def parse_flag(name: str, value: str | None) -> bool:
+    """A yes/no query parameter: absent, ``0``, ``false`` or ``no`` is False; ``1``, ``true``, ``yes`` True."""
+    text = (value or "").strip().lower()
+    if text in {"", "0", "false", "no"}:
+        return False
+    if text in {"1", "true", "yes"}:
+        return True
+    raise Invalid(f"{name}: use true or false")
 
 
 def parse_since(value: str | None) -> float | None:
@@ -259,8 +277,9 @@ class AdminApi:
         if self._comparison is None:
             return _error("comparison is not available in this build", 404)
         since = parse_since(request.query_params.get("since", "1h"))
+        same_population = parse_flag("same_population", request.query_params.get("same_population"))
         await self._flushed()
-        return _json(await self._comparison(since))
+        return _json(await self._comparison(since, same_population=same_population))
 
     async def _flushed(self) -> None:
         """Operators expect to see the calls just routed: write the webhook's pending records first."""

@@ -12,7 +12,7 @@ import gc
 import hashlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from flags.breaker import BreakerConfig, CircuitBreaker
 from flags.clock import Clock, SystemClock
-from router.admin import AdminApi
+from router.admin import AdminApi, ComparisonBuilder
 from router.agent_profile import AgentProfile
 from router.breaker_listeners import count_transitions, set_state_gauge
 from router.breaker_view import BreakerView
@@ -132,7 +132,7 @@ def create_app(
     metrics: Metrics | None = None,
     legacy: LegacyPart | None = None,
     realtime: RealtimePart | None = None,
-    comparison: Callable[[float | None], Awaitable[dict[str, Any]]] | None = None,
+    comparison: ComparisonBuilder | None = None,
 ) -> Starlette:
     profile = AgentProfile.load(settings.agent_profile)
     store = store if store is not None else open_store(settings.state_url)
@@ -209,8 +209,9 @@ def create_app(
     if comparison is None:
         prices = Prices.load(settings.prices_file) if settings.prices_file else Prices.load()
 
-        async def comparison(since: float | None) -> dict[str, Any]:
-            return (await build_comparison(store, since=since, prices=prices)).to_dict()
+        async def comparison(since: float | None, *, same_population: bool = False) -> dict[str, Any]:
+            built = await build_comparison(store, since=since, prices=prices, same_population=same_population)
+            return built.to_dict()
 
     async def flush_records() -> None:
         await asyncio.gather(records.flush(), legacy.flush())

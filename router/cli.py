@@ -76,6 +76,11 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", default="1h")
     report.add_argument("--json", action="store_true")
     report.add_argument("--html", help="also write the HTML report to this path")
+    report.add_argument(
+        "--same-population",
+        action="store_true",
+        help="only the calls of the sticky buckets both arms served in the window (a ramp's buckets)",
+    )
     return parser
 
 
@@ -182,7 +187,10 @@ def run_operator_command(args: argparse.Namespace, client: AdminClient) -> int:
         else:
             _print_audit(entries)
     elif args.command == "report":
-        data = client.request("GET", "/admin/comparison", params={"since": args.since})
+        params = {"since": args.since}
+        if args.same_population:
+            params["same_population"] = "true"
+        data = client.request("GET", "/admin/comparison", params=params)
         _print_report(data, as_json=args.json, html_path=args.html)
     return 0
 

@@ -160,3 +160,28 @@ def test_report_html_to_an_unwritable_path_exits_1_with_one_line(
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: ") and "report.html" in line, line
     assert "legacy" in done.stdout  # the table was printed before the file failed
+
+
+def test_report_same_population_flag_reaches_the_admin_api(router: RunningRouter) -> None:
+    """``--same-population`` asks for the filtered report; its header says which filter ran and what it
+    dropped (here every call: one percent all window, so no bucket was served by both arms)."""
+    router.admin("PUT", "/admin/rollout", json={"percent": 50, "reason": "compare"})
+    for index in range(4):
+        router.incoming_call(f"CA{index:032d}", f"+1415555{index:04d}")
+    data = router.admin("GET", "/admin/comparison", params={"same_population": "true"}).json()
+    assert data["population"] == {
+        "filter": "same_buckets",
+        "ranges": [],
+        "dropped_calls": 4,
+        "dropped_turns": 0,
+        "dropped_caller_turns": 0,
+    }
+    plain = router.admin("GET", "/admin/comparison").json()
+    assert plain["population"]["filter"] == "all"
+    assert sum(arm["calls"] for arm in plain["arms"].values()) == 4
+    refused = router.admin("GET", "/admin/comparison", params={"same_population": "maybe"})
+    assert refused.status_code == 422 and "same_population" in refused.json()["error"]
+    table = cli(router.url, "report", "--same-population")
+    assert table.returncode == 0, table.stderr
+    assert "population: same sticky buckets — none" in table.stdout and "dropped 4 of 4 calls" in table.stdout
+    assert "population: all calls" in cli(router.url, "report").stdout
