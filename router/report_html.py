@@ -123,8 +123,9 @@ def _slice_tables(c: Comparison) -> str:
         return ""
     return (
         "<h2>Slices</h2><p>Latencies of caller turns (1+), in milliseconds. A turn counts in the arm that "
-        "served it and in the slices of its call's routing; <em>call_not_in_window</em>: a call that started "
-        "before the window; <em>unknown</em>: not recorded on the call.</p>" + "".join(parts)
+        "served it and in the slices of its call's routing; <em>no_call_record</em>: a call that started "
+        "before the window (or caller-side turns compared without their calls, as in the demo); "
+        "<em>unknown</em>: not recorded on the call.</p>" + "".join(parts)
     )
 
 

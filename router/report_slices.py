@@ -13,8 +13,8 @@ Dimensions, read from the call record the router wrote when it decided (``router
 
 Values that are not a routing fact: ``unknown`` (the record lacks the field: written before the router recorded
 it, or the breaker state could not be read), ``none`` (no bucket: the call was not routed by the percentage)
-and ``call_not_in_window`` (a turn or caller measurement of a call that started before the window, whose record
-the report did not read). A turn counts in the arm that served it and the slices of the call it belongs to, so a
+and ``no_call_record`` (a turn or caller measurement whose call record the report did not read: the call started
+before the window, or the measurements were compared without the calls, as the demo's caller side is). A turn counts in the arm that served it and the slices of the call it belongs to, so a
 moved call's legacy turns show in legacy's ``rollout_in`` slice.
 """
 
@@ -32,7 +32,7 @@ DIMENSIONS = ("reason", "breaker_state", "bucket")
 SLICE_METRICS = ("response_ms", "heard_ms", "caller_latency_ms")
 UNKNOWN = "unknown"
 NO_BUCKET = "none"
-NOT_IN_WINDOW = "call_not_in_window"
+NO_CALL_RECORD = "no_call_record"
 BUCKET_SLICE_WIDTH = BUCKETS // 10  # deciles of the bucket space
 
 
@@ -47,7 +47,7 @@ def bucket_label(bucket: object) -> str:
 def slice_keys(call: Mapping[str, Any] | None) -> dict[str, str]:
     """The slice of each dimension that a call (None: a call outside the window) belongs to."""
     if call is None:
-        return dict.fromkeys(DIMENSIONS, NOT_IN_WINDOW)
+        return dict.fromkeys(DIMENSIONS, NO_CALL_RECORD)
     return {
         "reason": str(call.get("reason") or UNKNOWN),
         "breaker_state": str(call.get("breaker_state") or UNKNOWN),
@@ -60,7 +60,7 @@ def value_order(value: str) -> tuple[int, float, str]:
     head = value.split("-", 1)[0]
     if head.isdigit():
         return (0, float(head), value)
-    if value in (NO_BUCKET, UNKNOWN, NOT_IN_WINDOW):
+    if value in (NO_BUCKET, UNKNOWN, NO_CALL_RECORD):
         return (2, 0.0, value)
     return (1, 0.0, value)
 

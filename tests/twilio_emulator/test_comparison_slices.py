@@ -111,8 +111,8 @@ def test_slices_split_calls_turns_errors_and_latency_by_routing():
     )
     assert legacy.slices["breaker_state"]["half_open"].turns == 1
     # The turns of a call outside the window, and a record without the field, are named as such.
-    assert legacy.slices["reason"]["call_not_in_window"].turns == 3
-    assert legacy.slices["bucket"]["call_not_in_window"].turns == 3
+    assert legacy.slices["reason"]["no_call_record"].turns == 3
+    assert legacy.slices["bucket"]["no_call_record"].turns == 3
     assert legacy.slices["breaker_state"]["unknown"].calls == 1  # CAout2
     assert legacy.slices["breaker_state"]["open"].calls == 1
     assert {k: v.calls for k, v in realtime.slices["bucket"].items()} == {"0-10%": 2, "10-20%": 1, "none": 1}
@@ -122,7 +122,7 @@ def test_slices_split_calls_turns_errors_and_latency_by_routing():
         "20-30%": 1,
         "90-100%": 1,
         "none": 1,
-        "call_not_in_window": 0,
+        "no_call_record": 0,
     }
     # heard_ms and the caller side, where present, go to the same slices.
     assert realtime.slices["bucket"]["10-20%"].overall("heard_ms").count == 3
