@@ -55,6 +55,8 @@ class Population:
             f"dropped {self.dropped_calls} of {total} calls, {self.dropped_turns} turns, "
             f"{self.dropped_caller_turns} caller-side turns"
         )
+        if self.name == MIXED and not self.ranges:
+            return f"population: mixed filters (reports merged from different filters); {dropped}"
         if not self.ranges:
             return (
                 f"population: same sticky buckets — none: no bucket was served by both arms in the window (the "

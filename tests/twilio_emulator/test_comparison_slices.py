@@ -258,6 +258,10 @@ def test_slices_guardrails_and_population_round_trip_and_merge_exactly():
     assert both.population.dropped_calls == a.population.dropped_calls + b.population.dropped_calls
     assert both.population.dropped_turns == a.population.dropped_turns + b.population.dropped_turns
     assert both.population.ranges == [(1000, 2000)]
+    # A filtered report merged with an unfiltered one says so, not that no bucket was shared.
+    mixed = a.merge(compare_records([], [], prices=PRICES))
+    assert mixed.population.name == "mixed"
+    assert render_table(mixed).splitlines()[2].startswith("population: mixed filters (reports merged")
 
 
 def test_the_text_and_html_reports_show_every_slice_dimension():
