@@ -164,6 +164,11 @@ class ArmReport:
     renewals: int = 0
     moves_ok: int = 0
     moves_failed: int = 0
+    # Audio quality (realtime): turns whose reply had a silence of 100 ms or more in mid-reply, when Twilio had
+    # played all it had been sent (realtime_pipeline.playback_gaps); the gaps and their total length.
+    gap_turns: int = 0
+    playback_gaps: int = 0
+    playback_gap_ms: float = 0.0
     # dimension → value → counts and sketches (router.report_slices)
     slices: Slices = field(default_factory=dict)
 
@@ -209,6 +214,9 @@ class ArmReport:
             "renewals",
             "moves_ok",
             "moves_failed",
+            "gap_turns",
+            "playback_gaps",
+            "playback_gap_ms",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         merge_slices(self.slices, other.slices)
@@ -254,6 +262,9 @@ class ArmReport:
             "renewals": self.renewals,
             "moves_ok": self.moves_ok,
             "moves_failed": self.moves_failed,
+            "gap_turns": self.gap_turns,
+            "playback_gaps": self.playback_gaps,
+            "playback_gap_ms": self.playback_gap_ms,
             "cost_usd": dict(self.cost_usd),
             "cost_per_call_usd": self.cost_per_call_usd,
             "stages": dump(self.stages),
@@ -288,6 +299,9 @@ class ArmReport:
             renewals=int(data.get("renewals", 0)),
             moves_ok=int(data.get("moves_ok", 0)),
             moves_failed=int(data.get("moves_failed", 0)),
+            gap_turns=int(data.get("gap_turns", 0)),
+            playback_gaps=int(data.get("playback_gaps", 0)),
+            playback_gap_ms=float(data.get("playback_gap_ms", 0.0)),
             slices=slices_from_dict(data.get("slices") or {}),
             cost_usd={k: float(v) for k, v in data.get("cost_usd", {}).items()},
             stages=load(data.get("stages", {})),
@@ -412,6 +426,11 @@ def compare_records(
             arm.errors_by_stage[stage] = arm.errors_by_stage.get(stage, 0) + 1
         if turn.get("interrupted"):
             arm.barge_ins += 1
+        gaps = turn.get("playback_gaps")
+        if isinstance(gaps, int) and not isinstance(gaps, bool) and gaps > 0:
+            arm.gap_turns += 1
+            arm.playback_gaps += gaps
+            arm.playback_gap_ms += _number(turn.get("playback_gap_ms")) or 0.0
         slices = [arm.slice(dimension, key) for dimension, key in slice_keys(call_by_sid.get(sid)).items()]
         for stats in slices:
             stats.turns += 1
@@ -563,16 +582,17 @@ def render_table(c: Comparison) -> str:
     # Guardrails next to the outcomes: session reconnects and renewals, moves to legacy Twilio took or refused.
     header = (
         f"{'pipeline':<9} {'calls':>5} {'done':>5} {'turns':>5} {'err%':>6} {'moved':>5} {'barge':>5} "
-        f"{'c.barge':>7} {'$/call':>8} {'reconn':>6} {'renew':>5} {'mv.ok':>5} {'mv.fail':>7}"
+        f"{'c.barge':>7} {'$/call':>8} {'reconn':>6} {'renew':>5} {'mv.ok':>5} {'mv.fail':>7} {'gap.t':>5}"
     )
     lines.append(header)
+    # gap.t: turns whose reply went silent for 100 ms or more in mid-reply (Twilio had played all it had).
     for name in sorted(c.arms):
         arm = c.arms[name]
         lines.append(
             f"{name:<9} {arm.calls:>5} {arm.completed_calls:>5} {arm.turns:>5} "
             f"{100 * arm.error_rate:>5.1f}% {arm.moved_to_legacy:>5} {arm.barge_ins:>5} {arm.caller_barge_ins:>7} "
             f"{arm.cost_per_call_usd:>8.4f} {arm.reconnects:>6} {arm.renewals:>5} {arm.moves_ok:>5} "
-            f"{arm.moves_failed:>7}"
+            f"{arm.moves_failed:>7} {arm.gap_turns:>5}"
         )
     lines.append("")
     metrics: list[tuple[str, str]] = [

@@ -58,6 +58,7 @@ async def test_normal_turn_streams_reply_and_records_latency(make_harness: Calla
     assert turn["usage"]["total_tokens"] > 0 and turn["usage"]["output_tokens"] > 0
     assert {"session_connect", "session_ready", "first_audio"} <= set(turn["stages"])
     assert not turn["interrupted"]
+    assert turn["playback_gaps"] == 0, "a reply sent faster than it plays never runs dry"
     assert (
         harness.metric("voice_router_turn_latency_seconds_count", pipeline="realtime", stage="response") == 1
     )
@@ -178,3 +179,26 @@ async def test_pcm16_barge_in_never_truncates_audio_still_inside_the_resampler(
         await twilio.wait_closed()
     truncate = session.last_client_event["conversation.item.truncate"]
     assert 0 < truncate["audio_end_ms"] <= twilio.played_by_item[truncate["item_id"]]
+
+
+async def test_a_reply_voice_live_sends_slower_than_it_plays_is_recorded_as_choppy(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """The emulator streams the reply at a third of real time: Twilio plays each chunk out and waits for the
+    next, and the caller hears the agent stutter. The turn, the call record and the metric say so."""
+    harness = make_harness()
+    harness.voicelive.faults.update(pace=1 / 3)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: len(twilio.marks_echoed) >= 3, within=20)
+        await twilio.stop()
+        await twilio.wait_closed()
+
+    (turn,) = await harness.turns(call_sid)
+    assert turn["playback_gaps"] >= 2 and turn["playback_gap_ms"] >= 2 * 100
+    record = await harness.call(call_sid)
+    assert record["realtime"]["playback_gaps"] == turn["playback_gaps"]
+    assert harness.metric("voice_router_playback_gap_seconds_count") == turn["playback_gaps"]

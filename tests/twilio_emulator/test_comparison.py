@@ -9,6 +9,7 @@ import random
 import pytest
 
 from router.comparison import (
+    Comparison,
     LatencySketch,
     Prices,
     build_comparison,
@@ -429,3 +430,45 @@ def test_the_server_side_latency_says_its_anchors_differ_by_arm():
     # Nothing to qualify when no server-side latency is shown.
     empty = compare_records([], [], prices=PRICES)
     assert "anchors" not in render_table(empty)
+
+
+def test_turns_with_a_mid_reply_silence_are_a_guardrail_next_to_the_outcomes():
+    """Choppy audio (D.4's "gap > 100 ms between consecutive output frames") shows per arm: the turns it hit,
+    how many gaps and how long, in the table, the page and the JSON, and it merges by addition."""
+    calls = [{"call_sid": "CA1", "pipeline": "realtime", "status": "completed"}]
+    turns = [
+        {
+            "call_sid": "CA1",
+            "pipeline": "realtime",
+            "turn": 1,
+            "at": 1.0,
+            "playback_gaps": 2,
+            "playback_gap_ms": 450.0,
+        },
+        {
+            "call_sid": "CA1",
+            "pipeline": "realtime",
+            "turn": 2,
+            "at": 2.0,
+            "playback_gaps": 0,
+            "playback_gap_ms": 0.0,
+        },
+        {
+            "call_sid": "CA1",
+            "pipeline": "realtime",
+            "turn": 3,
+            "at": 3.0,
+            "playback_gaps": 1,
+            "playback_gap_ms": 150.0,
+        },
+    ]
+    c = compare_records(calls, turns, prices=PRICES)
+    arm = c.arm("realtime")
+    assert (arm.gap_turns, arm.playback_gaps, arm.playback_gap_ms) == (2, 3, 600.0)
+    lines = render_table(c).splitlines()
+    header = next(line for line in lines if line.startswith("pipeline "))
+    row = next(line for line in lines if line.startswith("realtime "))
+    assert dict(zip(header.split(), row.split(), strict=True))["gap.t"] == "2"
+    assert "<td>2 (3 gaps, 0.6 s)</td>" in render_html(c)
+    doubled = Comparison.from_dict(c.to_dict()).merge(Comparison.from_dict(c.to_dict()))
+    assert (doubled.arm("realtime").gap_turns, doubled.arm("realtime").playback_gap_ms) == (4, 1200.0)
