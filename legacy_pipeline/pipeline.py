@@ -41,7 +41,7 @@ log = logging.getLogger("legacy_pipeline")
 
 TWIML_MEDIA_TYPE = "text/xml"
 CALL_SID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-CLAIM_MARGIN_S = 5.0  # a turn's writes after its deadline, each bounded by the store's own timeouts
+CLAIM_LEASE_S = 3.0  # a Twilio retry's wait behind a worker that died mid-turn (router/shared_replay.py)
 
 TurnHandler = Callable[[str, dict[str, str], float], Awaitable[str]]
 
@@ -85,13 +85,11 @@ class LegacyPipeline:
             records=self._turn_records,
         )
         # A retry of a turn is answered from the store when another worker took the first attempt: the turn
-        # is expensive and recorded, so it must not run twice. The first attempt's claim outlives its
-        # deadline by the writes that follow it (history, counters); a retry waits at most one deadline.
+        # is expensive and recorded, so it must not run twice. The first attempt renews a short claim while it
+        # works; a retry waits at most one deadline, and at most one lease behind a worker that died.
         if replay is None:
             deadline = settings.legacy_turn_deadline_seconds
-            shared = SharedReplay(
-                store, claim_ttl_s=deadline + CLAIM_MARGIN_S, wait_s=deadline, metrics=metrics
-            )
+            shared = SharedReplay(store, claim_ttl_s=CLAIM_LEASE_S, wait_s=deadline, metrics=metrics)
             replay = WebhookReplay(metrics=metrics, shared=shared)
         self._replay = replay
         self._cleanup_task: asyncio.Task[None] | None = None

@@ -10,11 +10,12 @@ behind that per-worker cache (a retry on the same worker never reaches the store
 * a retry that finds the answer replays it; one that finds only a live claim polls until the answer is
   there, the claim is gone, or ``wait_s`` has passed, and then does the work itself.
 
-A live first attempt answers within the turn deadline, and its claim lasts longer than that
-(``claim_ttl_s``), so a retry takes over only from an attempt that evidently died: it raised or was
-cancelled (its claim is given back at once), or its claim expired, or it sent no answer in ``wait_s``. The
-waiting counts against the retry's own deadline, so a retry behind a first attempt that died mid-turn often
-has only time left for the apology; one behind an attempt that is alive gets its answer.
+The claim is a short lease (``claim_ttl_s``) that the first attempt renews every third of it while it works,
+so a retry takes over only from an attempt that evidently died: it raised or was cancelled (its claim is
+given back at once), or its worker died (nothing renews the claim, which expires within one lease), or it
+sent no answer in ``wait_s``. The waiting counts against the retry's own deadline: behind a worker that died
+mid-turn a retry loses at most one lease (seconds) and still has time for the turn; behind an attempt that
+is alive it gets its answer.
 
 The store must never fail a turn: when a claim or an answer cannot be read or written within
 ``op_timeout_s``, the request is handled as without this (per worker), the error is counted
@@ -119,12 +120,17 @@ class SharedReplay:
                 self._metrics.webhook_replays.labels(route).inc()
             log.info("answered a Twilio retry of %s with the answer another worker stored", route)
             return decode_answer(claim.answer)
+        held = claim is not None and claim.claimed
+        renewal = self._keep_claim(route, key, owner) if held else None
         try:
             response = await handle()
         except BaseException:
-            if claim is not None and claim.claimed:
+            if held:
                 self._release_later(key, owner)
             raise
+        finally:
+            if renewal is not None:
+                renewal.cancel()
         if claim is not None:  # the store answered: the answer goes there too (the first one stored stays)
             answer = encode_answer(response)
             await self._attempt(
@@ -162,6 +168,21 @@ class SharedReplay:
                 "timed out" if isinstance(exc, TimeoutError) else exc,
                 exc_info=not isinstance(exc, StoreUnavailable | TimeoutError),
             )
+
+    def _keep_claim(self, route: str, key: str, owner: str) -> asyncio.Task[None]:
+        """Renew this attempt's lease every third of it until cancelled (the attempt is over)."""
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(self._claim_ttl_s / 3)
+                claim = await self._attempt(
+                    "webhook_claim", lambda: self._store.webhook_claim(key, owner, self._claim_ttl_s)
+                )
+                if claim is not None and not claim.claimed:  # lost it (the store was slower than the lease)
+                    log.warning("%s lost its claim mid-turn: a retry may run it too", route)
+                    return
+
+        return asyncio.get_running_loop().create_task(renew(), name="webhook-claim-renewal")
 
     def _release_later(self, key: str, owner: str) -> None:
         """Give the claim back in the background: the failure or cancellation goes on without waiting."""

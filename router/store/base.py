@@ -148,7 +148,8 @@ class StateStore(BreakerBackend, Protocol):
     async def webhook_claim(self, key: str, owner: str, ttl: float) -> WebhookClaim:
         """In one atomic step: the answer stored for ``key``, if any; else a claim on ``key`` for ``owner``
         lasting ``ttl`` seconds, unless another owner holds one that has not expired (then neither). A claim
-        ``owner`` already holds counts as claimed."""
+        ``owner`` already holds counts as claimed and now lasts ``ttl`` seconds from now: a live attempt
+        renews its lease this way, so a dead one's expires soon."""
         ...
 
     async def webhook_answer(self, key: str, answer: dict[str, Any], ttl: float) -> None:

@@ -186,9 +186,14 @@ _CLEAR_WINDOW = "return redis.call('INCR', KEYS[1])"
 
 # Twilio retries shared between workers. One string key per request: b"c" + owner while an attempt holds the
 # claim, b"a" + JSON once its answer is stored; PX is the expiry (Redis prunes them).
-# KEYS[1] request; ARGV: the claim value, ttl ms. Returns nil when it claimed, else the value found.
+# KEYS[1] request; ARGV: the claim value, ttl ms. Returns nil when it claimed (or renewed its own claim), else
+# the value found.
 _WEBHOOK_CLAIM = """
 local found = redis.call('GET', KEYS[1])
+if found == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return false
+end
 if found then return found end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false

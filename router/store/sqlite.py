@@ -670,6 +670,10 @@ class SqliteStore:
         def run(conn: sqlite3.Connection) -> WebhookClaim:
             # Expired claims and answers go on every claim (the index makes it cheap), so the table stays small.
             conn.execute("DELETE FROM webhook_answers WHERE expires_at <= ?", (now,))
+            conn.execute(  # the holder's own claim again: its lease renewed
+                "UPDATE webhook_answers SET expires_at = ? WHERE key = ? AND owner = ? AND answer IS NULL",
+                (now + ttl, key, owner),
+            )
             conn.execute(
                 "INSERT OR IGNORE INTO webhook_answers (key, owner, answer, expires_at) VALUES (?, ?, NULL, ?)",
                 (key, owner, now + ttl),

@@ -56,16 +56,32 @@ class Worker:
         return self.metrics.registry.get_sample_value(metric, labels) or 0.0
 
 
+async def _open_workers(url: str, lease_s: float) -> list[Worker]:
+    opened: list[Worker] = []
+    for _ in range(2):
+        store = SwitchableStore(open_store(url))
+        await store.open()
+        metrics = Metrics()
+        shared = SharedReplay(store, claim_ttl_s=lease_s, wait_s=2.0, poll_s=0.02, metrics=metrics)
+        opened.append(Worker(store, metrics, WebhookReplay(metrics=metrics, shared=shared)))
+    return opened
+
+
 @pytest.fixture
 async def workers(shared_state_url: str) -> AsyncIterator[list[Worker]]:
     """Two workers on the same store (each its own connection), waiting at most 2 s for a first attempt."""
-    opened: list[Worker] = []
-    for _ in range(2):
-        store = SwitchableStore(open_store(shared_state_url))
-        await store.open()
-        metrics = Metrics()
-        shared = SharedReplay(store, claim_ttl_s=3.0, wait_s=2.0, poll_s=0.02, metrics=metrics)
-        opened.append(Worker(store, metrics, WebhookReplay(metrics=metrics, shared=shared)))
+    opened = await _open_workers(shared_state_url, lease_s=3.0)
+    try:
+        yield opened
+    finally:
+        for worker in opened:
+            await worker.store.close()
+
+
+@pytest.fixture
+async def short_lease_workers(shared_state_url: str) -> AsyncIterator[list[Worker]]:
+    """The same with a 0.3 s claim lease, so a turn can outlast it."""
+    opened = await _open_workers(shared_state_url, lease_s=0.3)
     try:
         yield opened
     finally:
@@ -226,3 +242,30 @@ async def test_requests_without_a_token_never_touch_the_store() -> None:
     turn = Turn()
     await WebhookReplay(shared=shared).answer(ROUTE, CALL, None, turn)
     assert turn.runs == 1
+
+
+async def test_a_first_attempt_that_outlasts_its_lease_renews_it_and_the_turn_runs_once(
+    short_lease_workers: list[Worker],
+) -> None:
+    a, b = short_lease_workers
+    turn = Turn(delay_s=1.0)  # more than three leases: alive, just slow (a long LLM reply)
+    first_task = asyncio.ensure_future(a.answer(turn))
+    await asyncio.sleep(0.1)
+    retry = await b.answer(turn)
+    first = await first_task
+    assert turn.runs == 1 and same(retry, first)
+
+
+async def test_a_retry_behind_a_worker_that_died_mid_turn_waits_one_lease_not_the_deadline(
+    short_lease_workers: list[Worker],
+) -> None:
+    a, b = short_lease_workers
+    first_task = asyncio.ensure_future(a.answer(Turn(delay_s=30.0)))
+    await asyncio.sleep(0.1)
+    await a.store.close()  # the worker is gone: nothing renews its claim, nothing gives it back
+    first_task.cancel()
+    turn = Turn()
+    started = time.monotonic()
+    retry = await b.answer(turn)
+    assert turn.runs == 1 and b"reply-1" in retry.body
+    assert time.monotonic() - started < 1.0, "one 0.3 s lease, not the 2 s wait"

@@ -465,6 +465,20 @@ async def test_a_webhook_claim_expires_or_is_released_and_a_retry_takes_over(sto
     assert (await store.webhook_claim("CA2:tok", "retry", 10.0)).claimed
 
 
+async def test_a_webhook_claim_its_holder_claims_again_is_renewed_and_outlives_its_first_lease(
+    store: StateStore,
+) -> None:
+    """A live attempt renews its short lease; only a dead one's runs out."""
+    assert (await store.webhook_claim("CA1:tok", "live", 0.3)).claimed
+    await asyncio.sleep(0.2)
+    assert (await store.webhook_claim("CA1:tok", "live", 0.3)).claimed, "renewed"
+    await asyncio.sleep(0.2)  # past the first lease, inside the renewed one
+    assert not (await store.webhook_claim("CA1:tok", "retry", 10.0)).claimed
+    await asyncio.sleep(0.2)  # the renewals stopped: the lease runs out
+    assert (await store.webhook_claim("CA1:tok", "retry", 10.0)).claimed
+    assert await store.webhook_claim("CA1:tok", "live", 10.0) == WebhookClaim(), "a lost claim is not renewed"
+
+
 async def test_webhook_answers_expire(store: StateStore) -> None:
     await store.webhook_answer("CA1:tok", ANSWER, 0.05)  # also with no claim before it (the claim expired)
     assert await store.webhook_claim("CA1:tok", "retry", 10.0) == WebhookClaim(answer=ANSWER)
