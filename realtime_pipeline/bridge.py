@@ -126,6 +126,7 @@ class CallBridge:
     __slots__ = (
         "_admitted",
         "_audio",
+        "_barge_in",
         "_buffer",
         "_call_sid",
         "_client",
@@ -198,6 +199,12 @@ class CallBridge:
         self._stream_sid = start.stream_sid
         self._client = client
         self._session = session
+        # The profile can make the agent uninterruptible (turn_detection.interrupt_response: false, e.g. for a
+        # disclosure that must play whole): Voice Live then finishes the reply over the caller, and so must we.
+        turn_detection = session.get("turn_detection")
+        self._barge_in = (
+            not isinstance(turn_detection, dict) or turn_detection.get("interrupt_response") is not False
+        )
         self._audio = audio
         self._mover = mover
         self._outcome = outcome
@@ -884,7 +891,7 @@ class CallBridge:
     async def _on_speech_started(self) -> None:
         self._user_speaking = True
         self._reply_owed = None  # the caller speaks again: a new question, a new reply
-        if not self._playback.audio_queued:
+        if not self._playback.audio_queued or not self._barge_in:
             return
         # Barge-in: the caller talks over audio still queued at Twilio.
         await self._to_twilio(self._writer.clear())

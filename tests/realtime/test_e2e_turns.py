@@ -132,6 +132,42 @@ async def test_barge_in_clears_twilio_and_truncates_to_what_was_heard(
     assert harness.metric("voice_router_barge_ins_total", pipeline="realtime") == 1
 
 
+async def test_an_agent_the_profile_makes_uninterruptible_finishes_its_reply_over_the_caller(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """With ``interrupt_response: false`` Voice Live finishes the reply while the caller talks; the bridge
+    used to clear Twilio and truncate anyway, so the caller heard the disclosure cut off while the model
+    went on as if it had been said (and the rest of its audio was dropped as "cut")."""
+    harness = make_harness(
+        profile_overrides={"greeting": "Hello.", "turn_detection": {"interrupt_response": False}}
+    )
+    harness.voicelive.config.ms_per_char = 80
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid, play_speed=2.0) as twilio:
+        await twilio.start()
+        await twilio.wait_for(lambda: len(twilio.marks_echoed) >= 2)
+        await twilio.send_audio(SPEECH)  # over the greeting
+        session = harness.voicelive.sessions[0]
+        await twilio.wait_for(
+            lambda: len(session.responses) >= 2, within=15
+        )  # the caller is answered after it
+        await twilio.wait_for(lambda: len({e.item_id for e in twilio.marks_echoed}) >= 2, within=15)
+        await twilio.stop()
+        await twilio.wait_closed()
+
+    assert session.session["turn_detection"]["interrupt_response"] is False
+    assert "input_audio_buffer.speech_started" in session.server_events
+    assert twilio.clears == 0
+    assert "conversation.item.truncate" not in session.client_events
+    assert "conversation.item.delete" not in session.client_events
+    greeting_id = next(iter(session.responses))
+    assert session.responses[greeting_id] == "completed"
+    turns = await harness.turns(call_sid)
+    assert turns[0]["interrupted"] is False
+    assert harness.metric("voice_router_barge_ins_total", pipeline="realtime") == 0
+
+
 async def test_pcm16_mode_converts_both_directions(make_harness: Callable[..., Harness]) -> None:
     harness = make_harness(settings_overrides={"realtime_audio_mode": "pcm16"})
     call_sid = new_call_sid()
