@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from realtime_pipeline.b64 import decode_strict
+
 TWILIO_RATE_HZ = 8000
 PCM16_RATE_HZ = 24000
 ULAW_BYTES_PER_MS = 8
@@ -72,12 +74,7 @@ def b64_size(text: str) -> int:
     return len(text) // 4 * 3 - (2 if text.endswith("==") else 1 if text.endswith("=") else 0)
 
 
-def b64decode(text: str) -> bytes:
-    """Strict base64 decode; raises ``ValueError`` on bad input."""
-    try:
-        return binascii.a2b_base64(text, strict_mode=True)
-    except binascii.Error as exc:
-        raise ValueError(str(exc)) from None
+b64decode = decode_strict  # canonical base64 only (realtime_pipeline/b64.py); ``ValueError`` otherwise
 
 
 class AudioPath(Protocol):

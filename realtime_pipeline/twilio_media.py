@@ -8,11 +8,12 @@ media frame is one string concatenation of the base64 payload (which never needs
 
 from __future__ import annotations
 
-import binascii
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from realtime_pipeline.b64 import decode_strict
 
 MAX_FRAME_BYTES = 64 * 1024
 DTMF_DIGITS = "0123456789*#"  # what a keypad sends: Twilio's `dtmf.digit`
@@ -103,8 +104,8 @@ def parse_frame(frame: str | bytes) -> TwilioEvent:
         media = _object(data.get("media"), "bad_media")
         payload = _str(media.get("payload"), "bad_media")
         try:
-            audio = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError):
+            audio = decode_strict(payload)
+        except ValueError:
             raise MediaFrameError("bad_base64") from None
         timestamp = media.get("timestamp", "0")
         try:

@@ -315,6 +315,8 @@ def voicelive_frames() -> st.SearchStrategy[str | bytes]:
 
 
 def _strict_b64(text: str) -> bytes:
+    """Canonical padded base64 only (what an encoder writes): the only form either side may be forwarded."""
+    assert len(text) % 4 == 0 and not text.endswith("==="), text
     return binascii.a2b_base64(text, strict_mode=True)
 
 

@@ -154,3 +154,37 @@ def test_a_dtmf_digit_no_keypad_sends_is_a_bad_frame(digit: Any) -> None:
 def test_every_keypad_digit_is_a_dtmf_event(digit: str) -> None:
     event = parse_frame(orjson.dumps({"event": "dtmf", "streamSid": STREAM_SID, "dtmf": {"digit": digit}}))
     assert event == Dtmf(STREAM_SID, digit)
+
+
+@pytest.mark.parametrize("payload", ["AAAA====", "AAAA=", "AAAAAA", "AAA"])
+def test_base64_no_encoder_writes_is_a_bad_frame_not_forwarded(payload: str) -> None:
+    """Python's strict decoder accepts padding past the last quantum and unpadded tails: such a payload was
+    forwarded to Voice Live as received, to a decoder that may be stricter."""
+    frame = orjson.dumps({"event": "media", "streamSid": STREAM_SID, "media": {"payload": payload}})
+    with pytest.raises(MediaFrameError) as raised:
+        parse_frame(frame)
+    assert raised.value.reason == "bad_base64"
+
+
+async def test_an_audio_delta_in_base64_no_encoder_writes_is_not_passed_to_twilio(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bridge, ws, client, *_ = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    with caplog.at_level(logging.WARNING, logger="realtime_pipeline"):
+        vl.push(
+            {
+                "type": "response.audio.delta",
+                "response_id": "r1",
+                "item_id": "i1",
+                "delta": AUDIO_B64 + "====",
+            }
+        )
+        vl.push({"type": "response.audio.delta", "response_id": "r1", "item_id": "i1", "delta": AUDIO_B64})
+        await until(lambda: bool(ws.events("media")))
+    assert [m["media"]["payload"] for m in ws.events("media")] == [AUDIO_B64]
+    assert "bad base64 in audio delta" in caplog.text
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
