@@ -33,8 +33,9 @@ class NoFreeThread(RuntimeError):
 class ThreadSlots:
     """At most ``limit`` threads at once; taken on the event loop, given back by the thread when it ends.
 
-    Taking a slot never waits: when all are held (in an outage, by threads still blocked in the SDK)
-    the caller fails at once rather than queueing behind calls that may not return for a minute.
+    Taking a slot waits briefly at most (:func:`run_blocking`'s ``slot_wait_s``): when all are held (in an
+    outage, by threads still blocked in the SDK) the caller fails soon rather than queueing behind calls that
+    may not return for a minute, while a burst just over the limit waits for the next slot to come free.
     """
 
     def __init__(self, limit: int) -> None:
@@ -62,18 +63,36 @@ class ThreadSlots:
             self._in_use -= 1
 
 
+SLOT_POLL_S = 0.02  # a slot comes free on another thread: looked for this often while waiting
+
+
+async def _take_slot(slots: ThreadSlots, wait_s: float) -> float | None:
+    """Take a slot, waiting up to ``wait_s``: the seconds waited, or None when none came free."""
+    if slots.try_acquire():
+        return 0.0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while (waited := loop.time() - started) < wait_s:
+        await asyncio.sleep(min(SLOT_POLL_S, wait_s - waited))
+        if slots.try_acquire():
+            return loop.time() - started
+    return None
+
+
 async def run_blocking(
     fn: Callable[[], T],
     *,
     timeout_s: float,
     name: str = "blocking-sdk-call",
     slots: ThreadSlots | None = None,
+    slot_wait_s: float = 0.0,
     on_abandon: Callable[[], None] | None = None,
 ) -> T:
     """``fn()`` on a thread of its own, awaited for at most ``timeout_s``.
 
     With ``slots``, the thread holds one slot from before it starts until ``fn`` returns (even long after
-    the caller stopped waiting); :class:`NoFreeThread` is raised, without starting a thread, when none is free.
+    the caller stopped waiting); :class:`NoFreeThread` is raised, without starting a thread, when none comes
+    free within ``slot_wait_s`` (that wait counts against ``timeout_s``).
     ``on_abandon`` is called when the caller stops waiting (timeout or cancellation) while ``fn`` is still
     running; it runs on the loop's default executor, never on the loop, and nothing waits for it.
     """
@@ -112,8 +131,11 @@ async def run_blocking(
             if slots is not None:
                 slots.release()
 
-    if slots is not None and not slots.try_acquire():
-        raise NoFreeThread(f"all {slots.limit} threads for {name} are busy")
+    if slots is not None:
+        waited = await _take_slot(slots, min(slot_wait_s, timeout_s))
+        if waited is None:
+            raise NoFreeThread(f"all {slots.limit} threads for {name} are busy")
+        timeout_s -= waited
     try:
         threading.Thread(target=work, name=name, daemon=True).start()
     except BaseException:

@@ -20,6 +20,7 @@ from legacy_pipeline.speech_config import SpeechError, describe_cancellation
 
 log = logging.getLogger("legacy_pipeline.stt")
 
+SLOT_WAIT_S = 0.5  # a burst just over the thread bound waits this long for a slot; an outage fails soon after
 WAVE_FORMAT_PCM = 1
 WAVE_FORMAT_MULAW = 7
 
@@ -201,6 +202,7 @@ class AzureSpeechRecognizer:
                 timeout_s=self._timeout_s,
                 name="azure-stt",
                 slots=self._slots,
+                slot_wait_s=SLOT_WAIT_S,
                 on_abandon=recognition.abandon,
             )
         except NoFreeThread as exc:

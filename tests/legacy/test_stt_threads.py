@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 from azure.cognitiveservices import speech as speechsdk
 
+import legacy_pipeline.stt
 from emulators.azure_speech import AzureSpeechEmulator
 from emulators.speechlike import silence_ulaw, speechlike_pcm16, ulaw_decode
 from legacy_pipeline.blocking import run_blocking
@@ -107,6 +108,25 @@ async def test_a_full_bound_refuses_the_next_recognition_without_a_thread() -> N
     finally:
         fake.release.set()
     assert await asyncio.gather(*running) == ["hello", "hello"]
+    assert await eventually(lambda: stt.threads_in_use == 0)
+
+
+async def test_a_recognition_that_finds_the_bound_full_waits_briefly_for_the_next_free_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst just over the bound was refused at once (the caller heard the apology) although a slot came
+    free a moment later."""
+    monkeypatch.setattr(legacy_pipeline.stt, "SLOT_WAIT_S", 10.0)  # generous: the box may be slow
+    fake = BlockedRecognitions()
+    stt = recognizer(fake, timeout_s=60.0, max_concurrent=1)
+    first = asyncio.create_task(stt.transcribe(RECORDING, language="en-US"))
+    assert await asyncio.to_thread(fake.wait_started, 1)
+    second = asyncio.create_task(stt.transcribe(RECORDING, language="en-US"))
+    await asyncio.sleep(0.1)
+    assert not second.done() and fake.started == 1, "waiting for the slot, not refused, not running"
+    fake.release.set()  # the first recognition ends: its slot goes to the second
+    assert await first == "hello" and await second == "hello"
+    assert fake.started == 2
     assert await eventually(lambda: stt.threads_in_use == 0)
 
 
