@@ -100,6 +100,8 @@ class RealtimeConnection:
         self.active: ResponseRun | None = None
         self._response_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._confirming: asyncio.Task[None] | None = None
+        """The latest delayed ``session.updated`` (the next one waits for it, to keep their order)."""
         self._send_lock = asyncio.Lock()
         self._closed = asyncio.Event()
         self.stalled = False
@@ -339,9 +341,33 @@ class RealtimeConnection:
         faults = self.faults.snapshot()
         if faults.drop_session_updated:
             return
-        if faults.session_updated_delay_ms:
-            await asyncio.sleep(faults.session_updated_delay_ms / 1000.0)
-        await self.send({"type": "session.updated", "session": merged})
+        await self._confirm_session(merged, faults.session_updated_delay_ms / 1000.0)
+
+    async def _confirm_session(self, session: dict[str, Any], delay_s: float) -> None:
+        """Send ``session.updated`` for ``session``, ``delay_s`` late when the service is slow to confirm.
+
+        Only the confirmation waits, on its own task: the service keeps reading client events meanwhile, so
+        the receive loop must not sleep. Confirmations keep the order of their updates (one waits for any
+        earlier one still pending). Nothing documents an order between a late ``session.updated`` and the
+        replies to later client events (voice-live.md 1.3, 1.10), so those may overtake it.
+        ``session`` is never mutated afterwards (``merge_session`` returns a deep copy).
+        """
+        previous = self._confirming
+        if delay_s <= 0 and (previous is None or previous.done()):
+            await self.send({"type": "session.updated", "session": session})
+            return
+        due = asyncio.get_running_loop().time() + delay_s
+
+        async def confirm_later() -> None:
+            if previous is not None:
+                await asyncio.wait({previous})  # its outcome is its own; our own cancellation still ends us
+            await asyncio.sleep(max(0.0, due - asyncio.get_running_loop().time()))
+            await self.send({"type": "session.updated", "session": session})
+
+        task = asyncio.create_task(confirm_later())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._confirming = task
 
     def _audio_produced(self) -> bool:
         return any(run.audio_ms_sent > 0 for run in self.runs_by_item.values())

@@ -54,6 +54,8 @@ class Faults:
 
     # --- session start ---
     session_updated_delay_ms: int = 0
+    """Send each ``session.updated`` this late. The new settings apply at once and client events are still
+    read meanwhile (replies to them may overtake the confirmation); confirmations keep their order."""
     drop_session_updated: bool = False
     error_at_session_start: ErrorSpec | None = None
     """Sent right after ``session.created``."""

@@ -55,6 +55,40 @@ async def test_session_updated_delayed(emulator: VoiceLiveEmulator) -> None:
     await client.ws.close()
 
 
+async def test_a_slow_session_updated_does_not_hold_other_client_events(emulator: VoiceLiveEmulator) -> None:
+    """The service keeps reading while it is slow to confirm: audio sent after the update is heard at once,
+    with the new settings (μ-law input; the VAD reports speech), before ``session.updated`` arrives."""
+    emulator.faults.update(session_updated_delay_ms=2000)
+    client = await open_client(emulator)
+    await client.send({"type": "session.update", "session": {"input_audio_format": "g711_ulaw"}})
+    await client.speak(tail_ms=0)
+    first = await client.recv()
+    assert first["type"] == "input_audio_buffer.speech_started"
+    events = await client.until("session.updated")
+    assert events[-1]["session"]["input_audio_format"] == "g711_ulaw"
+    assert emulator.sessions[0].append_count > 0
+    await client.ws.close()
+
+
+async def test_slow_session_updated_events_keep_the_order_of_their_updates(
+    emulator: VoiceLiveEmulator,
+) -> None:
+    """Each update gets its own confirmation, in order, even when the delay is lifted in between (the later
+    one waits for the earlier one); replies to other client events are not held behind them."""
+    emulator.faults.update(session_updated_delay_ms=1500)
+    client = await open_client(emulator)
+    await client.send({"type": "session.update", "session": {"temperature": 0.7}})
+    await client.send({"type": "input_audio_buffer.clear"})
+    assert (await client.recv())["type"] == "input_audio_buffer.cleared"
+    emulator.faults.update(session_updated_delay_ms=0)
+    await client.send({"type": "session.update", "session": {"temperature": 0.9}})
+    await client.send({"type": "input_audio_buffer.clear"})
+    events = [await client.recv() for _ in range(3)]
+    assert types(events) == ["input_audio_buffer.cleared", "session.updated", "session.updated"]
+    assert [e["session"]["temperature"] for e in events[1:]] == [0.7, 0.9]
+    await client.ws.close()
+
+
 async def test_session_updated_dropped(emulator: VoiceLiveEmulator) -> None:
     emulator.faults.update(drop_session_updated=True)
     client = await open_client(emulator)
