@@ -45,4 +45,11 @@ class VoiceLiveEmulatorConfig:
     vad_frame_ms: int = 10
     default_model: str = "gpt-realtime"
     rate_limit_tokens: int = 400_000
+    max_held_events: int = 500
+    """Per session, events held during a stall (beyond it the oldest audio is dropped): 50 s of 100 ms
+    deltas, at most ~3 MB of base64 pcm16."""
     faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        if self.max_held_events < 1:
+            raise ValueError("max_held_events must be at least 1")

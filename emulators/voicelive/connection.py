@@ -1,8 +1,9 @@
 """One Voice Live WebSocket session: client event dispatch, input buffer + VAD, conversation, responses.
 
 Only this module speaks the session protocol. Sends are serialized by a lock (the response task and the
-receive loop both send); every outgoing event gets an ``event_id``. Bad client input gets an ``error``
-event and the session carries on, as the service does.
+receive loop both send); every outgoing event gets an ``event_id``. While the session is stalled, outgoing
+events are held in order (``held.py``) instead of sent. Bad client input gets an ``error`` event and the
+session carries on, as the service does.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from emulators.voicelive.audio import decode_input
 from emulators.voicelive.config import VoiceLiveEmulatorConfig
 from emulators.voicelive.faults import ErrorSpec, Faults
+from emulators.voicelive.held import HeldEvents
 from emulators.voicelive.records import SessionRecord
 from emulators.voicelive.responses import (
     CHARS_PER_TEXT_TOKEN,
@@ -46,6 +48,9 @@ logger = logging.getLogger("emulators.voicelive")
 # voice-live.md 1.6: the client may put "up to a maximum of 15 MiB" of audio in one append event.
 MAX_APPEND_AUDIO_BYTES = 15 * 1024 * 1024
 MAX_APPEND_BASE64_CHARS = 4 * math.ceil(MAX_APPEND_AUDIO_BYTES / 3)
+
+STALL_POLL_S = 0.02
+"""How often held events check whether ``faults.stall`` was cleared."""
 
 ItemTypes = ("message", "function_call", "function_call_output")
 MessageRoles = ("system", "user", "assistant")
@@ -103,6 +108,8 @@ class RealtimeConnection:
         self._confirming: asyncio.Task[None] | None = None
         """The latest delayed ``session.updated`` (the next one waits for it, to keep their order)."""
         self._send_lock = asyncio.Lock()
+        self._held = HeldEvents(config.max_held_events, record)
+        self._releasing: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self.stalled = False
         self.opened_monotonic = time.monotonic()
@@ -121,19 +128,55 @@ class RealtimeConnection:
 
     # ------------------------------------------------------------------ sending
     async def send(self, event: dict[str, Any]) -> None:
-        if self.stalled or self.faults.stall or self._closed.is_set():
+        """Send ``event`` now or, while the session is stalled, hold it to send in order when the stall lifts.
+
+        The frame is serialized here, when the event is produced: a held event shows what the service had
+        produced then, even if the item it describes changes before the stall lifts.
+        """
+        if self._closed.is_set():
             return
         payload = {"event_id": new_id("event"), **event}
         if event["type"] == "response.done":  # record before the client can observe it
             self.record.responses[event["response"]["id"]] = event["response"]["status"]
-        async with self._send_lock:
+        text = orjson.dumps(payload).decode()
+        async with self._send_lock:  # FIFO: events go out (or are held) in the order they were produced
             if self._closed.is_set():
                 return
-            self.record.server_events.append(event["type"])  # before the client can observe it
-            try:
-                await self.ws.send_text(orjson.dumps(payload).decode())
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                self._closed.set()
+            if self.stalled or self.faults.stall or self._held:
+                self._held.hold(event["type"], text)
+                self._release_when_unstalled()
+                return
+            await self._write(event["type"], text)
+
+    async def _write(self, kind: str, text: str) -> None:
+        """One frame to the client; the caller holds the send lock."""
+        self.record.server_events.append(kind)  # before the client can observe it
+        try:
+            await self.ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._closed.set()
+
+    def _release_when_unstalled(self) -> None:
+        """Make sure a task will deliver the held events once ``faults.stall`` is cleared."""
+        if self.stalled or (self._releasing is not None and not self._releasing.done()):
+            return
+        self._releasing = asyncio.create_task(self._release_held())
+        self._tasks.add(self._releasing)
+        self._releasing.add_done_callback(self._tasks.discard)
+
+    async def _release_held(self) -> None:
+        """Deliver held events, oldest first, while ``faults.stall`` is clear.
+
+        ``stall`` can be cleared from another thread (a test) or over ``POST /_emulator/faults``, so it is
+        polled, as the watchdog polls ``expire_after_s``. A permanent stall (``stall_forever``) never lifts.
+        """
+        while self._held and not self.stalled and not self._closed.is_set():
+            if self.faults.stall:
+                await asyncio.sleep(STALL_POLL_S)
+                continue
+            async with self._send_lock:
+                while self._held and not (self.faults.stall or self.stalled or self._closed.is_set()):
+                    await self._write(*self._held.pop())
 
     async def send_error(self, error: dict[str, Any], *, client_event_id: str | None = None) -> None:
         body = {"type": "invalid_request_error", "code": None, "message": "", "param": None, **error}
@@ -164,6 +207,10 @@ class RealtimeConnection:
         return previous
 
     async def stall_forever(self) -> None:
+        """Hang this session for good (``stall_after_deltas``): from now on every event is held, never sent.
+
+        Only the session's end releases the caller; clearing ``faults.stall`` does not resume it.
+        """
         self.stalled = True
         await self._closed.wait()
 
@@ -192,6 +239,7 @@ class RealtimeConnection:
             for task in [*self._tasks, *([self._response_task] if self._response_task else [])]:
                 task.cancel()
             self._abandon_active()
+            self._held.discard()
             self.record.closed = True
 
     def _abandon_active(self) -> None:

@@ -67,9 +67,16 @@ class Faults:
     """After K deltas send ``mid_response_error`` and end the response ``failed``."""
     mid_response_error: ErrorSpec = field(default_factory=ErrorSpec)
     stall_after_deltas: int | None = None
-    """After K deltas stop sending anything (socket stays open, client events are still read)."""
+    """After K deltas the session hangs for good: it sends nothing more and the response never goes on (the
+    socket stays open, client events are still read). Permanent by design: a wedged session that only its
+    end clears, for the bridge to notice and give up on; clearing ``stall`` does not release it. What it
+    produces meanwhile (replies to client events) is held, bounded, never sent: counted in the session
+    record's ``held_events``, then ``held_unsent`` when the session ends."""
     stall: bool = False
-    """Stop sending anything right now, for every session."""
+    """While set, no session sends anything: outgoing events are held in order and delivered when it is
+    cleared, as a service recovering from a network hiccup or a GC pause delivers what it had queued. The hold
+    is bounded by the config's ``max_held_events`` (beyond it the oldest audio deltas are dropped, counted in
+    ``held_dropped``); a session that closes while stalled never sends what it held (``held_unsent``)."""
     close_after_deltas: int | None = None
     """After K deltas close the socket: with ``close_code`` or, if ``close_abruptly``, with no close frame."""
     close_code: int = 1011

@@ -37,6 +37,12 @@ class SessionRecord:
     """Response id → final (or current) status."""
     session: dict[str, Any] = field(default_factory=dict)
     """The current merged session object."""
+    held_events: int = 0
+    """Events produced during a stall and not sent yet (see ``held.py``)."""
+    held_dropped: int = 0
+    """Held events dropped because the hold was full (the oldest audio deltas first)."""
+    held_unsent: int = 0
+    """Held events never sent because the session ended first (a permanent stall ends this way)."""
     closed: bool = False
     close_code: int | None = None
     close_reason: str = ""
@@ -57,6 +63,9 @@ class SessionRecord:
             "errors_sent": list(self.errors_sent),
             "responses": dict(self.responses),
             "session": self.session,
+            "held_events": self.held_events,
+            "held_dropped": self.held_dropped,
+            "held_unsent": self.held_unsent,
             "closed": self.closed,
             "close_code": self.close_code,
             "close_reason": self.close_reason,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -156,6 +157,109 @@ async def test_global_stall_silences_everything(emulator: VoiceLiveEmulator) -> 
     with pytest.raises(TimeoutError):
         await client.recv(wait_s=0.3)
     await client.ws.close()
+
+
+async def test_a_lifted_stall_delivers_what_was_held_in_order(emulator: VoiceLiveEmulator) -> None:
+    """A stalled service sends what it had queued when it recovers: a whole turn produced during the stall
+    arrives, in order and as produced, once ``stall`` is cleared over the control API; a reply to a client
+    event sent after the lift comes after it."""
+    client = await ulaw_session(emulator, input_audio_transcription={"model": "azure-speech"})
+    record = emulator.sessions[0]
+    emulator.faults.update(stall=True)
+    await client.speak()
+    await eventually(lambda: "completed" in record.responses.values())
+    assert "input_audio_buffer.speech_started" not in record.server_events  # produced, held, not sent
+    held = record.held_events
+    async with httpx.AsyncClient(base_url=emulator.url) as http:
+        lifted = await http.post("/_emulator/faults", json={"stall": False})
+    assert lifted.status_code == 200
+    await client.send({"type": "input_audio_buffer.clear"})
+    events = await client.until("input_audio_buffer.cleared")
+    names = types(events)
+    assert len(events) == held + 1
+    assert names[:4] == [
+        "input_audio_buffer.speech_started",
+        "input_audio_buffer.speech_stopped",
+        "input_audio_buffer.committed",
+        "conversation.item.created",
+    ]
+    assert names[-2:] == ["response.done", "input_audio_buffer.cleared"]
+    assert names.count("response.audio.delta") > 1
+    assert events[-2]["response"]["status"] == "completed"
+    user_item = events[3]["item"]
+    assert user_item["content"][0]["transcript"] is None  # as produced, before its transcript was known
+    assert "conversation.item.input_audio_transcription.completed" in names
+    assert (record.held_events, record.held_dropped, record.held_unsent) == (0, 0, 0)
+    await client.ws.close()
+
+
+async def test_the_stall_hold_is_bounded_by_dropping_the_oldest_audio() -> None:
+    """Past ``max_held_events`` the oldest audio deltas go (counted); every protocol event is still delivered."""
+    config = VoiceLiveEmulatorConfig(
+        faults=Faults(first_audio_ms=0, pace=0), replies=("a" * 100,), ms_per_char=65, max_held_events=30
+    )
+    with VoiceLiveEmulator(config) as emulator:
+        client = await ulaw_session(emulator, turn_detection=None)
+        record = emulator.sessions[0]
+        emulator.faults.update(stall=True)
+        await client.send({"type": "response.create"})
+        await eventually(lambda: "completed" in record.responses.values())
+        audio_deltas = 65  # 100 chars x 65 ms in 100 ms chunks
+        protocol = [
+            "response.created",
+            "rate_limits.updated",
+            "response.output_item.added",
+            "conversation.item.created",
+            "response.content_part.added",
+            "response.audio_transcript.delta",  # the one word goes with the last chunk
+            "response.audio.done",
+            "response.audio_transcript.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.done",
+        ]
+        kept_audio = 30 - len(protocol)
+        assert record.held_events == 30
+        assert record.held_dropped == audio_deltas - kept_audio
+        emulator.faults.update(stall=False)
+        events = await client.until("response.done")
+        names = types(events)
+        assert [n for n in names if n != "response.audio.delta"] == protocol
+        assert names.count("response.audio.delta") == kept_audio
+        assert events[-1]["response"]["status"] == "completed"
+        await client.ws.close()
+
+
+async def test_a_permanent_stall_holds_what_it_produces_and_counts_it_unsent(
+    emulator: VoiceLiveEmulator,
+) -> None:
+    """``stall_after_deltas`` never lifts, not even when ``stall`` is toggled; what the session produced
+    meanwhile is not lost silently: it shows as held, then as unsent when the session ends."""
+    emulator.faults.update(stall_after_deltas=2)
+    client = await ulaw_session(emulator, turn_detection=None)
+    record = emulator.sessions[0]
+    await client.send({"type": "response.create"})
+    events = [await client.recv() for _ in range(7)]
+    assert types(events)[-2:] == ["response.audio.delta", "response.audio.delta"]
+    await client.send({"type": "session.update", "session": {"temperature": 0.9}})
+    await eventually(lambda: record.held_events == 1)
+    emulator.faults.update(stall=True)
+    emulator.faults.update(stall=False)
+    with pytest.raises(TimeoutError):
+        await client.recv(wait_s=0.3)
+    assert list(record.server_events).count("session.updated") == 1  # ulaw_session's own update only
+    await client.ws.close()
+    await eventually(lambda: record.closed)
+    assert (record.held_events, record.held_unsent) == (0, 1)
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait for the emulator (on its own thread) to reach ``condition``."""
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    assert condition()
 
 
 async def test_close_mid_response_with_code(emulator: VoiceLiveEmulator) -> None:
