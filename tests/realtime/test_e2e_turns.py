@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import numpy as np
@@ -238,3 +239,33 @@ async def test_a_reply_voice_live_sends_slower_than_it_plays_is_recorded_as_chop
     record = await harness.call(call_sid)
     assert record["realtime"]["playback_gaps"] == turn["playback_gaps"]
     assert harness.metric("voice_router_playback_gap_seconds_count") == turn["playback_gaps"]
+
+
+async def test_a_reply_stalled_for_a_second_then_resumed_plays_on_and_is_flagged_as_one_gap(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """A Voice Live hiccup mid-reply (the emulator holds its events, then delivers them): the call goes on on
+    realtime, the reply plays to its end, and the caller's second of silence is on the turn."""
+    harness = make_harness()
+    harness.voicelive.faults.update(pace=1.0)  # real pace: Twilio holds almost nothing ahead
+    harness.voicelive.config.ms_per_char = 80
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: len(twilio.events("media")) >= 2, within=15)
+        harness.voicelive.faults.update(stall=True)
+        await asyncio.sleep(1.0)
+        harness.voicelive.faults.update(stall=False)
+        session = harness.voicelive.sessions[0]
+        await twilio.wait_for(lambda: "completed" in session.responses.values(), within=15)
+        await twilio.wait_for(lambda: not twilio._queue, within=15)
+        await twilio.stop()
+        await twilio.wait_closed()
+
+    (turn,) = await harness.turns(call_sid)
+    assert turn["playback_gaps"] == 1 and turn["playback_gap_ms"] >= 500
+    assert turn["error"] is None
+    record = await harness.call(call_sid)
+    assert record["breaker_outcome"] == "success" and not record["moved_to_legacy"]
