@@ -790,7 +790,8 @@ class CallBridge:
             assert isinstance(event, AudioDelta)
             await self._on_audio(event)
         elif kind is SpeechStarted:
-            await self._on_speech_started()
+            assert isinstance(event, SpeechStarted)
+            await self._on_speech_started(event.item_id)
         elif kind is SpeechStopped:
             assert isinstance(event, SpeechStopped)
             self._on_speech_stopped(event)
@@ -888,7 +889,7 @@ class CallBridge:
         if first:
             self._on_first_audio(event.item_id)
 
-    async def _on_speech_started(self) -> None:
+    async def _on_speech_started(self, user_item_id: str) -> None:
         self._user_speaking = True
         self._reply_owed = None  # the caller speaks again: a new question, a new reply
         if not self._playback.audio_queued or not self._barge_in:
@@ -912,6 +913,7 @@ class CallBridge:
             )
         if self._turns.current is not None:
             self._turns.current.interrupted = True
+        self._turns.interrupting(user_item_id)
         self.stats["barge_ins"] += 1
         self._metrics.barge_ins.labels(PIPELINE).inc()
 

@@ -24,7 +24,9 @@ class Turn:
     user_text: str = ""
     assistant_text: list[str] = field(default_factory=list)
     assistant_items: set[str] = field(default_factory=set)
-    interrupted: bool = False
+    interrupted: bool = False  # the caller cut this turn's reply off
+    interrupting: bool = False  # this turn's utterance cut the previous reply off (a barge-in)
+    user_transcribed: bool = False  # Voice Live's transcription of the utterance arrived (maybe empty)
     playback_gaps: int = 0  # mid-reply silences of at least 100 ms (playback_gaps.py)
     playback_gap_ms: float = 0.0
     error: str | None = None
@@ -35,6 +37,14 @@ class Turn:
         """The reply this turn was owed was lost (first failure wins: it is the cause)."""
         if self.error is None:
             self.error, self.error_stage = error[:300], stage
+
+    @property
+    def false_interrupt(self) -> bool | None:
+        """A barge-in with no words in it (line noise, a cough, an echo: pain point P9); None when this turn
+        was no barge-in or its transcription never came (transcription off or failed), so it is unknown."""
+        if not self.interrupting or not self.user_transcribed:
+            return None
+        return not self.user_text.strip()
 
     def record(self, call_sid: str) -> TurnRecord:
         return TurnRecord(
@@ -48,6 +58,7 @@ class Turn:
             user_text=self.user_text,
             assistant_text=" ".join(t for t in self.assistant_text if t),
             interrupted=self.interrupted,
+            false_interrupt=self.false_interrupt,
             playback_gaps=self.playback_gaps,
             playback_gap_ms=round(self.playback_gap_ms, 1),
             error=self.error,
@@ -57,17 +68,25 @@ class Turn:
 
 
 class TurnTracker:
-    __slots__ = ("_by_user_item", "_next_index", "current")
+    __slots__ = ("_by_user_item", "_interrupting_item", "_next_index", "current")
 
     def __init__(self) -> None:
         self.current: Turn | None = None
         self._by_user_item: dict[str, Turn] = {}
         self._next_index = 0
+        self._interrupting_item: str | None = None
+
+    def interrupting(self, user_item_id: str) -> None:
+        """The caller's utterance ``user_item_id`` (its turn begins when it ends) cut the agent off."""
+        self._interrupting_item = user_item_id or None
 
     def begin(self, anchor: float, at: float, user_item_id: str = "") -> Turn | None:
         """Start a new turn; returns the previous one, now finished, for writing."""
         finished = self.current
         turn = Turn(index=self._next_index, anchor=anchor, at=at, user_item_id=user_item_id)
+        if user_item_id and user_item_id == self._interrupting_item:
+            turn.interrupting = True
+            self._interrupting_item = None
         self._next_index += 1
         self.current = turn
         if user_item_id:
@@ -104,6 +123,7 @@ class TurnTracker:
         turn = self._by_user_item.get(item_id)
         if turn is not None:
             turn.user_text = text
+            turn.user_transcribed = True
 
     def assistant_transcript(self, item_id: str, text: str) -> None:
         turn = self.current

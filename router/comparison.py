@@ -169,6 +169,9 @@ class ArmReport:
     gap_turns: int = 0
     playback_gaps: int = 0
     playback_gap_ms: float = 0.0
+    # Barge-ins whose words are known (transcribed) and those of them with none: false interrupts (noise).
+    judged_barge_ins: int = 0
+    false_interrupts: int = 0
     # dimension → value → counts and sketches (router.report_slices)
     slices: Slices = field(default_factory=dict)
 
@@ -217,6 +220,8 @@ class ArmReport:
             "gap_turns",
             "playback_gaps",
             "playback_gap_ms",
+            "judged_barge_ins",
+            "false_interrupts",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         merge_slices(self.slices, other.slices)
@@ -265,6 +270,8 @@ class ArmReport:
             "gap_turns": self.gap_turns,
             "playback_gaps": self.playback_gaps,
             "playback_gap_ms": self.playback_gap_ms,
+            "judged_barge_ins": self.judged_barge_ins,
+            "false_interrupts": self.false_interrupts,
             "cost_usd": dict(self.cost_usd),
             "cost_per_call_usd": self.cost_per_call_usd,
             "stages": dump(self.stages),
@@ -302,6 +309,8 @@ class ArmReport:
             gap_turns=int(data.get("gap_turns", 0)),
             playback_gaps=int(data.get("playback_gaps", 0)),
             playback_gap_ms=float(data.get("playback_gap_ms", 0.0)),
+            judged_barge_ins=int(data.get("judged_barge_ins", 0)),
+            false_interrupts=int(data.get("false_interrupts", 0)),
             slices=slices_from_dict(data.get("slices") or {}),
             cost_usd={k: float(v) for k, v in data.get("cost_usd", {}).items()},
             stages=load(data.get("stages", {})),
@@ -426,6 +435,10 @@ def compare_records(
             arm.errors_by_stage[stage] = arm.errors_by_stage.get(stage, 0) + 1
         if turn.get("interrupted"):
             arm.barge_ins += 1
+        false_interrupt = turn.get("false_interrupt")
+        if isinstance(false_interrupt, bool):
+            arm.judged_barge_ins += 1
+            arm.false_interrupts += false_interrupt
         gaps = turn.get("playback_gaps")
         if isinstance(gaps, int) and not isinstance(gaps, bool) and gaps > 0:
             arm.gap_turns += 1
@@ -582,17 +595,18 @@ def render_table(c: Comparison) -> str:
     # Guardrails next to the outcomes: session reconnects and renewals, moves to legacy Twilio took or refused.
     header = (
         f"{'pipeline':<9} {'calls':>5} {'done':>5} {'turns':>5} {'err%':>6} {'moved':>5} {'barge':>5} "
-        f"{'c.barge':>7} {'$/call':>8} {'reconn':>6} {'renew':>5} {'mv.ok':>5} {'mv.fail':>7} {'gap.t':>5}"
+        f"{'c.barge':>7} {'$/call':>8} {'reconn':>6} {'renew':>5} {'mv.ok':>5} {'mv.fail':>7} {'gap.t':>5} {'f.int':>7}"
     )
     lines.append(header)
     # gap.t: turns whose reply went silent for 100 ms or more in mid-reply (Twilio had played all it had).
+    # f.int: barge-ins with no words in them (noise taken for speech) / barge-ins whose words are known.
     for name in sorted(c.arms):
         arm = c.arms[name]
         lines.append(
             f"{name:<9} {arm.calls:>5} {arm.completed_calls:>5} {arm.turns:>5} "
             f"{100 * arm.error_rate:>5.1f}% {arm.moved_to_legacy:>5} {arm.barge_ins:>5} {arm.caller_barge_ins:>7} "
             f"{arm.cost_per_call_usd:>8.4f} {arm.reconnects:>6} {arm.renewals:>5} {arm.moves_ok:>5} "
-            f"{arm.moves_failed:>7} {arm.gap_turns:>5}"
+            f"{arm.moves_failed:>7} {arm.gap_turns:>5} {f'{arm.false_interrupts}/{arm.judged_barge_ins}':>7}"
         )
     lines.append("")
     metrics: list[tuple[str, str]] = [

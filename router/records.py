@@ -46,6 +46,9 @@ class TurnRecord:
     user_text: str = ""
     assistant_text: str = ""
     interrupted: bool = False
+    # Realtime: this turn's utterance cut the agent off and held no words (a false barge-in: noise, a cough);
+    # None when it was no barge-in or its words are unknown (no transcription).
+    false_interrupt: bool | None = None
     # Realtime: silences of at least 100 ms in mid-reply, when Twilio had played all it had been sent.
     playback_gaps: int = 0
     playback_gap_ms: float = 0.0

@@ -138,7 +138,8 @@ def render_html(c: Comparison) -> str:
         f"<td>{100 * arm.fallback_rate:.1f}%</td><td>{arm.barge_ins}</td><td>{arm.caller_barge_ins}</td>"
         f"<td>${arm.cost_per_call_usd:.4f}</td><td>{arm.reconnects}</td><td>{arm.renewals}</td>"
         f"<td>{arm.moves_ok}</td><td>{arm.moves_failed}</td>"
-        f"<td>{arm.gap_turns} ({arm.playback_gaps} gaps, {arm.playback_gap_ms / 1000:.1f} s)</td></tr>"
+        f"<td>{arm.gap_turns} ({arm.playback_gaps} gaps, {arm.playback_gap_ms / 1000:.1f} s)</td>"
+        f"<td>{arm.false_interrupts} of {arm.judged_barge_ins}</td></tr>"
         for name, arm in sorted(c.arms.items())
     )
     charts: list[str] = []
@@ -178,7 +179,8 @@ Cost is an estimate from list prices (router/prices.yaml).</p>
 <table><tr><th>pipeline</th><th>calls</th><th>completed</th><th>turns</th><th>turn errors</th>
 <th>moved to legacy</th><th>fallback rate</th><th>barge-ins (server)</th><th>barge-ins (caller side)</th>
 <th>cost / call</th><th>session reconnects</th><th>session renewals</th><th>moves to legacy</th>
-<th>moves to legacy failed</th><th>turns with a mid-reply silence &ge; 100 ms</th></tr>{summary_rows}</table>
+<th>moves to legacy failed</th><th>turns with a mid-reply silence &ge; 100 ms</th>
+<th>false barge-ins (no words) of those transcribed</th></tr>{summary_rows}</table>
 {"".join(charts)}
 {"".join(tables)}
 {_slice_tables(c)}

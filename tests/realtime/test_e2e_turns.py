@@ -247,7 +247,7 @@ async def test_a_reply_stalled_for_a_second_then_resumed_plays_on_and_is_flagged
     """A Voice Live hiccup mid-reply (the emulator holds its events, then delivers them): the call goes on on
     realtime, the reply plays to its end, and the caller's second of silence is on the turn."""
     harness = make_harness()
-    harness.voicelive.faults.update(pace=1.0)  # real pace: Twilio holds almost nothing ahead
+    harness.voicelive.faults.update(pace=2.0)  # twice real time: Twilio holds a little ahead, not a second
     harness.voicelive.config.ms_per_char = 80
     call_sid = new_call_sid()
     await harness.register_call(call_sid)

@@ -472,3 +472,23 @@ def test_turns_with_a_mid_reply_silence_are_a_guardrail_next_to_the_outcomes():
     assert "<td>2 (3 gaps, 0.6 s)</td>" in render_html(c)
     doubled = Comparison.from_dict(c.to_dict()).merge(Comparison.from_dict(c.to_dict()))
     assert (doubled.arm("realtime").gap_turns, doubled.arm("realtime").playback_gap_ms) == (4, 1200.0)
+
+
+def test_false_barge_ins_are_counted_among_the_barge_ins_whose_words_are_known():
+    """P9 next to the barge-in count: how many interruptions were noise (no words), of those transcribed."""
+    calls = [{"call_sid": "CA1", "pipeline": "realtime", "status": "completed"}]
+    turns = [
+        {"call_sid": "CA1", "pipeline": "realtime", "turn": 1, "at": 1.0, "false_interrupt": None},
+        {"call_sid": "CA1", "pipeline": "realtime", "turn": 2, "at": 2.0, "false_interrupt": True},
+        {"call_sid": "CA1", "pipeline": "realtime", "turn": 3, "at": 3.0, "false_interrupt": False},
+        {"call_sid": "CA1", "pipeline": "realtime", "turn": 4, "at": 4.0},  # written before the field existed
+    ]
+    c = compare_records(calls, turns, prices=PRICES)
+    assert (c.arm("realtime").false_interrupts, c.arm("realtime").judged_barge_ins) == (1, 2)
+    lines = render_table(c).splitlines()
+    header = next(line for line in lines if line.startswith("pipeline "))
+    row = next(line for line in lines if line.startswith("realtime "))
+    assert dict(zip(header.split(), row.split(), strict=True))["f.int"] == "1/2"
+    assert "<td>1 of 2</td>" in render_html(c)
+    merged = Comparison.from_dict(c.to_dict()).merge(Comparison.from_dict(c.to_dict()))
+    assert (merged.arm("realtime").false_interrupts, merged.arm("realtime").judged_barge_ins) == (2, 4)

@@ -1,0 +1,127 @@
+"""Mid-reply silences and false barge-ins: what the caller hears go wrong in a realtime reply."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from realtime_pipeline.playback_gaps import GAP_MS, PlaybackGaps
+from tests.realtime.bridge_fakes import audio_delta, make_bridge, until
+
+
+def test_audio_that_arrives_before_the_queue_drains_leaves_no_gap() -> None:
+    gaps = PlaybackGaps()
+    assert gaps.sent("a", 10.0, 100) == 0.0
+    assert gaps.sent("a", 10.05, 100) == 0.0  # 50 ms in: 150 ms still queued
+    assert gaps.sent("a", 10.2, 100) == 0.0  # drains at 10.3
+    assert gaps.sent("a", 10.35, 20) == 0.0  # 50 ms dry: under the threshold, not counted
+    assert (gaps.count, gaps.total_ms) == (0, 0.0)
+
+
+def test_a_chunk_of_the_same_reply_after_the_queue_drained_is_a_gap_of_the_difference() -> None:
+    gaps = PlaybackGaps()
+    gaps.sent("a", 10.0, 100)  # plays until 10.1
+    assert gaps.sent("a", 10.35, 100) == pytest.approx(250.0)
+    assert gaps.sent("a", 10.4, 100) == 0.0  # the queue restarted at 10.35: plays until 10.55
+    assert gaps.sent("a", 10.75, 100) == pytest.approx(200.0)
+    assert gaps.count == 2
+    assert (gaps.total_ms, gaps.longest_ms) == pytest.approx((450.0, 250.0))
+
+
+def test_silence_between_replies_and_after_a_clear_is_not_a_gap() -> None:
+    gaps = PlaybackGaps()
+    gaps.sent("a", 10.0, 100)
+    assert gaps.sent("b", 15.0, 100) == 0.0  # the next reply, seconds later
+    gaps.cleared(15.05)  # barge-in: Twilio dropped the rest
+    assert gaps.sent("b", 16.0, 100) == 0.0  # audio after a clear starts a new stretch
+    assert gaps.count == 0
+
+
+def test_a_new_reply_queued_behind_the_last_one_starts_when_it_ends() -> None:
+    gaps = PlaybackGaps()
+    gaps.sent("a", 10.0, 1000)  # plays until 11.0
+    gaps.sent("b", 10.1, 100)  # queued behind it: plays 11.0-11.1
+    assert gaps.sent("b", 11.05, 100) == 0.0
+    assert gaps.sent("b", 11.5, 100) == pytest.approx(300.0)  # dry from 11.2
+
+
+async def test_a_reply_that_stalls_mid_sentence_is_counted_in_its_turn_and_the_call() -> None:
+    bridge, ws, client, _, _, store = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900})
+    vl.push({"type": "response.created", "response": {"id": "r1"}})
+    vl.push(audio_delta("a1", 100))
+    await until(lambda: len(ws.events("media")) == 1)
+    await asyncio.sleep((100 + 2 * GAP_MS) / 1000)  # Voice Live stalls: Twilio plays out and waits
+    vl.push(audio_delta("a1", 500))
+    vl.push(audio_delta("a1", 500))  # and the reply flows again (ahead of its playback): no second gap
+    await until(lambda: len(ws.events("media")) == 3)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    (turn,) = [t for t in store.turns if t["turn"] == 1]
+    assert turn["playback_gaps"] == 1 and turn["playback_gap_ms"] >= 2 * GAP_MS - 5
+    realtime = store.merged["realtime"]
+    assert realtime["playback_gaps"] == 1 and realtime["playback_gap_ms"] == round(turn["playback_gap_ms"])
+
+
+async def _barge_in_turn(transcript: str | None) -> dict[str, Any]:
+    """A reply plays; the caller's utterance u2 cuts it off; its transcript (if any) arrives; the record of u2's
+    turn."""
+    bridge, ws, client, _, _, store = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900})
+    vl.push({"type": "response.created", "response": {"id": "r1"}})
+    vl.push(audio_delta("a1", 500))
+    await until(lambda: len(ws.events("mark")) == 1)
+    vl.push({"type": "input_audio_buffer.speech_started", "item_id": "u2", "audio_start_ms": 1500})
+    await until(lambda: bool(ws.events("clear")))
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u2", "audio_end_ms": 1900})
+    if transcript is not None:
+        vl.push(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": "u2",
+                "content_index": 0,
+                "transcript": transcript,
+            }
+        )
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u3", "audio_end_ms": 5000})
+    await until(lambda: len(store.turns) >= 2)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    (turn,) = [t for t in store.turns if t["turn"] == 2]
+    assert [t["interrupted"] for t in store.turns if t["turn"] == 1] == [True]
+    return turn
+
+
+@pytest.mark.parametrize(
+    ("transcript", "false_interrupt"), [("", True), ("  ", True), ("wait, no", False), (None, None)]
+)
+async def test_a_barge_in_with_no_words_in_it_is_a_false_interrupt(
+    transcript: str | None, false_interrupt: bool | None
+) -> None:
+    """Line noise or a cough that Voice Live's VAD takes for speech cuts the agent off (pain point P9): the
+    turn of that utterance says so when its transcription came back empty, and says nothing without one."""
+    assert (await _barge_in_turn(transcript))["false_interrupt"] is false_interrupt
+
+
+async def test_an_utterance_that_cut_nothing_off_is_no_false_interrupt() -> None:
+    bridge, ws, client, _, _, store = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push({"type": "input_audio_buffer.speech_started", "item_id": "u1", "audio_start_ms": 0})
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900})
+    transcription = {"type": "conversation.item.input_audio_transcription.completed", "item_id": "u1"}
+    vl.push({**transcription, "content_index": 0, "transcript": ""})
+    await asyncio.sleep(0.05)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    (turn,) = store.turns
+    assert turn["false_interrupt"] is None and not ws.events("clear")
