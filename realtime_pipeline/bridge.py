@@ -400,7 +400,11 @@ class CallBridge:
     async def _fail_at_start(self, outcome: Outcome, reason: str, exc: Exception) -> bool:
         log.warning("voice live unavailable at call start: %s", exc, extra={"reason": reason})
         self._metrics.turn_failures.labels(PIPELINE, reason).inc()
-        self._log.event("voicelive_failed", self._clock.time(), reason=reason, detail=str(exc)[:200])
+        # The WebSocket close code or the upgrade's HTTP status, for the report's failure counts.
+        code = exc.status if isinstance(exc, VoiceLiveHandshakeError) else getattr(exc, "code", None)
+        self._log.event(
+            "voicelive_failed", self._clock.time(), reason=reason, code=code, detail=str(exc)[:200]
+        )
         self._outcome.report(outcome, reason)
         await self._move_to_legacy(reason)
         return False
@@ -478,7 +482,7 @@ class CallBridge:
             self._log.event("voicelive_session_replaced", self._clock.time(), reason=reason)
             return True
 
-    async def _recover(self, cause: str, detail: str) -> None:
+    async def _recover(self, cause: str, detail: str, code: int | str | None = None) -> None:
         """The session is unusable: record it, reconnect once, else move the call. Raises _BridgeDone."""
         failed = self._vl
         if cause != SESSION_EXPIRED_CODE:
@@ -489,7 +493,7 @@ class CallBridge:
             turn = self._turns.current
             if turn is not None and (self._response_active or self._owed_reply() is not None):
                 turn.fail(f"voicelive_{cause}", detail)
-        self._log.event("voicelive_lost", self._clock.time(), cause=cause, detail=detail[:200])
+        self._log.event("voicelive_lost", self._clock.time(), cause=cause, code=code, detail=detail[:200])
         # One quick reconnect per failure: if the new session fails again before completing a response,
         # the service is not healthy enough for this call.
         retry = cause == SESSION_EXPIRED_CODE or not self._reconnect_spent
@@ -760,7 +764,7 @@ class CallBridge:
                 if connection is not self._vl:
                     continue  # replaced (renewal, reconnect): read the new one
                 try:
-                    await self._recover("lost", f"code={closed.code} {closed.reason}")
+                    await self._recover("lost", f"code={closed.code} {closed.reason}", closed.code)
                 except (_TwilioGone, _BridgeDone):
                     return
                 continue
@@ -953,7 +957,9 @@ class CallBridge:
         if event.code == SESSION_EXPIRED_CODE:
             await self._recover(SESSION_EXPIRED_CODE, event.message)
         elif is_fatal(event):
-            await self._recover("error", f"{event.type}/{event.code}: {event.message}")
+            await self._recover(
+                "error", f"{event.type}/{event.code}: {event.message}", event.code or event.type
+            )
         else:
             self._ratelog.log(
                 logging.WARNING,

@@ -172,6 +172,8 @@ class ArmReport:
     # Barge-ins whose words are known (transcribed) and those of them with none: false interrupts (noise).
     judged_barge_ins: int = 0
     false_interrupts: int = 0
+    # How Voice Live failed on this arm's calls, by kind and code (router.report_guardrails.failure_key).
+    voicelive_failures: dict[str, int] = field(default_factory=dict)
     # dimension → value → counts and sketches (router.report_slices)
     slices: Slices = field(default_factory=dict)
 
@@ -229,6 +231,8 @@ class ArmReport:
             self.cost_usd[key] = self.cost_usd.get(key, 0.0) + value
         for key, count in other.errors_by_stage.items():
             self.errors_by_stage[key] = self.errors_by_stage.get(key, 0) + count
+        for key, count in other.voicelive_failures.items():
+            self.voicelive_failures[key] = self.voicelive_failures.get(key, 0) + count
         for group in ("stages", "caller"):
             source = other.stages if group == "stages" else other.caller
             for metric, segments in source.items():
@@ -272,6 +276,7 @@ class ArmReport:
             "playback_gap_ms": self.playback_gap_ms,
             "judged_barge_ins": self.judged_barge_ins,
             "false_interrupts": self.false_interrupts,
+            "voicelive_failures": dict(self.voicelive_failures),
             "cost_usd": dict(self.cost_usd),
             "cost_per_call_usd": self.cost_per_call_usd,
             "stages": dump(self.stages),
@@ -311,6 +316,7 @@ class ArmReport:
             playback_gap_ms=float(data.get("playback_gap_ms", 0.0)),
             judged_barge_ins=int(data.get("judged_barge_ins", 0)),
             false_interrupts=int(data.get("false_interrupts", 0)),
+            voicelive_failures={k: int(v) for k, v in (data.get("voicelive_failures") or {}).items()},
             slices=slices_from_dict(data.get("slices") or {}),
             cost_usd={k: float(v) for k, v in data.get("cost_usd", {}).items()},
             stages=load(data.get("stages", {})),
@@ -411,6 +417,8 @@ def compare_records(
         arm.renewals += guardrails.renewals
         arm.moves_ok += guardrails.move == "ok"
         arm.moves_failed += guardrails.move == "failed"
+        for key in guardrails.voicelive_failures:
+            arm.voicelive_failures[key] = arm.voicelive_failures.get(key, 0) + 1
         for dimension, key in slice_keys(call).items():
             stats = arm.slice(dimension, key)
             stats.calls += 1
@@ -562,6 +570,12 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{float(value):.0f}"
 
 
+def failures_text(arm: ArmReport) -> str:
+    """``"handshake_failed 503 ×4, lost 1006 ×1"``, most frequent first; empty when there were none."""
+    ranked = sorted(arm.voicelive_failures.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{key} ×{count}" for key, count in ranked)
+
+
 def window_text(c: Comparison) -> str:
     """The window with its date: a ``--since 2d`` shown as a bare time of day reads as today."""
     if c.since is None:
@@ -608,6 +622,9 @@ def render_table(c: Comparison) -> str:
             f"{arm.cost_per_call_usd:>8.4f} {arm.reconnects:>6} {arm.renewals:>5} {arm.moves_ok:>5} "
             f"{arm.moves_failed:>7} {arm.gap_turns:>5} {f'{arm.false_interrupts}/{arm.judged_barge_ins}':>7}"
         )
+    for name in sorted(c.arms):
+        if text := failures_text(c.arms[name]):
+            lines.append(f"Voice Live failures on {name} calls (close code or HTTP status): {text}")
     lines.append("")
     metrics: list[tuple[str, str]] = [
         ("caller", "caller_latency_ms"),

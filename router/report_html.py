@@ -7,7 +7,14 @@ import html
 import math
 import time
 
-from router.comparison import SEGMENTS, SERVER_ANCHORS_NOTE, Comparison, LatencySketch, window_text
+from router.comparison import (
+    SEGMENTS,
+    SERVER_ANCHORS_NOTE,
+    Comparison,
+    LatencySketch,
+    failures_text,
+    window_text,
+)
 from router.report_slices import DIMENSION_TITLES, DIMENSIONS, SLICE_LATENCY_EXCLUDE, slice_rows
 
 COLORS = {"legacy": "#d9480f", "realtime": "#1c7ed6"}
@@ -142,6 +149,12 @@ def render_html(c: Comparison) -> str:
         f"<td>{arm.false_interrupts} of {arm.judged_barge_ins}</td></tr>"
         for name, arm in sorted(c.arms.items())
     )
+    failures = "".join(
+        f"<p>Voice Live failures on {html.escape(name)} calls (close code or HTTP status): "
+        f"{html.escape(text)}</p>"
+        for name, arm in sorted(c.arms.items())
+        if (text := failures_text(arm))
+    )
     charts: list[str] = []
     tables: list[str] = []
     metrics = [("caller", "caller_latency_ms"), ("caller", "caller_silence_ms")]
@@ -176,6 +189,7 @@ svg {{ display: block; margin: 1em 0; }}
 Cost is an estimate from list prices (router/prices.yaml).</p>
 <p>{html.escape(c.population.describe(sum(arm.calls for arm in c.arms.values())))}</p>
 <p>{html.escape(SERVER_ANCHORS_NOTE)}</p>
+{failures}
 <table><tr><th>pipeline</th><th>calls</th><th>completed</th><th>turns</th><th>turn errors</th>
 <th>moved to legacy</th><th>fallback rate</th><th>barge-ins (server)</th><th>barge-ins (caller side)</th>
 <th>cost / call</th><th>session reconnects</th><th>session renewals</th><th>moves to legacy</th>

@@ -71,6 +71,9 @@ async def test_handshake_rejected_is_a_connect_failure(make_harness: Callable[..
         await _assert_moved(harness, twilio, call_sid, "voicelive_handshake_failed")
     assert await harness.wait_call_field(call_sid, "breaker_outcome") == "connect_failure"
     assert harness.voicelive.state.connections_rejected == 1
+    record = await harness.call(call_sid)
+    (failed,) = [event for event in record["events"] if event["type"] == "voicelive_failed"]
+    assert (failed["reason"], failed["code"]) == ("voicelive_handshake_failed", 503), "the upgrade's status"
     # The router admitted it as a half-open trial: its outcome is recorded as the trial's.
     assert recorded == [("connect_failure", TrialPermit(7))]
 
@@ -128,6 +131,9 @@ async def test_fatal_error_reconnects_once_then_moves_to_legacy(make_harness: Ca
     # The reconnect re-asked for the reply the caller was waiting for.
     assert "response.create" in sessions[1].client_events
     assert await harness.breaker_window() == (1, 1, 0)
+    record = await harness.call(call_sid)
+    losses = [(e["cause"], e["code"]) for e in record["events"] if e["type"] == "voicelive_lost"]
+    assert losses == [("error", "internal_server_error")] * 2, "the error event's code"
 
 
 async def test_socket_loss_reconnects_with_the_conversation(make_harness: Callable[..., Harness]) -> None:

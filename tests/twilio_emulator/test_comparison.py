@@ -492,3 +492,40 @@ def test_false_barge_ins_are_counted_among_the_barge_ins_whose_words_are_known()
     assert "<td>1 of 2</td>" in render_html(c)
     merged = Comparison.from_dict(c.to_dict()).merge(Comparison.from_dict(c.to_dict()))
     assert (merged.arm("realtime").false_interrupts, merged.arm("realtime").judged_barge_ins) == (2, 4)
+
+
+def test_voice_live_failures_are_counted_by_kind_and_close_code_or_status():
+    """D.4's WS error codes: an outage shows as what it was (503s at the upgrade, 1006 drops, errors)."""
+
+    def call(sid: str, *events: dict) -> dict:
+        return {"call_sid": sid, "pipeline": "realtime", "status": "completed", "events": list(events)}
+
+    rejected = {"type": "voicelive_failed", "reason": "voicelive_handshake_failed", "code": 503}
+    calls = [
+        call("CA1", rejected),
+        call("CA2", rejected),
+        call("CA3", {"type": "voicelive_failed", "reason": "voicelive_unreachable", "code": None}),
+        call(
+            "CA4",
+            {"type": "voicelive_lost", "cause": "lost", "code": 1006},
+            {"type": "voicelive_lost", "cause": "error", "code": "internal_server_error"},
+        ),
+        call("CA5", {"type": "voicelive_lost", "cause": "lost"}),  # written before codes were recorded
+        call("CA6"),
+    ]
+    c = compare_records(calls, [], prices=PRICES)
+    assert c.arm("realtime").voicelive_failures == {
+        "handshake_failed 503": 2,
+        "unreachable": 1,
+        "lost 1006": 1,
+        "error internal_server_error": 1,
+        "lost": 1,
+    }
+    expected = (
+        "handshake_failed 503 ×2, error internal_server_error ×1, lost ×1, lost 1006 ×1, unreachable ×1"
+    )
+    assert f"Voice Live failures on realtime calls (close code or HTTP status): {expected}" in render_table(c)
+    assert expected in render_html(c)
+    assert "Voice Live failures on legacy" not in render_table(c)
+    merged = Comparison.from_dict(c.to_dict()).merge(Comparison.from_dict(c.to_dict()))
+    assert merged.arm("realtime").voicelive_failures["handshake_failed 503"] == 4
