@@ -22,7 +22,7 @@ from starlette.routing import Route
 from flags.breaker import BreakerConflictError, CircuitBreaker
 from flags.rollout import Mode, RolloutConfig, Stickiness
 from router.rollout_service import RolloutConflict, RolloutService
-from router.store.base import StateStore, StoreUnavailable
+from router.store.base import StateStore, StoreOutcomeUnknown, StoreUnavailable
 
 log = logging.getLogger("router.admin")
 
@@ -170,6 +170,13 @@ class AdminApi:
             except BreakerConflictError:
                 return _error(
                     "the breaker kept changing under this request; nothing was changed, try again", 409
+                )
+            except StoreOutcomeUnknown:
+                log.error("state store did not confirm an admin change in time")
+                return _error(
+                    "the state store did not confirm the change in time: it may have been made; "
+                    "read the current state before trying again",
+                    503,
                 )
             except StoreUnavailable:
                 log.error("state store unreachable during an admin call")

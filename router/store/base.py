@@ -17,6 +17,10 @@ class StoreUnavailable(Exception):
     """The backend did not answer (connection refused, timeout, disk error)."""
 
 
+class StoreOutcomeUnknown(StoreUnavailable):
+    """A write the backend did not confirm in time: it may have been made. (Redis only: SQLite always knows.)"""
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     at: float  # epoch seconds

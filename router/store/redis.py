@@ -29,9 +29,16 @@ from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from flags.breaker_state import BreakerDocument, BreakerTransition, WindowTotals
-from router.store.base import AuditEntry, StoreUnavailable, WebhookClaim, breaker_audit_entry
+from router.store.base import (
+    AuditEntry,
+    StoreOutcomeUnknown,
+    StoreUnavailable,
+    WebhookClaim,
+    breaker_audit_entry,
+)
 from router.store.documents import call_sid_of, split_events
 
 _Arg = str | int | float | bytes
@@ -305,9 +312,27 @@ class RedisStore:
     async def _once(
         self, script: AsyncScript, keys: list[str], args: list[_Arg], pipe: Pipeline | None = None
     ) -> Any:
-        """Run a :func:`_write_once` script under a fresh marker (or queue it on ``pipe``)."""
+        """Run a :func:`_write_once` script under a fresh marker (or queue it on ``pipe``).
+
+        A reply that times out leaves the write's fate unknown (Redis may have run it, or may yet). The marker
+        settles it: the same script under the same marker, sent again, returns the first run's result if it
+        ran and runs it if it did not, and a first run that comes later finds the marker and writes nothing.
+        When that second try fails too, :class:`StoreOutcomeUnknown` says so (not "nothing was changed").
+        """
         marker = self._key("once", uuid.uuid4().hex)
-        return await script(keys=[marker, *keys], args=[ONCE_TTL_MS, *args], client=pipe)
+        keys, args = [marker, *keys], [ONCE_TTL_MS, *args]
+        if pipe is not None:
+            return await script(keys=keys, args=args, client=pipe)
+        try:
+            return await script(keys=keys, args=args)
+        except RedisTimeoutError:
+            pass
+        try:
+            return await script(keys=keys, args=args)
+        except (RedisTimeoutError, RedisConnectionError) as exc:
+            raise StoreOutcomeUnknown(
+                f"{self._where}: a write was not confirmed in time and may have been made ({exc})"
+            ) from exc
 
     async def ping(self) -> None:
         with self._unavailable_on_error():

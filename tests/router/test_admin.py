@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis
 
+from router.store.base import StoreOutcomeUnknown
 from router.store.factory import open_store
 from tests.router.conftest import RunningRouter
 
@@ -115,6 +116,28 @@ def test_a_change_whose_audit_entry_cannot_be_written_is_not_made(
         other.execute("DROP TRIGGER audit_fails")
     assert router.admin("GET", "/admin/rollout").json()["percent"] == 0.0
     assert audit(router) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "method"),
+    [
+        ("/admin/rollout", {"percent": 50, "reason": "ramp"}, "swap_rollout"),
+        ("/admin/breaker", {"action": "open", "reason": "vendor incident"}, "breaker_swap"),
+    ],
+)
+def test_a_change_the_store_did_not_confirm_is_not_answered_nothing_was_changed(
+    router: RunningRouter, monkeypatch: pytest.MonkeyPatch, path: str, body: dict[str, Any], method: str
+) -> None:
+    """Redis ran the write but its reply timed out twice: "nothing was changed" would be false."""
+
+    async def unconfirmed(*args: Any, **kwargs: Any) -> bool:
+        raise StoreOutcomeUnknown("a write was not confirmed in time and may have been made (test)")
+
+    monkeypatch.setattr(router.store._inner, method, unconfirmed)
+    response = router.admin("POST" if "breaker" in path else "PUT", path, json=body)
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert "may have been made" in error and "nothing was changed" not in error
 
 
 def test_kill_switch_routes_everyone_to_legacy(router: RunningRouter) -> None:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 import router.store.redis
 from emulators.runner import free_port
 from flags.breaker_state import BreakerDocument, BreakerState, BreakerTransition, WindowTotals
-from router.store.base import AuditEntry, StoreUnavailable
+from router.store.base import AuditEntry, StoreOutcomeUnknown, StoreUnavailable
 from router.store.redis import RedisStore
 from tests.store.every_method import EVERY_METHOD, protocol_methods
 from tests.support.lossy_proxy import ReplyLosingProxy
@@ -251,4 +251,48 @@ async def test_a_write_whose_reply_was_lost_is_applied_once_by_the_retry(redis_u
         await admin.aclose()
         await lossy.close()
         await clean.close()
+        await proxy.aclose()
+
+
+async def test_a_change_whose_reply_timed_out_is_settled_by_its_marker_not_reported_as_lost(
+    redis_url: str,
+) -> None:
+    """A reply slower than the client's socket timeout: Redis made the change, the client saw a timeout and
+    the admin API answered 503 "nothing was changed". Sent again under the same marker, the write returns
+    the first run's result: the change is reported made, and audited once."""
+    url = urlsplit(redis_url)
+    proxy = ReplyLosingProxy(int(url.port or 6379))
+    await proxy.start()
+    store = RedisStore(f"redis://127.0.0.1:{proxy.port}{url.path}", socket_timeout=0.3)
+    await store.open()
+    entry = AuditEntry(T0, "ops", "rollout.percent", "ramp", None, {"percent": 5})
+    try:
+        assert await store.swap_rollout(None, {"percent_bp": 1, "version": 1}, entry)  # loads the script
+        proxy.delay_next_reply(1.0)
+        assert await store.swap_rollout(1, {"percent_bp": 500, "version": 2}, entry)
+        assert proxy.replies_delayed == 1, "the fault was not injected"
+        assert await store.get_rollout() == {"percent_bp": 500, "version": 2}
+        assert len(await store.list_audit()) == 2
+    finally:
+        await store.close()
+        await proxy.aclose()
+
+
+async def test_a_change_never_confirmed_is_reported_as_maybe_made(redis_url: str) -> None:
+    url = urlsplit(redis_url)
+    proxy = ReplyLosingProxy(int(url.port or 6379))
+    await proxy.start()
+    store = RedisStore(f"redis://127.0.0.1:{proxy.port}{url.path}", socket_timeout=0.3)
+    await store.open()
+    entry = AuditEntry(T0, "ops", "rollout.percent", "ramp", None, {"percent": 5})
+    try:
+        assert await store.swap_rollout(None, {"percent_bp": 1, "version": 1}, entry)
+        proxy.delay_next_reply(1.0, count=2)  # the second try's reply is late too
+        with pytest.raises(StoreOutcomeUnknown):
+            await store.swap_rollout(1, {"percent_bp": 500, "version": 2}, entry)
+        assert proxy.replies_delayed == 2
+        assert await store.get_rollout() == {"percent_bp": 500, "version": 2}, "it was made: 'may have been'"
+        assert len(await store.list_audit()) == 2, "and audited once"
+    finally:
+        await store.close()
         await proxy.aclose()

@@ -4,6 +4,7 @@ Between a client and a server (here redis-server), it relays bytes both ways. Wh
 :meth:`ReplyLosingProxy.lose_next_reply`, the next bytes the server sends are not relayed: the client's
 connection is closed instead, so the client sees a connection error although the server ran its request.
 The server's side stays open a moment longer, so a request it is still executing is not cut short.
+:meth:`ReplyLosingProxy.delay_next_reply` holds the next reply back instead, past the client's timeout.
 Requests naming ``SCRIPT`` (redis-py checks that its scripts are loaded before a pipeline runs them) are not
 the ones whose reply is lost: the loss falls on the next request after them, the write itself.
 """
@@ -26,6 +27,9 @@ class ReplyLosingProxy:
         self.port = 0
         self.replies_lost = 0
         self._armed = False
+        self._delay_s = 0.0
+        self._delays_left = 0
+        self.replies_delayed = 0
         self._last_request = b""
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -46,6 +50,9 @@ class ReplyLosingProxy:
 
     def lose_next_reply(self) -> None:
         self._armed = True
+
+    def delay_next_reply(self, seconds: float, count: int = 1) -> None:
+        self._delay_s, self._delays_left = seconds, count
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -79,6 +86,10 @@ class ReplyLosingProxy:
                 self.replies_lost += 1
                 client_writer.transport.abort()  # a reset, as when the connection drops mid-reply
                 return
+            if self._delays_left and b"SCRIPT" not in self._last_request:
+                self._delays_left -= 1
+                self.replies_delayed += 1
+                await asyncio.sleep(self._delay_s)  # the server has run it; the client gives up meanwhile
             client_writer.write(data)
             await client_writer.drain()
 
