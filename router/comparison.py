@@ -186,11 +186,9 @@ class ArmReport:
 
     def overall(self, group: str, metric: str, *, exclude: Collection[str] = ()) -> LatencySketch:
         """All segments of one metric merged (but those in ``exclude``)."""
-        merged = LatencySketch()
-        for segment, sketch in (self.stages if group == "stages" else self.caller).get(metric, {}).items():
-            if segment not in exclude:
-                merged.merge(sketch)
-        return merged
+        return LatencySketch.of_segments(
+            (self.stages if group == "stages" else self.caller).get(metric, {}), exclude
+        )
 
     @property
     def error_rate(self) -> float:
@@ -246,9 +244,7 @@ class ArmReport:
                 entry: dict[str, Any] = {}
                 for segment, sketch in segments.items():
                     entry[segment] = {**sketch.summary(), "sketch": sketch.to_dict()}
-                merged = LatencySketch()
-                for sketch in segments.values():
-                    merged.merge(sketch)
+                merged = LatencySketch.of_segments(segments)
                 entry["all"] = {**merged.summary(), "cdf": merged.cdf()}
                 out[metric] = entry
             return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from ddsketch import DDSketch
@@ -35,6 +35,17 @@ class LatencySketch:
         value = max(0.0, float(milliseconds))
         self._sketch.add(value)
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, value / 1000.0)] += 1
+
+    @classmethod
+    def of_segments(
+        cls, segments: Mapping[str, LatencySketch], exclude: Collection[str] = ()
+    ) -> LatencySketch:
+        """One sketch of every segment's samples (but those of the segments in ``exclude``)."""
+        merged = cls()
+        for segment, sketch in segments.items():
+            if segment not in exclude:
+                merged.merge(sketch)
+        return merged
 
     def merge(self, other: LatencySketch) -> None:
         if other.count:

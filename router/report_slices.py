@@ -83,11 +83,7 @@ class SliceStats:
         return self.latency.setdefault(metric, {}).setdefault(segment, LatencySketch())
 
     def overall(self, metric: str, *, exclude: Collection[str] = ()) -> LatencySketch:
-        merged = LatencySketch()
-        for segment, sketch in self.latency.get(metric, {}).items():
-            if segment not in exclude:
-                merged.merge(sketch)
-        return merged
+        return LatencySketch.of_segments(self.latency.get(metric, {}), exclude)
 
     @property
     def error_rate(self) -> float:

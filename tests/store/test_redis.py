@@ -254,45 +254,44 @@ async def test_a_write_whose_reply_was_lost_is_applied_once_by_the_retry(redis_u
         await proxy.aclose()
 
 
+@pytest.fixture
+async def slow_replies(redis_url: str) -> AsyncIterator[tuple[RedisStore, ReplyLosingProxy]]:
+    """A store whose replies come through a proxy that can hold them past its 0.3 s socket timeout, with a
+    first change already made (its script loaded)."""
+    url = urlsplit(redis_url)
+    proxy = ReplyLosingProxy(int(url.port or 6379))
+    await proxy.start()
+    store = RedisStore(f"redis://127.0.0.1:{proxy.port}{url.path}", socket_timeout=0.3)
+    await store.open()
+    try:
+        assert await store.swap_rollout(None, {"percent_bp": 1, "version": 1}, _AUDIT)
+        yield store, proxy
+    finally:
+        await store.close()
+        await proxy.aclose()
+
+
 async def test_a_change_whose_reply_timed_out_is_settled_by_its_marker_not_reported_as_lost(
-    redis_url: str,
+    slow_replies: tuple[RedisStore, ReplyLosingProxy],
 ) -> None:
     """A reply slower than the client's socket timeout: Redis made the change, the client saw a timeout and
     the admin API answered 503 "nothing was changed". Sent again under the same marker, the write returns
     the first run's result: the change is reported made, and audited once."""
-    url = urlsplit(redis_url)
-    proxy = ReplyLosingProxy(int(url.port or 6379))
-    await proxy.start()
-    store = RedisStore(f"redis://127.0.0.1:{proxy.port}{url.path}", socket_timeout=0.3)
-    await store.open()
-    entry = AuditEntry(T0, "ops", "rollout.percent", "ramp", None, {"percent": 5})
-    try:
-        assert await store.swap_rollout(None, {"percent_bp": 1, "version": 1}, entry)  # loads the script
-        proxy.delay_next_reply(1.0)
-        assert await store.swap_rollout(1, {"percent_bp": 500, "version": 2}, entry)
-        assert proxy.replies_delayed == 1, "the fault was not injected"
-        assert await store.get_rollout() == {"percent_bp": 500, "version": 2}
-        assert len(await store.list_audit()) == 2
-    finally:
-        await store.close()
-        await proxy.aclose()
+    store, proxy = slow_replies
+    proxy.delay_next_reply(1.0)
+    assert await store.swap_rollout(1, {"percent_bp": 500, "version": 2}, _AUDIT)
+    assert proxy.replies_delayed == 1, "the fault was not injected"
+    assert await store.get_rollout() == {"percent_bp": 500, "version": 2}
+    assert len(await store.list_audit()) == 2
 
 
-async def test_a_change_never_confirmed_is_reported_as_maybe_made(redis_url: str) -> None:
-    url = urlsplit(redis_url)
-    proxy = ReplyLosingProxy(int(url.port or 6379))
-    await proxy.start()
-    store = RedisStore(f"redis://127.0.0.1:{proxy.port}{url.path}", socket_timeout=0.3)
-    await store.open()
-    entry = AuditEntry(T0, "ops", "rollout.percent", "ramp", None, {"percent": 5})
-    try:
-        assert await store.swap_rollout(None, {"percent_bp": 1, "version": 1}, entry)
-        proxy.delay_next_reply(1.0, count=2)  # the second try's reply is late too
-        with pytest.raises(StoreOutcomeUnknown):
-            await store.swap_rollout(1, {"percent_bp": 500, "version": 2}, entry)
-        assert proxy.replies_delayed == 2
-        assert await store.get_rollout() == {"percent_bp": 500, "version": 2}, "it was made: 'may have been'"
-        assert len(await store.list_audit()) == 2, "and audited once"
-    finally:
-        await store.close()
-        await proxy.aclose()
+async def test_a_change_never_confirmed_is_reported_as_maybe_made(
+    slow_replies: tuple[RedisStore, ReplyLosingProxy],
+) -> None:
+    store, proxy = slow_replies
+    proxy.delay_next_reply(1.0, count=2)  # the second try's reply is late too
+    with pytest.raises(StoreOutcomeUnknown):
+        await store.swap_rollout(1, {"percent_bp": 500, "version": 2}, _AUDIT)
+    assert proxy.replies_delayed == 2
+    assert await store.get_rollout() == {"percent_bp": 500, "version": 2}, "it was made: 'may have been'"
+    assert len(await store.list_audit()) == 2, "and audited once"
