@@ -209,6 +209,16 @@ class VoiceLiveConnector(Protocol):
         ...
 
 
+ABNORMAL_CLOSURE = 1006  # RFC 6455 §7.1.5: the code of a connection that ended without a close frame
+
+
+def _closed(exc: ConnectionClosed) -> VoiceLiveClosed:
+    """The close Voice Live sent, or 1006 when the connection dropped without one (a reset, a dead peer)."""
+    if exc.rcvd is None:
+        return VoiceLiveClosed(ABNORMAL_CLOSURE, "no close frame")
+    return VoiceLiveClosed(exc.rcvd.code, exc.rcvd.reason)
+
+
 class WebsocketsConnection:
     __slots__ = ("_ws",)
 
@@ -219,17 +229,13 @@ class WebsocketsConnection:
         try:
             await self._ws.send(message)
         except ConnectionClosed as exc:
-            raise VoiceLiveClosed(
-                exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else ""
-            ) from None
+            raise _closed(exc) from None
 
     async def recv(self) -> str | bytes:
         try:
             return await self._ws.recv()
         except ConnectionClosed as exc:
-            raise VoiceLiveClosed(
-                exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else ""
-            ) from None
+            raise _closed(exc) from None
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.close(code, reason)

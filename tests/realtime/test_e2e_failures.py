@@ -168,7 +168,8 @@ async def test_socket_loss_reconnects_with_the_conversation(make_harness: Callab
     assert record["breaker_outcome"] == "success"
     assert record["breaker_late_failure"] == "failure"
     assert await harness.breaker_window() == (2, 1, 0)
-    assert any(event["type"] == "voicelive_lost" for event in record["events"])
+    lost = [event for event in record["events"] if event["type"] == "voicelive_lost"]
+    assert [(e["cause"], e["code"]) for e in lost] == [("lost", 1006)], "dropped with no close frame: 1006"
 
 
 async def test_socket_loss_with_refused_reconnect_moves_the_call(
