@@ -80,8 +80,8 @@ async def workers(shared_state_url: str) -> AsyncIterator[list[Worker]]:
 
 @pytest.fixture
 async def short_lease_workers(shared_state_url: str) -> AsyncIterator[list[Worker]]:
-    """The same with a 0.3 s claim lease, so a turn can outlast it."""
-    opened = await _open_workers(shared_state_url, lease_s=0.3)
+    """The same with a 0.5 s claim lease, so a turn can outlast it."""
+    opened = await _open_workers(shared_state_url, lease_s=0.5)
     try:
         yield opened
     finally:
@@ -248,7 +248,7 @@ async def test_a_first_attempt_that_outlasts_its_lease_renews_it_and_the_turn_ru
     short_lease_workers: list[Worker],
 ) -> None:
     a, b = short_lease_workers
-    turn = Turn(delay_s=1.0)  # more than three leases: alive, just slow (a long LLM reply)
+    turn = Turn(delay_s=1.6)  # three leases: alive, just slow (a long LLM reply); the retry waits up to 2 s
     first_task = asyncio.ensure_future(a.answer(turn))
     await asyncio.sleep(0.1)
     retry = await b.answer(turn)
@@ -268,4 +268,4 @@ async def test_a_retry_behind_a_worker_that_died_mid_turn_waits_one_lease_not_th
     started = time.monotonic()
     retry = await b.answer(turn)
     assert turn.runs == 1 and b"reply-1" in retry.body
-    assert time.monotonic() - started < 1.0, "one 0.3 s lease, not the 2 s wait"
+    assert time.monotonic() - started < 1.5, "one 0.5 s lease, not the 2 s wait"
