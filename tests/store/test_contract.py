@@ -469,12 +469,12 @@ async def test_a_webhook_claim_its_holder_claims_again_is_renewed_and_outlives_i
     store: StateStore,
 ) -> None:
     """A live attempt renews its short lease; only a dead one's runs out."""
-    assert (await store.webhook_claim("CA1:tok", "live", 0.3)).claimed
-    await asyncio.sleep(0.2)
-    assert (await store.webhook_claim("CA1:tok", "live", 0.3)).claimed, "renewed"
-    await asyncio.sleep(0.2)  # past the first lease, inside the renewed one
+    assert (await store.webhook_claim("CA1:tok", "live", 1.0)).claimed
+    await asyncio.sleep(0.6)
+    assert (await store.webhook_claim("CA1:tok", "live", 1.0)).claimed, "renewed"
+    await asyncio.sleep(0.6)  # past the first lease, inside the renewed one (0.4 s of slack for a slow box)
     assert not (await store.webhook_claim("CA1:tok", "retry", 10.0)).claimed
-    await asyncio.sleep(0.2)  # the renewals stopped: the lease runs out
+    await asyncio.sleep(0.7)  # the renewals stopped: the lease runs out
     assert (await store.webhook_claim("CA1:tok", "retry", 10.0)).claimed
     assert await store.webhook_claim("CA1:tok", "live", 10.0) == WebhookClaim(), "a lost claim is not renewed"
 
