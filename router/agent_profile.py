@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # what OpenAI's chat and realtime APIs accept as a function name
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class TurnDetection(BaseModel):
@@ -36,6 +43,50 @@ class LegacyOptions(BaseModel):
     max_reply_chars: int = Field(default=600, ge=1)
 
 
+class AgentTool(BaseModel):
+    """A function the agent may call: the model sees name, description and parameters; the router POSTs the
+    call to ``url`` and hands the model the answer (see ``router.tool_calls``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TOOL_NAME)
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    url: str
+    timeout_seconds: float = Field(default=3.0, gt=0.0, le=30.0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Sent with every call (an API key for the tool's backend): ``${NAME}`` is read from the environment
+    when the profile loads, so secrets stay out of the YAML and a missing one fails start-up."""
+
+    @field_validator("parameters")
+    @classmethod
+    def _object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if value.get("type") != "object":
+            raise ValueError('parameters must be a JSON Schema with "type": "object"')
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("url must be an absolute http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _expand_environment(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        environ: Mapping[str, str] = (info.context or {}).get("environ", {})
+
+        def expand(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in environ:
+                raise ValueError(f"header refers to ${{{name}}}, which is not set in the environment")
+            return environ[name]
+
+        return {key: _ENV_REFERENCE.sub(expand, text) for key, text in value.items()}
+
+
 class AgentProfile(BaseModel):
     """What the agent says and how it listens; fields map onto Voice Live's session and the legacy turn."""
 
@@ -52,11 +103,23 @@ class AgentProfile(BaseModel):
     noise_suppression: bool = True
     echo_cancellation: bool = False
     input_transcription: str | None = "azure-speech"
+    tools: list[AgentTool] = Field(default_factory=list)
+    tool_choice: Literal["auto", "none", "required"] = "auto"
+    max_tool_rounds: int = Field(default=3, ge=1, le=10)
+    """Legacy: model calls per turn that may ask for tools before the turn gives up on a spoken answer."""
     legacy: LegacyOptions = Field(default_factory=LegacyOptions)
 
+    @model_validator(mode="after")
+    def _unique_tool_names(self) -> AgentProfile:
+        names = [tool.name for tool in self.tools]
+        duplicated = sorted({name for name in names if names.count(name) > 1})
+        if duplicated:
+            raise ValueError(f"tool names must be unique: {', '.join(duplicated)}")
+        return self
+
     @classmethod
-    def load(cls, path: Path) -> AgentProfile:
+    def load(cls, path: Path, *, environ: Mapping[str, str] | None = None) -> AgentProfile:
         """Read and validate a profile file; a bad file fails start-up with pydantic's field errors."""
         with path.open("r", encoding="utf-8") as handle:
             data = yaml.safe_load(handle) or {}
-        return cls.model_validate(data)
+        return cls.model_validate(data, context={"environ": os.environ if environ is None else environ})

@@ -145,6 +145,13 @@ class Metrics:
             buckets=(0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
             registry=r,
         )
+        self.tool_calls = Histogram(
+            "voice_router_tool_call_seconds",
+            "Agent tool calls by pipeline, tool and result (ok, timeout, unreachable, http_<status>, …)",
+            ["pipeline", "tool", "result"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.webhook_replays = Counter(
             "voice_router_webhook_replays",
             "Twilio retries answered with the first attempt's answer (same I-Twilio-Idempotency-Token)",

@@ -1,0 +1,189 @@
+"""The agent's tools, run for both pipelines: the model asks for a function, the router POSTs the call to the
+tool's URL and gives the model the answer.
+
+A tool call never raises into a turn or a bridge. Bad arguments, an unknown name, a timeout, a refused
+connection, an HTTP error or an oversized answer each become a small JSON ``{"error": …}`` output, so the
+model can tell the caller it could not do it instead of the caller hearing silence or an apology for the
+whole turn. The request the tool's backend receives::
+
+    POST <url>  {"tool": name, "call_id": …, "call_sid": …, "pipeline": "legacy"|"realtime", "arguments": {…}}
+
+The answer's body (JSON or text, at most ``max_output_bytes``) is what the model reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from router.agent_profile import AgentTool
+from router.observability import Metrics
+
+logger = logging.getLogger(__name__)
+
+MAX_OUTPUT_BYTES = 16 * 1024
+"""An answer the model reads aloud in one or two sentences needs far less; more is refused, not cut, so the
+model never reads half a JSON document."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call the model asked for."""
+
+    call_id: str
+    name: str
+    arguments: str
+    """The model's arguments, a JSON string as both APIs send them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    call_id: str
+    name: str
+    output: str
+    """What the model is given: the tool's answer, or ``{"error": …}``."""
+    ok: bool
+    ms: float
+    error: str | None = None
+    """Why it failed, for records and metrics: ``unknown_tool``, ``bad_arguments``, ``timeout``,
+    ``unreachable``, ``http_<status>``, ``too_large``."""
+
+    def record(self) -> dict[str, Any]:
+        """The turn record's entry for this call."""
+        entry: dict[str, Any] = {"name": self.name, "ms": round(self.ms, 1), "ok": self.ok}
+        if self.error is not None:
+            entry["error"] = self.error
+        return entry
+
+
+def _error_output(message: str) -> str:
+    return orjson.dumps({"error": message}).decode()
+
+
+def unavailable_tool(call: ToolCall, ms: float = 0.0) -> ToolResult:
+    """The answer to a call of a tool the profile does not have (a model may invent one)."""
+    message = f"there is no tool named {call.name!r}"
+    return ToolResult(call.call_id, call.name, _error_output(message), False, ms, "unknown_tool")
+
+
+class ToolRunner:
+    """The profile's tools behind one HTTP client (its transport is swappable, as httpx's always is)."""
+
+    def __init__(
+        self,
+        tools: Sequence[AgentTool],
+        client: httpx.AsyncClient,
+        *,
+        metrics: Metrics | None = None,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+    ) -> None:
+        self._tools = {tool.name: tool for tool in tools}
+        self._client = client
+        self._metrics = metrics
+        self._max_output_bytes = max_output_bytes
+
+    def __bool__(self) -> bool:
+        return bool(self._tools)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (the app's lifespan does, on the loop that used it)."""
+        await self._client.aclose()
+
+    def chat_tools(self) -> list[dict[str, Any]]:
+        """The tools in the chat completions request shape (legacy)."""
+        return [
+            {
+                "type": "function",
+                "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+            }
+            for t in self._tools.values()
+        ]
+
+    def session_tools(self) -> list[dict[str, Any]]:
+        """The tools in Voice Live's ``session.tools`` shape (flat, OpenAI realtime beta)."""
+        return [
+            {"type": "function", "name": t.name, "description": t.description, "parameters": t.parameters}
+            for t in self._tools.values()
+        ]
+
+    async def run_all(self, calls: Sequence[ToolCall], *, call_sid: str, pipeline: str) -> list[ToolResult]:
+        """Run the calls of one model answer side by side; results in the order asked."""
+        if len(calls) == 1:
+            return [await self.run(calls[0], call_sid=call_sid, pipeline=pipeline)]
+        return list(await asyncio.gather(*(self.run(c, call_sid=call_sid, pipeline=pipeline) for c in calls)))
+
+    async def run(self, call: ToolCall, *, call_sid: str, pipeline: str) -> ToolResult:
+        started = time.perf_counter()
+        result = await self._run(call, call_sid=call_sid, pipeline=pipeline, started=started)
+        if self._metrics is not None:
+            outcome = "ok" if result.ok else (result.error or "error")
+            self._metrics.tool_calls.labels(pipeline, result.name, outcome).observe(result.ms / 1000.0)
+        if result.ok:
+            logger.info("tool %s answered in %.0f ms", call.name, result.ms)
+        else:
+            logger.warning("tool %s failed (%s) after %.0f ms", call.name, result.error, result.ms)
+        return result
+
+    async def _run(self, call: ToolCall, *, call_sid: str, pipeline: str, started: float) -> ToolResult:
+        def failed(error: str, message: str) -> ToolResult:
+            ms = (time.perf_counter() - started) * 1000.0
+            return ToolResult(call.call_id, call.name, _error_output(message), False, ms, error)
+
+        tool = self._tools.get(call.name)
+        if tool is None:
+            return unavailable_tool(call, (time.perf_counter() - started) * 1000.0)
+        try:
+            arguments = orjson.loads(call.arguments or "{}")
+        except orjson.JSONDecodeError:
+            return failed("bad_arguments", "the arguments are not valid JSON")
+        if not isinstance(arguments, dict):
+            return failed("bad_arguments", "the arguments must be a JSON object")
+        body = orjson.dumps(
+            {
+                "tool": call.name,
+                "call_id": call.call_id,
+                "call_sid": call_sid,
+                "pipeline": pipeline,
+                "arguments": arguments,
+            }
+        )
+        headers = {"content-type": "application/json", **tool.headers}
+        try:
+            async with asyncio.timeout(tool.timeout_seconds):
+                async with self._client.stream("POST", tool.url, content=body, headers=headers) as response:
+                    output = await self._read_limited(response)
+        except TimeoutError:
+            return failed("timeout", f"the tool did not answer within {tool.timeout_seconds:g} s")
+        except _TooLarge:
+            return failed("too_large", "the tool's answer was too long")
+        except httpx.HTTPError as exc:
+            logger.debug("tool %s: %r", call.name, exc)
+            return failed("unreachable", "the tool could not be reached")
+        if response.status_code >= 400:
+            return failed(f"http_{response.status_code}", f"the tool failed (HTTP {response.status_code})")
+        ms = (time.perf_counter() - started) * 1000.0
+        return ToolResult(call.call_id, call.name, output, True, ms)
+
+    async def _read_limited(self, response: httpx.Response) -> str:
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._max_output_bytes:
+            raise _TooLarge
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_output_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+        return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,233 @@
+"""The agent's tools: the profile's ``tools`` section, and ``ToolRunner`` calling a tool backend over a real
+socket, including every way a call can go wrong (each becomes an error output the model can speak about)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from emulators.tool_backend import ToolBackendEmulator
+from router.agent_profile import AgentProfile, AgentTool
+from router.observability import Metrics
+from router.tool_calls import ToolCall, ToolRunner
+
+DAY_SCHEMA = {"type": "object", "properties": {"day": {"type": "string"}}, "required": ["day"]}
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[ToolBackendEmulator]:
+    with ToolBackendEmulator() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _reset(backend: ToolBackendEmulator) -> None:
+    backend.set_faults(delay_s=0.0, fail_next=0, stall_next=0, oversize_next=0)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as http:
+        yield http
+
+
+def tool(backend: ToolBackendEmulator, name: str = "check_availability", **extra: Any) -> AgentTool:
+    return AgentTool.model_validate(
+        {"name": name, "description": "d", "parameters": DAY_SCHEMA, "url": backend.tool_url(name), **extra}
+    )
+
+
+def call(name: str = "check_availability", arguments: str = '{"day": "Tuesday"}') -> ToolCall:
+    return ToolCall(call_id="call_1", name=name, arguments=arguments)
+
+
+# The profile -------------------------------------------------------------------------------------------
+
+
+def test_profile_loads_tools_with_headers_from_the_environment(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "instructions: help\n"
+        "tool_choice: required\n"
+        "tools:\n"
+        "  - name: check_availability\n"
+        "    description: Free slots on a day\n"
+        "    parameters: {type: object, properties: {day: {type: string}}}\n"
+        "    url: https://booking.example.com/tools/check\n"
+        "    timeout_seconds: 2.5\n"
+        "    headers: {Authorization: 'Bearer ${BOOKING_KEY}'}\n"
+    )
+    profile = AgentProfile.load(path, environ={"BOOKING_KEY": "s3cret"})
+    assert profile.tool_choice == "required"
+    [loaded] = profile.tools
+    assert loaded.name == "check_availability"
+    assert loaded.timeout_seconds == 2.5
+    assert loaded.headers == {"Authorization": "Bearer s3cret"}
+
+
+def test_profile_with_a_missing_secret_fails_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "instructions: help\ntools:\n  - name: t\n    url: https://x.example/t\n    headers: {K: '${NOPE}'}\n"
+    )
+    with pytest.raises(ValidationError, match=r"\$\{NOPE\}"):
+        AgentProfile.load(path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "has space"}, "should match pattern"),
+        ({"name": "x" * 65}, "should match pattern"),
+        ({"url": "ftp://x.example/t"}, "http"),
+        ({"url": "/relative"}, "http"),
+        ({"parameters": {"type": "string"}}, "type"),
+        ({"timeout_seconds": 0}, "greater than 0"),
+        ({"unknown": 1}, "Extra inputs"),
+    ],
+)
+def test_profile_refuses_a_bad_tool(change: dict[str, Any], message: str) -> None:
+    spec = {"name": "t", "url": "https://x.example/t", **change}
+    with pytest.raises(ValidationError, match=message):
+        AgentProfile.model_validate({"instructions": "i", "tools": [spec]})
+
+
+def test_profile_refuses_duplicate_tool_names() -> None:
+    spec = {"name": "t", "url": "https://x.example/t"}
+    with pytest.raises(ValidationError, match="unique: t"):
+        AgentProfile.model_validate({"instructions": "i", "tools": [spec, spec]})
+
+
+def test_default_profile_has_no_tools_and_loads() -> None:
+    profile = AgentProfile.load(Path("router/default_agent.yaml"))
+    assert profile.tool_choice == "auto"
+
+
+# Tool definitions as each API wants them ------------------------------------------------------------------
+
+
+async def test_definitions_in_chat_and_session_shapes(
+    backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    runner = ToolRunner([tool(backend)], client)
+    assert runner.chat_tools() == [
+        {
+            "type": "function",
+            "function": {"name": "check_availability", "description": "d", "parameters": DAY_SCHEMA},
+        }
+    ]
+    assert runner.session_tools() == [
+        {"type": "function", "name": "check_availability", "description": "d", "parameters": DAY_SCHEMA}
+    ]
+    assert runner and not ToolRunner([], client)
+
+
+# Running a call ----------------------------------------------------------------------------------------
+
+
+async def test_a_call_posts_the_arguments_and_returns_the_answer(
+    backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    metrics = Metrics(CollectorRegistry())
+    runner = ToolRunner([tool(backend, headers={"X-Api-Key": "k1"})], client, metrics=metrics)
+    result = await runner.run(call(), call_sid="CA1", pipeline="legacy")
+    assert result.ok and result.error is None
+    assert orjson.loads(result.output) == {"day": "Tuesday", "free_slots": ["09:30", "11:00", "14:30"]}
+    sent = backend.calls[-1]
+    assert sent["body"] == {
+        "tool": "check_availability",
+        "call_id": "call_1",
+        "call_sid": "CA1",
+        "pipeline": "legacy",
+        "arguments": {"day": "Tuesday"},
+    }
+    assert sent["headers"]["x-api-key"] == "k1"
+    assert result.record() == {"name": "check_availability", "ms": round(result.ms, 1), "ok": True}
+    observed = metrics.registry.get_sample_value(
+        "voice_router_tool_call_seconds_count",
+        {"pipeline": "legacy", "tool": "check_availability", "result": "ok"},
+    )
+    assert observed == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "error"),
+    [
+        ("no_such_tool", "{}", "unknown_tool"),
+        ("check_availability", "{not json", "bad_arguments"),
+        ("check_availability", "[1, 2]", "bad_arguments"),
+    ],
+)
+async def test_calls_that_never_reach_the_backend(
+    backend: ToolBackendEmulator, client: httpx.AsyncClient, name: str, arguments: str, error: str
+) -> None:
+    before = len(backend.calls)
+    result = await ToolRunner([tool(backend)], client).run(call(name, arguments), call_sid="CA1", pipeline="x")
+    assert not result.ok and result.error == error
+    assert "error" in orjson.loads(result.output)
+    assert len(backend.calls) == before
+
+
+async def test_an_http_error_becomes_an_error_output(
+    backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    backend.set_faults(fail_next=1, fail_status=503)
+    result = await ToolRunner([tool(backend)], client).run(call(), call_sid="CA1", pipeline="legacy")
+    assert (result.ok, result.error) == (False, "http_503")
+    assert orjson.loads(result.output) == {"error": "the tool failed (HTTP 503)"}
+    assert result.record()["error"] == "http_503"
+
+
+async def test_a_slow_tool_is_abandoned_at_its_timeout(
+    backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    backend.set_faults(stall_next=1, stall_s=1.0)
+    runner = ToolRunner([tool(backend, timeout_seconds=0.3)], client)
+    result = await runner.run(call(), call_sid="CA1", pipeline="realtime")
+    assert (result.ok, result.error) == (False, "timeout")
+    assert 250 <= result.ms < 3000
+    assert "0.3 s" in orjson.loads(result.output)["error"]
+
+
+async def test_an_oversized_answer_is_refused_not_cut(
+    backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    backend.set_faults(oversize_next=1, oversize_bytes=20_000)
+    result = await ToolRunner([tool(backend)], client).run(call(), call_sid="CA1", pipeline="legacy")
+    assert (result.ok, result.error) == (False, "too_large")
+
+
+async def test_an_unreachable_tool(client: httpx.AsyncClient) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dead = AgentTool(name="t", url=f"http://127.0.0.1:{port}/t")
+    result = await ToolRunner([dead], client).run(call("t"), call_sid="CA1", pipeline="legacy")
+    assert (result.ok, result.error) == (False, "unreachable")
+
+
+async def test_calls_of_one_answer_run_side_by_side(
+    backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    backend.set_faults(delay_s=1.0)
+    runner = ToolRunner([tool(backend), tool(backend, "book_appointment")], client)
+    calls = [
+        ToolCall("call_a", "check_availability", '{"day": "Monday"}'),
+        ToolCall("call_b", "book_appointment", '{"day": "Monday", "time": "11:00"}'),
+    ]
+    started = asyncio.get_running_loop().time()
+    results = await runner.run_all(calls, call_sid="CA1", pipeline="legacy")
+    elapsed = asyncio.get_running_loop().time() - started
+    assert [r.call_id for r in results] == ["call_a", "call_b"]
+    assert all(r.ok for r in results)
+    assert orjson.loads(results[1].output)["booked"] is True
+    assert elapsed < 1.8  # one delay of 1 s, not two
