@@ -70,6 +70,7 @@ from realtime_pipeline.voicelive_events import (
     VoiceLiveEventError,
     append_audio,
     delete_item,
+    function_call_output,
     is_fatal,
     message_items,
     parse_event,
@@ -78,6 +79,7 @@ from realtime_pipeline.voicelive_events import (
 )
 from router.observability import Metrics
 from router.records import REALTIME_FULL
+from router.tool_calls import ToolCall, ToolRunner, unavailable_tool
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,8 @@ class CallBridge:
         "_stream_sid",
         "_stream_started",
         "_tasks",
+        "_tools",
+        "_tools_running",
         "_turns",
         "_user_speaking",
         "_vl",
@@ -191,8 +195,11 @@ class CallBridge:
         ratelog: RateLimitedLog,
         probe: FrameProbe | None = None,
         admitted: bool = True,
+        tools: ToolRunner | None = None,
     ) -> None:
         self._ws = websocket
+        self._tools = tools
+        self._tools_running = 0  # tool rounds in flight: no session swap until their answers are in
         self._admitted = admitted  # False: the worker is full (see realtime_pipeline.admission)
         self._start = start
         self._call_sid = start.call_sid
@@ -257,6 +264,7 @@ class CallBridge:
             "renewals": 0,
             "playback_gaps": 0,  # Twilio ran out of a reply's audio mid-reply (see playback_gaps.py)
             "playback_gap_ms": 0,
+            "tool_calls": 0,
         }
 
     # Lifecycle -------------------------------------------------------------------------------------------
@@ -541,6 +549,7 @@ class CallBridge:
             and not self._response_active
             and not self._user_speaking
             and not self._playback.audio_queued
+            and not self._tools_running
         )
 
     def _renewal_due(self) -> None:
@@ -812,6 +821,8 @@ class CallBridge:
             self._turns.add_usage(event.usage)
             if event.status == "completed":
                 self._reconnect_spent = False
+                if event.function_calls:
+                    self._on_function_calls(event.function_calls)
             elif event.status == "failed" and self._turns.current is not None:
                 self._turns.current.fail("voicelive_response", "response failed")
         elif kind is AssistantTranscriptDone:
@@ -849,6 +860,50 @@ class CallBridge:
         self.stats["frames_out"] += 1
         if first:
             self._on_first_audio(event.item_id)
+
+    def _on_function_calls(self, calls: tuple[ToolCall, ...]) -> None:
+        """A response ended asking for tools: run them beside the call (audio keeps flowing both ways)."""
+        if not self._outcome.decided and self._first_audio_anchor is not None:
+            # Voice Live answered in time; what the tools take is ours, not the service's, and must not
+            # count as a slow call against it.
+            elapsed = self._clock.monotonic() - self._first_audio_anchor
+            slow = elapsed > self._config.slow_call_seconds
+            self._outcome.report(Outcome.SLOW if slow else Outcome.SUCCESS, "first response (tool call)")
+        self._tools_running += 1
+        self._spawn(self._run_tools(calls, self._generation))
+
+    async def _run_tools(self, calls: tuple[ToolCall, ...], generation: int) -> None:
+        """Run the calls, give Voice Live their answers and ask it to go on speaking.
+
+        A tool the profile does not have, or no tools at all, is answered with an error output like any failed
+        tool, so the model can say so. Answers for a session that was replaced meanwhile are dropped: the new
+        session never saw those calls (its replayed conversation holds the caller's question, which it
+        answers afresh). If the caller has started talking again, or a response is already under way, the
+        answers are added without a ``response.create``: the reply to the caller's new words will see them.
+        """
+        try:
+            started = self._clock.monotonic()
+            turn = self._turns.current
+            if self._tools is not None:
+                results = await self._tools.run_all(calls, call_sid=self._call_sid, pipeline=PIPELINE)
+            else:
+                results = [unavailable_tool(call) for call in calls]
+            self.stats["tool_calls"] += len(results)
+            if turn is not None:
+                turn.tool_calls.extend(result.record() for result in results)
+                turn.stages["tool"] = turn.stages.get("tool", 0.0) + (
+                    (self._clock.monotonic() - started) * 1000.0
+                )
+            if generation != self._generation or self._moved or self._closing:
+                return
+            for result in results:
+                await self._send_vl(function_call_output(result.call_id, result.output))
+            if not self._response_active and not self._user_speaking:
+                reply = response_create()
+                self._ask(reply)
+                await self._send_vl(reply)
+        finally:
+            self._tools_running -= 1
 
     def _on_gap(self, gap_ms: float) -> None:
         """The caller heard ``gap_ms`` of silence in mid-reply: counted for the turn, the call and the metric."""

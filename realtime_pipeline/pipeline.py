@@ -37,6 +37,7 @@ from router.records import CallRecord
 from router.settings import Settings
 from router.store.base import StateStore
 from router.stream_token import StreamTokens
+from router.tool_calls import ToolRunner
 from router.twilio_signature import TwilioSignatureValidator
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class RealtimePipeline:
         call_mover: CallMover | None = None,
         auth: VoiceLiveAuth | None = None,
         probe: FrameProbe | None = None,
+        tools: ToolRunner | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -87,7 +89,9 @@ class RealtimePipeline:
             audio_mode=settings.realtime_audio_mode,
             voice_override=settings.azure_voicelive_voice,
             instructions_override=settings.azure_voicelive_instructions,
+            tools=tools.session_tools() if tools else None,
         )
+        self._tools = tools if tools else None
         self.bridge_config = BridgeConfig(
             greeting=profile.greeting,
             reply_at_speech_end=profile.turn_detection.create_response,
@@ -139,6 +143,7 @@ class RealtimePipeline:
             ratelog=self._ratelog,
             probe=self._probe,
             admitted=admitted,
+            tools=self._tools,
         )
 
     async def _trial_permit(self, call_sid: str) -> TrialPermit | None:

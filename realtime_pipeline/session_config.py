@@ -47,8 +47,9 @@ def build_session(
     audio_mode: AudioMode = "g711_ulaw",
     voice_override: str = "",
     instructions_override: str = "",
+    tools: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The ``session`` of ``session.update``."""
+    """The ``session`` of ``session.update``; ``tools`` in Voice Live's shape (``ToolRunner.session_tools``)."""
     session: dict[str, Any] = {
         "modalities": ["text", "audio"],
         "instructions": instructions_override or profile.instructions,
@@ -74,6 +75,9 @@ def build_session(
         if profile.language and profile.input_transcription == "azure-speech":
             transcription["language"] = profile.language
         session["input_audio_transcription"] = transcription
+    if tools:
+        session["tools"] = tools
+        session["tool_choice"] = profile.tool_choice
     return session
 
 

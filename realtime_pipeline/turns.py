@@ -8,6 +8,7 @@ first reply audio is sent to Twilio, ``heard_ms`` when Twilio echoes the mark af
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.records import Pipeline, TurnRecord
 
@@ -32,6 +33,7 @@ class Turn:
     error: str | None = None
     error_stage: str | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # ToolResult.record() of each tool run
 
     def fail(self, stage: str, error: str) -> None:
         """The reply this turn was owed was lost (first failure wins: it is the cause)."""
@@ -64,6 +66,7 @@ class Turn:
             error=self.error,
             error_stage=(self.error_stage or "realtime") if self.error else None,
             usage=dict(self.usage),
+            tool_calls=list(self.tool_calls),
         )
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from router.tool_calls import ToolCall
+
 
 class VoiceLiveEventError(ValueError):
     """A server frame that is not a Voice Live event at all."""
@@ -77,6 +79,8 @@ class ResponseDone:
     response_id: str
     status: str
     usage: dict[str, int] = field(default_factory=dict)
+    function_calls: tuple[ToolCall, ...] = ()
+    """The functions a completed response asked for (its ``output`` items of type ``function_call``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +151,27 @@ def _usage(response: dict[str, Any]) -> dict[str, int]:
     return out
 
 
+def _function_calls(response: dict[str, Any]) -> tuple[ToolCall, ...]:
+    """A completed response's function calls, read from ``response.output`` (each item in full: name,
+    call_id and arguments), so the bridge acts once per response rather than per streamed event. An item
+    without a string call_id and name cannot be answered and is skipped; the rest of the event still counts."""
+    output = response.get("output")
+    if response.get("status") != "completed" or not isinstance(output, list):
+        return ()
+    calls = []
+    for item in output:
+        if not isinstance(item, dict) or item.get("type") != "function_call":
+            continue
+        call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
+        if type(call_id) is str and call_id and type(name) is str and name:
+            if arguments is None:
+                arguments = ""
+            elif type(arguments) is not str:  # not the documented JSON string: the runner judges its JSON
+                arguments = orjson.dumps(arguments).decode()
+            calls.append(ToolCall(call_id, name, arguments))
+    return tuple(calls)
+
+
 def parse_event(frame: str | bytes) -> VoiceLiveEvent:
     """Parse one server frame. Unknown types become :class:`OtherEvent`."""
     try:
@@ -179,7 +204,9 @@ def parse_event(frame: str | bytes) -> VoiceLiveEvent:
         response = data.get("response")
         if not isinstance(response, dict):
             response = {}
-        return ResponseDone(_s(response, "id"), _s(response, "status"), _usage(response))
+        return ResponseDone(
+            _s(response, "id"), _s(response, "status"), _usage(response), _function_calls(response)
+        )
     if kind == "error":
         error = data.get("error")
         if not isinstance(error, dict):
@@ -217,6 +244,16 @@ def response_create(instructions: str | None = None) -> str:
     if instructions is None:
         return _dump({"type": "response.create"})
     return _dump({"type": "response.create", "response": {"instructions": instructions}})
+
+
+def function_call_output(call_id: str, output: str) -> str:
+    """A tool's answer, added to the conversation for the response that follows."""
+    return _dump(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+        }
+    )
 
 
 def truncate_item(item_id: str, audio_end_ms: int) -> str:

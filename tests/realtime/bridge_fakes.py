@@ -176,6 +176,7 @@ def make_bridge(
     client: FakeClient | None = None,
     audio: Any = None,
     trial: TrialPermit | None = None,
+    tools: Any = None,
 ) -> tuple[CallBridge, FakeWS, FakeClient, FakeMover, FakeBreaker, FakeStore]:
     ws = FakeWS()
     client = client or FakeClient()
@@ -199,6 +200,7 @@ def make_bridge(
         clock=SystemClock(),
         config=config or BridgeConfig(),
         ratelog=RateLimitedLog(logging.getLogger("audit"), SystemClock().monotonic),
+        tools=tools,
     )
     return bridge, ws, client, mover, breaker, store
 

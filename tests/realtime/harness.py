@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 from starlette.applications import Starlette
 
 from emulators.runner import ServerThread
@@ -28,6 +29,7 @@ from router.settings import Settings
 from router.store.base import StateStore
 from router.store.factory import open_store
 from router.stream_token import StreamTokens
+from router.tool_calls import ToolRunner
 from router.twilio_signature import TwilioSignatureValidator, sign
 from tests.realtime.twilio_client import TwilioMediaClient
 
@@ -83,6 +85,8 @@ class Harness:
         self.breaker = CircuitBreaker(BreakerConfig(), self.store, clock=self.clock)
         self.metrics = Metrics()
         self.tokens = StreamTokens(STREAM_SECRET, 120)
+        # Closed by the lifespan, on the server's loop that used it.
+        self.tools = ToolRunner(self.profile.tools, httpx.AsyncClient(), metrics=self.metrics)
         self.pipeline = RealtimePipeline(
             settings=self.settings,
             profile=self.profile,
@@ -93,6 +97,7 @@ class Harness:
             tokens=self.tokens,
             clock=self.clock,
             connector=connector,
+            tools=self.tools,
         )
         if bridge_overrides:
             self.pipeline.bridge_config = dataclasses.replace(self.pipeline.bridge_config, **bridge_overrides)
@@ -105,6 +110,7 @@ class Harness:
             yield
         finally:
             await self.pipeline.aclose()
+            await self.tools.aclose()
             await self.store.close()
 
     def start(self) -> Harness:

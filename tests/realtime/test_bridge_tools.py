@@ -1,0 +1,240 @@
+"""Tool calls in the realtime bridge, in process (tests.realtime.bridge_fakes): the order of what reaches
+Voice Live, and the interleavings (the caller speaks, the session is lost, a renewal falls due while a tool
+runs) that real sockets make too rare to reach end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from realtime_pipeline.bridge import BridgeConfig
+from router.tool_calls import ToolCall, ToolResult
+from tests.realtime.bridge_fakes import FakeConnection, audio_delta, make_bridge, until
+
+SPEECH_STARTED = {"type": "input_audio_buffer.speech_started", "item_id": "u1", "audio_start_ms": 0}
+SPEECH_STOPPED = {"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900}
+
+
+def function_call_response(*calls: tuple[str, str, str], status: str = "completed") -> list[dict[str, Any]]:
+    """response.created … response.done of a response that asks for ``(call_id, name, arguments)`` calls."""
+    items = [
+        {
+            "id": f"item_{call_id}",
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": "completed",
+            "name": name,
+            "call_id": call_id,
+            "arguments": arguments,
+        }
+        for call_id, name, arguments in calls
+    ]
+    return [
+        {"type": "response.created", "response": {"id": "r_fc", "status": "in_progress", "output": []}},
+        *(
+            {
+                "type": "response.function_call_arguments.done",
+                "response_id": "r_fc",
+                "item_id": item["id"],
+                "output_index": index,
+                "call_id": item["call_id"],
+                "arguments": item["arguments"],
+            }
+            for index, item in enumerate(items)
+        ),
+        {
+            "type": "response.done",
+            "response": {
+                "id": "r_fc",
+                "status": status,
+                "output": items,
+                "usage": {"total_tokens": 30, "output_tokens": 10},
+            },
+        },
+    ]
+
+
+class GatedTools:
+    """A ToolRunner stand-in whose calls finish when the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.asked: list[ToolCall] = []
+
+    async def run_all(self, calls: Sequence[ToolCall], *, call_sid: str, pipeline: str) -> list[ToolResult]:
+        self.asked.extend(calls)
+        await self.gate.wait()
+        return [ToolResult(c.call_id, c.name, f'{{"answer": "{c.name}"}}', True, 12.5) for c in calls]
+
+
+def function_outputs(connection: FakeConnection) -> list[dict[str, Any]]:
+    return [
+        e["item"]
+        for e in connection.sent
+        if e["type"] == "conversation.item.create" and e["item"]["type"] == "function_call_output"
+    ]
+
+
+async def _turn_asking_for(vl: FakeConnection, *calls: tuple[str, str, str]) -> None:
+    vl.push(SPEECH_STARTED)
+    vl.push(SPEECH_STOPPED)
+    for event in function_call_response(*calls):
+        vl.push(event)
+
+
+async def test_tool_answers_go_back_to_voice_live_and_the_reply_is_asked_for() -> None:
+    tools = GatedTools()
+    bridge, ws, client, _, breaker, store = make_bridge(tools=tools)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    await _turn_asking_for(vl, ("call_a", "check_availability", '{"day":"Tuesday"}'), ("call_b", "b", "{}"))
+    await until(lambda: len(tools.asked) == 2)
+    # Voice Live answered (with calls) within the slow-call threshold: the service is healthy, whatever the
+    # tools take.
+    await until(lambda: breaker.recorded == [("success", None)])
+    assert function_outputs(vl) == []
+    tools.gate.set()
+    await until(lambda: vl.types()[-1:] == ["response.create"])
+    assert function_outputs(vl) == [
+        {"type": "function_call_output", "call_id": "call_a", "output": '{"answer": "check_availability"}'},
+        {"type": "function_call_output", "call_id": "call_b", "output": '{"answer": "b"}'},
+    ]
+    # The reply after the tools is the turn's reply: its first audio ends the turn's response time.
+    vl.push({"type": "response.created", "response": {"id": "r2"}})
+    vl.push(audio_delta("a2", 100, "r2"))
+    await until(lambda: len(ws.events("media")) == 1)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    [turn] = store.turns
+    assert [c["name"] for c in turn["tool_calls"]] == ["check_availability", "b"]
+    assert turn["tool_calls"][0] == {"name": "check_availability", "ms": 12.5, "ok": True}
+    assert turn["stages"]["tool"] > 0
+    assert turn["response_ms"] >= turn["stages"]["tool"]
+    assert bridge.stats["tool_calls"] == 2
+
+
+async def test_answers_arriving_while_the_caller_talks_are_added_without_asking_for_a_reply() -> None:
+    """A response.create then would either fail (a response is already under way) or answer the old
+    question over the new one; the reply to the caller's new words sees the answers anyway."""
+    tools = GatedTools()
+    bridge, ws, client, *_ = make_bridge(tools=tools)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+    await until(lambda: len(tools.asked) == 1)
+    vl.push({**SPEECH_STARTED, "item_id": "u2"})
+    await asyncio.sleep(0.05)
+    tools.gate.set()
+    await until(lambda: len(function_outputs(vl)) == 1)
+    await asyncio.sleep(0.05)
+    assert "response.create" not in vl.types()
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+
+
+async def test_answers_for_a_session_that_was_lost_meanwhile_are_not_sent_to_the_new_one() -> None:
+    """The new session never saw those call ids (Voice Live would refuse the outputs); it has the caller's
+    question in the replayed conversation and answers it afresh."""
+    tools = GatedTools()
+    bridge, ws, client, *_ = make_bridge(tools=tools)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    first = client.opened[0]
+    await _turn_asking_for(first, ("call_a", "check_availability", "{}"))
+    await until(lambda: len(tools.asked) == 1)
+    first.lose()
+    await until(lambda: len(client.opened) == 2)
+    tools.gate.set()
+    await asyncio.sleep(0.1)
+    second = client.opened[1]
+    assert function_outputs(first) == function_outputs(second) == []
+    assert bridge.stats["reconnects"] == 1
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+
+
+async def test_a_renewal_waits_for_running_tools() -> None:
+    """Swapping the session while a tool runs would lose its answer (the new session cannot take it)."""
+    tools = GatedTools()
+    bridge, ws, client, *_ = make_bridge(tools=tools, config=BridgeConfig(session_max_age_seconds=0.2))
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+    await until(lambda: len(tools.asked) == 1)
+    await asyncio.sleep(0.4)  # the renewal fell due twice meanwhile
+    assert len(client.opened) == 1
+    tools.gate.set()
+    await until(lambda: len(function_outputs(vl)) == 1)
+    vl.push({"type": "response.created", "response": {"id": "r2"}})
+    vl.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
+    await until(lambda: len(client.opened) == 2)  # renewed once the reply was done
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+
+
+async def test_without_tools_a_call_is_answered_with_an_error_the_model_can_speak_about() -> None:
+    bridge, ws, client, *_ = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    await _turn_asking_for(vl, ("call_x", "invented_tool", "{}"))
+    await until(lambda: vl.types()[-1:] == ["response.create"])
+    [output] = function_outputs(vl)
+    assert output["call_id"] == "call_x"
+    assert "invented_tool" in orjson.loads(output["output"])["error"]
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert bridge.stats["tool_calls"] == 1
+
+
+async def test_a_cancelled_response_runs_none_of_its_calls() -> None:
+    """The caller cut the response off: its calls were never confirmed, and the caller has moved on."""
+    tools = GatedTools()
+    tools.gate.set()
+    bridge, ws, client, *_ = make_bridge(tools=tools)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(SPEECH_STARTED)
+    vl.push(SPEECH_STOPPED)
+    for event in function_call_response(("call_a", "check_availability", "{}"), status="cancelled"):
+        vl.push(event)
+    vl.push({"type": "response.created", "response": {"id": "r3"}})  # the next event was handled too
+    await until(lambda: bridge._response_active)
+    assert tools.asked == []
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+
+
+async def test_malformed_function_call_items_are_skipped_and_the_response_still_ends() -> None:
+    tools = GatedTools()
+    tools.gate.set()
+    bridge, ws, client, *_ = make_bridge(tools=tools)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push({"type": "response.created", "response": {"id": "r1"}})
+    vl.push(
+        {
+            "type": "response.done",
+            "response": {
+                "id": "r1",
+                "status": "completed",
+                "output": [
+                    {"type": "function_call", "name": "no_call_id", "arguments": "{}"},
+                    {"type": "function_call", "call_id": "call_ok", "name": "ok", "arguments": {"day": "Mon"}},
+                ],
+            },
+        }
+    )
+    await until(lambda: len(function_outputs(vl)) == 1)
+    assert not bridge._response_active
+    assert [(c.call_id, c.arguments) for c in tools.asked] == [("call_ok", '{"day":"Mon"}')]
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
