@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from openai import AsyncAzureOpenAI, AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
+
+from router.tool_calls import ToolCall
 
 ChatMessage = dict[str, Any]
 
@@ -23,11 +25,19 @@ class ChatReply:
     first_token_ms: float | None
     total_ms: float
     usage: dict[str, int] = field(default_factory=dict)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """Functions the model asked for instead of (or before) answering; empty for a spoken answer."""
 
 
 class ChatModel(Protocol):
     async def reply(
-        self, messages: Sequence[ChatMessage], *, temperature: float, max_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        temperature: float,
+        max_tokens: int,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str = "auto",
     ) -> ChatReply: ...
 
     async def aclose(self) -> None: ...
@@ -41,12 +51,23 @@ class OpenAIChatModel:
         self._model = model
 
     async def reply(
-        self, messages: Sequence[ChatMessage], *, temperature: float, max_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        temperature: float,
+        max_tokens: int,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str = "auto",
     ) -> ChatReply:
         started = time.perf_counter()
         first_token_ms: float | None = None
         parts: list[str] = []
         usage: dict[str, int] = {}
+        calls: dict[int, _PartialCall] = {}
+        extra: dict[str, Any] = {}
+        if tools:
+            extra["tools"] = cast(list[ChatCompletionToolParam], list(tools))
+            extra["tool_choice"] = tool_choice
         stream = await self._client.chat.completions.create(
             model=self._model,
             messages=cast(list[ChatCompletionMessageParam], list(messages)),
@@ -54,6 +75,7 @@ class OpenAIChatModel:
             max_tokens=max_tokens,
             stream=True,
             stream_options={"include_usage": True},
+            **extra,
         )
         async for chunk in stream:
             if chunk.usage is not None:
@@ -64,16 +86,44 @@ class OpenAIChatModel:
                 }
             if not chunk.choices:  # Azure's prompt_filter_results chunk, and the usage chunk
                 continue
-            content = chunk.choices[0].delta.content
-            if content:
+            delta = chunk.choices[0].delta
+            if delta.content:
                 if first_token_ms is None:
                     first_token_ms = (time.perf_counter() - started) * 1000.0
-                parts.append(content)
+                parts.append(delta.content)
+            # A streamed tool call arrives in pieces keyed by ``index``: id and name first, then fragments of
+            # the arguments' JSON.
+            for piece in delta.tool_calls or ():
+                partial = calls.setdefault(piece.index, _PartialCall())
+                if piece.id:
+                    partial.call_id = piece.id
+                if piece.function is not None:
+                    if piece.function.name:
+                        partial.name += piece.function.name
+                    if piece.function.arguments:
+                        partial.arguments.append(piece.function.arguments)
         total_ms = (time.perf_counter() - started) * 1000.0
-        return ChatReply(text="".join(parts), first_token_ms=first_token_ms, total_ms=total_ms, usage=usage)
+        tool_calls = [
+            ToolCall(call_id=p.call_id, name=p.name, arguments="".join(p.arguments))
+            for _, p in sorted(calls.items())
+        ]
+        return ChatReply(
+            text="".join(parts),
+            first_token_ms=first_token_ms,
+            total_ms=total_ms,
+            usage=usage,
+            tool_calls=tool_calls,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+@dataclass
+class _PartialCall:
+    call_id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
 
 
 def openai_chat_model(

@@ -33,6 +33,7 @@ from router.record_writer import BatchWriter
 from router.settings import Settings
 from router.shared_replay import SharedReplay
 from router.store.base import StateStore
+from router.tool_calls import ToolRunner
 from router.twilio_request import ForgedRequest, MalformedForm, read_signed_form
 from router.twilio_signature import TwilioSignatureValidator
 from router.webhook_replay import WebhookReplay, idempotency_token
@@ -58,6 +59,7 @@ class LegacyPipeline:
         clock: Clock,
         services: LegacyServices | None = None,
         replay: WebhookReplay | None = None,
+        tools: ToolRunner | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -83,6 +85,7 @@ class LegacyPipeline:
             twiml=self.twiml,
             phrases=self.phrases,
             records=self._turn_records,
+            tools=tools,
         )
         # A retry of a turn is answered from the store when another worker took the first attempt: the turn
         # is expensive and recorded, so it must not run twice. The first attempt renews a short claim while it

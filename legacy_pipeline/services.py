@@ -63,7 +63,13 @@ class _Unconfigured:
         return NotConfigured(f"{self._what} is not configured")
 
     async def reply(
-        self, messages: Sequence[ChatMessage], *, temperature: float, max_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        temperature: float,
+        max_tokens: int,
+        tools: Sequence[dict[str, Any]] = (),
+        tool_choice: str = "auto",
     ) -> ChatReply:
         raise self._fail()
 

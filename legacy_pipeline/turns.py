@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from legacy_pipeline.history import ConversationState, TurnCounters
+from legacy_pipeline.llm import ChatMessage, ChatReply
 from legacy_pipeline.phrase_cache import PhraseAudio, PhraseCache, PhraseFailed
 from legacy_pipeline.services import LegacyServices
 from legacy_pipeline.ssml import clean_text
@@ -26,6 +27,7 @@ from router.record_writer import BatchWriter
 from router.records import Pipeline, TurnRecord
 from router.settings import Settings
 from router.store.base import StateStore
+from router.tool_calls import ToolRunner
 
 log = logging.getLogger("legacy_pipeline.turns")
 
@@ -87,8 +89,10 @@ class TurnLoop:
         twiml: TwimlBuilder,
         phrases: PhraseCache,
         records: BatchWriter,
+        tools: ToolRunner | None = None,
     ) -> None:
         self._settings = settings
+        self._tools = tools if tools else None
         self._profile = profile
         self._options = profile.legacy
         self._store = store
@@ -253,14 +257,7 @@ class TurnLoop:
         timer.current = "history"
         history = await self._state.history(call_sid, counters)
         messages = [self._system, *history, {"role": "user", "content": user_text}]
-        timer.current = "llm"
-        reply = await self._services.llm.reply(
-            messages, temperature=self._profile.temperature, max_tokens=self._profile.max_output_tokens
-        )
-        if reply.first_token_ms is not None:
-            timer.stages["llm_first_token"] = reply.first_token_ms
-        timer.stages["llm_total"] = reply.total_ms
-        record.usage.update(reply.usage)
+        reply = await self._think(call_sid, messages, timer, record)
         text = bound_text(reply.text, self._options.max_reply_chars)
         if not text:
             raise EmptyReply("the model returned no text")
@@ -273,6 +270,68 @@ class TurnLoop:
         with timer.stage("upload"):
             stored = await self._services.blob_store.upload_turn_audio(audio)
         return stored.url
+
+    async def _think(
+        self, call_sid: str, messages: list[ChatMessage], timer: StageTimer, record: TurnRecord
+    ) -> ChatReply:
+        """The model's answer, running the tools it asks for on the way (at most ``max_tool_rounds`` times;
+        the round after that may not ask again, so the turn always ends in words).
+
+        Stages: ``llm_total`` is every model call together, ``tool`` every tool round together, and
+        ``llm_first_token`` the first token of the call that produced the answer.
+        """
+        tools = self._tools.chat_tools() if self._tools is not None else []
+        choice = self._profile.tool_choice
+        llm_ms = tool_ms = 0.0
+        rounds = 0
+        while True:
+            timer.current = "llm"
+            last_round = rounds >= self._profile.max_tool_rounds
+            reply = await self._services.llm.reply(
+                messages,
+                temperature=self._profile.temperature,
+                max_tokens=self._profile.max_output_tokens,
+                tools=tools,
+                tool_choice="none" if last_round else choice,
+            )
+            llm_ms += reply.total_ms
+            for key, value in reply.usage.items():
+                record.usage[key] = record.usage.get(key, 0) + value
+            if not reply.tool_calls or self._tools is None or last_round:
+                break
+            rounds += 1
+            timer.current = "tool"
+            started = time.perf_counter()
+            results = await self._tools.run_all(reply.tool_calls, call_sid=call_sid, pipeline="legacy")
+            tool_ms += (time.perf_counter() - started) * 1000.0
+            record.tool_calls.extend(result.record() for result in results)
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": reply.text or None,
+                    "tool_calls": [
+                        {
+                            "id": call.call_id,
+                            "type": "function",
+                            "function": {"name": call.name, "arguments": call.arguments},
+                        }
+                        for call in reply.tool_calls
+                    ],
+                }
+            )
+            messages.extend(
+                {"role": "tool", "tool_call_id": result.call_id, "content": result.output}
+                for result in results
+            )
+            # "required" forces a call on every request: once the tools have answered, the model must be
+            # free to speak.
+            choice = "auto" if choice == "required" else choice
+        if reply.first_token_ms is not None:
+            timer.stages["llm_first_token"] = reply.first_token_ms
+        timer.stages["llm_total"] = llm_ms
+        if rounds:
+            timer.stages["tool"] = tool_ms
+        return reply
 
     async def _empty_turn(self, call_sid: str, counters: TurnCounters, received_at: float) -> str:
         counters.empty_turns += 1

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -39,6 +40,7 @@ from router.settings import Settings
 from router.store.base import StateStore, StoreUnavailable
 from router.store.factory import open_store
 from router.stream_token import StreamTokens
+from router.tool_calls import ToolRunner
 from router.twilio_signature import TwilioSignatureValidator
 from router.webhooks import TwilioWebhooks
 
@@ -133,10 +135,16 @@ def create_app(
     legacy: LegacyPart | None = None,
     realtime: RealtimePart | None = None,
     comparison: ComparisonBuilder | None = None,
+    tools: ToolRunner | None = None,
 ) -> Starlette:
     profile = AgentProfile.load(settings.agent_profile)
     store = store if store is not None else open_store(settings.state_url)
     metrics = metrics or Metrics()
+    if tools is None:
+        # One client for every tool call of both pipelines; each call has its own deadline (the tool's
+        # ``timeout_seconds``), so the client's own timeout is only a backstop.
+        tool_client = httpx.AsyncClient(timeout=httpx.Timeout(30.0), follow_redirects=False)
+        tools = ToolRunner(profile.tools, tool_client, metrics=metrics)
     clock = clock or SystemClock()
     auth_token = settings.twilio_auth_token.get_secret_value()
     signatures = TwilioSignatureValidator(auth_token, settings.public_base_url)
@@ -168,6 +176,7 @@ def create_app(
             metrics=metrics,
             signatures=signatures,
             clock=clock,
+            tools=tools,
         )
     if realtime is None:
         from realtime_pipeline.pipeline import RealtimePipeline
@@ -181,6 +190,7 @@ def create_app(
             signatures=signatures,
             tokens=tokens,
             clock=clock,
+            tools=tools,
         )
     breaker_view = BreakerView(
         breaker, cache_seconds=settings.config_cache_seconds, monotonic=clock.monotonic
@@ -287,6 +297,7 @@ def create_app(
                     await pruning
             await realtime.aclose()
             await legacy.aclose()
+            await tools.aclose()
             await records.aclose()
             await store.close()
 

@@ -55,6 +55,8 @@ class TurnRecord:
     error: str | None = None
     error_stage: str | None = None
     usage: dict[str, int] = field(default_factory=dict)  # tokens, tts_chars, audio seconds …
+    # Agent tools the turn ran before answering: {"name", "ms", "ok", "error"?} each, in the order asked.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
     stt_confidence: float | None = None  # legacy <Gather>: Twilio's Confidence (0-1) in what it recognised
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,6 +65,7 @@ class TurnRecord:
         data["pipeline"] = self.pipeline.value
         data["stages"] = dict(self.stages)
         data["usage"] = dict(self.usage)
+        data["tool_calls"] = list(self.tool_calls)
         return data
 
     @classmethod

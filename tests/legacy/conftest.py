@@ -28,6 +28,7 @@ from router.observability import Metrics
 from router.settings import DEFAULT_PROFILE, Settings
 from router.store.base import StateStore
 from router.store.factory import open_store
+from router.tool_calls import ToolRunner
 from router.twilio_signature import TwilioSignatureValidator
 from tests.legacy.twilio_script import ACCOUNT_SID, ScriptedTwilio
 
@@ -90,9 +91,11 @@ def _reset_emulators(request: pytest.FixtureRequest) -> None:
         speech.clear_records()
 
 
-def write_profile(directory: Path, **legacy: Any) -> Path:
+def write_profile(directory: Path, *, top: dict[str, Any] | None = None, **legacy: Any) -> Path:
+    """The default profile with ``legacy`` options and top-level fields (``tools``…) replaced."""
     data = yaml.safe_load(DEFAULT_PROFILE.read_text())
     data["legacy"].update(legacy)
+    data.update(top or {})
     path = directory / f"agent-{uuid.uuid4().hex[:8]}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -113,6 +116,7 @@ async def legacy(
     async def start(
         *,
         profile_legacy: dict[str, Any] | None = None,
+        profile_top: dict[str, Any] | None = None,
         services: LegacyServices | None = None,
         wrap_store: Callable[[StateStore], StateStore] | None = None,
         **overrides: Any,
@@ -143,12 +147,13 @@ async def legacy(
             # covers the start-up warm-up.
             "legacy_warm_phrases_on_start": False,
         }
-        if profile_legacy:
-            values["agent_profile"] = write_profile(tmp_path, **profile_legacy)
+        if profile_legacy or profile_top:
+            values["agent_profile"] = write_profile(tmp_path, top=profile_top, **(profile_legacy or {}))
         values.update(overrides)
         settings = Settings(**values)
         profile = AgentProfile.load(settings.agent_profile)
         metrics = Metrics()
+        tools = ToolRunner(profile.tools, httpx.AsyncClient(), metrics=metrics)  # closed by the app
         server_store = open_store(state_url)
         if wrap_store is not None:
             server_store = wrap_store(server_store)
@@ -160,9 +165,15 @@ async def legacy(
             signatures=TwilioSignatureValidator(AUTH_TOKEN, base),
             clock=SystemClock(),
             services=services,
+            tools=tools,
         )
         app = create_app(
-            settings, store=server_store, metrics=metrics, legacy=pipeline, realtime=NoRealtime()
+            settings,
+            store=server_store,
+            metrics=metrics,
+            legacy=pipeline,
+            realtime=NoRealtime(),
+            tools=tools,
         )
         server = ServerThread(app, port=port).start()
         reader = open_store(state_url)
