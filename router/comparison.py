@@ -29,7 +29,7 @@ from router.report_guardrails import call_guardrails
 from router.report_population import Population, same_bucket_calls
 from router.report_slices import (
     DIMENSION_TITLES,
-    DIMENSIONS,
+    SLICE_DIMENSIONS,
     SLICE_LATENCY_EXCLUDE,
     Slices,
     SliceStats,
@@ -38,6 +38,7 @@ from router.report_slices import (
     slice_rows,
     slices_from_dict,
     slices_to_dict,
+    turn_slice_keys,
 )
 from router.store.base import StateStore
 
@@ -449,6 +450,7 @@ def compare_records(
             arm.playback_gaps += gaps
             arm.playback_gap_ms += _number(turn.get("playback_gap_ms")) or 0.0
         slices = [arm.slice(dimension, key) for dimension, key in slice_keys(call_by_sid.get(sid)).items()]
+        slices.extend(arm.slice(dimension, key) for dimension, key in turn_slice_keys(turn).items())
         for stats in slices:
             stats.turns += 1
             stats.turn_errors += failed
@@ -660,7 +662,7 @@ def _slice_table(c: Comparison) -> list[str]:
     """One block per slice dimension: outcomes, and p50/p95 of the caller turns' latencies (ms)."""
     slices = {name: arm.slices for name, arm in c.arms.items()}
     lines: list[str] = []
-    for dimension in DIMENSIONS:
+    for dimension in SLICE_DIMENSIONS:
         rows = slice_rows(slices, dimension)
         if not rows:
             continue

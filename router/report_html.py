@@ -15,7 +15,7 @@ from router.comparison import (
     failures_text,
     window_text,
 )
-from router.report_slices import DIMENSION_TITLES, DIMENSIONS, SLICE_LATENCY_EXCLUDE, slice_rows
+from router.report_slices import DIMENSION_TITLES, SLICE_DIMENSIONS, SLICE_LATENCY_EXCLUDE, slice_rows
 
 COLORS = {"legacy": "#d9480f", "realtime": "#1c7ed6"}
 WIDTH, HEIGHT, PAD = 640, 300, 48
@@ -103,7 +103,7 @@ def _slice_tables(c: Comparison) -> str:
     """One table per slice dimension: outcomes, and p50/p95 of the caller turns' latencies."""
     slices = {name: arm.slices for name, arm in c.arms.items()}
     parts: list[str] = []
-    for dimension in DIMENSIONS:
+    for dimension in SLICE_DIMENSIONS:
         rows = []
         for pipeline, value, stats in slice_rows(slices, dimension):
             cells = [

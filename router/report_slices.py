@@ -11,6 +11,11 @@ Dimensions, read from the call record the router wrote when it decided (``router
 * ``bucket``        — the sticky bucket (0..9999 basis points) in tenths: ``0-10%`` holds the callers who are
   realtime at a 10 % rollout
 
+and one read from each turn record, so it counts turns but no calls (a call can have turns of both kinds):
+
+* ``tools``         — ``tool_call`` for a turn that ran an agent tool before answering, ``no_tool`` otherwise
+  (pain-points D.4 item 4: a tool's own time is in the first kind's latency, not in the pipeline's)
+
 Values that are not a routing fact: ``unknown`` (the record lacks the field: written before the router recorded
 it, or the breaker state could not be read), ``none`` (no bucket: the call was not routed by the percentage)
 and ``no_call_record`` (a turn or caller measurement whose call record the report did not read: the call started
@@ -28,6 +33,8 @@ from flags.bucketing import BUCKETS
 from router.latency_sketch import LatencySketch
 
 DIMENSIONS = ("reason", "breaker_state", "bucket")
+TURN_DIMENSIONS = ("tools",)
+SLICE_DIMENSIONS = DIMENSIONS + TURN_DIMENSIONS  # in display order
 # The latencies kept per slice: the server's reply latency, the server's "heard" and the caller's.
 SLICE_METRICS = ("response_ms", "heard_ms", "caller_latency_ms")
 UNKNOWN = "unknown"
@@ -53,6 +60,11 @@ def slice_keys(call: Mapping[str, Any] | None) -> dict[str, str]:
         "breaker_state": str(call.get("breaker_state") or UNKNOWN),
         "bucket": bucket_label(call.get("bucket")),
     }
+
+
+def turn_slice_keys(turn: Mapping[str, Any]) -> dict[str, str]:
+    """The slice of each turn-level dimension that a turn record belongs to."""
+    return {"tools": "tool_call" if turn.get("tool_calls") else "no_tool"}
 
 
 def value_order(value: str) -> tuple[int, float, str]:
@@ -153,6 +165,7 @@ DIMENSION_TITLES = {
     "reason": "by decision reason",
     "breaker_state": "by breaker state at routing",
     "bucket": "by rollout bucket (0-10% = the callers realtime at a 10 % rollout)",
+    "tools": "by tool use (turns only: a call can have both kinds)",
 }
 # The greeting has no caller speech to measure from: slice latencies are the caller turns, as the CDFs are.
 SLICE_LATENCY_EXCLUDE = ("greeting",)
