@@ -4,6 +4,11 @@ Two routes share one handler: ``POST /v1/chat/completions`` (OpenAI: ``Authoriza
 ``POST /openai/deployments/{deployment}/chat/completions?api-version=…`` (Azure: ``api-key`` header; Azure
 also sends an empty first stream chunk carrying ``prompt_filter_results``). Error bodies use the shapes the
 real services send so the ``openai`` SDK raises the same exception classes.
+
+Function tools: ``tools``/``tool_choice`` and the pairing of assistant ``tool_calls`` with ``tool`` messages
+are validated as OpenAI does (HTTP 400, see :mod:`emulators.openai.tools`), and a tool-call script entry is
+answered the way the real service calls tools: ``finish_reason: "tool_calls"``, ``content: null`` and, when
+streaming, a header chunk per call (id, name, empty arguments) followed by argument fragments.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from starlette.routing import Route
 
 from emulators.control import control_routes
 from emulators.openai.knobs import OpenAIKnobStore, RequestPlan
-from emulators.openai.replies import ReplySource, prompt_tokens, tokenize
+from emulators.openai.replies import ReplySource, prompt_tokens, tokenize, tool_messages
+from emulators.openai.tools import (
+    ToolCallReply,
+    new_call_id,
+    offered_tools,
+    validate_tool_messages,
+    validate_tools,
+)
 
 RECORDED_HEADERS = ("authorization", "api-key", "content-type", "user-agent", "x-stainless-retry-count")
 
@@ -40,6 +52,12 @@ class RecordedRequest:
     body: Any
     deployment: str | None = None
     status: int = 0
+    tools: list[str] = field(default_factory=list)
+    """Names of the function tools the request offered."""
+    tool_messages: list[dict[str, Any]] = field(default_factory=list)
+    """The request's ``tool`` messages: ``{"index", "tool_call_id", "content"}``."""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """The tool calls the emulator answered with: ``{"id", "name", "arguments"}`` (to correlate ids)."""
     received_at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,10 +147,9 @@ class ChatCompletionsApp:
         """A ``POST /_emulator/faults`` body: knobs plus ``script`` and ``clear_requests``."""
         script = changes.pop("script", None)
         clear = bool(changes.pop("clear_requests", False))
-        if script is not None and (
-            not isinstance(script, list) or not all(isinstance(s, str) for s in script)
-        ):
-            raise ValueError("script must be a list of strings")
+        if script is not None and not isinstance(script, list):
+            raise ValueError("script must be a list of strings or {'tool_calls': [...]} objects")
+        self.replies.check_script(script)  # refuse a bad script before any knob changes
         self.knobs.update(**changes)
         if script is not None:
             self.replies.set_script(script)
@@ -250,6 +267,15 @@ class ChatCompletionsApp:
                     "messages",
                 ),
             )
+        messages: list[Any] = body["messages"]
+        record.tools = offered_tools(body)
+        record.tool_messages = tool_messages(messages)
+        invalid = validate_tools(body) or validate_tool_messages(messages)
+        if invalid is not None:
+            return self._finish(
+                record,
+                openai_error(400, invalid.message, "invalid_request_error", invalid.code, invalid.param),
+            )
         streaming = bool(body.get("stream"))
         plan = self.knobs.plan(streaming=streaming)
         if plan.stall_s > 0 and await _stall(request, plan.stall_s):
@@ -293,18 +319,30 @@ class ChatCompletionsApp:
                 ),
             )
 
-        messages: list[Any] = body["messages"]
-        reply_tokens = tokenize(self.replies.reply_to(messages))
+        reply = self.replies.reply_to(
+            messages, offered=record.tools, tools_allowed=body.get("tool_choice") != "none"
+        )
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
-        finish_reason = "stop"
-        if isinstance(limit, int) and not isinstance(limit, bool) and 0 < limit < len(reply_tokens):
-            reply_tokens = reply_tokens[:limit]
-            finish_reason = "length"
+        if not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
+            limit = None
+        if isinstance(reply, ToolCallReply):
+            calls, finish_reason = _tool_call_tokens(reply, limit)
+            record.tool_calls = [
+                {"id": call_id, "name": name, "arguments": "".join(tokens)} for call_id, name, tokens in calls
+            ]
+            n_completion = sum(len(tokens) for _, _, tokens in calls)
+        else:
+            reply_tokens = tokenize(reply)
+            finish_reason = "stop"
+            if limit is not None and limit < len(reply_tokens):
+                reply_tokens = reply_tokens[:limit]
+                finish_reason = "length"
+            n_completion = len(reply_tokens)
         n_prompt = prompt_tokens(messages)
         usage = {
             "prompt_tokens": n_prompt,
-            "completion_tokens": len(reply_tokens),
-            "total_tokens": n_prompt + len(reply_tokens),
+            "completion_tokens": n_completion,
+            "total_tokens": n_prompt + n_completion,
         }
         base: dict[str, Any] = {
             "id": f"chatcmpl-emu{next(self._ids):08d}",
@@ -316,17 +354,38 @@ class ChatCompletionsApp:
         self.log.add(record)
         if streaming:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            stream = self._stream(base, reply_tokens, finish_reason, usage, include_usage, plan, azure=azure)
+            out = _ChunkWriter(base, include_usage, azure=azure)
+            if isinstance(reply, ToolCallReply):
+                stream = self._stream_tool_calls(out, calls, finish_reason, usage, plan)
+            else:
+                stream = self._stream(out, reply_tokens, finish_reason, usage, plan)
             return StreamingResponse(
                 stream, media_type="text/event-stream", headers={"cache-control": "no-cache"}
             )
 
-        generation_s = plan.first_token_delay_s + plan.token_delay_s * max(0, len(reply_tokens) - 1)
+        generation_s = plan.first_token_delay_s + plan.token_delay_s * max(0, n_completion - 1)
         if generation_s > 0 and await _stall(request, generation_s):
             return Response(status_code=499)  # the client gave up while the "model" was generating
+        message: dict[str, Any]
+        if isinstance(reply, ToolCallReply):
+            message = {
+                "role": "assistant",
+                "content": None,
+                "refusal": None,
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": name, "arguments": "".join(tokens)},
+                    }
+                    for call_id, name, tokens in calls
+                ],
+            }
+        else:
+            message = {"role": "assistant", "content": "".join(reply_tokens), "refusal": None}
         choice: dict[str, Any] = {
             "index": 0,
-            "message": {"role": "assistant", "content": "".join(reply_tokens), "refusal": None},
+            "message": message,
             "logprobs": None,
             "finish_reason": finish_reason,
         }
@@ -338,36 +397,16 @@ class ChatCompletionsApp:
 
     async def _stream(
         self,
-        base: dict[str, Any],
+        out: _ChunkWriter,
         tokens: list[str],
         finish_reason: str,
         usage: dict[str, int],
-        include_usage: bool,
         plan: RequestPlan,
-        *,
-        azure: bool,
     ) -> AsyncIterator[bytes]:
-        extra: dict[str, Any] = {"usage": None} if include_usage else {}
-
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-            if azure and delta.get("content"):
-                choice["content_filter_results"] = _FILTER_OK
-            return _sse({**base, "object": "chat.completion.chunk", "choices": [choice], **extra})
-
-        if azure:
-            yield _sse(
-                {
-                    "choices": [],
-                    "created": 0,
-                    "id": "",
-                    "model": "",
-                    "object": "",
-                    "prompt_filter_results": _PROMPT_FILTER,
-                }
-            )
+        if out.azure:
+            yield _AZURE_FILTER_CHUNK
         await asyncio.sleep(plan.first_token_delay_s)
-        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        yield out.chunk({"role": "assistant", "content": "", "refusal": None})
         cut = (
             len(tokens)
             if plan.midstream_error_after is None
@@ -376,23 +415,127 @@ class ChatCompletionsApp:
         for index, token in enumerate(tokens[:cut]):
             if index:
                 await asyncio.sleep(plan.token_delay_s)
-            yield chunk({"content": token})
+            yield out.chunk({"content": token})
         if plan.midstream_error_after is not None:
-            yield _sse(
-                {
-                    "error": {
-                        "message": "The server had an error while processing your request. Sorry about that!",
-                        "type": "server_error",
-                        "param": None,
-                        "code": None,
-                    }
-                }
-            )
+            yield _MIDSTREAM_ERROR
             return
-        yield chunk({}, finish_reason)
-        if include_usage:
-            yield _sse({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
-        yield b"data: [DONE]\n\n"
+        for event in out.end(finish_reason, usage):
+            yield event
+
+    async def _stream_tool_calls(
+        self,
+        out: _ChunkWriter,
+        calls: list[tuple[str, str, list[str]]],
+        finish_reason: str,
+        usage: dict[str, int],
+        plan: RequestPlan,
+    ) -> AsyncIterator[bytes]:
+        """Each call as OpenAI streams it: a header (index, id, name, ``""``), then argument fragments.
+
+        The first header also carries ``role`` and ``content: null``. Latency knobs treat fragments as
+        tokens, and a mid-stream error counts them as the content chunks it breaks after.
+        """
+        if out.azure:
+            yield _AZURE_FILTER_CHUNK
+        await asyncio.sleep(plan.first_token_delay_s)
+        sent = 0
+        for index, (call_id, name, fragments) in enumerate(calls):
+            header = {
+                "index": index,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            if index == 0:
+                yield out.chunk(
+                    {"role": "assistant", "content": None, "refusal": None, "tool_calls": [header]}
+                )
+            else:
+                yield out.chunk({"tool_calls": [header]})
+            for fragment in fragments:
+                if plan.midstream_error_after is not None and sent >= plan.midstream_error_after:
+                    yield _MIDSTREAM_ERROR
+                    return
+                if sent:
+                    await asyncio.sleep(plan.token_delay_s)
+                yield out.chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+                sent += 1
+        if plan.midstream_error_after is not None:
+            yield _MIDSTREAM_ERROR
+            return
+        for event in out.end(finish_reason, usage):
+            yield event
+
+
+class _ChunkWriter:
+    """``chat.completion.chunk`` events of one streamed response (shared by text and tool-call streams)."""
+
+    def __init__(self, base: dict[str, Any], include_usage: bool, *, azure: bool) -> None:
+        self.base = base
+        self.include_usage = include_usage
+        self.azure = azure
+        self._extra: dict[str, Any] = {"usage": None} if include_usage else {}
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        if self.azure and delta.get("content"):
+            choice["content_filter_results"] = _FILTER_OK
+        return _sse({**self.base, "object": "chat.completion.chunk", "choices": [choice], **self._extra})
+
+    def end(self, finish_reason: str, usage: dict[str, int]) -> list[bytes]:
+        """The empty-delta chunk with ``finish_reason``, the usage chunk if asked for, and ``[DONE]``."""
+        events = [self.chunk({}, finish_reason)]
+        if self.include_usage:
+            events.append(
+                _sse({**self.base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+            )
+        events.append(b"data: [DONE]\n\n")
+        return events
+
+
+_AZURE_FILTER_CHUNK = _sse(
+    {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": _PROMPT_FILTER,
+    }
+)
+_MIDSTREAM_ERROR = _sse(
+    {
+        "error": {
+            "message": "The server had an error while processing your request. Sorry about that!",
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+)
+
+
+def _tool_call_tokens(
+    reply: ToolCallReply, limit: int | None
+) -> tuple[list[tuple[str, str, list[str]]], str]:
+    """``(id, name, argument tokens)`` per call, cut to ``limit`` completion tokens like text is.
+
+    A call whose arguments would not start within the limit is dropped, as a truncated model never
+    reaches it; the finish reason is then ``"length"`` rather than ``"tool_calls"``.
+    """
+    calls: list[tuple[str, str, list[str]]] = []
+    left = limit
+    for call in reply.calls:
+        tokens = tokenize(call.arguments)
+        if left is not None:
+            if left <= 0 and calls:
+                return calls, "length"
+            if len(tokens) > left:
+                calls.append((new_call_id(), call.name, tokens[: max(left, 0)]))
+                return calls, "length"
+            left -= len(tokens)
+        calls.append((new_call_id(), call.name, tokens))
+    return calls, "tool_calls"
 
 
 async def _stall(request: Request, seconds: float) -> bool:

@@ -9,6 +9,7 @@ from emulators.control import EmulatorServer
 from emulators.openai.app import ChatCompletionsApp, RecordedRequest, RequestLog
 from emulators.openai.knobs import OpenAIKnobs, OpenAIKnobStore
 from emulators.openai.replies import ReplyFunction, ReplySource
+from emulators.openai.tools import ScriptEntry
 
 
 class OpenAIEmulator(EmulatorServer):
@@ -17,6 +18,8 @@ class OpenAIEmulator(EmulatorServer):
     Point ``AsyncOpenAI(base_url=emulator.openai_base_url, api_key=...)`` or
     ``AsyncAzureOpenAI(azure_endpoint=emulator.url, api_key=..., api_version=...)`` at it.
     ``api_key=None`` accepts any non-empty key; ``deployments=None`` accepts any Azure deployment name.
+    A ``script`` entry is reply text (``{tool_output}`` stands for the newest ``tool`` message's content) or
+    ``{"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}, …]}``.
     """
 
     def __init__(
@@ -26,7 +29,7 @@ class OpenAIEmulator(EmulatorServer):
         port: int = 0,
         api_key: str | None = None,
         deployments: Collection[str] | None = None,
-        script: Sequence[str] | None = None,
+        script: Sequence[ScriptEntry] | None = None,
         reply: ReplyFunction | None = None,
         knobs: OpenAIKnobs | None = None,
     ) -> None:
@@ -52,7 +55,8 @@ class OpenAIEmulator(EmulatorServer):
         """Change latency/fault knobs while running (see :class:`OpenAIKnobs` for the names)."""
         return self.knobs.update(**changes)
 
-    def set_script(self, script: Sequence[str] | None) -> None:
+    def set_script(self, script: Sequence[ScriptEntry] | None) -> None:
+        """Replace the scripted replies (text or ``{"tool_calls": […]}`` entries, used in turn, cycling)."""
         self.replies.set_script(script)
 
     @property
