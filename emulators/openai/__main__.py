@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
+import orjson
+
 from emulators.control import cli_parser, serve_in_foreground
 from emulators.openai.emulator import OpenAIEmulator
 from emulators.openai.knobs import OpenAIKnobs
+from emulators.openai.replies import ReplySource
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -13,7 +19,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--deployment", action="append", help="allowed Azure deployment (repeatable; default any)"
     )
-    parser.add_argument("--script", action="append", help="scripted reply (repeatable; cycled)")
+    parser.add_argument(
+        "--script", action="append", dest="script", help="scripted text reply (repeatable; cycled)"
+    )
+    parser.add_argument(
+        "--script-json",
+        action="append",
+        dest="script",
+        type=_script_json,
+        metavar="JSON",
+        help='scripted entry as JSON, e.g. \'{"tool_calls": [{"name": "check_availability", "arguments": '
+        '{"day": "Tuesday"}}]}\' (repeatable; kept in order with --script)',
+    )
     parser.add_argument("--first-token-delay-ms", type=float, default=0.0)
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     args = parser.parse_args(argv)
@@ -35,6 +52,16 @@ def main(argv: list[str] | None = None) -> None:
         emulator.openai_base_url,
         emulator.url,
     )
+
+
+def _script_json(text: str) -> Any:
+    """One ``--script-json`` value, checked here so a typo fails at start-up with argparse's usage line."""
+    try:
+        entry = orjson.loads(text)
+        ReplySource.check_script([entry])
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return entry
 
 
 if __name__ == "__main__":
