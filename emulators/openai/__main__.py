@@ -13,7 +13,8 @@ from emulators.openai.knobs import OpenAIKnobs
 from emulators.openai.replies import ReplySource
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``script`` holds ``--script`` and ``--script-json`` entries in the order given."""
     parser = cli_parser("python -m emulators.openai", __doc__, port=8780)
     parser.add_argument("--api-key", default=None, help="required key (default: accept any non-empty key)")
     parser.add_argument(
@@ -33,7 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--first-token-delay-ms", type=float, default=0.0)
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     emulator = OpenAIEmulator(
         host=args.host,
         port=args.port,
