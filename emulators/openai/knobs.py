@@ -17,7 +17,7 @@ class OpenAIKnobs:
     first_token_delay_s: float = 0.0
     """Delay before the first content chunk (streaming) or before the response (non-streaming)."""
     token_delay_s: float = 0.0
-    """Delay between streamed content chunks."""
+    """Delay between streamed content chunks (tool-call argument fragments count as content chunks)."""
     rate_limit_next: int = 0
     """Answer the next N requests with HTTP 429 (``rate_limit_exceeded``)."""
     retry_after_s: float = 1.0
@@ -27,7 +27,7 @@ class OpenAIKnobs:
     midstream_error_next: int = 0
     """Break the next N *streaming* requests with a ``data: {"error": …}`` event."""
     midstream_error_after: int = 2
-    """…after this many content chunks."""
+    """…after this many content chunks (or tool-call argument fragments)."""
     stall_next: int = 0
     """Hang the next N requests before the first byte…"""
     stall_s: float = 30.0
