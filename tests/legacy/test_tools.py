@@ -1,0 +1,175 @@
+"""Agent tools in a legacy call, over real sockets: the model (OpenAI emulator, through the openai SDK) asks
+for a tool, the router calls the tool backend (its emulator), and the caller hears the answer built from it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from emulators.tool_backend import ToolBackendEmulator
+from tests.legacy.conftest import HarnessFactory, LegacyHarness
+
+CALL = "CA" + "7" * 32
+DAY = {"type": "object", "properties": {"day": {"type": "string"}}, "required": ["day"]}
+BOOK = {
+    "type": "object",
+    "properties": {"day": {"type": "string"}, "time": {"type": "string"}},
+    "required": ["day", "time"],
+}
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[ToolBackendEmulator]:
+    with ToolBackendEmulator() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _reset(backend: ToolBackendEmulator) -> None:
+    backend.set_faults(delay_s=0.0, fail_next=0, stall_next=0)
+
+
+def tools(backend: ToolBackendEmulator, **extra: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "check_availability",
+            "description": "Free appointment slots on a day",
+            "parameters": DAY,
+            "url": backend.tool_url("check_availability"),
+            **extra,
+        },
+        {
+            "name": "book_appointment",
+            "description": "Book a slot",
+            "parameters": BOOK,
+            "url": backend.tool_url("book_appointment"),
+            **extra,
+        },
+    ]
+
+
+async def _start(legacy: HarnessFactory, backend: ToolBackendEmulator, **top: Any) -> LegacyHarness:
+    return await legacy(profile_top={"tools": tools(backend), **top})
+
+
+async def test_a_turn_runs_the_tool_and_speaks_its_answer(
+    legacy: HarnessFactory, backend: ToolBackendEmulator
+) -> None:
+    h = await _start(legacy, backend)
+    h.openai.set_script(
+        [
+            {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}]},
+            "On Tuesday I have {tool_output}",
+        ]
+    )
+    greeting = await h.twilio.incoming_call(CALL)
+    twiml = await h.twilio.say(greeting, CALL, "Is Tuesday free?")
+    assert twiml.status == 200 and len(twiml.plays) == 1 and not twiml.says, twiml.text
+
+    # The tool backend got the model's arguments, with the call it belongs to.
+    [sent] = backend.calls[-1:]
+    assert sent["body"]["arguments"] == {"day": "Tuesday"}
+    assert (sent["body"]["call_sid"], sent["body"]["pipeline"]) == (CALL, "legacy")
+
+    first, second = h.openai.requests
+    assert [t["function"]["name"] for t in first.body["tools"]] == ["check_availability", "book_appointment"]
+    assert first.body["tool_choice"] == "auto"
+    # The second request carries the model's call and the tool's answer, in the order OpenAI requires.
+    assistant, tool_message = second.body["messages"][-2:]
+    [asked] = assistant["tool_calls"]
+    assert asked["function"] == {"name": "check_availability", "arguments": '{"day":"Tuesday"}'}
+    assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == asked["id"]
+    assert orjson.loads(tool_message["content"])["free_slots"] == ["09:30", "11:00", "14:30"]
+
+    # The caller hears the answer built from the tool's output.
+    spoken = h.speech.syntheses[-1].text
+    assert spoken.startswith("On Tuesday I have") and "09:30" in spoken
+
+    [turn] = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
+    assert [(c["name"], c["ok"]) for c in turn["tool_calls"]] == [("check_availability", True)]
+    assert turn["stages"]["tool"] > 0
+    assert turn["stages"]["llm_total"] > 0
+    assert turn["usage"]["completion_tokens"] > 0
+    assert turn["error"] is None
+    assert h.sample(
+        "voice_router_tool_call_seconds_count", pipeline="legacy", tool="check_availability", result="ok"
+    ) == 1.0
+
+    # The history keeps the spoken exchange; the next turn's request is well formed without the tool messages.
+    h.openai.set_script(["Anything else?"])
+    twiml = await h.twilio.say(twiml, CALL, "No thanks")
+    assert twiml.status == 200 and not twiml.says
+    roles = [m["role"] for m in h.openai.requests[-1].body["messages"]]
+    assert "tool" not in roles
+
+
+async def test_a_failing_tool_is_spoken_about_not_an_apology(
+    legacy: HarnessFactory, backend: ToolBackendEmulator
+) -> None:
+    h = await _start(legacy, backend)
+    backend.set_faults(fail_next=1, fail_status=503)
+    h.openai.set_script(
+        [
+            {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Friday"}}]},
+            "I could not check that: {tool_output}",
+        ]
+    )
+    greeting = await h.twilio.incoming_call(CALL)
+    twiml = await h.twilio.say(greeting, CALL, "Is Friday free?")
+    assert twiml.status == 200 and len(twiml.plays) == 1 and not twiml.says
+    assert "HTTP 503" in h.speech.syntheses[-1].text
+    [turn] = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
+    assert turn["tool_calls"][0]["ok"] is False and turn["tool_calls"][0]["error"] == "http_503"
+    assert turn["error"] is None
+
+
+async def test_a_model_that_keeps_asking_for_tools_is_made_to_answer(
+    legacy: HarnessFactory, backend: ToolBackendEmulator
+) -> None:
+    """After max_tool_rounds rounds the model is asked with tool_choice "none", so the turn ends in words
+    (and the caller is not kept waiting by a loop of calls)."""
+    h = await _start(legacy, backend, max_tool_rounds=2)
+    call = {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Monday"}}]}
+    h.openai.set_script([call, call, call, "Monday is open."])
+    greeting = await h.twilio.incoming_call(CALL)
+    twiml = await h.twilio.say(greeting, CALL, "Monday?")
+    assert twiml.status == 200 and not twiml.says
+    choices = [r.body.get("tool_choice") for r in h.openai.requests]
+    assert choices == ["auto", "auto", "none"]
+    # The emulator's third script entry was a call, but tool_choice none makes it speak instead.
+    [turn] = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
+    assert len(turn["tool_calls"]) == 2
+    assert h.speech.syntheses[-1].text
+
+
+async def test_required_tool_choice_is_relaxed_once_the_tools_have_answered(
+    legacy: HarnessFactory, backend: ToolBackendEmulator
+) -> None:
+    h = await _start(legacy, backend, tool_choice="required")
+    h.openai.set_script(
+        [{"tool_calls": [{"name": "check_availability", "arguments": {"day": "Monday"}}]}, "Monday is open."]
+    )
+    greeting = await h.twilio.incoming_call(CALL)
+    twiml = await h.twilio.say(greeting, CALL, "Monday?")
+    assert twiml.status == 200 and not twiml.says
+    assert [r.body.get("tool_choice") for r in h.openai.requests] == ["required", "auto"]
+    assert h.speech.syntheses[-1].text == "Monday is open."
+
+
+async def test_a_tool_slower_than_the_turn_deadline_gets_the_apology_and_the_call_goes_on(
+    legacy: HarnessFactory, backend: ToolBackendEmulator
+) -> None:
+    h = await legacy(
+        profile_top={"tools": tools(backend, timeout_seconds=20.0)}, legacy_turn_deadline_seconds=1.5
+    )
+    backend.set_faults(stall_next=1, stall_s=3.0)
+    h.openai.set_script([{"tool_calls": [{"name": "check_availability", "arguments": {"day": "Monday"}}]}])
+    greeting = await h.twilio.incoming_call(CALL)
+    twiml = await h.twilio.say(greeting, CALL, "Monday?")
+    assert twiml.status == 200 and twiml.says == [h.profile.legacy.apology]
+    assert twiml.gather is not None  # still listening
+    [turn] = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
+    assert turn["error_stage"] == "tool"
