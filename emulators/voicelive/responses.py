@@ -150,12 +150,10 @@ class ResponseRun:
         return self._cancel_reason is not None
 
     # ------------------------------------------------------------------
-    async def run(self) -> None:
-        plan = self.plan
-        host = self.host
-        started = time.monotonic()
-        await host.send({"type": "response.created", "response": self._response_object([], None)})
-        await host.send(
+    async def _start(self) -> None:
+        """``response.created`` and, as the doc places it "at the beginning of a response", the rate limits."""
+        await self.host.send({"type": "response.created", "response": self._response_object([], None)})
+        await self.host.send(
             {
                 "type": "rate_limits.updated",
                 "rate_limits": [
@@ -164,6 +162,28 @@ class ResponseRun:
                 ],
             }
         )
+
+    async def _settle(self, failure: ErrorSpec | None, out_of_tokens: bool) -> None:
+        """Set the final status (and send the failure's ``error`` event) once the output stopped."""
+        if failure is not None:
+            error = failure.to_dict() | {"param": None, "event_id": None}
+            await self.host.send_error(error)
+            self.status = "failed"
+            self.status_details = {"type": "failed", "error": error}
+        elif self._cancel_reason is not None:
+            self.status = "cancelled"
+            self.status_details = {"type": "cancelled", "reason": self._cancel_reason}
+        elif out_of_tokens:
+            self.status = "incomplete"
+            self.status_details = {"type": "incomplete", "reason": "max_output_tokens"}
+        else:
+            self.status = "completed"
+
+    async def run(self) -> None:
+        plan = self.plan
+        host = self.host
+        started = time.monotonic()
+        await self._start()
         in_progress = self._item("in_progress")
         await host.send(
             {
@@ -229,19 +249,7 @@ class ResponseRun:
             if index < chunks:
                 cancelled = await self._wait(faults.delta_interval_s(self.chunk_ms))
 
-        if failure is not None:
-            error = failure.to_dict() | {"param": None, "event_id": None}
-            await host.send_error(error)
-            self.status = "failed"
-            self.status_details = {"type": "failed", "error": error}
-        elif self._cancel_reason is not None:
-            self.status = "cancelled"
-            self.status_details = {"type": "cancelled", "reason": self._cancel_reason}
-        elif out_of_tokens:
-            self.status = "incomplete"
-            self.status_details = {"type": "incomplete", "reason": "max_output_tokens"}
-        else:
-            self.status = "completed"
+        await self._settle(failure, out_of_tokens)
         await self._finish()
 
     def _exceeds_max_output_tokens(self, text: str, audio_ms: int) -> bool:
