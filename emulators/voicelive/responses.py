@@ -223,7 +223,7 @@ class ResponseRun:
             words_before = len(words) * index // chunks
             words_after = len(words) * (index + 1) // chunks
             text = " ".join(words[words_before:words_after])
-            if words_before and text:
+            if words_before and words_after > words_before:  # keeps a double space at a chunk edge
                 text = " " + text
             chunk = audio[index * step : (index + 1) * step]
             if self._exceeds_max_output_tokens(text, len(chunk) // bytes_per_ms(plan.output_audio_format)):
