@@ -8,9 +8,22 @@ import signal
 import threading
 from collections.abc import Sequence
 
+import orjson
+
 from emulators.voicelive.config import VoiceLiveEmulatorConfig
 from emulators.voicelive.emulator import VoiceLiveEmulator
 from emulators.voicelive.faults import Faults
+from emulators.voicelive.script import ReplyEntry, parse_entry
+
+
+def reply_json(value: str) -> ReplyEntry:
+    """One ``--reply-json`` value, checked now so a typo fails at start-up rather than mid-call."""
+    try:
+        entry = orjson.loads(value)
+        parse_entry(entry)
+    except (orjson.JSONDecodeError, ValueError) as problem:
+        raise argparse.ArgumentTypeError(f"not a reply entry: {problem}") from None
+    return entry  # type: ignore[no-any-return]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -30,6 +43,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ms-per-char", type=int, default=65, help="reply audio length per text character")
     parser.add_argument(
         "--reply", action="append", dest="replies", help="assistant reply text (repeatable, cycled)"
+    )
+    parser.add_argument(
+        "--reply-json",
+        action="append",
+        dest="replies",
+        type=reply_json,
+        metavar="JSON",
+        help='a reply as JSON: a text, or {"tool_calls": [{"name": ..., "arguments": {...}}]} '
+        "(repeatable; joins --reply entries in command-line order)",
     )
     parser.add_argument(
         "--expire-after-s", type=float, default=None, help="session lifetime (session_expired)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from emulators.voicelive.faults import Faults
+from emulators.voicelive.script import ReplyEntry, parse_entry
 
 DEFAULT_REPLIES: tuple[str, ...] = (
     "Hello, thanks for calling Contoso Dental. How can I help you today?",
@@ -34,8 +35,9 @@ class VoiceLiveEmulatorConfig:
     """Accepted ``Authorization: Bearer`` tokens; ``accept_any_bearer`` accepts every non-empty one."""
     accept_any_bearer: bool = False
     require_auth: bool = True
-    replies: tuple[str, ...] = DEFAULT_REPLIES
-    """Assistant reply texts, used in turn and cycled."""
+    replies: tuple[ReplyEntry, ...] = DEFAULT_REPLIES
+    """The reply script, used in turn and cycled: texts, or ``{"tool_calls": [{"name", "arguments"}, ...]}``
+    entries for function calls (see ``script.py``)."""
     user_transcripts: tuple[str, ...] = DEFAULT_USER_TRANSCRIPTS
     """Transcripts reported for committed user audio (when input transcription is on), cycled."""
     ms_per_char: int = 65
@@ -53,3 +55,9 @@ class VoiceLiveEmulatorConfig:
     def __post_init__(self) -> None:
         if self.max_held_events < 1:
             raise ValueError("max_held_events must be at least 1")
+        self.replies = tuple(self.replies)
+        for index, entry in enumerate(self.replies):
+            try:
+                parse_entry(entry)
+            except ValueError as problem:
+                raise ValueError(f"replies[{index}]: {problem}") from None

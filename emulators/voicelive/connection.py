@@ -31,8 +31,17 @@ from emulators.voicelive.records import SessionRecord
 from emulators.voicelive.responses import (
     CHARS_PER_TEXT_TOKEN,
     INPUT_AUDIO_MS_PER_TOKEN,
+    FunctionCallRun,
+    PlannedCall,
     ResponsePlan,
     ResponseRun,
+)
+from emulators.voicelive.script import (
+    TOOL_FALLBACK_TEXT,
+    all_offered,
+    fill_tool_output,
+    offered_functions,
+    parse_entry,
 )
 from emulators.voicelive.session import (
     InvalidRequest,
@@ -67,6 +76,20 @@ def _voice_key(voice: Any) -> Any:
     if isinstance(voice, dict):
         return tuple(sorted((str(k), repr(v)) for k, v in voice.items()))
     return repr(voice)
+
+
+def _required_string(item: dict[str, Any], key: str) -> str:
+    """``item[key]``, which must be a string (the service's missing/invalid type errors otherwise)."""
+    value = item.get(key)
+    if value is None:
+        raise InvalidRequest(
+            "missing_required_parameter", f"Missing required parameter: 'item.{key}'.", f"item.{key}"
+        )
+    if not isinstance(value, str):
+        raise InvalidRequest(
+            "invalid_type", f"Invalid type for 'item.{key}': expected a string.", f"item.{key}"
+        )
+    return value
 
 
 def _append_too_large() -> InvalidRequest:
@@ -138,6 +161,12 @@ class RealtimeConnection:
         payload = {"event_id": new_id("event"), **event}
         if event["type"] == "response.done":  # record before the client can observe it
             self.record.responses[event["response"]["id"]] = event["response"]["status"]
+        elif event["type"] == "response.output_item.done" and event["item"].get("type") == "function_call":
+            item = event["item"]
+            self.record.function_calls_emitted += 1
+            self.record.function_calls.append(
+                {k: item[k] for k in ("id", "name", "call_id", "arguments", "status")}
+            )
         text = orjson.dumps(payload).decode()
         async with self._send_lock:  # FIFO: events go out (or are held) in the order they were produced
             if self._closed.is_set():
@@ -593,16 +622,46 @@ class RealtimeConnection:
                 {k: v for k, v in part.items() if k != "audio"} if isinstance(part, dict) else part
                 for part in content
             ]
-        elif kind == "function_call_output" and (
-            not isinstance(item.get("call_id"), str) or not isinstance(item.get("output"), str)
-        ):
-            raise InvalidRequest(
-                "missing_required_parameter",
-                "function_call_output needs 'call_id' and 'output'.",
-                "item.call_id",
-            )
+        elif kind == "function_call":
+            for key in ("name", "call_id", "arguments"):
+                _required_string(item, key)
+        else:  # function_call_output
+            call_id = _required_string(item, "call_id")
+            _required_string(item, "output")
+            if not any(
+                known.get("type") == "function_call" and known.get("call_id") == call_id
+                for known in self.items.values()
+            ):
+                # The service checks that a function_call with this call_id is in the conversation (OpenAI's
+                # realtime reference says so); its exact error is not documented. GUESS: code, param and the
+                # message (borrowed from OpenAI's Responses API, same backend family).
+                raise InvalidRequest(
+                    "invalid_value",
+                    f"No tool call found for function call output with call_id {call_id}.",
+                    "item.call_id",
+                )
         previous = self.add_item(stored) if previous_id is None else self._insert_after(previous_id, stored)
+        self._record_function_item(stored)
         await self.send({"type": "conversation.item.created", "previous_item_id": previous, "item": stored})
+
+    def _record_function_item(self, item: dict[str, Any]) -> None:
+        """Note a client's function call or function output: what reached the "model"."""
+        if item["type"] == "function_call_output":
+            self.record.function_outputs_received += 1
+            self.record.function_outputs.append(
+                {"item_id": item["id"], "call_id": item["call_id"], "output": item["output"]}
+            )
+        elif item["type"] == "function_call":
+            self.record.client_function_calls.append(
+                {k: item[k] for k in ("id", "name", "call_id", "arguments")}
+            )
+
+    def _newest_function_output(self) -> str:
+        """The ``output`` of the conversation's last ``function_call_output`` item ("" if none)."""
+        for item in reversed(self.items.values()):
+            if item.get("type") == "function_call_output":
+                return str(item.get("output", ""))
+        return ""
 
     def _insert_after(self, previous_id: str, item: dict[str, Any]) -> str:
         ordered = list(self.items.items())
@@ -727,12 +786,27 @@ class RealtimeConnection:
             return
         replies = self.config.replies or ("",)
         reply_index = next(self._replies) % len(replies)
-        text = str(replies[reply_index])
+        entry = parse_entry(replies[reply_index])
+        calls: tuple[PlannedCall, ...] = ()
+        if isinstance(entry, str):
+            text = fill_tool_output(entry, self._newest_function_output())
+        else:
+            offered = offered_functions(
+                options.get("tools", self.session.get("tools")),
+                options.get("tool_choice", self.session.get("tool_choice")),
+            )
+            if all_offered(entry, offered):
+                text = ""
+                calls = tuple(
+                    PlannedCall(new_id("item"), new_id("call"), call.name, call.arguments) for call in entry
+                )
+            else:
+                text = TOOL_FALLBACK_TEXT  # the emulator's choice; see script.py
         input_audio_ms = sum(int(item.get("_audio_ms", 0)) for item in self.items.values())
         instructions = str(options.get("instructions") or self.session.get("instructions") or "")
         plan = ResponsePlan(
             response_id=new_id("resp"),
-            item_id=new_id("item"),
+            item_id=calls[0].item_id if calls else new_id("item"),
             conversation_id=self.conversation_id,
             text=text,
             output_audio_format=options.get("output_audio_format", self.session["output_audio_format"]),
@@ -746,8 +820,9 @@ class RealtimeConnection:
             input_text_tokens=math.ceil(len(instructions) / CHARS_PER_TEXT_TOKEN),
             input_audio_tokens=math.ceil(input_audio_ms / INPUT_AUDIO_MS_PER_TOKEN),
             metadata=options.get("metadata"),
+            calls=calls,
         )
-        run = ResponseRun(
+        run = (FunctionCallRun if calls else ResponseRun)(
             plan=plan,
             host=self,
             faults=self.faults,

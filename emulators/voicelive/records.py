@@ -37,6 +37,15 @@ class SessionRecord:
     """Response id → final (or current) status."""
     session: dict[str, Any] = field(default_factory=dict)
     """The current merged session object."""
+    function_calls_emitted: int = 0
+    function_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Function calls the emulated model made (``id, name, call_id, arguments, status``), in order, recorded
+    at their ``response.output_item.done`` (a cancelled call is there ``incomplete``)."""
+    function_outputs_received: int = 0
+    function_outputs: list[dict[str, Any]] = field(default_factory=list)
+    """``function_call_output`` items the client created (``item_id, call_id, output``), in order."""
+    client_function_calls: list[dict[str, Any]] = field(default_factory=list)
+    """``function_call`` items the client created (``id, name, call_id, arguments``), e.g. a replayed history."""
     held_events: int = 0
     """Events produced during a stall and not sent yet (see ``held.py``)."""
     held_dropped: int = 0
@@ -63,6 +72,11 @@ class SessionRecord:
             "errors_sent": list(self.errors_sent),
             "responses": dict(self.responses),
             "session": self.session,
+            "function_calls_emitted": self.function_calls_emitted,
+            "function_calls": list(self.function_calls),
+            "function_outputs_received": self.function_outputs_received,
+            "function_outputs": list(self.function_outputs),
+            "client_function_calls": list(self.client_function_calls),
             "held_events": self.held_events,
             "held_dropped": self.held_dropped,
             "held_unsent": self.held_unsent,

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from emulators.voicelive.audio import bytes_per_ms, synthesize
 from emulators.voicelive.faults import ErrorSpec, Faults
 
+ARGUMENT_CHARS_PER_DELTA = 8
+"""Function-call arguments stream in pieces this long (the model streams them token by token)."""
 INPUT_AUDIO_MS_PER_TOKEN = 100  # guess: the service does not document its audio token rate
 OUTPUT_AUDIO_MS_PER_TOKEN = 50
 CHARS_PER_TEXT_TOKEN = 4
@@ -45,6 +47,16 @@ class ResponseHost(Protocol):
     async def close(self, code: int, *, abrupt: bool) -> None: ...
 
 
+@dataclass(frozen=True)
+class PlannedCall:
+    """One scripted function call of a response, with the ids it goes out under."""
+
+    item_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
 @dataclass
 class ResponsePlan:
     """Everything decided when the response is created."""
@@ -62,6 +74,8 @@ class ResponsePlan:
     input_text_tokens: int = 0
     input_audio_tokens: int = 0
     metadata: dict[str, Any] | None = None
+    calls: tuple[PlannedCall, ...] = ()
+    """Function calls to make instead of speaking ``text`` (run by ``FunctionCallRun``)."""
 
 
 @dataclass
@@ -315,3 +329,144 @@ class ResponseRun:
             },
             "output_token_details": {"text_tokens": output_text, "audio_tokens": output_audio},
         }
+
+
+@dataclass
+class FunctionCallRun(ResponseRun):
+    """A response whose output is function calls, no audio or transcript (voice-live.md 1.8, OpenAI beta).
+
+    Per call (``output_index`` 0, 1, …): ``response.output_item.added`` (item ``in_progress``, arguments "")
+    → ``conversation.item.created`` → ``response.function_call_arguments.delta``+ →
+    ``response.function_call_arguments.done`` → ``response.output_item.done``; then one ``response.done``
+    listing the items. Arguments deltas count as deltas for the ``*_after_deltas`` faults and
+    ``first_audio_ms`` is the wait before the first one. A cancel or failure mid-call still sends that call's
+    ``arguments.done`` and ``output_item.done`` (item ``incomplete``, the arguments sent so far), as the doc
+    says they are "also returned when a response is interrupted, incomplete, or canceled"; calls not begun
+    are not sent.
+    """
+
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    text_chars_sent: int = 0
+
+    @property
+    def audio(self) -> bool:
+        return False
+
+    @staticmethod
+    def _call_item(call: PlannedCall, status: str, arguments: str) -> dict[str, Any]:
+        return {
+            "id": call.item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": status,
+            "name": call.name,
+            "call_id": call.call_id,
+            "arguments": arguments,
+        }
+
+    def _call_ids(self, call: PlannedCall, index: int) -> dict[str, Any]:
+        return {
+            "response_id": self.plan.response_id,
+            "item_id": call.item_id,
+            "output_index": index,
+            "call_id": call.call_id,
+        }
+
+    async def run(self) -> None:
+        host = self.host
+        started = time.monotonic()
+        await self._start()
+        failure: ErrorSpec | None = None
+        out_of_tokens = False
+        for index, call in enumerate(self.plan.calls):
+            if index and await self._wait(0):
+                break  # cancelled between two calls: the next one is never begun
+            added = self._call_item(call, "in_progress", "")
+            await host.send(
+                {
+                    "type": "response.output_item.added",
+                    "response_id": self.plan.response_id,
+                    "output_index": index,
+                    "item": added,
+                }
+            )
+            previous = host.add_item(dict(added))
+            await host.send(
+                {"type": "conversation.item.created", "previous_item_id": previous, "item": added}
+            )
+            cancelled = False
+            if index == 0:
+                elapsed = time.monotonic() - started
+                cancelled = await self._wait(self.faults.first_audio_ms / 1000.0 - elapsed)
+            pieces = [
+                call.arguments[at : at + ARGUMENT_CHARS_PER_DELTA]
+                for at in range(0, len(call.arguments), ARGUMENT_CHARS_PER_DELTA)
+            ]
+            sent = ""
+            for number, piece in enumerate(pieces):
+                if cancelled:
+                    break
+                faults = self.faults.snapshot()
+                if await self._apply_delta_faults(faults):
+                    return
+                if faults.error_after_deltas is not None and self.deltas_sent >= faults.error_after_deltas:
+                    failure = faults.mid_response_error
+                    break
+                if self._exceeds_argument_tokens(len(piece)):
+                    out_of_tokens = True
+                    break
+                await host.send(
+                    {
+                        "type": "response.function_call_arguments.delta",
+                        **self._call_ids(call, index),
+                        "delta": piece,
+                    }
+                )
+                self.deltas_sent += 1
+                self.text_chars_sent += len(piece)
+                sent += piece
+                if number + 1 < len(pieces):
+                    cancelled = await self._wait(faults.delta_interval_s(self.chunk_ms))
+            complete = sent == call.arguments
+            await self._finish_call(call, index, sent, "completed" if complete else "incomplete")
+            if not complete:
+                break
+        await self._settle(failure, out_of_tokens)
+        usage = self._usage()
+        await host.send({"type": "response.done", "response": self._response_object(self.outputs, usage)})
+
+    async def _finish_call(self, call: PlannedCall, index: int, arguments: str, status: str) -> None:
+        await self.host.send(
+            {
+                "type": "response.function_call_arguments.done",
+                **self._call_ids(call, index),
+                "name": call.name,
+                "arguments": arguments,
+            }
+        )
+        item = self._call_item(call, status, arguments)
+        self.host.add_item(dict(item))
+        self.outputs.append(item)
+        await self.host.send(
+            {
+                "type": "response.output_item.done",
+                "response_id": self.plan.response_id,
+                "output_index": index,
+                "item": item,
+            }
+        )
+
+    def _exceeds_argument_tokens(self, chars: int) -> bool:
+        """Would this many more argument characters take the output past ``max_response_output_tokens``?"""
+        limit = self.plan.max_output_tokens
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            return False  # "inf"
+        return billed_output_tokens(self.text_chars_sent + chars, 0)[0] > limit
+
+    def _usage(self) -> dict[str, Any]:
+        usage = super()._usage()
+        text_tokens, _ = billed_output_tokens(self.text_chars_sent, 0)
+        usage["output_tokens"] = text_tokens
+        usage["total_tokens"] = usage["input_tokens"] + text_tokens
+        usage["output_token_details"] = {"text_tokens": text_tokens, "audio_tokens": 0}
+        return usage

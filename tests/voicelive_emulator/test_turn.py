@@ -203,6 +203,10 @@ async def test_agent_greets_first(emulator: VoiceLiveEmulator) -> None:
 
 async def test_items_create_retrieve_delete(emulator: VoiceLiveEmulator) -> None:
     client = await ulaw_session(emulator)
+    # an output needs its call in the conversation (test_tools.py covers the orphan error)
+    call = {"type": "function_call", "name": "f", "call_id": "c1", "arguments": "{}"}
+    await client.send({"type": "conversation.item.create", "item": call})
+    assert (await client.recv())["type"] == "conversation.item.created"
     await client.send(
         {
             "type": "conversation.item.create",
