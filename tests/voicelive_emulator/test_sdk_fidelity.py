@@ -15,7 +15,7 @@ from azure.ai.voicelive.aio import connect
 from azure.core.credentials import AzureKeyCredential
 
 from emulators.speechlike import silence_ulaw, speechlike_ulaw
-from emulators.voicelive import VoiceLiveEmulator
+from emulators.voicelive import Faults, VoiceLiveEmulator, VoiceLiveEmulatorConfig
 from emulators.voicelive.config import DEFAULT_REPLIES, DEFAULT_USER_TRANSCRIPTS
 
 UNTYPED = {"rate_limits.updated"}
@@ -148,3 +148,81 @@ async def test_sdk_sees_cancelled_status_details(emulator: VoiceLiveEmulator) ->
     assert done.response.status == m.ResponseStatus.CANCELLED
     assert isinstance(done.response.status_details, m.ResponseCancelledDetails)
     assert done.response.status_details.reason == "client_cancelled"
+
+
+async def test_sdk_parses_a_function_call_response_and_sends_its_output() -> None:
+    """The SDK's typed function-call events and items read the emulator's wire names back (none is None)."""
+    script = (
+        {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}]},
+        "We have {tool_output} open.",
+    )
+    config = VoiceLiveEmulatorConfig(replies=script, faults=Faults(first_audio_ms=0, pace=0))
+    tool = m.FunctionTool(
+        name="check_availability",
+        description="Free slots on a day.",
+        parameters={"type": "object", "properties": {"day": {"type": "string"}}},
+    )
+    events: list[m.ServerEvent] = []
+    with VoiceLiveEmulator(config) as emulator:
+        async with connect(
+            endpoint=emulator.url,
+            credential=AzureKeyCredential(emulator.api_key),
+            model="gpt-realtime",
+            api_version="2025-10-01",
+        ) as conn:
+            await conn.session.update(
+                session=m.RequestSession(tools=[tool], tool_choice="auto", turn_detection=None)
+            )
+            await conn.response.create()
+            async for event in conn:
+                events.append(event)
+                if event.type == "response.done":
+                    break
+            done: Any = events[-1]
+            call = done.response.output[0]
+            await conn.conversation.item.create(
+                item=m.FunctionCallOutputItem(call_id=call.call_id, output="Tuesday 10:00")
+            )
+            async for event in conn:
+                events.append(event)
+                if event.type == "conversation.item.created":
+                    break
+            output_created: Any = events[-1]
+            await conn.response.create()
+            async for event in conn:
+                events.append(event)
+                if event.type == "response.done":
+                    break
+
+    for event in events:
+        if event.type not in UNTYPED:
+            assert type(event) is not m.ServerEvent, f"{event.type} did not map to a typed model"
+
+    def first(cls: type) -> Any:
+        return next(e for e in events if isinstance(e, cls))
+
+    added = first(m.ServerEventResponseOutputItemAdded)
+    assert isinstance(added.item, m.ResponseFunctionCallItem)
+    assert (added.item.name, added.item.arguments, added.item.status) == (
+        "check_availability",
+        "",
+        "in_progress",
+    )
+    deltas = [e for e in events if isinstance(e, m.ServerEventResponseFunctionCallArgumentsDelta)]
+    args_done = first(m.ServerEventResponseFunctionCallArgumentsDone)
+    assert "".join(d.delta for d in deltas) == args_done.arguments == '{"day":"Tuesday"}'
+    assert (args_done.name, args_done.call_id, args_done.item_id, args_done.output_index) == (
+        "check_availability",
+        added.item.call_id,
+        added.item.id,
+        0,
+    )
+    assert all(d.call_id == added.item.call_id and d.response_id == done.response.id for d in deltas)
+    assert isinstance(call, m.ResponseFunctionCallItem) and call.status == "completed"
+    assert done.response.status == m.ResponseStatus.COMPLETED
+    assert done.response.usage.output_token_details.audio_tokens == 0
+
+    assert isinstance(output_created.item, m.ResponseFunctionCallOutputItem)
+    assert (output_created.item.call_id, output_created.item.output) == (call.call_id, "Tuesday 10:00")
+    spoken = [e for e in events if isinstance(e, m.ServerEventResponseAudioTranscriptDone)]
+    assert [s.transcript for s in spoken] == ["We have Tuesday 10:00 open."]
