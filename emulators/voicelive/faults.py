@@ -62,7 +62,7 @@ class Faults:
     expire_after_s: float | None = None
     """Session lifetime: then ``error{code:"session_expired"}`` and close 1001."""
 
-    # --- during a response (counted in audio deltas of the current response) ---
+    # --- during a response (counted in the current response's deltas: audio, text or function-call arguments) ---
     error_after_deltas: int | None = None
     """After K deltas send ``mid_response_error`` and end the response ``failed``."""
     mid_response_error: ErrorSpec = field(default_factory=ErrorSpec)
@@ -84,7 +84,7 @@ class Faults:
 
     # --- latency ---
     first_audio_ms: int = 120
-    """From ``response.created`` to the first ``response.audio.delta``."""
+    """From ``response.created`` to the first ``response.audio.delta`` (or arguments delta of a function call)."""
     pace: float = 4.0
     """Audio is sent this many times faster than real time; 0 sends each response in one burst."""
     delta_delay_ms: int | None = None

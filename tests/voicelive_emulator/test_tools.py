@@ -176,8 +176,11 @@ async def test_tool_not_offered_speaks_the_fallback(emulator: VoiceLiveEmulator)
     await client.ws.close()
 
 
-async def test_tool_choice_none_speaks_the_fallback(emulator: VoiceLiveEmulator) -> None:
-    client = await tool_session(emulator, tool_choice="none")
+@pytest.mark.parametrize("tool_choice", ["none", {"type": "function", "name": "book"}])
+async def test_tool_choice_that_rules_the_call_out_speaks_the_fallback(
+    emulator: VoiceLiveEmulator, tool_choice: Any
+) -> None:
+    client = await tool_session(emulator, tools=[CHECK, BOOK], tool_choice=tool_choice)
     events = await respond(client)
     assert of_type(events, "response.audio_transcript.done")[0]["transcript"] == TOOL_FALLBACK_TEXT
     await client.ws.close()
