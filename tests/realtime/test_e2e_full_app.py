@@ -8,12 +8,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+import yaml
 
 from emulators.speechlike import silence_ulaw, speechlike_ulaw
+from emulators.tool_backend import ToolBackendEmulator
 from emulators.twilio.media_stream import FRAME_BYTES
 from emulators.twilio.rest import TwilioRestEmulator
 from emulators.voicelive import VoiceLiveEmulator
+from router.settings import DEFAULT_PROFILE
 from tests.realtime.full_app import FullApp
 from tests.realtime.harness import PUBLIC_BASE_URL, new_call_sid
 from tests.realtime.twilio_client import TwilioMediaClient
@@ -260,3 +264,45 @@ async def test_when_the_worker_is_full_the_next_call_is_answered_by_legacy_at_on
     assert len(app.voicelive.sessions) == 1  # the call answered by legacy never opened a session
     record = await app.call_record(second)
     assert record["pipeline"] == "legacy" and record["reason"] == "realtime_full"
+
+
+async def test_the_profile_s_tools_are_wired_through_create_app(
+    full_app: FullAppFactory, tmp_path: Path
+) -> None:
+    """AGENT_PROFILE's tools (contract.md) reach Voice Live's session, and a call of one reaches the tool's
+    URL through the one ToolRunner the app factory builds."""
+    with ToolBackendEmulator() as backend:
+        profile = yaml.safe_load(DEFAULT_PROFILE.read_text())
+        profile["greeting"] = ""
+        profile["tools"] = [
+            {
+                "name": "check_availability",
+                "description": "Free slots on a day",
+                "parameters": {"type": "object", "properties": {"day": {"type": "string"}}},
+                "url": backend.tool_url("check_availability"),
+            }
+        ]
+        path = tmp_path / "agent-with-tools.yaml"
+        path.write_text(yaml.safe_dump(profile))
+        app = await full_app(agent_profile=path)
+        app.voicelive.config.replies = (
+            {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Friday"}}]},
+            "Friday: {tool_output}",
+        )
+        call_sid = new_call_sid()
+        routed = await app.incoming_call(call_sid)
+        async with app.media_client(routed) as twilio:
+            await twilio.start()
+            await twilio.wait_for(lambda: len(app.voicelive.sessions) == 1)
+            session = app.voicelive.sessions[0]
+            await twilio.send_audio(SPEECH)
+            await twilio.wait_for(lambda: session.function_outputs_received == 1)
+            await twilio.wait_for(lambda: list(session.responses.values()).count("completed") == 2)
+            await twilio.stop()
+            await twilio.wait_closed()
+        assert [tool["name"] for tool in session.session["tools"]] == ["check_availability"]
+        [output] = session.function_outputs
+        assert orjson.loads(output["output"])["day"] == "Friday"
+        assert [c["body"]["call_sid"] for c in backend.calls] == [call_sid]
+        turns = await app.eventually(lambda: app.turns(call_sid), lambda t: len(t) == 1)
+        assert turns[0]["tool_calls"][0]["ok"] is True

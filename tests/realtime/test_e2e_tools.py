@@ -1,0 +1,127 @@
+"""Agent tools in a realtime call, end to end over real sockets: Voice Live (its emulator) asks for a function,
+the bridge calls the tool backend (its emulator) and hands the answer back, and the caller hears the reply
+built from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from emulators.speechlike import silence_ulaw, speechlike_ulaw
+from emulators.tool_backend import ToolBackendEmulator
+from emulators.voicelive import VoiceLiveEmulator
+from tests.realtime.harness import Harness, new_call_sid
+
+SPEECH = speechlike_ulaw(900, seed=1) + silence_ulaw(800)
+DAY = {"type": "object", "properties": {"day": {"type": "string"}}, "required": ["day"]}
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[ToolBackendEmulator]:
+    with ToolBackendEmulator() as server:
+        yield server
+
+
+def profile_tools(backend: ToolBackendEmulator, **extra: Any) -> dict[str, Any]:
+    return {
+        "tools": [
+            {
+                "name": "check_availability",
+                "description": "Free appointment slots on a day",
+                "parameters": DAY,
+                "url": backend.tool_url("check_availability"),
+                **extra,
+            }
+        ]
+    }
+
+
+def script_tool_then_reply(voicelive: VoiceLiveEmulator) -> None:
+    voicelive.config.replies = (
+        {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}]},
+        "On Tuesday I have {tool_output}",
+    )
+
+
+async def test_a_tool_call_is_run_and_its_answer_spoken(
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+) -> None:
+    script_tool_then_reply(voicelive)
+    harness = make_harness(profile_overrides=profile_tools(backend))
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        session = await _first_session(voicelive, twilio)
+        await twilio.wait_for(lambda: session.function_outputs_received == 1 and bool(twilio.audio))
+        await twilio.wait_for(lambda: "completed" in list(session.responses.values())[1:2])
+        await twilio.stop()
+        await twilio.wait_closed()
+
+    # The session offered the profile's tool in Voice Live's flat shape.
+    [offered] = session.session["tools"]
+    assert offered["name"] == "check_availability" and offered["parameters"] == DAY
+    assert session.session["tool_choice"] == "auto"
+    # The backend got the model's arguments; Voice Live got its answer under the call's id.
+    [sent] = [c for c in backend.calls if c["body"]["call_sid"] == call_sid]
+    assert sent["body"]["arguments"] == {"day": "Tuesday"} and sent["body"]["pipeline"] == "realtime"
+    [call] = session.function_calls
+    [output] = session.function_outputs
+    assert output["call_id"] == call["call_id"]
+    assert orjson.loads(output["output"])["free_slots"] == ["09:30", "11:00", "14:30"]
+
+    turns = await harness.turns(call_sid)
+    [turn] = turns
+    assert "09:30" in turn["assistant_text"]  # the reply was built from the tool's answer
+    assert [(c["name"], c["ok"]) for c in turn["tool_calls"]] == [("check_availability", True)]
+    assert turn["stages"]["tool"] > 0
+    assert turn["response_ms"] > turn["stages"]["tool"]
+    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "success"
+    record = await harness.call(call_sid)
+    assert record["realtime"]["tool_calls"] == 1
+    assert not record["moved_to_legacy"]
+    assert (
+        harness.metric(
+            "voice_router_tool_call_seconds_count",
+            pipeline="realtime",
+            tool="check_availability",
+            result="ok",
+        )
+        == 1
+    )
+
+
+async def test_a_tool_that_times_out_is_answered_with_an_error_and_the_call_goes_on(
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+) -> None:
+    """The model hears that the tool failed and says so; the caller is neither left in silence nor moved,
+    and Voice Live is not blamed (the breaker counts a success)."""
+    script_tool_then_reply(voicelive)
+    backend.set_faults(stall_next=1, stall_s=1.5)
+    harness = make_harness(profile_overrides=profile_tools(backend, timeout_seconds=0.3))
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        session = await _first_session(voicelive, twilio)
+        await twilio.wait_for(lambda: session.function_outputs_received == 1 and bool(twilio.audio))
+        await twilio.wait_for(lambda: "completed" in list(session.responses.values())[1:2])
+        await twilio.stop()
+        await twilio.wait_closed()
+
+    [output] = session.function_outputs
+    assert "did not answer within 0.3 s" in orjson.loads(output["output"])["error"]
+    [turn] = await harness.turns(call_sid)
+    assert turn["tool_calls"][0]["error"] == "timeout"
+    assert "did not answer" in turn["assistant_text"]
+    assert await harness.wait_call_field(call_sid, "breaker_outcome") == "success"
+
+
+async def _first_session(voicelive: VoiceLiveEmulator, twilio: Any) -> Any:
+    await twilio.wait_for(lambda: bool(voicelive.sessions))
+    return voicelive.sessions[0]
