@@ -12,6 +12,10 @@ What it does, with a progress display:
 4. restores Voice Live and waits for the breaker to close again on its own (half-open trials);
 5. prints the comparison table and writes the HTML report.
 
+The agent has a tool (``check_availability``, served by :mod:`emulators.tool_backend`): on both pipelines the
+model asks for it on the caller's first question and reads its answer back, so the report's ``tools`` slice
+shows what a tool round costs each pipeline.
+
 ``run_demo(DemoConfig(...))`` is the scenario as a function (the tests run it time-compressed and check its
 invariants); ``python -m emulators.demo`` runs it at real speed (under three minutes).
 """
@@ -30,17 +34,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+import yaml
 from pydantic import SecretStr
 
 from emulators.local_profile import LOCAL_ADMIN_TOKEN, Stoppable, start_local_services
 from emulators.runner import ServerThread, free_port
+from emulators.tool_backend import ToolBackendEmulator
 from emulators.twilio.caller import CallResult, TwilioCallSimulator
 from emulators.twilio.rest import TwilioRestEmulator
 from emulators.twilio.script import BargeIn, CallScript, Say, Step, fixture_utterances
 from router.comparison import Comparison, Prices, build_comparison, compare_records, render_table
 from router.report_html import render_html
 from router.server_options import uvicorn_options
-from router.settings import Settings
+from router.settings import DEFAULT_PROFILE, Settings
 from router.store.factory import open_store
 
 log = logging.getLogger("emulators.demo")
@@ -61,6 +68,18 @@ TTS_FIRST_CHUNK_S = 0.25
 # (https://cloud.tencent.com/developer/ask/sof/1281892, a mirror of Stack Overflow 55932038); we assume 1 s.
 GATHER_AUTO_END_OF_SPEECH_MS = 1000
 PLAY_MARGIN_S = 2.0  # fetching and starting the reply's <Play> after the turn's TwiML is answered
+
+# The business's booking API behind the agent's tool: no published figure; a quick internal API [assumption].
+TOOL_BACKEND_DELAY_S = 0.15
+CHECK_TUESDAY = {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}]}
+# The realtime agent, per Voice Live session: the greeting, then the tool on the first question, its answer
+# read back, then the booking.
+DEMO_VOICELIVE_REPLIES: tuple[Any, ...] = (
+    "Hello, thanks for calling Contoso Dental. How can I help you today?",
+    CHECK_TUESDAY,
+    "Let me look. Tuesday has these free slots: {tool_output}. Which one suits you?",
+    "All set. You're booked for Tuesday at ten. Is there anything else I can help with?",
+)
 
 OUTAGE_FAULTS: dict[str, Any] = {
     # New sessions are refused (503 on the upgrade: the service answering but unavailable, as in a regional
@@ -146,8 +165,47 @@ class Progress:
             sys.stderr.flush()
 
 
-def demo_settings(config: DemoConfig, *, state_dir: Path, port: int) -> Settings:
+def demo_model(messages: Any) -> Any:
+    """The legacy agent (OpenAI emulator policy): the tool on each caller's first question, its answer read
+    back; otherwise the emulator's default reply."""
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        try:
+            slots = orjson.loads(last.get("content") or "")["free_slots"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return "I couldn't check the calendar just now. Could you tell me another day?"
+        return f"Let me look. Tuesday has free slots at {', '.join(slots)}. Which one suits you?"
+    if sum(1 for m in messages if m.get("role") == "user") == 1:
+        return CHECK_TUESDAY
+    return None
+
+
+def write_demo_profile(directory: Path, tool_url: str) -> Path:
+    """The default agent with the ``check_availability`` tool at ``tool_url``."""
+    profile = yaml.safe_load(DEFAULT_PROFILE.read_text(encoding="utf-8"))
+    profile["tools"] = [
+        {
+            "name": "check_availability",
+            "description": "Free appointment slots on a day of the week",
+            "parameters": {
+                "type": "object",
+                "properties": {"day": {"type": "string", "description": "a day of the week"}},
+                "required": ["day"],
+            },
+            "url": tool_url,
+            "timeout_seconds": 2.0,
+        }
+    ]
+    path = directory / "demo-agent.yaml"
+    path.write_text(yaml.safe_dump(profile, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def demo_settings(
+    config: DemoConfig, *, state_dir: Path, port: int, agent_profile: Path = DEFAULT_PROFILE
+) -> Settings:
     return Settings(
+        agent_profile=agent_profile,
         public_base_url=f"http://127.0.0.1:{port}",
         state_url=f"sqlite:///{state_dir / 'demo-state.db'}",
         stream_token_secret=SecretStr("demo-stream-token-secret"),
@@ -191,10 +249,19 @@ class _Stack:
 
     def __init__(self, config: DemoConfig, state_dir: Path) -> None:
         port = free_port()
-        base = demo_settings(config, state_dir=state_dir, port=port)
-        self.settings, self.services = start_local_services(
-            base, host="127.0.0.1", port=port, var_dir=state_dir
-        )
+        self.tools = ToolBackendEmulator().start()
+        self.tools.set_faults(delay_s=TOOL_BACKEND_DELAY_S)
+        log.warning("DEMO: the agent's tool backend is an EMULATOR at %s", self.tools.url)
+        try:
+            profile = write_demo_profile(state_dir, self.tools.tool_url("check_availability"))
+            base = demo_settings(config, state_dir=state_dir, port=port, agent_profile=profile)
+            self.settings, services = start_local_services(
+                base, host="127.0.0.1", port=port, var_dir=state_dir
+            )
+        except BaseException:
+            self.tools.stop()
+            raise
+        self.services: list[Stoppable] = [self.tools, *services]
         try:
             self._start_router(port)
         except BaseException:
@@ -230,10 +297,12 @@ class _Stack:
             name = type(service).__name__
             if name == "VoiceLiveEmulator":
                 service.faults.update(first_audio_ms=VOICELIVE_FIRST_AUDIO_MS)  # type: ignore[attr-defined]
+                service.config.replies = DEMO_VOICELIVE_REPLIES  # type: ignore[attr-defined]
             elif name == "OpenAIEmulator":
                 service.knobs.update(  # type: ignore[attr-defined]
                     first_token_delay_s=OPENAI_FIRST_TOKEN_S, token_delay_s=OPENAI_TOKEN_DELAY_S
                 )
+                service.replies.set_policy(demo_model)  # type: ignore[attr-defined]
             elif name == "AzureSpeechEmulator":
                 service.set_faults(tts_first_chunk_delay_s=TTS_FIRST_CHUNK_S)  # type: ignore[attr-defined]
 

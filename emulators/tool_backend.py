@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = cli_parser("python -m emulators.tool_backend", __doc__, port=8095)
     args = parser.parse_args(argv)
     emulator = ToolBackendEmulator(host=args.host, port=args.port).start()
-    serve_in_foreground(emulator, "emulators.tool_backend", "tool backend emulator on %s/tools/", emulator.url)
+    serve_in_foreground(
+        emulator, "emulators.tool_backend", "tool backend emulator on %s/tools/", emulator.url
+    )
 
 
 if __name__ == "__main__":

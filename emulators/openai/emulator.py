@@ -8,7 +8,7 @@ from typing import Any
 from emulators.control import EmulatorServer
 from emulators.openai.app import ChatCompletionsApp, RecordedRequest, RequestLog
 from emulators.openai.knobs import OpenAIKnobs, OpenAIKnobStore
-from emulators.openai.replies import ReplyFunction, ReplySource
+from emulators.openai.replies import ReplyFunction, ReplyPolicy, ReplySource
 from emulators.openai.tools import ScriptEntry
 
 
@@ -32,9 +32,10 @@ class OpenAIEmulator(EmulatorServer):
         script: Sequence[ScriptEntry] | None = None,
         reply: ReplyFunction | None = None,
         knobs: OpenAIKnobs | None = None,
+        policy: ReplyPolicy | None = None,
     ) -> None:
         self.knobs = OpenAIKnobStore(knobs)
-        self.replies = ReplySource(script, reply)
+        self.replies = ReplySource(script, reply, policy)
         self.log = RequestLog()
         self._app = ChatCompletionsApp(
             knobs=self.knobs, replies=self.replies, log=self.log, api_key=api_key, deployments=deployments

@@ -28,6 +28,10 @@ from emulators.openai.tools import (
 _TOKEN = re.compile(r"\s*\S{1,4}|\s+")
 
 ReplyFunction = Callable[[str], str]
+ReplyPolicy = Callable[[Sequence[Any]], ScriptEntry | None]
+"""A model's behaviour over the whole request (all its messages): a script entry, or None for the default.
+Unlike the shared script, it answers each conversation from where that conversation is, so many calls at
+once each get their own tool call and its read-back (the demo's model)."""
 
 
 def tokenize(text: str) -> list[str]:
@@ -119,9 +123,13 @@ class ReplySource:
     """
 
     def __init__(
-        self, script: Sequence[ScriptEntry] | None = None, function: ReplyFunction | None = None
+        self,
+        script: Sequence[ScriptEntry] | None = None,
+        function: ReplyFunction | None = None,
+        policy: ReplyPolicy | None = None,
     ) -> None:
         self._lock = threading.Lock()
+        self._policy = policy
         self._script = _parse_script(script)
         self._next = 0
         self._function = function or default_reply
@@ -136,6 +144,11 @@ class ReplySource:
     def check_script(script: Sequence[ScriptEntry] | None) -> None:
         """Raise ``ValueError`` if ``script`` has a malformed entry (without changing anything)."""
         _parse_script(script)
+
+    def set_policy(self, policy: ReplyPolicy | None) -> None:
+        """Answer requests the script does not (no script set) with ``policy`` first."""
+        with self._lock:
+            self._policy = policy
 
     def set_script(self, script: Sequence[ScriptEntry] | None) -> None:
         """Replace the script (``ValueError`` if an entry is malformed, leaving the old one in place)."""
@@ -152,6 +165,10 @@ class ReplySource:
             entry = self._script[self._next % len(self._script)] if self._script else None
             if entry is not None:
                 self._next += 1
+            policy = self._policy
+        if entry is None and policy is not None:
+            chosen = policy(messages)
+            entry = None if chosen is None else parse_script_entry(chosen)
         if isinstance(entry, ToolCallReply):
             if tools_allowed and all(name in offered for name in entry.names):
                 return entry

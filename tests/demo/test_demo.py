@@ -83,3 +83,15 @@ def test_comparison_has_both_arms_with_the_calls_placed(report):
         assert arms[name].stages, name
     assert "legacy" in report.table and "realtime" in report.table
     assert report.html_path.exists() and "<svg" in report.html_path.read_text()
+
+
+def test_the_agent_s_tool_ran_on_both_pipelines_and_is_sliced_in_the_report(report):
+    """The demo agent checks availability on each caller's first question (emulators.demo): both arms have
+    turns that ran the tool, their time is a stage of its own, and the report separates them (D.4 item 4)."""
+    for name in ("legacy", "realtime"):
+        arm = report.comparison.arms[name]
+        tool_turns = arm.slices["tools"]["tool_call"]
+        assert tool_turns.turns > 0 and tool_turns.calls == 0, name
+        assert arm.slices["tools"]["no_tool"].turns > 0, name
+        assert "tool" in arm.stages, name
+    assert "by tool use" in report.table

@@ -94,9 +94,12 @@ async def test_a_turn_runs_the_tool_and_speaks_its_answer(
     assert turn["stages"]["llm_total"] > 0
     assert turn["usage"]["completion_tokens"] > 0
     assert turn["error"] is None
-    assert h.sample(
-        "voice_router_tool_call_seconds_count", pipeline="legacy", tool="check_availability", result="ok"
-    ) == 1.0
+    assert (
+        h.sample(
+            "voice_router_tool_call_seconds_count", pipeline="legacy", tool="check_availability", result="ok"
+        )
+        == 1.0
+    )
 
     # The history keeps the spoken exchange; the next turn's request is well formed without the tool messages.
     h.openai.set_script(["Anything else?"])

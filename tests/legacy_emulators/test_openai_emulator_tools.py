@@ -509,3 +509,47 @@ def test_cli_keeps_script_and_script_json_in_order() -> None:
         parse_args(["--script-json", "{not json"])
     with pytest.raises(SystemExit):
         parse_args(["--script-json", '{"tool_calls": "check_availability"}'])
+
+
+async def test_a_policy_answers_each_conversation_from_where_it_is(emulator: OpenAIEmulator) -> None:
+    """Two conversations interleaved: each gets its own tool call, then its own read-back (a shared script
+    would have handed the second conversation the first one's read-back)."""
+
+    def policy(messages: Any) -> Any:
+        if messages[-1]["role"] == "tool":
+            return "Free: {tool_output}"
+        return CHECK if sum(m["role"] == "user" for m in messages) == 1 else None
+
+    emulator.replies.set_policy(policy)
+    client = oai(emulator)
+    first = await client.chat.completions.create(model="m", messages=ASK, tools=TOOLS)
+    second = await client.chat.completions.create(model="m", messages=ASK, tools=TOOLS)
+    for answer, output in ((first, '{"slots": 2}'), (second, '{"slots": 5}')):
+        [call] = function_calls(answer)
+        assert (call.function.name, call.function.arguments) == ("check_availability", CHECK_ARGS)
+        follow_up: list[ChatCompletionMessageParam] = [
+            *ASK,
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.function.name, "arguments": call.function.arguments},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call.id, "content": output},
+        ]
+        spoken = await client.chat.completions.create(model="m", messages=follow_up, tools=TOOLS)
+        assert spoken.choices[0].message.content == f"Free: {output}"
+    # A later turn of the conversation: the policy declines, the default reply answers.
+    later: list[ChatCompletionMessageParam] = [
+        *ASK,
+        {"role": "assistant", "content": "Free: 2"},
+        {"role": "user", "content": "Thanks"},
+    ]
+    answer = await client.chat.completions.create(model="m", messages=later, tools=TOOLS)
+    assert "You said: Thanks" in (answer.choices[0].message.content or "")
+    await client.close()

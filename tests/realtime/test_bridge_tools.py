@@ -228,7 +228,12 @@ async def test_malformed_function_call_items_are_skipped_and_the_response_still_
                 "status": "completed",
                 "output": [
                     {"type": "function_call", "name": "no_call_id", "arguments": "{}"},
-                    {"type": "function_call", "call_id": "call_ok", "name": "ok", "arguments": {"day": "Mon"}},
+                    {
+                        "type": "function_call",
+                        "call_id": "call_ok",
+                        "name": "ok",
+                        "arguments": {"day": "Mon"},
+                    },
                 ],
             },
         }

@@ -171,7 +171,9 @@ async def test_calls_that_never_reach_the_backend(
     backend: ToolBackendEmulator, client: httpx.AsyncClient, name: str, arguments: str, error: str
 ) -> None:
     before = len(backend.calls)
-    result = await ToolRunner([tool(backend)], client).run(call(name, arguments), call_sid="CA1", pipeline="x")
+    result = await ToolRunner([tool(backend)], client).run(
+        call(name, arguments), call_sid="CA1", pipeline="x"
+    )
     assert not result.ok and result.error == error
     assert "error" in orjson.loads(result.output)
     assert len(backend.calls) == before
