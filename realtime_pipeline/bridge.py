@@ -127,6 +127,7 @@ class _BridgeDone(Exception):
 class CallBridge:
     __slots__ = (
         "_admitted",
+        "_after_tools_choice",
         "_audio",
         "_barge_in",
         "_buffer",
@@ -141,6 +142,7 @@ class CallBridge:
         "_flood_since",
         "_gaps",
         "_generation",
+        "_greeting_choice",
         "_greeting_requested",
         "_history",
         "_limiter",
@@ -200,6 +202,11 @@ class CallBridge:
         self._ws = websocket
         self._tools = tools
         self._tools_running = 0  # tool rounds in flight: no session swap until their answers are in
+        # The greeting never calls a tool; and a session whose tool_choice is "required" would call one in
+        # every response, the reply after the tools' answers included (a loop), so that reply may speak.
+        offers_tools = bool(session.get("tools"))
+        self._greeting_choice = "none" if offers_tools else None
+        self._after_tools_choice = "auto" if session.get("tool_choice") == "required" else None
         self._admitted = admitted  # False: the worker is full (see realtime_pipeline.admission)
         self._start = start
         self._call_sid = start.call_sid
@@ -383,7 +390,9 @@ class CallBridge:
             now = self._clock.monotonic()
             self._begin_turn(self._stream_started, self._clock.time() - (now - self._stream_started), "")
             self._greeting_requested = now
-            greeting = response_create(greeting_instructions(self._config.greeting))
+            greeting = response_create(
+                greeting_instructions(self._config.greeting), tool_choice=self._greeting_choice
+            )
             self._ask(greeting)
             await self._send_vl(greeting)
             self._arm_first_audio(now)
@@ -869,6 +878,9 @@ class CallBridge:
             elapsed = self._clock.monotonic() - self._first_audio_anchor
             slow = elapsed > self._config.slow_call_seconds
             self._outcome.report(Outcome.SLOW if slow else Outcome.SUCCESS, "first response (tool call)")
+        # The caller waits for the reply the tools' answers make possible: owed from now, so a session lost
+        # meanwhile is asked for it (and answers the question afresh).
+        self._ask(response_create(tool_choice=self._after_tools_choice))
         self._tools_running += 1
         self._spawn(self._run_tools(calls, self._generation))
 
@@ -899,7 +911,7 @@ class CallBridge:
             for result in results:
                 await self._send_vl(function_call_output(result.call_id, result.output))
             if not self._response_active and not self._user_speaking:
-                reply = response_create()
+                reply = response_create(tool_choice=self._after_tools_choice)
                 self._ask(reply)
                 await self._send_vl(reply)
         finally:

@@ -240,10 +240,16 @@ def session_update(session: dict[str, Any]) -> str:
     return _dump({"type": "session.update", "session": session})
 
 
-def response_create(instructions: str | None = None) -> str:
-    if instructions is None:
+def response_create(instructions: str | None = None, *, tool_choice: str | None = None) -> str:
+    """``response.create``; ``tool_choice`` overrides the session's for this response only."""
+    options: dict[str, Any] = {}
+    if instructions is not None:
+        options["instructions"] = instructions
+    if tool_choice is not None:
+        options["tool_choice"] = tool_choice
+    if not options:
         return _dump({"type": "response.create"})
-    return _dump({"type": "response.create", "response": {"instructions": instructions}})
+    return _dump({"type": "response.create", "response": options})
 
 
 def function_call_output(call_id: str, output: str) -> str:

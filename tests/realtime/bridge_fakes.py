@@ -177,6 +177,7 @@ def make_bridge(
     audio: Any = None,
     trial: TrialPermit | None = None,
     tools: Any = None,
+    session: dict[str, Any] | None = None,
 ) -> tuple[CallBridge, FakeWS, FakeClient, FakeMover, FakeBreaker, FakeStore]:
     ws = FakeWS()
     client = client or FakeClient()
@@ -191,7 +192,7 @@ def make_bridge(
         websocket=ws,  # type: ignore[arg-type]
         start=start,
         client=client,  # type: ignore[arg-type]
-        session={"input_audio_format": "g711_ulaw"},
+        session=session or {"input_audio_format": "g711_ulaw"},
         audio=audio or UlawPassthrough(),
         mover=mover,
         outcome=outcome,

@@ -154,6 +154,8 @@ async def test_answers_for_a_session_that_was_lost_meanwhile_are_not_sent_to_the
     second = client.opened[1]
     assert function_outputs(first) == function_outputs(second) == []
     assert bridge.stats["reconnects"] == 1
+    # The caller still waits for an answer: the new session is asked for it (not left in silence).
+    assert second.types().count("response.create") == 1
     ws.hang_up()
     await asyncio.wait_for(run, 3)
 
@@ -241,5 +243,33 @@ async def test_malformed_function_call_items_are_skipped_and_the_response_still_
     await until(lambda: len(function_outputs(vl)) == 1)
     assert not bridge._response_active
     assert [(c.call_id, c.arguments) for c in tools.asked] == [("call_ok", '{"day":"Mon"}')]
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+
+
+async def test_the_greeting_calls_no_tool_and_a_required_choice_is_relaxed_after_the_answers() -> None:
+    """With tool_choice "required" every response must call a tool: the reply after the tools' answers would
+    call one again, and again. The greeting is never a tool call either."""
+    tools = GatedTools()
+    tools.gate.set()
+    session = {
+        "input_audio_format": "g711_ulaw",
+        "tools": [{"type": "function", "name": "check_availability", "parameters": {"type": "object"}}],
+        "tool_choice": "required",
+    }
+    bridge, ws, client, *_ = make_bridge(
+        tools=tools, session=session, config=BridgeConfig(greeting="Hello, Contoso Dental.")
+    )
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    await until(lambda: "response.create" in vl.types())
+    [greeting] = [e for e in vl.sent if e["type"] == "response.create"]
+    assert greeting["response"]["tool_choice"] == "none"
+    for event in function_call_response(("call_a", "check_availability", "{}")):
+        vl.push(event)
+    await until(lambda: len([e for e in vl.sent if e["type"] == "response.create"]) == 2)
+    after = [e for e in vl.sent if e["type"] == "response.create"][-1]
+    assert after == {"type": "response.create", "response": {"tool_choice": "auto"}}
     ws.hang_up()
     await asyncio.wait_for(run, 3)
