@@ -44,7 +44,7 @@ from emulators.tool_backend import ToolBackendEmulator
 from emulators.twilio.caller import CallResult, TwilioCallSimulator
 from emulators.twilio.rest import TwilioRestEmulator
 from emulators.twilio.script import BargeIn, CallScript, Say, Step, fixture_utterances
-from router.comparison import Comparison, Prices, build_comparison, compare_records, render_table
+from router.comparison import Comparison, Prices, build_comparison, render_table
 from router.report_html import render_html
 from router.server_options import uvicorn_options
 from router.settings import DEFAULT_PROFILE, Settings
@@ -457,14 +457,29 @@ async def _scenario(
     audit = (await admin.get("/admin/audit", params={"limit": 500})).json()
     transitions = [entry for entry in audit if str(entry.get("action", "")).startswith("breaker")]
     transitions.reverse()
-    window = f"{int(time.time() - since) + 2}s"
-    response = await admin.get("/admin/comparison", params={"since": window})
+    window_s = int(time.time() - since) + 2
+    window_start = time.time() - window_s
+    # The operator's report first (it also flushes the router's record batches to the store)…
+    response = await admin.get("/admin/comparison", params={"since": f"{window_s}s"})
     response.raise_for_status()
-    server_side = response.json()
     await admin.aclose()
     await control.aclose()
-    caller_side = compare_records([], [], prices=Prices.load(), caller_measurements=sim.measurements())
-    comparison = Comparison.from_dict(server_side).merge(caller_side)
+    # …then the same records read here with what the simulated callers measured, so each caller-side turn
+    # lands in its call's slices (reason, breaker state, bucket) instead of "no_call_record".
+    store = open_store(stack.settings.state_url)
+    await store.open()
+    try:
+        comparison = await build_comparison(
+            store,
+            since=window_start,
+            prices=Prices.load(),
+            caller_measurements=sim.measurements(),
+        )
+    finally:
+        await store.close()
+    server_calls = {name: arm["calls"] for name, arm in response.json()["arms"].items()}
+    if server_calls != {name: arm.calls for name, arm in comparison.arms.items()}:
+        log.warning("the admin report and the store disagree on calls: %s", server_calls)
     table = render_table(comparison)
     html_path = report_dir / "voice-router-comparison.html"
     await asyncio.to_thread(html_path.write_text, render_html(comparison), "utf-8")

@@ -19,8 +19,8 @@ and one read from each turn record, so it counts turns but no calls (a call can 
 Values that are not a routing fact: ``unknown`` (the record lacks the field: written before the router recorded
 it, or the breaker state could not be read), ``none`` (no bucket: the call was not routed by the percentage)
 and ``no_call_record`` (a turn or caller measurement whose call record the report did not read: the call started
-before the window, or the measurements were compared without the calls, as the demo's caller side is). A turn counts in the arm that served it and the slices of the call it belongs to, so a
-moved call's legacy turns show in legacy's ``rollout_in`` slice.
+before the window, or the measurements were compared without the calls). A turn counts in the arm that served
+it and the slices of the call it belongs to, so a moved call's legacy turns show in legacy's ``rollout_in`` slice.
 """
 
 from __future__ import annotations

@@ -95,3 +95,18 @@ def test_the_agent_s_tool_ran_on_both_pipelines_and_is_sliced_in_the_report(repo
         assert arm.slices["tools"]["no_tool"].turns > 0, name
         assert "tool" in arm.stages, name
     assert "by tool use" in report.table
+
+
+def test_caller_side_measurements_land_in_their_calls_slices(report):
+    """The simulated callers' latencies are compared with the call records, so each lands in its call's
+    routing slices; none is left in no_call_record."""
+    for name in ("legacy", "realtime"):
+        reasons = report.comparison.arms[name].slices["reason"]
+        measured = sum(
+            sketch.count
+            for value, stats in reasons.items()
+            if value != "no_call_record"
+            for sketch in stats.latency.get("caller_latency_ms", {}).values()
+        )
+        assert measured > 0, name
+        assert "no_call_record" not in reasons, (name, sorted(reasons))
