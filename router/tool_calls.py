@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 16 * 1024
 """An answer the model reads aloud in one or two sentences needs far less; more is refused, not cut, so the
 model never reads half a JSON document."""
+MAX_ARGUMENT_CHARS = 16 * 1024
+"""Arguments a model writes for a phone call's tool are a few fields; a runaway generation is not forwarded."""
+MAX_CALLS_PER_ANSWER = 8
+"""Calls of one model answer run at once; beyond this many the rest are answered with an error, so one
+confused answer cannot open dozens of requests to the business's backend."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +119,20 @@ class ToolRunner:
         ]
 
     async def run_all(self, calls: Sequence[ToolCall], *, call_sid: str, pipeline: str) -> list[ToolResult]:
-        """Run the calls of one model answer side by side; results in the order asked."""
+        """Run the calls of one model answer side by side (at most ``MAX_CALLS_PER_ANSWER``; the rest get an
+        error output); results in the order asked."""
         if len(calls) == 1:
             return [await self.run(calls[0], call_sid=call_sid, pipeline=pipeline)]
-        return list(await asyncio.gather(*(self.run(c, call_sid=call_sid, pipeline=pipeline) for c in calls)))
+        run, refused = calls[:MAX_CALLS_PER_ANSWER], calls[MAX_CALLS_PER_ANSWER:]
+        results = list(
+            await asyncio.gather(*(self.run(c, call_sid=call_sid, pipeline=pipeline) for c in run))
+        )
+        message = f"at most {MAX_CALLS_PER_ANSWER} tools can be called at once"
+        results.extend(
+            ToolResult(c.call_id, c.name, _error_output(message), False, 0.0, "too_many_calls")
+            for c in refused
+        )
+        return results
 
     async def run(self, call: ToolCall, *, call_sid: str, pipeline: str) -> ToolResult:
         started = time.perf_counter()
@@ -139,6 +154,8 @@ class ToolRunner:
         tool = self._tools.get(call.name)
         if tool is None:
             return unavailable_tool(call, (time.perf_counter() - started) * 1000.0)
+        if len(call.arguments) > MAX_ARGUMENT_CHARS:
+            return failed("bad_arguments", "the arguments are too long")
         try:
             arguments = orjson.loads(call.arguments or "{}")
         except orjson.JSONDecodeError:
@@ -166,7 +183,7 @@ class ToolRunner:
         except httpx.HTTPError as exc:
             logger.debug("tool %s: %r", call.name, exc)
             return failed("unreachable", "the tool could not be reached")
-        if response.status_code >= 400:
+        if not 200 <= response.status_code < 300:  # a redirect is not followed: its body is not an answer
             return failed(f"http_{response.status_code}", f"the tool failed (HTTP {response.status_code})")
         ms = (time.perf_counter() - started) * 1000.0
         return ToolResult(call.call_id, call.name, output, True, ms)

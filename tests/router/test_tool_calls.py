@@ -233,3 +233,31 @@ async def test_calls_of_one_answer_run_side_by_side(
     assert all(r.ok for r in results)
     assert orjson.loads(results[1].output)["booked"] is True
     assert elapsed < 1.8  # one delay of 1 s, not two
+
+
+async def test_a_redirect_is_not_an_answer(backend: ToolBackendEmulator, client: httpx.AsyncClient) -> None:
+    backend.set_faults(fail_next=1, fail_status=302)
+    result = await ToolRunner([tool(backend)], client).run(call(), call_sid="CA1", pipeline="legacy")
+    assert (result.ok, result.error) == (False, "http_302")
+
+
+async def test_runaway_arguments_are_not_forwarded(
+    backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    before = len(backend.calls)
+    huge = orjson.dumps({"day": "x" * 20_000}).decode()
+    result = await ToolRunner([tool(backend)], client).run(call(arguments=huge), call_sid="CA1", pipeline="x")
+    assert (result.ok, result.error) == (False, "bad_arguments")
+    assert len(backend.calls) == before
+
+
+async def test_one_answer_calls_at_most_eight_tools(
+    backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    before = len(backend.calls)
+    calls = [ToolCall(f"call_{n}", "check_availability", '{"day": "Monday"}') for n in range(11)]
+    results = await ToolRunner([tool(backend)], client).run_all(calls, call_sid="CA1", pipeline="legacy")
+    assert [r.call_id for r in results] == [f"call_{n}" for n in range(11)]
+    assert [r.ok for r in results] == [True] * 8 + [False] * 3
+    assert {r.error for r in results[8:]} == {"too_many_calls"}
+    assert len(backend.calls) == before + 8
