@@ -136,7 +136,14 @@ class ToolRunner:
 
     async def run(self, call: ToolCall, *, call_sid: str, pipeline: str) -> ToolResult:
         started = time.perf_counter()
-        result = await self._run(call, call_sid=call_sid, pipeline=pipeline, started=started)
+        try:
+            result = await self._run(call, call_sid=call_sid, pipeline=pipeline, started=started)
+        except (
+            Exception
+        ):  # a bug or an input httpx refuses: still an answer, so the caller is not left waiting
+            logger.exception("tool %s failed unexpectedly", call.name)
+            ms = (time.perf_counter() - started) * 1000.0
+            result = ToolResult(call.call_id, call.name, _error_output("the tool failed"), False, ms, "error")
         if self._metrics is not None:
             outcome = "ok" if result.ok else (result.error or "error")
             self._metrics.tool_calls.labels(pipeline, result.name, outcome).observe(result.ms / 1000.0)

@@ -261,3 +261,16 @@ async def test_one_answer_calls_at_most_eight_tools(
     assert [r.ok for r in results] == [True] * 8 + [False] * 3
     assert {r.error for r in results[8:]} == {"too_many_calls"}
     assert len(backend.calls) == before + 8
+
+
+async def test_an_unexpected_error_is_still_an_answer(backend: ToolBackendEmulator) -> None:
+    """Whatever goes wrong inside the call (here the transport raises something httpx does not wrap), the
+    model gets an error output: a bridge or a turn waiting for the answer is never left without one."""
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("transport bug")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(broken)) as broken_client:
+        result = await ToolRunner([tool(backend)], broken_client).run(call(), call_sid="CA1", pipeline="x")
+    assert (result.ok, result.error) == (False, "error")
+    assert orjson.loads(result.output) == {"error": "the tool failed"}
