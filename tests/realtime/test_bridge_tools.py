@@ -5,14 +5,25 @@ runs) that real sockets make too rare to reach end to end."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from realtime_pipeline.bridge import BridgeConfig
+from realtime_pipeline.bridge import BridgeConfig, CallBridge
 from router.tool_calls import ToolCall, ToolResult
-from tests.realtime.bridge_fakes import FakeConnection, audio_delta, make_bridge, until
+from tests.realtime.bridge_fakes import (
+    FakeBreaker,
+    FakeClient,
+    FakeConnection,
+    FakeStore,
+    FakeWS,
+    audio_delta,
+    make_bridge,
+    until,
+)
 
 SPEECH_STARTED = {"type": "input_audio_buffer.speech_started", "item_id": "u1", "audio_start_ms": 0}
 SPEECH_STOPPED = {"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900}
@@ -78,6 +89,29 @@ def function_outputs(connection: FakeConnection) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass
+class Running:
+    """A bridge running on fakes; ``vl`` is its first Voice Live session."""
+
+    bridge: CallBridge
+    ws: FakeWS
+    client: FakeClient
+    breaker: FakeBreaker
+    store: FakeStore
+    vl: FakeConnection
+
+
+@contextlib.asynccontextmanager
+async def running(tools: Any = None, **options: Any) -> AsyncIterator[Running]:
+    """The bridge from session open to the caller's hang-up (which ends it, within 3 s)."""
+    bridge, ws, client, _, breaker, store = make_bridge(tools=tools, **options)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    yield Running(bridge, ws, client, breaker, store, client.opened[0])
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+
+
 async def _turn_asking_for(vl: FakeConnection, *calls: tuple[str, str, str]) -> None:
     vl.push(SPEECH_STARTED)
     vl.push(SPEECH_STOPPED)
@@ -87,164 +121,142 @@ async def _turn_asking_for(vl: FakeConnection, *calls: tuple[str, str, str]) -> 
 
 async def test_tool_answers_go_back_to_voice_live_and_the_reply_is_asked_for() -> None:
     tools = GatedTools()
-    bridge, ws, client, _, breaker, store = make_bridge(tools=tools)
-    run = asyncio.create_task(bridge.run())
-    await until(lambda: bool(client.opened))
-    vl = client.opened[0]
-    await _turn_asking_for(vl, ("call_a", "check_availability", '{"day":"Tuesday"}'), ("call_b", "b", "{}"))
-    await until(lambda: len(tools.asked) == 2)
-    # Voice Live answered (with calls) within the slow-call threshold: the service is healthy, whatever the
-    # tools take.
-    await until(lambda: breaker.recorded == [("success", None)])
-    assert function_outputs(vl) == []
-    tools.gate.set()
-    await until(lambda: vl.types()[-1:] == ["response.create"])
-    assert function_outputs(vl) == [
-        {"type": "function_call_output", "call_id": "call_a", "output": '{"answer": "check_availability"}'},
-        {"type": "function_call_output", "call_id": "call_b", "output": '{"answer": "b"}'},
-    ]
-    # The reply after the tools is the turn's reply: its first audio ends the turn's response time.
-    vl.push({"type": "response.created", "response": {"id": "r2"}})
-    vl.push(audio_delta("a2", 100, "r2"))
-    await until(lambda: len(ws.events("media")) == 1)
-    ws.hang_up()
-    await asyncio.wait_for(run, 3)
-    [turn] = store.turns
+    async with running(tools=tools) as call:
+        vl = call.vl
+        await _turn_asking_for(
+            vl, ("call_a", "check_availability", '{"day":"Tuesday"}'), ("call_b", "b", "{}")
+        )
+        await until(lambda: len(tools.asked) == 2)
+        # Voice Live answered (with calls) within the slow-call threshold: the service is healthy, whatever the
+        # tools take.
+        await until(lambda: call.breaker.recorded == [("success", None)])
+        assert function_outputs(vl) == []
+        tools.gate.set()
+        await until(lambda: vl.types()[-1:] == ["response.create"])
+        assert function_outputs(vl) == [
+            {
+                "type": "function_call_output",
+                "call_id": "call_a",
+                "output": '{"answer": "check_availability"}',
+            },
+            {"type": "function_call_output", "call_id": "call_b", "output": '{"answer": "b"}'},
+        ]
+        # The reply after the tools is the turn's reply: its first audio ends the turn's response time.
+        vl.push({"type": "response.created", "response": {"id": "r2"}})
+        vl.push(audio_delta("a2", 100, "r2"))
+        await until(lambda: len(call.ws.events("media")) == 1)
+    [turn] = call.store.turns
     assert [c["name"] for c in turn["tool_calls"]] == ["check_availability", "b"]
     assert turn["tool_calls"][0] == {"name": "check_availability", "ms": 12.5, "ok": True}
     assert turn["stages"]["tool"] > 0
     assert turn["response_ms"] >= turn["stages"]["tool"]
-    assert bridge.stats["tool_calls"] == 2
+    assert call.bridge.stats["tool_calls"] == 2
 
 
 async def test_answers_arriving_while_the_caller_talks_are_added_without_asking_for_a_reply() -> None:
     """A response.create then would either fail (a response is already under way) or answer the old
     question over the new one; the reply to the caller's new words sees the answers anyway."""
     tools = GatedTools()
-    bridge, ws, client, *_ = make_bridge(tools=tools)
-    run = asyncio.create_task(bridge.run())
-    await until(lambda: bool(client.opened))
-    vl = client.opened[0]
-    await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
-    await until(lambda: len(tools.asked) == 1)
-    vl.push({**SPEECH_STARTED, "item_id": "u2"})
-    await asyncio.sleep(0.05)
-    tools.gate.set()
-    await until(lambda: len(function_outputs(vl)) == 1)
-    await asyncio.sleep(0.05)
-    assert "response.create" not in vl.types()
-    ws.hang_up()
-    await asyncio.wait_for(run, 3)
+    async with running(tools=tools) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        vl.push({**SPEECH_STARTED, "item_id": "u2"})
+        await asyncio.sleep(0.05)
+        tools.gate.set()
+        await until(lambda: len(function_outputs(vl)) == 1)
+        await asyncio.sleep(0.05)
+        assert "response.create" not in vl.types()
 
 
 async def test_answers_for_a_session_that_was_lost_meanwhile_are_not_sent_to_the_new_one() -> None:
     """The new session never saw those call ids (Voice Live would refuse the outputs); it has the caller's
     question in the replayed conversation and answers it afresh."""
     tools = GatedTools()
-    bridge, ws, client, *_ = make_bridge(tools=tools)
-    run = asyncio.create_task(bridge.run())
-    await until(lambda: bool(client.opened))
-    first = client.opened[0]
-    await _turn_asking_for(first, ("call_a", "check_availability", "{}"))
-    await until(lambda: len(tools.asked) == 1)
-    first.lose()
-    await until(lambda: len(client.opened) == 2)
-    tools.gate.set()
-    await asyncio.sleep(0.1)
-    second = client.opened[1]
-    assert function_outputs(first) == function_outputs(second) == []
-    assert bridge.stats["reconnects"] == 1
-    # The caller still waits for an answer: the new session is asked for it (not left in silence).
-    assert second.types().count("response.create") == 1
-    ws.hang_up()
-    await asyncio.wait_for(run, 3)
+    async with running(tools=tools) as call:
+        first = call.vl
+        await _turn_asking_for(first, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        first.lose()
+        await until(lambda: len(call.client.opened) == 2)
+        tools.gate.set()
+        await asyncio.sleep(0.1)
+        second = call.client.opened[1]
+        assert function_outputs(first) == function_outputs(second) == []
+        assert call.bridge.stats["reconnects"] == 1
+        # The caller still waits for an answer: the new session is asked for it (not left in silence).
+        assert second.types().count("response.create") == 1
 
 
 async def test_a_renewal_waits_for_running_tools() -> None:
     """Swapping the session while a tool runs would lose its answer (the new session cannot take it)."""
     tools = GatedTools()
-    bridge, ws, client, *_ = make_bridge(tools=tools, config=BridgeConfig(session_max_age_seconds=0.2))
-    run = asyncio.create_task(bridge.run())
-    await until(lambda: bool(client.opened))
-    vl = client.opened[0]
-    await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
-    await until(lambda: len(tools.asked) == 1)
-    await asyncio.sleep(0.4)  # the renewal fell due twice meanwhile
-    assert len(client.opened) == 1
-    tools.gate.set()
-    await until(lambda: len(function_outputs(vl)) == 1)
-    vl.push({"type": "response.created", "response": {"id": "r2"}})
-    vl.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
-    await until(lambda: len(client.opened) == 2)  # renewed once the reply was done
-    ws.hang_up()
-    await asyncio.wait_for(run, 3)
+    async with running(tools=tools, config=BridgeConfig(session_max_age_seconds=0.2)) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        await asyncio.sleep(0.4)  # the renewal fell due twice meanwhile
+        assert len(call.client.opened) == 1
+        tools.gate.set()
+        await until(lambda: len(function_outputs(vl)) == 1)
+        vl.push({"type": "response.created", "response": {"id": "r2"}})
+        vl.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
+        await until(lambda: len(call.client.opened) == 2)  # renewed once the reply was done
 
 
 async def test_without_tools_a_call_is_answered_with_an_error_the_model_can_speak_about() -> None:
-    bridge, ws, client, *_ = make_bridge()
-    run = asyncio.create_task(bridge.run())
-    await until(lambda: bool(client.opened))
-    vl = client.opened[0]
-    await _turn_asking_for(vl, ("call_x", "invented_tool", "{}"))
-    await until(lambda: vl.types()[-1:] == ["response.create"])
-    [output] = function_outputs(vl)
-    assert output["call_id"] == "call_x"
-    assert "invented_tool" in orjson.loads(output["output"])["error"]
-    ws.hang_up()
-    await asyncio.wait_for(run, 3)
-    assert bridge.stats["tool_calls"] == 1
+    async with running() as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_x", "invented_tool", "{}"))
+        await until(lambda: vl.types()[-1:] == ["response.create"])
+        [output] = function_outputs(vl)
+        assert output["call_id"] == "call_x"
+        assert "invented_tool" in orjson.loads(output["output"])["error"]
+    assert call.bridge.stats["tool_calls"] == 1
 
 
 async def test_a_cancelled_response_runs_none_of_its_calls() -> None:
     """The caller cut the response off: its calls were never confirmed, and the caller has moved on."""
     tools = GatedTools()
     tools.gate.set()
-    bridge, ws, client, *_ = make_bridge(tools=tools)
-    run = asyncio.create_task(bridge.run())
-    await until(lambda: bool(client.opened))
-    vl = client.opened[0]
-    vl.push(SPEECH_STARTED)
-    vl.push(SPEECH_STOPPED)
-    for event in function_call_response(("call_a", "check_availability", "{}"), status="cancelled"):
-        vl.push(event)
-    vl.push({"type": "response.created", "response": {"id": "r3"}})  # the next event was handled too
-    await until(lambda: bridge._response_active)
-    assert tools.asked == []
-    ws.hang_up()
-    await asyncio.wait_for(run, 3)
+    async with running(tools=tools) as call:
+        vl = call.vl
+        vl.push(SPEECH_STARTED)
+        vl.push(SPEECH_STOPPED)
+        for event in function_call_response(("call_a", "check_availability", "{}"), status="cancelled"):
+            vl.push(event)
+        vl.push({"type": "response.created", "response": {"id": "r3"}})  # the next event was handled too
+        await until(lambda: call.bridge._response_active)
+        assert tools.asked == []
 
 
 async def test_malformed_function_call_items_are_skipped_and_the_response_still_ends() -> None:
     tools = GatedTools()
     tools.gate.set()
-    bridge, ws, client, *_ = make_bridge(tools=tools)
-    run = asyncio.create_task(bridge.run())
-    await until(lambda: bool(client.opened))
-    vl = client.opened[0]
-    vl.push({"type": "response.created", "response": {"id": "r1"}})
-    vl.push(
-        {
-            "type": "response.done",
-            "response": {
-                "id": "r1",
-                "status": "completed",
-                "output": [
-                    {"type": "function_call", "name": "no_call_id", "arguments": "{}"},
-                    {
-                        "type": "function_call",
-                        "call_id": "call_ok",
-                        "name": "ok",
-                        "arguments": {"day": "Mon"},
-                    },
-                ],
-            },
-        }
-    )
-    await until(lambda: len(function_outputs(vl)) == 1)
-    assert not bridge._response_active
-    assert [(c.call_id, c.arguments) for c in tools.asked] == [("call_ok", '{"day":"Mon"}')]
-    ws.hang_up()
-    await asyncio.wait_for(run, 3)
+    async with running(tools=tools) as call:
+        vl = call.vl
+        vl.push({"type": "response.created", "response": {"id": "r1"}})
+        vl.push(
+            {
+                "type": "response.done",
+                "response": {
+                    "id": "r1",
+                    "status": "completed",
+                    "output": [
+                        {"type": "function_call", "name": "no_call_id", "arguments": "{}"},
+                        {
+                            "type": "function_call",
+                            "call_id": "call_ok",
+                            "name": "ok",
+                            "arguments": {"day": "Mon"},
+                        },
+                    ],
+                },
+            }
+        )
+        await until(lambda: len(function_outputs(vl)) == 1)
+        assert not call.bridge._response_active
+        assert [(c.call_id, c.arguments) for c in tools.asked] == [("call_ok", '{"day":"Mon"}')]
 
 
 async def test_the_greeting_calls_no_tool_and_a_required_choice_is_relaxed_after_the_answers() -> None:
@@ -257,19 +269,14 @@ async def test_the_greeting_calls_no_tool_and_a_required_choice_is_relaxed_after
         "tools": [{"type": "function", "name": "check_availability", "parameters": {"type": "object"}}],
         "tool_choice": "required",
     }
-    bridge, ws, client, *_ = make_bridge(
-        tools=tools, session=session, config=BridgeConfig(greeting="Hello, Contoso Dental.")
-    )
-    run = asyncio.create_task(bridge.run())
-    await until(lambda: bool(client.opened))
-    vl = client.opened[0]
-    await until(lambda: "response.create" in vl.types())
-    [greeting] = [e for e in vl.sent if e["type"] == "response.create"]
-    assert greeting["response"]["tool_choice"] == "none"
-    for event in function_call_response(("call_a", "check_availability", "{}")):
-        vl.push(event)
-    await until(lambda: len([e for e in vl.sent if e["type"] == "response.create"]) == 2)
-    after = [e for e in vl.sent if e["type"] == "response.create"][-1]
-    assert after == {"type": "response.create", "response": {"tool_choice": "auto"}}
-    ws.hang_up()
-    await asyncio.wait_for(run, 3)
+    options = {"session": session, "config": BridgeConfig(greeting="Hello, Contoso Dental.")}
+    async with running(tools, **options) as call:
+        vl = call.vl
+        await until(lambda: "response.create" in vl.types())
+        [greeting] = [e for e in vl.sent if e["type"] == "response.create"]
+        assert greeting["response"]["tool_choice"] == "none"
+        for event in function_call_response(("call_a", "check_availability", "{}")):
+            vl.push(event)
+        await until(lambda: len([e for e in vl.sent if e["type"] == "response.create"]) == 2)
+        after = [e for e in vl.sent if e["type"] == "response.create"][-1]
+        assert after == {"type": "response.create", "response": {"tool_choice": "auto"}}

@@ -51,16 +51,7 @@ async def test_a_tool_call_is_run_and_its_answer_spoken(
 ) -> None:
     script_tool_then_reply(voicelive)
     harness = make_harness(profile_overrides=profile_tools(backend))
-    call_sid = new_call_sid()
-    await harness.register_call(call_sid)
-    async with harness.client(call_sid) as twilio:
-        await twilio.start()
-        await twilio.send_audio(SPEECH)
-        session = await _first_session(voicelive, twilio)
-        await twilio.wait_for(lambda: session.function_outputs_received == 1 and bool(twilio.audio))
-        await twilio.wait_for(lambda: "completed" in list(session.responses.values())[1:2])
-        await twilio.stop()
-        await twilio.wait_closed()
+    call_sid, session = await _call_with_one_tool_round(harness, voicelive)
 
     # The session offered the profile's tool in Voice Live's flat shape.
     [offered] = session.session["tools"]
@@ -103,16 +94,7 @@ async def test_a_tool_that_times_out_is_answered_with_an_error_and_the_call_goes
     script_tool_then_reply(voicelive)
     backend.set_faults(stall_next=1, stall_s=1.5)
     harness = make_harness(profile_overrides=profile_tools(backend, timeout_seconds=0.3))
-    call_sid = new_call_sid()
-    await harness.register_call(call_sid)
-    async with harness.client(call_sid) as twilio:
-        await twilio.start()
-        await twilio.send_audio(SPEECH)
-        session = await _first_session(voicelive, twilio)
-        await twilio.wait_for(lambda: session.function_outputs_received == 1 and bool(twilio.audio))
-        await twilio.wait_for(lambda: "completed" in list(session.responses.values())[1:2])
-        await twilio.stop()
-        await twilio.wait_closed()
+    call_sid, session = await _call_with_one_tool_round(harness, voicelive)
 
     [output] = session.function_outputs
     assert "did not answer within 0.3 s" in orjson.loads(output["output"])["error"]
@@ -122,6 +104,18 @@ async def test_a_tool_that_times_out_is_answered_with_an_error_and_the_call_goes
     assert await harness.wait_call_field(call_sid, "breaker_outcome") == "success"
 
 
-async def _first_session(voicelive: VoiceLiveEmulator, twilio: Any) -> Any:
-    await twilio.wait_for(lambda: bool(voicelive.sessions))
-    return voicelive.sessions[0]
+async def _call_with_one_tool_round(harness: Harness, voicelive: VoiceLiveEmulator) -> tuple[str, Any]:
+    """One caller question whose reply needs a tool; returns the call and its Voice Live session once the reply
+    after the tool's answer has completed."""
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: bool(voicelive.sessions))
+        session = voicelive.sessions[0]
+        await twilio.wait_for(lambda: session.function_outputs_received == 1 and bool(twilio.audio))
+        await twilio.wait_for(lambda: "completed" in list(session.responses.values())[1:2])
+        await twilio.stop()
+        await twilio.wait_closed()
+    return call_sid, session
