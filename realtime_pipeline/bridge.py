@@ -33,7 +33,11 @@ from realtime_pipeline.history import ConversationHistory
 from realtime_pipeline.outcome import OutcomeReporter
 from realtime_pipeline.playback import Interrupted, PlaybackTracker
 from realtime_pipeline.playback_gaps import PlaybackGaps
-from realtime_pipeline.session_config import greeting_instructions, repeat_request_instructions
+from realtime_pipeline.session_config import (
+    greeting_instructions,
+    repeat_request_instructions,
+    wait_phrase_instructions,
+)
 from realtime_pipeline.turns import Turn, TurnTracker
 from realtime_pipeline.twilio_media import (
     Dtmf,
@@ -79,7 +83,7 @@ from realtime_pipeline.voicelive_events import (
 )
 from router.observability import Metrics
 from router.records import REALTIME_FULL
-from router.tool_calls import ToolCall, ToolRunner, unavailable_tool
+from router.tool_calls import ToolCall, ToolResult, ToolRunner, unavailable_tool
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +105,8 @@ class FrameProbe(Protocol):
 @dataclass(frozen=True)
 class BridgeConfig:
     greeting: str = ""
+    tool_wait_phrase: str = ""  # said when a tool takes longer than tool_wait_seconds ("" says nothing)
+    tool_wait_seconds: float = 1.5
     reply_at_speech_end: bool = True  # the profile's turn_detection.create_response
     reply_wait_seconds: float = 10.0  # a reply not begun this long after it was asked is not awaited any more
     handover_history_messages: int = 20  # the legacy history cap (profile legacy.max_history_messages)
@@ -160,6 +166,7 @@ class CallBridge:
         "_reconnect_spent",
         "_renewal_timer",
         "_replace_lock",
+        "_reply_after_response",
         "_reply_owed",
         "_reply_owed_at",
         "_response_active",
@@ -175,6 +182,7 @@ class CallBridge:
         "_user_speaking",
         "_vl",
         "_vl_ready",
+        "_wait_phrase_playing",
         "_writer",
         "_ws",
         "stats",
@@ -202,6 +210,8 @@ class CallBridge:
         self._ws = websocket
         self._tools = tools
         self._tools_running = 0  # tool rounds in flight: no session swap until their answers are in
+        self._wait_phrase_playing = False  # the response covering a slow tool is under way
+        self._reply_after_response = False  # the tools answered during it: ask for the reply when it is done
         # The greeting never calls a tool; and a session whose tool_choice is "required" would call one in
         # every response, the reply after the tools' answers included (a loop), so that reply may speak.
         offers_tools = bool(session.get("tools"))
@@ -272,6 +282,7 @@ class CallBridge:
             "playback_gaps": 0,  # Twilio ran out of a reply's audio mid-reply (see playback_gaps.py)
             "playback_gap_ms": 0,
             "tool_calls": 0,
+            "tool_waits": 0,  # wait phrases said while a tool was slow
         }
 
     # Lifecycle -------------------------------------------------------------------------------------------
@@ -451,6 +462,7 @@ class CallBridge:
         self._adopt(ready)
         self._response_active = False
         self._user_speaking = False
+        self._wait_phrase_playing = self._reply_after_response = False
         self._audio.discard_outbound()
         if old is not None and old is not ready.connection:
             self._close_later(old)
@@ -819,15 +831,24 @@ class CallBridge:
             self._on_speech_stopped(event)
         elif kind is ResponseCreated:
             self._response_active = True
-            self._reply_owed = None
+            if not self._wait_phrase_playing:  # the wait phrase is not the reply the caller is owed
+                self._reply_owed = None
         elif kind is AudioDone:
             assert isinstance(event, AudioDone)
             await self._on_audio_done(event)
         elif kind is ResponseDone:
             assert isinstance(event, ResponseDone)
             self._response_active = False
-            self._reply_owed = None
+            if self._wait_phrase_playing:  # the caller still waits for the reply the tools make possible
+                self._wait_phrase_playing = False
+            else:
+                self._reply_owed = None
             self._turns.add_usage(event.usage)
+            if self._reply_after_response:
+                self._reply_after_response = False
+                reply = response_create(tool_choice=self._after_tools_choice)
+                self._ask(reply)
+                await self._send_vl(reply)
             if event.status == "completed":
                 self._reconnect_spent = False
                 if event.function_calls:
@@ -893,11 +914,19 @@ class CallBridge:
         answers afresh). If the caller has started talking again, or a response is already under way, the
         answers are added without a ``response.create``: the reply to the caller's new words will see them.
         """
+        work: asyncio.Future[list[ToolResult]] | None = None
         try:
             started = self._clock.monotonic()
             turn = self._turns.current
             if self._tools is not None:
-                results = await self._tools.run_all(calls, call_sid=self._call_sid, pipeline=PIPELINE)
+                work = asyncio.ensure_future(
+                    self._tools.run_all(calls, call_sid=self._call_sid, pipeline=PIPELINE)
+                )
+                if self._config.tool_wait_phrase:
+                    done, _ = await asyncio.wait({work}, timeout=self._config.tool_wait_seconds)
+                    if not done:
+                        await self._say_wait_phrase(generation)
+                results = await work
             else:
                 results = [unavailable_tool(call) for call in calls]
             self.stats["tool_calls"] += len(results)
@@ -914,8 +943,29 @@ class CallBridge:
                 reply = response_create(tool_choice=self._after_tools_choice)
                 self._ask(reply)
                 await self._send_vl(reply)
+            elif self._wait_phrase_playing:
+                self._reply_after_response = True  # asked for once the wait phrase is done
         finally:
+            if work is not None and not work.done():
+                work.cancel()
             self._tools_running -= 1
+
+    async def _say_wait_phrase(self, generation: int) -> None:
+        """A tool is slow: the agent says the profile's wait phrase, unless the caller or the agent is already
+        talking or the session changed (its reply comes from the new session)."""
+        if (
+            generation != self._generation
+            or self._moved
+            or self._closing
+            or self._response_active
+            or self._user_speaking
+        ):
+            return
+        self._wait_phrase_playing = True
+        self.stats["tool_waits"] += 1
+        await self._send_vl(
+            response_create(wait_phrase_instructions(self._config.tool_wait_phrase), tool_choice="none")
+        )
 
     def _on_gap(self, gap_ms: float) -> None:
         """The caller heard ``gap_ms`` of silence in mid-reply: counted for the turn, the call and the metric."""
@@ -963,6 +1013,7 @@ class CallBridge:
     async def _on_speech_started(self, user_item_id: str) -> None:
         self._user_speaking = True
         self._reply_owed = None  # the caller speaks again: a new question, a new reply
+        self._reply_after_response = False
         if not self._playback.audio_queued or not self._barge_in:
             return
         # Barge-in: the caller talks over audio still queued at Twilio.

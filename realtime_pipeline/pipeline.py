@@ -94,6 +94,8 @@ class RealtimePipeline:
         self._tools = tools if tools else None
         self.bridge_config = BridgeConfig(
             greeting=profile.greeting,
+            tool_wait_phrase=profile.tool_wait_phrase if profile.tool_wait_seconds > 0 else "",
+            tool_wait_seconds=profile.tool_wait_seconds,
             reply_at_speech_end=profile.turn_detection.create_response,
             handover_history_messages=profile.legacy.max_history_messages,
             slow_call_seconds=settings.breaker_slow_call_seconds,

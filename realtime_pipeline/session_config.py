@@ -86,6 +86,11 @@ def greeting_instructions(greeting: str) -> str:
     return f"Greet the caller by saying exactly this, and nothing else: {greeting}"
 
 
+def wait_phrase_instructions(phrase: str) -> str:
+    """Instructions for the short response that covers a slow tool: the phrase only, no answer yet."""
+    return f"You are waiting for a tool's answer. Say exactly this, and nothing else: {phrase}"
+
+
 def repeat_request_instructions() -> str:
     """Instructions for the reply owed after a lost session when the caller's last words never reached us as
     text: the new session cannot answer them, so it asks for them again instead of guessing."""

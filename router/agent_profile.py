@@ -107,6 +107,11 @@ class AgentProfile(BaseModel):
     tool_choice: Literal["auto", "none", "required"] = "auto"
     max_tool_rounds: int = Field(default=3, ge=1, le=10)
     """Legacy: model calls per turn that may ask for tools before the turn gives up on a spoken answer."""
+    tool_wait_phrase: str = "One moment while I check that."
+    """Realtime: said when a tool has not answered within ``tool_wait_seconds``, so the caller does not sit in
+    silence while it works (pain point P15); empty to say nothing."""
+    tool_wait_seconds: float = Field(default=1.5, ge=0.0)
+    """0: never say the wait phrase."""
     legacy: LegacyOptions = Field(default_factory=LegacyOptions)
 
     @model_validator(mode="after")

@@ -280,3 +280,76 @@ async def test_the_greeting_calls_no_tool_and_a_required_choice_is_relaxed_after
         await until(lambda: len([e for e in vl.sent if e["type"] == "response.create"]) == 2)
         after = [e for e in vl.sent if e["type"] == "response.create"][-1]
         assert after == {"type": "response.create", "response": {"tool_choice": "auto"}}
+
+
+WAIT = BridgeConfig(tool_wait_phrase="One moment.", tool_wait_seconds=0.1)
+
+
+def response_creates(vl: FakeConnection) -> list[dict[str, Any]]:
+    return [e for e in vl.sent if e["type"] == "response.create"]
+
+
+async def test_a_slow_tool_is_covered_by_the_wait_phrase_and_the_reply_follows_it() -> None:
+    """Pain point P15: the caller hears "one moment" instead of silence; the reply is asked for once the
+    phrase is done (a response.create during it would be refused as a second active response)."""
+    tools = GatedTools()
+    async with running(tools, config=WAIT) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(response_creates(vl)) == 1)
+        [wait] = response_creates(vl)
+        assert wait["response"]["tool_choice"] == "none"
+        assert wait["response"]["instructions"].endswith("Say exactly this, and nothing else: One moment.")
+        vl.push({"type": "response.created", "response": {"id": "r_wait"}})
+        vl.push(audio_delta("a_wait", 100, "r_wait"))
+        await until(lambda: len(call.ws.events("media")) == 1)
+        tools.gate.set()
+        await until(lambda: len(function_outputs(vl)) == 1)
+        await asyncio.sleep(0.05)
+        assert len(response_creates(vl)) == 1  # not while the phrase is under way
+        vl.push({"type": "response.done", "response": {"id": "r_wait", "status": "completed"}})
+        await until(lambda: len(response_creates(vl)) == 2)
+        assert response_creates(vl)[-1] == {"type": "response.create"}
+        assert call.bridge.stats["tool_waits"] == 1
+
+
+async def test_a_quick_tool_needs_no_wait_phrase() -> None:
+    tools = GatedTools()
+    tools.gate.set()
+    async with running(tools, config=WAIT) as call:
+        await _turn_asking_for(call.vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(response_creates(call.vl)) == 1)
+        await asyncio.sleep(0.2)
+        assert response_creates(call.vl) == [{"type": "response.create"}]  # the reply, no phrase
+        assert call.bridge.stats["tool_waits"] == 0
+
+
+async def test_no_wait_phrase_over_the_caller() -> None:
+    tools = GatedTools()
+    async with running(tools, config=WAIT) as call:
+        await _turn_asking_for(call.vl, ("call_a", "check_availability", "{}"))
+        call.vl.push({**SPEECH_STARTED, "item_id": "u2"})
+        await asyncio.sleep(0.3)
+        assert response_creates(call.vl) == []
+        tools.gate.set()
+        await until(lambda: len(function_outputs(call.vl)) == 1)
+
+
+async def test_a_session_lost_after_the_wait_phrase_is_asked_for_the_reply() -> None:
+    """The wait phrase is not the reply the caller is owed: a session lost after it, while the tool still
+    works, leaves the reply owed, and the new session is asked for it."""
+    tools = GatedTools()
+    async with running(tools, config=WAIT) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(response_creates(vl)) == 1)
+        vl.push({"type": "response.created", "response": {"id": "r_wait"}})
+        vl.push({"type": "response.done", "response": {"id": "r_wait", "status": "completed"}})
+        await asyncio.sleep(0.05)
+        vl.lose()
+        await until(lambda: len(call.client.opened) == 2)
+        second = call.client.opened[1]
+        await until(lambda: "response.create" in second.types())
+        tools.gate.set()
+        await asyncio.sleep(0.05)
+        assert function_outputs(second) == []

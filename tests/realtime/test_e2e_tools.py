@@ -104,7 +104,35 @@ async def test_a_tool_that_times_out_is_answered_with_an_error_and_the_call_goes
     assert await harness.wait_call_field(call_sid, "breaker_outcome") == "success"
 
 
-async def _call_with_one_tool_round(harness: Harness, voicelive: VoiceLiveEmulator) -> tuple[str, Any]:
+async def test_a_slow_tool_is_covered_by_the_wait_phrase(
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+) -> None:
+    """Pain point P15: the caller hears the profile's wait phrase while the tool works, then the answer."""
+    voicelive.config.replies = (
+        {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}]},
+        "One moment while I check that.",
+        "On Tuesday I have {tool_output}",
+    )
+    backend.set_faults(delay_s=0.8)
+    try:
+        harness = make_harness(profile_overrides={**profile_tools(backend), "tool_wait_seconds": 0.2})
+        call_sid, session = await _call_with_one_tool_round(harness, voicelive, replies=3)
+    finally:
+        backend.set_faults(delay_s=0.0)
+    # The call, the wait phrase (asked for by the bridge), the answer; all completed, none refused.
+    assert list(session.responses.values()) == ["completed"] * 3
+    assert session.client_events.count("response.create") == 2
+    [turn] = await harness.turns(call_sid)
+    assert turn["assistant_text"].startswith("One moment while I check that.")
+    assert "09:30" in turn["assistant_text"]
+    assert turn["response_ms"] < turn["stages"]["tool"]  # the caller heard something before the tool answered
+    record = await harness.call(call_sid)
+    assert record["realtime"]["tool_waits"] == 1
+
+
+async def _call_with_one_tool_round(
+    harness: Harness, voicelive: VoiceLiveEmulator, *, replies: int = 2
+) -> tuple[str, Any]:
     """One caller question whose reply needs a tool; returns the call and its Voice Live session once the reply
     after the tool's answer has completed."""
     call_sid = new_call_sid()
@@ -115,7 +143,9 @@ async def _call_with_one_tool_round(harness: Harness, voicelive: VoiceLiveEmulat
         await twilio.wait_for(lambda: bool(voicelive.sessions))
         session = voicelive.sessions[0]
         await twilio.wait_for(lambda: session.function_outputs_received == 1 and bool(twilio.audio))
-        await twilio.wait_for(lambda: "completed" in list(session.responses.values())[1:2])
+        await twilio.wait_for(
+            lambda: list(session.responses.values())[replies - 1 : replies] == ["completed"]
+        )
         await twilio.stop()
         await twilio.wait_closed()
     return call_sid, session
