@@ -467,7 +467,7 @@ class CallBridge:
         if old is not None and old is not ready.connection:
             self._close_later(old)
         try:
-            for event in message_items(self._history.replay()):
+            for event in message_items(self._history.replay_items()):
                 await ready.connection.send(event)
         except VoiceLiveClosed:
             return  # lost already: the Voice Live loop sees it and recovers
@@ -902,6 +902,8 @@ class CallBridge:
         # The caller waits for the reply the tools' answers make possible: owed from now, so a session lost
         # meanwhile is asked for it (and answers the question afresh).
         self._ask(response_create(tool_choice=self._after_tools_choice))
+        for call in calls:
+            self._history.add_function_call(call)
         self._tools_running += 1
         self._spawn(self._run_tools(calls, self._generation))
 
@@ -910,8 +912,8 @@ class CallBridge:
 
         A tool the profile does not have, or no tools at all, is answered with an error output like any failed
         tool, so the model can say so. Answers for a session that was replaced meanwhile are dropped: the new
-        session never saw those calls (its replayed conversation holds the caller's question, which it
-        answers afresh). If the caller has started talking again, or a response is already under way, the
+        session never saw those calls (an unanswered call is not replayed; the replayed conversation holds the
+        caller's question, which it answers afresh). Answered calls are replayed into later sessions. If the caller has started talking again, or a response is already under way, the
         answers are added without a ``response.create``: the reply to the caller's new words will see them.
         """
         work: asyncio.Future[list[ToolResult]] | None = None
@@ -938,6 +940,7 @@ class CallBridge:
             if generation != self._generation or self._moved or self._closing:
                 return
             for result in results:
+                self._history.set_function_output(result.call_id, result.output)
                 await self._send_vl(function_call_output(result.call_id, result.output))
             if not self._response_active and not self._user_speaking:
                 reply = response_create(tool_choice=self._after_tools_choice)

@@ -1,17 +1,27 @@
-"""The conversation so far, as text, in the order it happened: what a new Voice Live session is given
-(``conversation.item.create`` items) when a lost or aged session is replaced mid-call."""
+"""The conversation so far, in the order it happened: what a new Voice Live session is given
+(``conversation.item.create`` items) when a lost or aged session is replaced mid-call, and what the legacy
+pipeline goes on from when the call is moved."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from router.tool_calls import ToolCall
+
+FUNCTION_CALL = "function_call"
+
+Replayed = tuple[str, str] | tuple[ToolCall, str]
+"""(role, text) of a message, or (the call, the tool's answer) of a function call that was answered."""
+
 
 @dataclass(slots=True)
 class _Entry:
-    role: str
-    item_id: str
+    role: str  # "user", "assistant" or FUNCTION_CALL
+    item_id: str  # the item's id; a function call's key is its call id
     text: str = ""
     heard_fraction: float = 1.0  # < 1 when the caller interrupted this assistant item
+    call: ToolCall | None = None  # a function call's name and arguments
+    output: str | None = None  # a function call's answer, once Voice Live was given it
 
 
 class ConversationHistory:
@@ -26,9 +36,11 @@ class ConversationHistory:
         """Reserve the place of an item (its transcript may arrive later)."""
         if item_id in self._by_item:
             return
-        entry = _Entry(role, item_id)
+        self._append(_Entry(role, item_id))
+
+    def _append(self, entry: _Entry) -> None:
         self._entries.append(entry)
-        self._by_item[item_id] = entry
+        self._by_item[entry.item_id] = entry
         if len(self._entries) > 2 * self._max_items:
             dropped = self._entries[: len(self._entries) - self._max_items]
             self._entries = self._entries[len(dropped) :]
@@ -38,6 +50,18 @@ class ConversationHistory:
     def set_text(self, role: str, item_id: str, text: str) -> None:
         self.add(role, item_id)
         self._by_item[item_id].text = text
+
+    def add_function_call(self, call: ToolCall) -> None:
+        """A function the model called; replayed only once its answer is in (``set_function_output``), since
+        a new session given a call without its output would wait for an answer no one sends."""
+        key = f"call:{call.call_id}"
+        if key not in self._by_item:
+            self._append(_Entry(FUNCTION_CALL, key, call=call))
+
+    def set_function_output(self, call_id: str, output: str) -> None:
+        entry = self._by_item.get(f"call:{call_id}")
+        if entry is not None:
+            entry.output = output
 
     def cut(self, item_id: str, heard_fraction: float) -> None:
         entry = self._by_item.get(item_id)
@@ -52,13 +76,30 @@ class ConversationHistory:
         return False
 
     def replay(self) -> list[tuple[str, str]]:
-        """(role, text) pairs to recreate the conversation; interrupted replies keep only what was heard."""
+        """(role, text) pairs to recreate the spoken conversation (the legacy pipeline's history);
+        interrupted replies keep only what was heard."""
         out: list[tuple[str, str]] = []
         for entry in self._entries:
-            text = entry.text.strip()
-            if entry.heard_fraction < 1.0 and text:
-                words = text.split()
-                text = " ".join(words[: int(len(words) * entry.heard_fraction)])
-            if text:
+            if entry.call is None and (text := self._heard_text(entry)):
                 out.append((entry.role, text))
         return out[-self._max_items :]
+
+    def replay_items(self) -> list[Replayed]:
+        """The conversation for a new Voice Live session: the messages of :meth:`replay` and, in their place,
+        the function calls that were answered (so the new session knows what the tools said)."""
+        out: list[Replayed] = []
+        for entry in self._entries:
+            if entry.call is not None:
+                if entry.output is not None:
+                    out.append((entry.call, entry.output))
+            elif text := self._heard_text(entry):
+                out.append((entry.role, text))
+        return out[-self._max_items :]
+
+    @staticmethod
+    def _heard_text(entry: _Entry) -> str:
+        text = entry.text.strip()
+        if entry.heard_fraction < 1.0 and text:
+            words = text.split()
+            text = " ".join(words[: int(len(words) * entry.heard_fraction)])
+        return text

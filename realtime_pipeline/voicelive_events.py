@@ -277,19 +277,27 @@ def delete_item(item_id: str) -> str:
     return _dump({"type": "conversation.item.delete", "item_id": item_id})
 
 
-def message_items(messages: Iterable[tuple[str, str]]) -> list[str]:
-    """``conversation.item.create`` events that replay a conversation (role, text) into a new session."""
+def message_items(entries: Iterable[tuple[str, str] | tuple[ToolCall, str]]) -> list[str]:
+    """``conversation.item.create`` events that replay a conversation into a new session: a (role, text)
+    message, or an answered function call as its ``function_call`` item followed by its output."""
     events = []
-    for role, text in messages:
-        content_type = "input_text" if role == "user" else "text"
+    for first, second in entries:
+        if isinstance(first, ToolCall):
+            call = {"type": "function_call", "name": first.name, "call_id": first.call_id}
+            events.append(
+                _dump({"type": "conversation.item.create", "item": {**call, "arguments": first.arguments}})
+            )
+            events.append(function_call_output(first.call_id, second))
+            continue
+        content_type = "input_text" if first == "user" else "text"
         events.append(
             _dump(
                 {
                     "type": "conversation.item.create",
                     "item": {
                         "type": "message",
-                        "role": role,
-                        "content": [{"type": content_type, "text": text}],
+                        "role": first,
+                        "content": [{"type": content_type, "text": second}],
                     },
                 }
             )

@@ -353,3 +353,30 @@ async def test_a_session_lost_after_the_wait_phrase_is_asked_for_the_reply() -> 
         tools.gate.set()
         await asyncio.sleep(0.05)
         assert function_outputs(second) == []
+
+
+async def test_answered_calls_are_replayed_into_the_next_session() -> None:
+    """A new session (here after a loss between turns) knows what the tools said, not only what was spoken:
+    the call and its answer are replayed in place, as Voice Live items."""
+    tools = GatedTools()
+    tools.gate.set()
+    async with running(tools) as call:
+        first = call.vl
+        await _turn_asking_for(first, ("call_a", "check_availability", '{"day":"Tuesday"}'))
+        await until(lambda: len(function_outputs(first)) == 1)
+        first.push({"type": "response.created", "response": {"id": "r2"}})
+        first.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
+        await asyncio.sleep(0.05)
+        first.lose()
+        await until(lambda: len(call.client.opened) == 2)
+        second = call.client.opened[1]
+        await until(lambda: len(function_outputs(second)) == 1)
+        created = [e["item"] for e in second.sent if e["type"] == "conversation.item.create"]
+        assert [item["type"] for item in created] == ["function_call", "function_call_output"]
+        assert created[0] == {
+            "type": "function_call",
+            "name": "check_availability",
+            "call_id": "call_a",
+            "arguments": '{"day":"Tuesday"}',
+        }
+        assert created[1]["output"] == '{"answer": "check_availability"}'

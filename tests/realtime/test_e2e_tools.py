@@ -130,6 +130,35 @@ async def test_a_slow_tool_is_covered_by_the_wait_phrase(
     assert record["realtime"]["tool_waits"] == 1
 
 
+async def test_a_renewed_session_is_given_the_tool_round(
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+) -> None:
+    """The session renewal replays the answered call and its output, and the emulator (which checks that
+    an output answers a call in its conversation) takes them."""
+    script_tool_then_reply(voicelive)
+    harness = make_harness(
+        profile_overrides=profile_tools(backend), settings_overrides={"realtime_session_max_age_seconds": 1.0}
+    )
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: len(voicelive.sessions) >= 2)
+        renewed = voicelive.sessions[1]
+        await twilio.wait_for(lambda: renewed.function_outputs_received == 1)
+        await twilio.stop()
+        await twilio.wait_closed()
+    first = voicelive.sessions[0]
+    [replayed_call] = renewed.client_function_calls
+    assert replayed_call["call_id"] == first.function_calls[0]["call_id"]
+    assert replayed_call["name"] == "check_availability"
+    assert renewed.function_outputs[0]["output"] == first.function_outputs[0]["output"]
+    assert renewed.errors_sent == []
+    record = await harness.call(call_sid)
+    assert record["realtime"]["renewals"] >= 1
+
+
 async def _call_with_one_tool_round(
     harness: Harness, voicelive: VoiceLiveEmulator, *, replies: int = 2
 ) -> tuple[str, Any]:

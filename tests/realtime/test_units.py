@@ -30,10 +30,12 @@ from realtime_pipeline.voicelive_events import (
     VoiceLiveEventError,
     append_audio,
     is_fatal,
+    message_items,
     parse_event,
     truncate_item,
 )
 from router.agent_profile import AgentProfile
+from router.tool_calls import ToolCall
 
 # Twilio wire format ------------------------------------------------------------------------------------
 
@@ -402,6 +404,40 @@ def test_history_replays_in_order_and_cuts_interrupted_replies() -> None:
     history.set_text("user", "u1", "hello")  # transcript arrives after the reply started
     history.cut("a1", 0.5)
     assert history.replay() == [("user", "hello"), ("assistant", "one two")]
+
+
+def test_history_replays_answered_function_calls_in_place_for_voice_live_only() -> None:
+    history = ConversationHistory()
+    history.set_text("user", "u1", "Is Tuesday free?")
+    history.add_function_call(ToolCall("call_1", "check_availability", '{"day":"Tuesday"}'))
+    history.add_function_call(ToolCall("call_2", "never_answered", "{}"))
+    history.set_function_output("call_1", '{"free_slots":["09:30"]}')
+    history.set_text("assistant", "a1", "Tuesday at nine thirty.")
+    assert history.replay_items() == [
+        ("user", "Is Tuesday free?"),
+        (ToolCall("call_1", "check_availability", '{"day":"Tuesday"}'), '{"free_slots":["09:30"]}'),
+        ("assistant", "Tuesday at nine thirty."),
+    ]
+    # The legacy pipeline's history is the spoken conversation only.
+    assert history.replay() == [("user", "Is Tuesday free?"), ("assistant", "Tuesday at nine thirty.")]
+    events = [orjson.loads(e) for e in message_items(history.replay_items())]
+    assert [e["item"]["type"] for e in events] == [
+        "message",
+        "function_call",
+        "function_call_output",
+        "message",
+    ]
+    assert events[1]["item"] == {
+        "type": "function_call",
+        "name": "check_availability",
+        "call_id": "call_1",
+        "arguments": '{"day":"Tuesday"}',
+    }
+    assert events[2]["item"] == {
+        "type": "function_call_output",
+        "call_id": "call_1",
+        "output": '{"free_slots":["09:30"]}',
+    }
 
 
 def test_rate_limiter_and_rate_limited_log(caplog: pytest.LogCaptureFixture) -> None:
