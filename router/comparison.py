@@ -31,6 +31,8 @@ from router.report_slices import (
     DIMENSION_TITLES,
     SLICE_DIMENSIONS,
     SLICE_LATENCY_EXCLUDE,
+    TURN_DIMENSIONS,
+    UNKNOWN,
     Slices,
     SliceStats,
     merge_slices,
@@ -421,6 +423,9 @@ def compare_records(
             stats.calls += 1
             stats.completed_calls += completed
             stats.moved_to_legacy += moved
+    # A caller-side measurement is one turn as the caller heard it: the turn record with the same call, arm and
+    # index says which turn-level slices (tool use) it belongs to.
+    turn_slices: dict[tuple[str, str, int], dict[str, str]] = {}
     for turn in turns:
         pipeline = str(turn.get("pipeline") or "")
         if not pipeline:
@@ -450,7 +455,8 @@ def compare_records(
             arm.playback_gaps += gaps
             arm.playback_gap_ms += _number(turn.get("playback_gap_ms")) or 0.0
         slices = [arm.slice(dimension, key) for dimension, key in slice_keys(call_by_sid.get(sid)).items()]
-        slices.extend(arm.slice(dimension, key) for dimension, key in turn_slice_keys(turn).items())
+        turn_keys = turn_slices[(sid, pipeline, index)] = turn_slice_keys(turn)
+        slices.extend(arm.slice(dimension, key) for dimension, key in turn_keys.items())
         for stats in slices:
             stats.turns += 1
             stats.turn_errors += failed
@@ -491,7 +497,8 @@ def compare_records(
             comparison.population.dropped_caller_turns += 1
             continue
         arm = comparison.arm(pipeline)
-        segment = segment_of(int(measurement.get("turn") or 0))
+        index = int(measurement.get("turn") or 0)
+        segment = segment_of(index)
         arm.caller_turns += 1
         if measurement.get("error") == "no_reply":
             arm.caller_no_reply += 1
@@ -500,7 +507,9 @@ def compare_records(
         latency = _number(measurement.get("latency_ms"))
         if latency is not None:
             arm.sketch("caller", "caller_latency_ms", segment).add(latency)
-            for dimension, key in slice_keys(call_by_sid.get(sid)).items():
+            keys = slice_keys(call_by_sid.get(sid))
+            keys.update(turn_slices.get((sid, pipeline, index)) or dict.fromkeys(TURN_DIMENSIONS, UNKNOWN))
+            for dimension, key in keys.items():
                 arm.slice(dimension, key).sketch("caller_latency_ms", segment).add(latency)
         silence = _number(measurement.get("silence_ms"))
         if silence is not None and (latency is not None or measurement.get("error") == "no_reply"):

@@ -92,6 +92,8 @@ def test_the_agent_s_tool_ran_on_both_pipelines_and_is_sliced_in_the_report(repo
         arm = report.comparison.arms[name]
         tool_turns = arm.slices["tools"]["tool_call"]
         assert tool_turns.turns > 0 and tool_turns.calls == 0, name
+        # What the callers heard on those turns, joined to the turn records.
+        assert tool_turns.overall("caller_latency_ms").count > 0, name
         assert arm.slices["tools"]["no_tool"].turns > 0, name
         assert "tool" in arm.stages, name
     assert "by tool use" in report.table

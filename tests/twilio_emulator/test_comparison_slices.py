@@ -291,3 +291,32 @@ async def test_build_comparison_filters_the_store_by_population(tmp_path):
         await store.close()
     assert (c.arms["legacy"].calls, c.arms["realtime"].calls) == (1, 2)
     assert c.population.ranges == [(1000, 2000)]
+
+
+def test_tool_slice_splits_turns_and_the_caller_s_measurements_of_them() -> None:
+    """Turn-level: a call has turns of both kinds, so the slice counts turns, not calls; a caller-side
+    measurement joins its turn record (same call, arm and index), or is ``unknown`` without one."""
+    calls = [call("CA1", "realtime", "rollout_in"), call("CA2", "legacy", "rollout_out")]
+    turns = turns_of("CA1", "realtime", 400.0) + turns_of("CA2", "legacy", 2000.0)
+    turns[1]["tool_calls"] = [{"name": "check_availability", "ms": 150.0, "ok": True}]
+    turns[1]["response_ms"] = 900.0
+    turns[4]["tool_calls"] = [{"name": "check_availability", "ms": 160.0, "ok": True}]
+    measured = [
+        {"call_sid": "CA1", "pipeline": "realtime", "turn": 1, "latency_ms": 950.0},
+        {"call_sid": "CA1", "pipeline": "realtime", "turn": 2, "latency_ms": 450.0},
+        {"call_sid": "CA1", "pipeline": "realtime", "turn": 7, "latency_ms": 500.0},  # no turn record
+    ]
+    report = compare_records(calls, turns, prices=PRICES, caller_measurements=measured)
+    realtime = report.arms["realtime"].slices["tools"]
+    assert (realtime["tool_call"].turns, realtime["no_tool"].turns) == (1, 2)
+    assert realtime["tool_call"].calls == realtime["no_tool"].calls == 0
+    assert realtime["tool_call"].overall("response_ms").quantile(0.5) == pytest.approx(900.0, rel=0.02)
+    assert realtime["tool_call"].overall("caller_latency_ms").quantile(0.5) == pytest.approx(950.0, rel=0.02)
+    assert realtime["no_tool"].overall("caller_latency_ms").count == 1
+    assert realtime["unknown"].overall("caller_latency_ms").count == 1
+    legacy = report.arms["legacy"].slices["tools"]
+    assert (legacy["tool_call"].turns, legacy["no_tool"].turns) == (1, 2)
+    merged = Comparison.from_dict(report.to_dict()).merge(report)
+    assert merged.arms["realtime"].slices["tools"]["tool_call"].turns == 2
+    assert "by tool use" in render_table(report)
+    assert "by tool use" in render_html(report)
