@@ -81,6 +81,14 @@ class GatedTools:
         return [ToolResult(c.call_id, c.name, f'{{"answer": "{c.name}"}}', True, 12.5) for c in calls]
 
 
+def created(response_id: str) -> dict[str, Any]:
+    return {"type": "response.created", "response": {"id": response_id}}
+
+
+def done(response_id: str) -> dict[str, Any]:
+    return {"type": "response.done", "response": {"id": response_id, "status": "completed"}}
+
+
 def function_outputs(connection: FakeConnection) -> list[dict[str, Any]]:
     return [
         e["item"]
@@ -142,7 +150,7 @@ async def test_tool_answers_go_back_to_voice_live_and_the_reply_is_asked_for() -
             {"type": "function_call_output", "call_id": "call_b", "output": '{"answer": "b"}'},
         ]
         # The reply after the tools is the turn's reply: its first audio ends the turn's response time.
-        vl.push({"type": "response.created", "response": {"id": "r2"}})
+        vl.push(created("r2"))
         vl.push(audio_delta("a2", 100, "r2"))
         await until(lambda: len(call.ws.events("media")) == 1)
     [turn] = call.store.turns
@@ -199,8 +207,8 @@ async def test_a_renewal_waits_for_running_tools() -> None:
         assert len(call.client.opened) == 1
         tools.gate.set()
         await until(lambda: len(function_outputs(vl)) == 1)
-        vl.push({"type": "response.created", "response": {"id": "r2"}})
-        vl.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
+        vl.push(created("r2"))
+        vl.push(done("r2"))
         await until(lambda: len(call.client.opened) == 2)  # renewed once the reply was done
 
 
@@ -225,7 +233,7 @@ async def test_a_cancelled_response_runs_none_of_its_calls() -> None:
         vl.push(SPEECH_STOPPED)
         for event in function_call_response(("call_a", "check_availability", "{}"), status="cancelled"):
             vl.push(event)
-        vl.push({"type": "response.created", "response": {"id": "r3"}})  # the next event was handled too
+        vl.push(created("r3"))  # the next event was handled too
         await until(lambda: call.bridge._response_active)
         assert tools.asked == []
 
@@ -235,7 +243,7 @@ async def test_malformed_function_call_items_are_skipped_and_the_response_still_
     tools.gate.set()
     async with running(tools=tools) as call:
         vl = call.vl
-        vl.push({"type": "response.created", "response": {"id": "r1"}})
+        vl.push(created("r1"))
         vl.push(
             {
                 "type": "response.done",
@@ -300,14 +308,14 @@ async def test_a_slow_tool_is_covered_by_the_wait_phrase_and_the_reply_follows_i
         [wait] = response_creates(vl)
         assert wait["response"]["tool_choice"] == "none"
         assert wait["response"]["instructions"].endswith("Say exactly this, and nothing else: One moment.")
-        vl.push({"type": "response.created", "response": {"id": "r_wait"}})
+        vl.push(created("r_wait"))
         vl.push(audio_delta("a_wait", 100, "r_wait"))
         await until(lambda: len(call.ws.events("media")) == 1)
         tools.gate.set()
         await until(lambda: len(function_outputs(vl)) == 1)
         await asyncio.sleep(0.05)
         assert len(response_creates(vl)) == 1  # not while the phrase is under way
-        vl.push({"type": "response.done", "response": {"id": "r_wait", "status": "completed"}})
+        vl.push(done("r_wait"))
         await until(lambda: len(response_creates(vl)) == 2)
         assert response_creates(vl)[-1] == {"type": "response.create"}
         assert call.bridge.stats["tool_waits"] == 1
@@ -343,8 +351,8 @@ async def test_a_session_lost_after_the_wait_phrase_is_asked_for_the_reply() -> 
         vl = call.vl
         await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
         await until(lambda: len(response_creates(vl)) == 1)
-        vl.push({"type": "response.created", "response": {"id": "r_wait"}})
-        vl.push({"type": "response.done", "response": {"id": "r_wait", "status": "completed"}})
+        vl.push(created("r_wait"))
+        vl.push(done("r_wait"))
         await asyncio.sleep(0.05)
         vl.lose()
         await until(lambda: len(call.client.opened) == 2)
@@ -364,19 +372,19 @@ async def test_answered_calls_are_replayed_into_the_next_session() -> None:
         first = call.vl
         await _turn_asking_for(first, ("call_a", "check_availability", '{"day":"Tuesday"}'))
         await until(lambda: len(function_outputs(first)) == 1)
-        first.push({"type": "response.created", "response": {"id": "r2"}})
-        first.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
+        first.push(created("r2"))
+        first.push(done("r2"))
         await asyncio.sleep(0.05)
         first.lose()
         await until(lambda: len(call.client.opened) == 2)
         second = call.client.opened[1]
         await until(lambda: len(function_outputs(second)) == 1)
-        created = [e["item"] for e in second.sent if e["type"] == "conversation.item.create"]
-        assert [item["type"] for item in created] == ["function_call", "function_call_output"]
-        assert created[0] == {
+        items = [e["item"] for e in second.sent if e["type"] == "conversation.item.create"]
+        assert [item["type"] for item in items] == ["function_call", "function_call_output"]
+        assert items[0] == {
             "type": "function_call",
             "name": "check_availability",
             "call_id": "call_a",
             "arguments": '{"day":"Tuesday"}',
         }
-        assert created[1]["output"] == '{"answer": "check_availability"}'
+        assert items[1]["output"] == '{"answer": "check_availability"}'
