@@ -32,6 +32,7 @@ from emulators.openai.knobs import OpenAIKnobStore, RequestPlan
 from emulators.openai.replies import ReplySource, prompt_tokens, tokenize, tool_messages
 from emulators.openai.tools import (
     ToolCallReply,
+    forced_call,
     new_call_id,
     offered_tools,
     validate_tool_messages,
@@ -322,6 +323,8 @@ class ChatCompletionsApp:
         reply = self.replies.reply_to(
             messages, offered=record.tools, tools_allowed=body.get("tool_choice") != "none"
         )
+        if isinstance(reply, str) and (forced := forced_call(body)) is not None:
+            reply = forced
         limit = body.get("max_completion_tokens", body.get("max_tokens"))
         if not (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0):
             limit = None

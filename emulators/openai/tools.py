@@ -106,6 +106,22 @@ def offered_tools(body: Mapping[str, Any]) -> list[str]:
     return names
 
 
+def forced_call(body: Mapping[str, Any]) -> ToolCallReply | None:
+    """The call a text reply becomes when ``tool_choice`` forces one: ``"required"`` calls the first tool
+    offered, ``{"type": "function", "function": {"name": X}}`` calls X, with ``{}`` arguments. A model made
+    to call a tool always calls one, so a client that never lifts ``required`` loops here as in production."""
+    choice = body.get("tool_choice")
+    offered = offered_tools(body)
+    if choice == "required" and offered:
+        return ToolCallReply(calls=(ToolCall(offered[0], "{}"),))
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name in offered:
+            return ToolCallReply(calls=(ToolCall(name, "{}"),))
+    return None
+
+
 @dataclass(frozen=True)
 class RequestError:
     """A 400 ``invalid_request_error`` to send back (``message``, ``param``, ``code`` as OpenAI fills them)."""

@@ -40,6 +40,7 @@ from emulators.voicelive.script import (
     TOOL_FALLBACK_TEXT,
     all_offered,
     fill_tool_output,
+    forced_call,
     offered_functions,
     parse_entry,
 )
@@ -788,13 +789,14 @@ class RealtimeConnection:
         reply_index = next(self._replies) % len(replies)
         entry = parse_entry(replies[reply_index])
         calls: tuple[PlannedCall, ...] = ()
+        tools = options.get("tools", self.session.get("tools"))
+        tool_choice = options.get("tool_choice", self.session.get("tool_choice"))
+        if isinstance(entry, str) and (forced := forced_call(tools, tool_choice)) is not None:
+            entry = (forced,)
         if isinstance(entry, str):
             text = fill_tool_output(entry, self._newest_function_output())
         else:
-            offered = offered_functions(
-                options.get("tools", self.session.get("tools")),
-                options.get("tool_choice", self.session.get("tool_choice")),
-            )
+            offered = offered_functions(tools, tool_choice)
             if all_offered(entry, offered):
                 text = ""
                 calls = tuple(

@@ -9,7 +9,8 @@ Public forms of an entry (``VoiceLiveEmulatorConfig.replies``, CLI ``--reply`` /
 
 The emulator's choice (nothing documents what a model does instead): if a scripted call names a function the
 response does not offer, or ``tool_choice`` is ``"none"`` (or forces another function), the response speaks
-``TOOL_FALLBACK_TEXT`` instead.
+``TOOL_FALLBACK_TEXT`` instead. A text entry under a ``tool_choice`` that forces a call (``"required"``, or a
+named function) becomes that call (:func:`forced_call`).
 """
 
 from __future__ import annotations
@@ -84,6 +85,20 @@ def offered_functions(tools: Any, tool_choice: Any) -> frozenset[str]:
         forced = tool_choice.get("name")
         return names & {forced} if isinstance(forced, str) else frozenset()
     return names
+
+
+def forced_call(tools: Any, tool_choice: Any) -> ScriptedCall | None:
+    """The call a text entry becomes when ``tool_choice`` forces one (``"required"``: the first function
+    offered; ``{"type": "function", "name": X}``: X), with ``{}`` arguments. A model made to call a tool
+    always calls one, so a client that forgets to lift ``required`` after the answers loops here as it would
+    against the service."""
+    if tool_choice != "required" and not isinstance(tool_choice, dict):
+        return None
+    offered = offered_functions(tools, tool_choice)
+    if not offered:
+        return None
+    first = next(t["name"] for t in tools if isinstance(t, dict) and t.get("name") in offered)
+    return ScriptedCall(first, "{}")
 
 
 def all_offered(calls: Iterable[ScriptedCall], offered: frozenset[str]) -> bool:

@@ -553,3 +553,28 @@ async def test_a_policy_answers_each_conversation_from_where_it_is(emulator: Ope
     answer = await client.chat.completions.create(model="m", messages=later, tools=TOOLS)
     assert "You said: Thanks" in (answer.choices[0].message.content or "")
     await client.close()
+
+
+@pytest.mark.parametrize(
+    ("tool_choice", "called"),
+    [
+        ("required", "check_availability"),
+        ({"type": "function", "function": {"name": "book_table"}}, "book_table"),
+    ],
+)
+async def test_a_forcing_tool_choice_makes_a_text_reply_a_call(
+    emulator: OpenAIEmulator, tool_choice: Any, called: str
+) -> None:
+    """As in production, a model made to call a tool calls one: a client that keeps "required" on after
+    the tools answered gets another call, not the text."""
+    emulator.set_script(["Plain words."])
+    client = oai(emulator)
+    forced = await client.chat.completions.create(
+        model="m", messages=ASK, tools=TOOLS, tool_choice=tool_choice
+    )
+    [call] = function_calls(forced)
+    assert (call.function.name, call.function.arguments) == (called, "{}")
+    assert forced.choices[0].finish_reason == "tool_calls"
+    spoken = await client.chat.completions.create(model="m", messages=ASK, tools=TOOLS, tool_choice="auto")
+    assert spoken.choices[0].message.content == "Plain words."
+    await client.close()

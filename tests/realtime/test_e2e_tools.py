@@ -159,6 +159,36 @@ async def test_a_renewed_session_is_given_the_tool_round(
     assert record["realtime"]["renewals"] >= 1
 
 
+async def test_a_required_tool_choice_greets_calls_once_then_answers(
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+) -> None:
+    """Under ``tool_choice: required`` the emulator, like the service, turns every response into a call.
+    The greeting (``none``) and the reply after the tool's answer (``auto``) are spoken all the same."""
+    voicelive.config.replies = (
+        "Welcome to the test line.",
+        {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}]},
+        "On Tuesday I have {tool_output}",
+    )
+    harness = make_harness(
+        profile_overrides={**profile_tools(backend), "tool_choice": "required", "greeting": "Welcome."}
+    )
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.wait_for(lambda: bool(voicelive.sessions))
+        session = voicelive.sessions[0]
+        await twilio.wait_for(lambda: list(session.responses.values()) == ["completed"])  # the greeting
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: list(session.responses.values())[2:3] == ["completed"])
+        await twilio.stop()
+        await twilio.wait_closed()
+    assert session.function_calls_emitted == 1
+    greeting, turn = await harness.turns(call_sid)
+    assert greeting["assistant_text"] == "Welcome to the test line."
+    assert "09:30" in turn["assistant_text"]
+
+
 async def _call_with_one_tool_round(
     harness: Harness, voicelive: VoiceLiveEmulator, *, replies: int = 2
 ) -> tuple[str, Any]:

@@ -436,3 +436,24 @@ def test_cli_reply_json_entries_keep_their_order() -> None:
 def test_bad_script_entries_are_refused_at_config_time(entry: Any) -> None:
     with pytest.raises(ValueError, match=r"replies\[1\]"):
         VoiceLiveEmulatorConfig(replies=("Hello.", entry))
+
+
+@pytest.mark.parametrize("script", [("Just words.",)])
+@pytest.mark.parametrize(
+    ("tool_choice", "called"),
+    [("required", "check_availability"), ({"type": "function", "name": "book"}, "book")],
+)
+async def test_a_forcing_tool_choice_makes_a_text_entry_a_call(
+    emulator: VoiceLiveEmulator, tool_choice: Any, called: str
+) -> None:
+    """A model made to call a tool always calls one: a client that leaves "required" on after the tools
+    have answered gets another call, as it would from the service, not the spoken text."""
+    client = await tool_session(emulator, tools=[CHECK, BOOK], tool_choice=tool_choice)
+    events = await respond(client)
+    [done] = of_type(events, "response.function_call_arguments.done")
+    assert (done["name"], done["arguments"]) == (called, "{}")
+    assert not of_type(events, "response.audio.delta")
+    # The same text entry with the choice lifted for this response is spoken.
+    events = await respond(client, tool_choice="auto")
+    assert of_type(events, "response.audio_transcript.done")[0]["transcript"] == "Just words."
+    await client.ws.close()
