@@ -138,15 +138,16 @@ class ToolRunner:
         started = time.perf_counter()
         try:
             result = await self._run(call, call_sid=call_sid, pipeline=pipeline, started=started)
-        except (
-            Exception
-        ):  # a bug or an input httpx refuses: still an answer, so the caller is not left waiting
+        # A bug, or an input httpx refuses: still an answer, so the model is not left waiting for one.
+        except Exception:
             logger.exception("tool %s failed unexpectedly", call.name)
             ms = (time.perf_counter() - started) * 1000.0
             result = ToolResult(call.call_id, call.name, _error_output("the tool failed"), False, ms, "error")
         if self._metrics is not None:
             outcome = "ok" if result.ok else (result.error or "error")
-            self._metrics.tool_calls.labels(pipeline, result.name, outcome).observe(result.ms / 1000.0)
+            # The model names the tool: only the profile's names become label values (no unbounded series).
+            name = result.name if result.name in self._tools else "unknown"
+            self._metrics.tool_calls.labels(pipeline, name, outcome).observe(result.ms / 1000.0)
         if result.ok:
             logger.info("tool %s answered in %.0f ms", call.name, result.ms)
         else:

@@ -171,12 +171,16 @@ async def test_calls_that_never_reach_the_backend(
     backend: ToolBackendEmulator, client: httpx.AsyncClient, name: str, arguments: str, error: str
 ) -> None:
     before = len(backend.calls)
-    result = await ToolRunner([tool(backend)], client).run(
-        call(name, arguments), call_sid="CA1", pipeline="x"
-    )
+    metrics = Metrics(CollectorRegistry())
+    runner = ToolRunner([tool(backend)], client, metrics=metrics)
+    result = await runner.run(call(name, arguments), call_sid="CA1", pipeline="x")
     assert not result.ok and result.error == error
     assert "error" in orjson.loads(result.output)
     assert len(backend.calls) == before
+    # A name the model made up is not a label value: the metric's series stay bounded by the profile.
+    label = name if name == "check_availability" else "unknown"
+    labels = {"pipeline": "x", "tool": label, "result": error}
+    assert metrics.registry.get_sample_value("voice_router_tool_call_seconds_count", labels) == 1.0
 
 
 async def test_an_http_error_becomes_an_error_output(
