@@ -106,7 +106,8 @@ class AgentProfile(BaseModel):
     tools: list[AgentTool] = Field(default_factory=list)
     tool_choice: Literal["auto", "none", "required"] = "auto"
     max_tool_rounds: int = Field(default=3, ge=1, le=10)
-    """Legacy: model calls per turn that may ask for tools before the turn gives up on a spoken answer."""
+    """Legacy: tool rounds per turn; the model call after the last one may not ask for tools, so the turn
+    always ends in words."""
     tool_wait_phrase: str = "One moment while I check that."
     """Realtime: said when a tool has not answered within ``tool_wait_seconds``, so the caller does not sit in
     silence while it works (pain point P15); empty to say nothing."""
