@@ -302,7 +302,9 @@ class TurnLoop:
             rounds += 1
             timer.current = "tool"
             started = time.perf_counter()
-            results = await self._tools.run_all(reply.tool_calls, call_sid=call_sid, pipeline="legacy")
+            results = await self._tools.run_all(
+                reply.tool_calls, call_sid=call_sid, pipeline="legacy", turn=record.turn
+            )
             tool_ms += (time.perf_counter() - started) * 1000.0
             record.tool_calls.extend(result.record() for result in results)
             messages.append(

@@ -922,7 +922,12 @@ class CallBridge:
             turn = self._turns.current
             if self._tools is not None:
                 work = asyncio.ensure_future(
-                    self._tools.run_all(calls, call_sid=self._call_sid, pipeline=PIPELINE)
+                    self._tools.run_all(
+                        calls,
+                        call_sid=self._call_sid,
+                        pipeline=PIPELINE,
+                        turn=turn.index if turn is not None else None,
+                    )
                 )
                 if self._config.tool_wait_phrase:
                     done, _ = await asyncio.wait({work}, timeout=self._config.tool_wait_seconds)

@@ -6,9 +6,13 @@ connection, an HTTP error or an oversized answer each become a small JSON ``{"er
 model can tell the caller it could not do it instead of the caller hearing silence or an apology for the
 whole turn. The request the tool's backend receives::
 
-    POST <url>  {"tool": name, "call_id": …, "call_sid": …, "pipeline": "legacy"|"realtime", "arguments": {…}}
+    POST <url>  {"tool": name, "call_id": …, "call_sid": …, "pipeline": "legacy"|"realtime", "turn": N,
+                 "arguments": {…}}
 
-The answer's body (JSON or text, at most ``max_output_bytes``) is what the model reads.
+The answer's body (JSON or text, at most ``max_output_bytes``) is what the model reads. ``call_id`` is the
+model's and changes if a turn is run again (a Twilio retry during a state-store outage, a session that
+asks afresh after a reconnect); ``call_sid`` and ``turn`` do not, so a backend whose tool must not act twice
+(a booking) can key on them with its arguments.
 """
 
 from __future__ import annotations
@@ -118,14 +122,16 @@ class ToolRunner:
             for t in self._tools.values()
         ]
 
-    async def run_all(self, calls: Sequence[ToolCall], *, call_sid: str, pipeline: str) -> list[ToolResult]:
+    async def run_all(
+        self, calls: Sequence[ToolCall], *, call_sid: str, pipeline: str, turn: int | None = None
+    ) -> list[ToolResult]:
         """Run the calls of one model answer side by side (at most ``MAX_CALLS_PER_ANSWER``; the rest get an
         error output); results in the order asked."""
         if len(calls) == 1:
-            return [await self.run(calls[0], call_sid=call_sid, pipeline=pipeline)]
+            return [await self.run(calls[0], call_sid=call_sid, pipeline=pipeline, turn=turn)]
         run, refused = calls[:MAX_CALLS_PER_ANSWER], calls[MAX_CALLS_PER_ANSWER:]
         results = list(
-            await asyncio.gather(*(self.run(c, call_sid=call_sid, pipeline=pipeline) for c in run))
+            await asyncio.gather(*(self.run(c, call_sid=call_sid, pipeline=pipeline, turn=turn) for c in run))
         )
         message = f"at most {MAX_CALLS_PER_ANSWER} tools can be called at once"
         results.extend(
@@ -134,10 +140,12 @@ class ToolRunner:
         )
         return results
 
-    async def run(self, call: ToolCall, *, call_sid: str, pipeline: str) -> ToolResult:
+    async def run(
+        self, call: ToolCall, *, call_sid: str, pipeline: str, turn: int | None = None
+    ) -> ToolResult:
         started = time.perf_counter()
         try:
-            result = await self._run(call, call_sid=call_sid, pipeline=pipeline, started=started)
+            result = await self._run(call, call_sid=call_sid, pipeline=pipeline, turn=turn, started=started)
         # A bug, or an input httpx refuses: still an answer, so the model is not left waiting for one.
         except Exception:
             logger.exception("tool %s failed unexpectedly", call.name)
@@ -154,7 +162,9 @@ class ToolRunner:
             logger.warning("tool %s failed (%s) after %.0f ms", call.name, result.error, result.ms)
         return result
 
-    async def _run(self, call: ToolCall, *, call_sid: str, pipeline: str, started: float) -> ToolResult:
+    async def _run(
+        self, call: ToolCall, *, call_sid: str, pipeline: str, turn: int | None, started: float
+    ) -> ToolResult:
         def failed(error: str, message: str) -> ToolResult:
             ms = (time.perf_counter() - started) * 1000.0
             return ToolResult(call.call_id, call.name, _error_output(message), False, ms, error)
@@ -176,6 +186,7 @@ class ToolRunner:
                 "call_id": call.call_id,
                 "call_sid": call_sid,
                 "pipeline": pipeline,
+                "turn": turn,
                 "arguments": arguments,
             }
         )

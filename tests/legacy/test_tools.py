@@ -72,7 +72,7 @@ async def test_a_turn_runs_the_tool_and_speaks_its_answer(
     # The tool backend got the model's arguments, with the call it belongs to.
     [sent] = backend.calls[-1:]
     assert sent["body"]["arguments"] == {"day": "Tuesday"}
-    assert (sent["body"]["call_sid"], sent["body"]["pipeline"]) == (CALL, "legacy")
+    assert (sent["body"]["call_sid"], sent["body"]["pipeline"], sent["body"]["turn"]) == (CALL, "legacy", 1)
 
     first, second = h.openai.requests
     assert [t["function"]["name"] for t in first.body["tools"]] == ["check_availability", "book_appointment"]

@@ -74,9 +74,13 @@ class GatedTools:
     def __init__(self) -> None:
         self.gate = asyncio.Event()
         self.asked: list[ToolCall] = []
+        self.turns: list[int | None] = []  # the turn each round belongs to
 
-    async def run_all(self, calls: Sequence[ToolCall], *, call_sid: str, pipeline: str) -> list[ToolResult]:
+    async def run_all(
+        self, calls: Sequence[ToolCall], *, call_sid: str, pipeline: str, turn: int | None = None
+    ) -> list[ToolResult]:
         self.asked.extend(calls)
+        self.turns.append(turn)
         await self.gate.wait()
         return [ToolResult(c.call_id, c.name, f'{{"answer": "{c.name}"}}', True, 12.5) for c in calls]
 
@@ -135,6 +139,7 @@ async def test_tool_answers_go_back_to_voice_live_and_the_reply_is_asked_for() -
             vl, ("call_a", "check_availability", '{"day":"Tuesday"}'), ("call_b", "b", "{}")
         )
         await until(lambda: len(tools.asked) == 2)
+        assert tools.turns == [1]  # the caller's first utterance (no greeting)
         # Voice Live answered (with calls) within the slow-call threshold: the service is healthy, whatever the
         # tools take.
         await until(lambda: call.breaker.recorded == [("success", None)])

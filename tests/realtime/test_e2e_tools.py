@@ -60,6 +60,7 @@ async def test_a_tool_call_is_run_and_its_answer_spoken(
     # The backend got the model's arguments; Voice Live got its answer under the call's id.
     [sent] = [c for c in backend.calls if c["body"]["call_sid"] == call_sid]
     assert sent["body"]["arguments"] == {"day": "Tuesday"} and sent["body"]["pipeline"] == "realtime"
+    assert sent["body"]["turn"] == 1
     [call] = session.function_calls
     [output] = session.function_outputs
     assert output["call_id"] == call["call_id"]

@@ -139,7 +139,7 @@ async def test_a_call_posts_the_arguments_and_returns_the_answer(
 ) -> None:
     metrics = Metrics(CollectorRegistry())
     runner = ToolRunner([tool(backend, headers={"X-Api-Key": "k1"})], client, metrics=metrics)
-    result = await runner.run(call(), call_sid="CA1", pipeline="legacy")
+    result = await runner.run(call(), call_sid="CA1", pipeline="legacy", turn=4)
     assert result.ok and result.error is None
     assert orjson.loads(result.output) == {"day": "Tuesday", "free_slots": ["09:30", "11:00", "14:30"]}
     sent = backend.calls[-1]
@@ -148,6 +148,7 @@ async def test_a_call_posts_the_arguments_and_returns_the_answer(
         "call_id": "call_1",
         "call_sid": "CA1",
         "pipeline": "legacy",
+        "turn": 4,
         "arguments": {"day": "Tuesday"},
     }
     assert sent["headers"]["x-api-key"] == "k1"
