@@ -1,13 +1,11 @@
 """Agent tools in a legacy call, over real sockets: the model (OpenAI emulator, through the openai SDK) asks
-for a tool, the router calls the tool backend (its emulator), and the caller hears the answer built from it."""
+for a tool, the router calls the tool tool_backend (its emulator), and the caller hears the answer built from it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
-import pytest
 
 from emulators.tool_backend import ToolBackendEmulator
 from tests.legacy.conftest import HarnessFactory, LegacyHarness
@@ -21,44 +19,33 @@ BOOK = {
 }
 
 
-@pytest.fixture(scope="module")
-def backend() -> Iterator[ToolBackendEmulator]:
-    with ToolBackendEmulator() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _reset(backend: ToolBackendEmulator) -> None:
-    backend.set_faults(delay_s=0.0, fail_next=0, stall_next=0)
-
-
-def tools(backend: ToolBackendEmulator, **extra: Any) -> list[dict[str, Any]]:
+def tools(tool_backend: ToolBackendEmulator, **extra: Any) -> list[dict[str, Any]]:
     return [
         {
             "name": "check_availability",
             "description": "Free appointment slots on a day",
             "parameters": DAY,
-            "url": backend.tool_url("check_availability"),
+            "url": tool_backend.tool_url("check_availability"),
             **extra,
         },
         {
             "name": "book_appointment",
             "description": "Book a slot",
             "parameters": BOOK,
-            "url": backend.tool_url("book_appointment"),
+            "url": tool_backend.tool_url("book_appointment"),
             **extra,
         },
     ]
 
 
-async def _start(legacy: HarnessFactory, backend: ToolBackendEmulator, **top: Any) -> LegacyHarness:
-    return await legacy(profile_top={"tools": tools(backend), **top})
+async def _start(legacy: HarnessFactory, tool_backend: ToolBackendEmulator, **top: Any) -> LegacyHarness:
+    return await legacy(profile_top={"tools": tools(tool_backend), **top})
 
 
 async def test_a_turn_runs_the_tool_and_speaks_its_answer(
-    legacy: HarnessFactory, backend: ToolBackendEmulator
+    legacy: HarnessFactory, tool_backend: ToolBackendEmulator
 ) -> None:
-    h = await _start(legacy, backend)
+    h = await _start(legacy, tool_backend)
     h.openai.set_script(
         [
             {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}]},
@@ -69,8 +56,8 @@ async def test_a_turn_runs_the_tool_and_speaks_its_answer(
     twiml = await h.twilio.say(greeting, CALL, "Is Tuesday free?")
     assert twiml.status == 200 and len(twiml.plays) == 1 and not twiml.says, twiml.text
 
-    # The tool backend got the model's arguments, with the call it belongs to.
-    [sent] = backend.calls[-1:]
+    # The tool tool_backend got the model's arguments, with the call it belongs to.
+    [sent] = tool_backend.calls[-1:]
     assert sent["body"]["arguments"] == {"day": "Tuesday"}
     assert (sent["body"]["call_sid"], sent["body"]["pipeline"], sent["body"]["turn"]) == (CALL, "legacy", 1)
 
@@ -110,10 +97,10 @@ async def test_a_turn_runs_the_tool_and_speaks_its_answer(
 
 
 async def test_a_failing_tool_is_spoken_about_not_an_apology(
-    legacy: HarnessFactory, backend: ToolBackendEmulator
+    legacy: HarnessFactory, tool_backend: ToolBackendEmulator
 ) -> None:
-    h = await _start(legacy, backend)
-    backend.set_faults(fail_next=1, fail_status=503)
+    h = await _start(legacy, tool_backend)
+    tool_backend.set_faults(fail_next=1, fail_status=503)
     h.openai.set_script(
         [
             {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Friday"}}]},
@@ -130,11 +117,11 @@ async def test_a_failing_tool_is_spoken_about_not_an_apology(
 
 
 async def test_a_model_that_keeps_asking_for_tools_is_made_to_answer(
-    legacy: HarnessFactory, backend: ToolBackendEmulator
+    legacy: HarnessFactory, tool_backend: ToolBackendEmulator
 ) -> None:
     """After max_tool_rounds rounds the model is asked with tool_choice "none", so the turn ends in words
     (and the caller is not kept waiting by a loop of calls)."""
-    h = await _start(legacy, backend, max_tool_rounds=2)
+    h = await _start(legacy, tool_backend, max_tool_rounds=2)
     call = {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Monday"}}]}
     h.openai.set_script([call, call, call, "Monday is open."])
     greeting = await h.twilio.incoming_call(CALL)
@@ -149,9 +136,9 @@ async def test_a_model_that_keeps_asking_for_tools_is_made_to_answer(
 
 
 async def test_required_tool_choice_is_relaxed_once_the_tools_have_answered(
-    legacy: HarnessFactory, backend: ToolBackendEmulator
+    legacy: HarnessFactory, tool_backend: ToolBackendEmulator
 ) -> None:
-    h = await _start(legacy, backend, tool_choice="required")
+    h = await _start(legacy, tool_backend, tool_choice="required")
     h.openai.set_script(
         [{"tool_calls": [{"name": "check_availability", "arguments": {"day": "Monday"}}]}, "Monday is open."]
     )
@@ -163,12 +150,12 @@ async def test_required_tool_choice_is_relaxed_once_the_tools_have_answered(
 
 
 async def test_a_tool_slower_than_the_turn_deadline_gets_the_apology_and_the_call_goes_on(
-    legacy: HarnessFactory, backend: ToolBackendEmulator
+    legacy: HarnessFactory, tool_backend: ToolBackendEmulator
 ) -> None:
     h = await legacy(
-        profile_top={"tools": tools(backend, timeout_seconds=20.0)}, legacy_turn_deadline_seconds=1.5
+        profile_top={"tools": tools(tool_backend, timeout_seconds=20.0)}, legacy_turn_deadline_seconds=1.5
     )
-    backend.set_faults(stall_next=1, stall_s=3.0)
+    tool_backend.set_faults(stall_next=1, stall_s=3.0)
     h.openai.set_script([{"tool_calls": [{"name": "check_availability", "arguments": {"day": "Monday"}}]}])
     greeting = await h.twilio.incoming_call(CALL)
     twiml = await h.twilio.say(greeting, CALL, "Monday?")

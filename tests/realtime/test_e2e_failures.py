@@ -25,6 +25,17 @@ def _saw(harness: Harness, index: int, server_event: str) -> bool:
     )
 
 
+async def _lose_the_session_after_a_played_reply(
+    harness: Harness, connector: ControlledConnector, twilio: TwilioMediaClient
+) -> None:
+    """The caller speaks, the reply is done and has played; then the first session's socket drops."""
+    await twilio.send_audio(SPEECH)
+    await twilio.wait_for(lambda: _saw(harness, 0, "response.done"))
+    await twilio.wait_for(lambda: not twilio._queue and len(twilio.marks_echoed) >= 1)
+    assert harness.server.loop is not None
+    harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+
+
 async def _assert_moved(harness: Harness, twilio: TwilioMediaClient, call_sid: str, reason: str) -> None:
     await wait_until(lambda: bool(harness.rest.updates_for(call_sid)))
     # Twilio runs the redirect and ends the stream itself; the bridge must not hang up first.
@@ -143,11 +154,7 @@ async def test_socket_loss_reconnects_with_the_conversation(make_harness: Callab
     await harness.register_call(call_sid)
     async with harness.client(call_sid) as twilio:
         await twilio.start()
-        await twilio.send_audio(SPEECH)
-        await twilio.wait_for(lambda: _saw(harness, 0, "response.done"))
-        await twilio.wait_for(lambda: not twilio._queue and len(twilio.marks_echoed) >= 1)
-        assert harness.server.loop is not None
-        harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+        await _lose_the_session_after_a_played_reply(harness, connector, twilio)
         await twilio.wait_for(lambda: len(harness.voicelive.sessions) == 2)
         second = harness.voicelive.sessions[1]
         await twilio.wait_for(lambda: second.client_events.count("conversation.item.create") == 2)
@@ -208,11 +215,7 @@ async def test_a_call_moved_mid_call_hands_its_conversation_to_legacy(
     await harness.register_call(call_sid)
     async with harness.client(call_sid) as twilio:
         await twilio.start()
-        await twilio.send_audio(SPEECH)
-        await twilio.wait_for(lambda: _saw(harness, 0, "response.done"))
-        await twilio.wait_for(lambda: not twilio._queue and len(twilio.marks_echoed) >= 1)
-        assert harness.server.loop is not None
-        harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+        await _lose_the_session_after_a_played_reply(harness, connector, twilio)
         await _assert_moved(harness, twilio, call_sid, "voicelive_lost")
     # The call log writes in order: the history goes before the move's event.
     for _ in range(250):
@@ -356,11 +359,7 @@ async def test_a_turn_answered_before_a_later_session_loss_is_not_failed(
     await harness.register_call(call_sid)
     async with harness.client(call_sid) as twilio:
         await twilio.start()
-        await twilio.send_audio(SPEECH)
-        await twilio.wait_for(lambda: _saw(harness, 0, "response.done"))
-        await twilio.wait_for(lambda: not twilio._queue and len(twilio.marks_echoed) >= 1)
-        assert harness.server.loop is not None
-        harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+        await _lose_the_session_after_a_played_reply(harness, connector, twilio)
         await twilio.wait_for(lambda: len(harness.voicelive.sessions) == 2)
         await twilio.stop()
         await twilio.wait_closed()

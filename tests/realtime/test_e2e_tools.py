@@ -1,14 +1,13 @@
 """Agent tools in a realtime call, end to end over real sockets: Voice Live (its emulator) asks for a function,
-the bridge calls the tool backend (its emulator) and hands the answer back, and the caller hears the reply
+the bridge calls the tool tool_backend (its emulator) and hands the answer back, and the caller hears the reply
 built from it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import orjson
-import pytest
 
 from emulators.speechlike import silence_ulaw, speechlike_ulaw
 from emulators.tool_backend import ToolBackendEmulator
@@ -19,20 +18,14 @@ SPEECH = speechlike_ulaw(900, seed=1) + silence_ulaw(800)
 DAY = {"type": "object", "properties": {"day": {"type": "string"}}, "required": ["day"]}
 
 
-@pytest.fixture(scope="module")
-def backend() -> Iterator[ToolBackendEmulator]:
-    with ToolBackendEmulator() as server:
-        yield server
-
-
-def profile_tools(backend: ToolBackendEmulator, **extra: Any) -> dict[str, Any]:
+def profile_tools(tool_backend: ToolBackendEmulator, **extra: Any) -> dict[str, Any]:
     return {
         "tools": [
             {
                 "name": "check_availability",
                 "description": "Free appointment slots on a day",
                 "parameters": DAY,
-                "url": backend.tool_url("check_availability"),
+                "url": tool_backend.tool_url("check_availability"),
                 **extra,
             }
         ]
@@ -47,18 +40,18 @@ def script_tool_then_reply(voicelive: VoiceLiveEmulator) -> None:
 
 
 async def test_a_tool_call_is_run_and_its_answer_spoken(
-    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, tool_backend: ToolBackendEmulator
 ) -> None:
     script_tool_then_reply(voicelive)
-    harness = make_harness(profile_overrides=profile_tools(backend))
+    harness = make_harness(profile_overrides=profile_tools(tool_backend))
     call_sid, session = await _call_with_one_tool_round(harness, voicelive)
 
     # The session offered the profile's tool in Voice Live's flat shape.
     [offered] = session.session["tools"]
     assert offered["name"] == "check_availability" and offered["parameters"] == DAY
     assert session.session["tool_choice"] == "auto"
-    # The backend got the model's arguments; Voice Live got its answer under the call's id.
-    [sent] = [c for c in backend.calls if c["body"]["call_sid"] == call_sid]
+    # The tool_backend got the model's arguments; Voice Live got its answer under the call's id.
+    [sent] = [c for c in tool_backend.calls if c["body"]["call_sid"] == call_sid]
     assert sent["body"]["arguments"] == {"day": "Tuesday"} and sent["body"]["pipeline"] == "realtime"
     assert sent["body"]["turn"] == 1
     [call] = session.function_calls
@@ -88,13 +81,13 @@ async def test_a_tool_call_is_run_and_its_answer_spoken(
 
 
 async def test_a_tool_that_times_out_is_answered_with_an_error_and_the_call_goes_on(
-    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, tool_backend: ToolBackendEmulator
 ) -> None:
     """The model hears that the tool failed and says so; the caller is neither left in silence nor moved,
     and Voice Live is not blamed (the breaker counts a success)."""
     script_tool_then_reply(voicelive)
-    backend.set_faults(stall_next=1, stall_s=1.5)
-    harness = make_harness(profile_overrides=profile_tools(backend, timeout_seconds=0.3))
+    tool_backend.set_faults(stall_next=1, stall_s=1.5)
+    harness = make_harness(profile_overrides=profile_tools(tool_backend, timeout_seconds=0.3))
     call_sid, session = await _call_with_one_tool_round(harness, voicelive)
 
     [output] = session.function_outputs
@@ -106,7 +99,7 @@ async def test_a_tool_that_times_out_is_answered_with_an_error_and_the_call_goes
 
 
 async def test_a_slow_tool_is_covered_by_the_wait_phrase(
-    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, tool_backend: ToolBackendEmulator
 ) -> None:
     """Pain point P15: the caller hears the profile's wait phrase while the tool works, then the answer."""
     voicelive.config.replies = (
@@ -114,12 +107,9 @@ async def test_a_slow_tool_is_covered_by_the_wait_phrase(
         "One moment while I check that.",
         "On Tuesday I have {tool_output}",
     )
-    backend.set_faults(delay_s=0.8)
-    try:
-        harness = make_harness(profile_overrides={**profile_tools(backend), "tool_wait_seconds": 0.2})
-        call_sid, session = await _call_with_one_tool_round(harness, voicelive, replies=3)
-    finally:
-        backend.set_faults(delay_s=0.0)
+    tool_backend.set_faults(delay_s=0.8)  # the next test's tool_backend fixture clears it
+    harness = make_harness(profile_overrides={**profile_tools(tool_backend), "tool_wait_seconds": 0.2})
+    call_sid, session = await _call_with_one_tool_round(harness, voicelive, replies=3)
     # The call, the wait phrase (asked for by the bridge), the answer; all completed, none refused.
     assert list(session.responses.values()) == ["completed"] * 3
     assert session.client_events.count("response.create") == 2
@@ -132,13 +122,14 @@ async def test_a_slow_tool_is_covered_by_the_wait_phrase(
 
 
 async def test_a_renewed_session_is_given_the_tool_round(
-    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, tool_backend: ToolBackendEmulator
 ) -> None:
     """The session renewal replays the answered call and its output, and the emulator (which checks that
     an output answers a call in its conversation) takes them."""
     script_tool_then_reply(voicelive)
     harness = make_harness(
-        profile_overrides=profile_tools(backend), settings_overrides={"realtime_session_max_age_seconds": 1.0}
+        profile_overrides=profile_tools(tool_backend),
+        settings_overrides={"realtime_session_max_age_seconds": 1.0},
     )
     call_sid = new_call_sid()
     await harness.register_call(call_sid)
@@ -161,7 +152,7 @@ async def test_a_renewed_session_is_given_the_tool_round(
 
 
 async def test_a_required_tool_choice_greets_calls_once_then_answers(
-    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, backend: ToolBackendEmulator
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, tool_backend: ToolBackendEmulator
 ) -> None:
     """Under ``tool_choice: required`` the emulator, like the service, turns every response into a call.
     The greeting (``none``) and the reply after the tool's answer (``auto``) are spoken all the same."""
@@ -171,7 +162,7 @@ async def test_a_required_tool_choice_greets_calls_once_then_answers(
         "On Tuesday I have {tool_output}",
     )
     harness = make_harness(
-        profile_overrides={**profile_tools(backend), "tool_choice": "required", "greeting": "Welcome."}
+        profile_overrides={**profile_tools(tool_backend), "tool_choice": "required", "greeting": "Welcome."}
     )
     call_sid = new_call_sid()
     await harness.register_call(call_sid)

@@ -1,11 +1,11 @@
-"""The agent's tools: the profile's ``tools`` section, and ``ToolRunner`` calling a tool backend over a real
+"""The agent's tools: the profile's ``tools`` section, and ``ToolRunner`` calling a tool tool_backend over a real
 socket, including every way a call can go wrong (each becomes an error output the model can speak about)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +23,21 @@ from router.tool_calls import ToolCall, ToolRunner
 DAY_SCHEMA = {"type": "object", "properties": {"day": {"type": "string"}}, "required": ["day"]}
 
 
-@pytest.fixture(scope="module")
-def backend() -> Iterator[ToolBackendEmulator]:
-    with ToolBackendEmulator() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-def _reset(backend: ToolBackendEmulator) -> None:
-    backend.set_faults(delay_s=0.0, fail_next=0, stall_next=0, oversize_next=0)
-
-
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as http:
         yield http
 
 
-def tool(backend: ToolBackendEmulator, name: str = "check_availability", **extra: Any) -> AgentTool:
+def tool(tool_backend: ToolBackendEmulator, name: str = "check_availability", **extra: Any) -> AgentTool:
     return AgentTool.model_validate(
-        {"name": name, "description": "d", "parameters": DAY_SCHEMA, "url": backend.tool_url(name), **extra}
+        {
+            "name": name,
+            "description": "d",
+            "parameters": DAY_SCHEMA,
+            "url": tool_backend.tool_url(name),
+            **extra,
+        }
     )
 
 
@@ -116,9 +111,9 @@ def test_default_profile_has_no_tools_and_loads() -> None:
 
 
 async def test_definitions_in_chat_and_session_shapes(
-    backend: ToolBackendEmulator, client: httpx.AsyncClient
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
 ) -> None:
-    runner = ToolRunner([tool(backend)], client)
+    runner = ToolRunner([tool(tool_backend)], client)
     assert runner.chat_tools() == [
         {
             "type": "function",
@@ -135,14 +130,14 @@ async def test_definitions_in_chat_and_session_shapes(
 
 
 async def test_a_call_posts_the_arguments_and_returns_the_answer(
-    backend: ToolBackendEmulator, client: httpx.AsyncClient
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
 ) -> None:
     metrics = Metrics(CollectorRegistry())
-    runner = ToolRunner([tool(backend, headers={"X-Api-Key": "k1"})], client, metrics=metrics)
+    runner = ToolRunner([tool(tool_backend, headers={"X-Api-Key": "k1"})], client, metrics=metrics)
     result = await runner.run(call(), call_sid="CA1", pipeline="legacy", turn=4)
     assert result.ok and result.error is None
     assert orjson.loads(result.output) == {"day": "Tuesday", "free_slots": ["09:30", "11:00", "14:30"]}
-    sent = backend.calls[-1]
+    sent = tool_backend.calls[-1]
     assert sent["body"] == {
         "tool": "check_availability",
         "call_id": "call_1",
@@ -169,15 +164,15 @@ async def test_a_call_posts_the_arguments_and_returns_the_answer(
     ],
 )
 async def test_calls_that_never_reach_the_backend(
-    backend: ToolBackendEmulator, client: httpx.AsyncClient, name: str, arguments: str, error: str
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient, name: str, arguments: str, error: str
 ) -> None:
-    before = len(backend.calls)
+    before = len(tool_backend.calls)
     metrics = Metrics(CollectorRegistry())
-    runner = ToolRunner([tool(backend)], client, metrics=metrics)
+    runner = ToolRunner([tool(tool_backend)], client, metrics=metrics)
     result = await runner.run(call(name, arguments), call_sid="CA1", pipeline="x")
     assert not result.ok and result.error == error
     assert "error" in orjson.loads(result.output)
-    assert len(backend.calls) == before
+    assert len(tool_backend.calls) == before
     # A name the model made up is not a label value: the metric's series stay bounded by the profile.
     label = name if name == "check_availability" else "unknown"
     labels = {"pipeline": "x", "tool": label, "result": error}
@@ -185,20 +180,20 @@ async def test_calls_that_never_reach_the_backend(
 
 
 async def test_an_http_error_becomes_an_error_output(
-    backend: ToolBackendEmulator, client: httpx.AsyncClient
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
 ) -> None:
-    backend.set_faults(fail_next=1, fail_status=503)
-    result = await ToolRunner([tool(backend)], client).run(call(), call_sid="CA1", pipeline="legacy")
+    tool_backend.set_faults(fail_next=1, fail_status=503)
+    result = await ToolRunner([tool(tool_backend)], client).run(call(), call_sid="CA1", pipeline="legacy")
     assert (result.ok, result.error) == (False, "http_503")
     assert orjson.loads(result.output) == {"error": "the tool failed (HTTP 503)"}
     assert result.record()["error"] == "http_503"
 
 
 async def test_a_slow_tool_is_abandoned_at_its_timeout(
-    backend: ToolBackendEmulator, client: httpx.AsyncClient
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
 ) -> None:
-    backend.set_faults(stall_next=1, stall_s=1.0)
-    runner = ToolRunner([tool(backend, timeout_seconds=0.3)], client)
+    tool_backend.set_faults(stall_next=1, stall_s=1.0)
+    runner = ToolRunner([tool(tool_backend, timeout_seconds=0.3)], client)
     result = await runner.run(call(), call_sid="CA1", pipeline="realtime")
     assert (result.ok, result.error) == (False, "timeout")
     assert 250 <= result.ms < 3000
@@ -206,10 +201,10 @@ async def test_a_slow_tool_is_abandoned_at_its_timeout(
 
 
 async def test_an_oversized_answer_is_refused_not_cut(
-    backend: ToolBackendEmulator, client: httpx.AsyncClient
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
 ) -> None:
-    backend.set_faults(oversize_next=1, oversize_bytes=20_000)
-    result = await ToolRunner([tool(backend)], client).run(call(), call_sid="CA1", pipeline="legacy")
+    tool_backend.set_faults(oversize_next=1, oversize_bytes=20_000)
+    result = await ToolRunner([tool(tool_backend)], client).run(call(), call_sid="CA1", pipeline="legacy")
     assert (result.ok, result.error) == (False, "too_large")
 
 
@@ -223,10 +218,10 @@ async def test_an_unreachable_tool(client: httpx.AsyncClient) -> None:
 
 
 async def test_calls_of_one_answer_run_side_by_side(
-    backend: ToolBackendEmulator, client: httpx.AsyncClient
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
 ) -> None:
-    backend.set_faults(delay_s=1.0)
-    runner = ToolRunner([tool(backend), tool(backend, "book_appointment")], client)
+    tool_backend.set_faults(delay_s=1.0)
+    runner = ToolRunner([tool(tool_backend), tool(tool_backend, "book_appointment")], client)
     calls = [
         ToolCall("call_a", "check_availability", '{"day": "Monday"}'),
         ToolCall("call_b", "book_appointment", '{"day": "Monday", "time": "11:00"}'),
@@ -240,35 +235,39 @@ async def test_calls_of_one_answer_run_side_by_side(
     assert elapsed < 1.8  # one delay of 1 s, not two
 
 
-async def test_a_redirect_is_not_an_answer(backend: ToolBackendEmulator, client: httpx.AsyncClient) -> None:
-    backend.set_faults(fail_next=1, fail_status=302)
-    result = await ToolRunner([tool(backend)], client).run(call(), call_sid="CA1", pipeline="legacy")
+async def test_a_redirect_is_not_an_answer(
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    tool_backend.set_faults(fail_next=1, fail_status=302)
+    result = await ToolRunner([tool(tool_backend)], client).run(call(), call_sid="CA1", pipeline="legacy")
     assert (result.ok, result.error) == (False, "http_302")
 
 
 async def test_runaway_arguments_are_not_forwarded(
-    backend: ToolBackendEmulator, client: httpx.AsyncClient
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
 ) -> None:
-    before = len(backend.calls)
+    before = len(tool_backend.calls)
     huge = orjson.dumps({"day": "x" * 20_000}).decode()
-    result = await ToolRunner([tool(backend)], client).run(call(arguments=huge), call_sid="CA1", pipeline="x")
+    result = await ToolRunner([tool(tool_backend)], client).run(
+        call(arguments=huge), call_sid="CA1", pipeline="x"
+    )
     assert (result.ok, result.error) == (False, "bad_arguments")
-    assert len(backend.calls) == before
+    assert len(tool_backend.calls) == before
 
 
 async def test_one_answer_calls_at_most_eight_tools(
-    backend: ToolBackendEmulator, client: httpx.AsyncClient
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
 ) -> None:
-    before = len(backend.calls)
+    before = len(tool_backend.calls)
     calls = [ToolCall(f"call_{n}", "check_availability", '{"day": "Monday"}') for n in range(11)]
-    results = await ToolRunner([tool(backend)], client).run_all(calls, call_sid="CA1", pipeline="legacy")
+    results = await ToolRunner([tool(tool_backend)], client).run_all(calls, call_sid="CA1", pipeline="legacy")
     assert [r.call_id for r in results] == [f"call_{n}" for n in range(11)]
     assert [r.ok for r in results] == [True] * 8 + [False] * 3
     assert {r.error for r in results[8:]} == {"too_many_calls"}
-    assert len(backend.calls) == before + 8
+    assert len(tool_backend.calls) == before + 8
 
 
-async def test_an_unexpected_error_is_still_an_answer(backend: ToolBackendEmulator) -> None:
+async def test_an_unexpected_error_is_still_an_answer(tool_backend: ToolBackendEmulator) -> None:
     """Whatever goes wrong inside the call (here the transport raises something httpx does not wrap), the
     model gets an error output: a bridge or a turn waiting for the answer is never left without one."""
 
@@ -276,6 +275,8 @@ async def test_an_unexpected_error_is_still_an_answer(backend: ToolBackendEmulat
         raise RuntimeError("transport bug")
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(broken)) as broken_client:
-        result = await ToolRunner([tool(backend)], broken_client).run(call(), call_sid="CA1", pipeline="x")
+        result = await ToolRunner([tool(tool_backend)], broken_client).run(
+            call(), call_sid="CA1", pipeline="x"
+        )
     assert (result.ok, result.error) == (False, "error")
     assert orjson.loads(result.output) == {"error": "the tool failed"}

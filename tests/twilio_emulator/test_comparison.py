@@ -32,6 +32,14 @@ PRICES = Prices.from_mapping(
 )
 
 
+def outcome_columns(comparison: Comparison, pipeline: str) -> dict[str, str]:
+    """One arm's row of the text report's outcome table, by column heading."""
+    lines = render_table(comparison).splitlines()
+    header = next(line for line in lines if line.startswith("pipeline "))
+    row = next(line for line in lines if line.startswith(f"{pipeline} "))
+    return dict(zip(header.split(), row.split(), strict=True))
+
+
 def samples(n: int, seed: int) -> list[float]:
     rng = random.Random(seed)
     return [rng.lognormvariate(math.log(900), 0.6) for _ in range(n)]
@@ -401,10 +409,7 @@ def test_a_barge_in_seen_by_the_server_and_the_caller_is_not_shown_twice():
     turns = [{"call_sid": "CA1", "pipeline": "realtime", "turn": 1, "at": 1.0, "interrupted": True}]
     caller = [{"call_sid": "CA1", "pipeline": "realtime", "turn": 1, "latency_ms": 400.0, "barge_in": True}]
     c = compare_records(calls, turns, prices=PRICES, caller_measurements=caller)
-    lines = render_table(c).splitlines()
-    header = next(line for line in lines if line.startswith("pipeline "))
-    row = next(line for line in lines if line.startswith("realtime "))
-    columns = dict(zip(header.split(), row.split(), strict=True))
+    columns = outcome_columns(c, "realtime")
     assert "2" not in (columns.get("barge"), columns.get("barge-ins"))
     assert columns["barge"] == "1" and columns["c.barge"] == "1"
     page = render_html(c)
@@ -465,10 +470,7 @@ def test_turns_with_a_mid_reply_silence_are_a_guardrail_next_to_the_outcomes():
     c = compare_records(calls, turns, prices=PRICES)
     arm = c.arm("realtime")
     assert (arm.gap_turns, arm.playback_gaps, arm.playback_gap_ms) == (2, 3, 600.0)
-    lines = render_table(c).splitlines()
-    header = next(line for line in lines if line.startswith("pipeline "))
-    row = next(line for line in lines if line.startswith("realtime "))
-    assert dict(zip(header.split(), row.split(), strict=True))["gap.t"] == "2"
+    assert outcome_columns(c, "realtime")["gap.t"] == "2"
     assert "<td>2 (3 gaps, 0.6 s)</td>" in render_html(c)
     doubled = Comparison.from_dict(c.to_dict()).merge(Comparison.from_dict(c.to_dict()))
     assert (doubled.arm("realtime").gap_turns, doubled.arm("realtime").playback_gap_ms) == (4, 1200.0)
@@ -485,10 +487,7 @@ def test_false_barge_ins_are_counted_among_the_barge_ins_whose_words_are_known()
     ]
     c = compare_records(calls, turns, prices=PRICES)
     assert (c.arm("realtime").false_interrupts, c.arm("realtime").judged_barge_ins) == (1, 2)
-    lines = render_table(c).splitlines()
-    header = next(line for line in lines if line.startswith("pipeline "))
-    row = next(line for line in lines if line.startswith("realtime "))
-    assert dict(zip(header.split(), row.split(), strict=True))["f.int"] == "1/2"
+    assert outcome_columns(c, "realtime")["f.int"] == "1/2"
     assert "<td>1 of 2</td>" in render_html(c)
     merged = Comparison.from_dict(c.to_dict()).merge(Comparison.from_dict(c.to_dict()))
     assert (merged.arm("realtime").false_interrupts, merged.arm("realtime").judged_barge_ins) == (2, 4)

@@ -8,7 +8,7 @@ from router.comparison import Comparison, build_comparison, compare_records, ren
 from router.report_html import render_html
 from router.report_slices import DIMENSIONS, bucket_label
 from router.store.factory import open_store
-from tests.twilio_emulator.test_comparison import PRICES
+from tests.twilio_emulator.test_comparison import PRICES, outcome_columns
 
 SLICE_COUNTS = ("calls", "completed_calls", "turns", "turn_errors", "moved_to_legacy")
 
@@ -166,10 +166,7 @@ def test_guardrails_count_reconnects_renewals_and_moves_per_arm():
     assert (realtime.reconnects, realtime.renewals) == (2 + 2, 1 + 1)
     assert (realtime.moves_ok, realtime.moves_failed) == (2, 2)
     assert (legacy.reconnects, legacy.renewals, legacy.moves_ok, legacy.moves_failed) == (0, 0, 0, 0)
-    lines = render_table(c).splitlines()
-    header = next(line for line in lines if line.startswith("pipeline "))
-    row = next(line for line in lines if line.startswith("realtime "))
-    columns = dict(zip(header.split(), row.split(), strict=True))
+    columns = outcome_columns(c, "realtime")
     assert (columns["reconn"], columns["renew"], columns["mv.ok"], columns["mv.fail"]) == ("4", "2", "2", "2")
     assert "<th>session reconnects</th>" in render_html(c)
 
