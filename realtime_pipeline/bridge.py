@@ -893,12 +893,9 @@ class CallBridge:
 
     def _on_function_calls(self, calls: tuple[ToolCall, ...]) -> None:
         """A response ended asking for tools: run them beside the call (audio keeps flowing both ways)."""
-        if not self._outcome.decided and self._first_audio_anchor is not None:
-            # Voice Live answered in time; what the tools take is ours, not the service's, and must not
-            # count as a slow call against it.
-            elapsed = self._clock.monotonic() - self._first_audio_anchor
-            slow = elapsed > self._config.slow_call_seconds
-            self._outcome.report(Outcome.SLOW if slow else Outcome.SUCCESS, "first response (tool call)")
+        # Voice Live has answered: what the tools take is ours, not the service's, and must not count as a
+        # slow call against it.
+        self._report_first_answer(self._clock.monotonic(), "first response (tool call)")
         # The caller waits for the reply the tools' answers make possible: owed from now, so a session lost
         # meanwhile is asked for it (and answers the question afresh).
         self._ask(response_create(tool_choice=self._after_tools_choice))
@@ -998,10 +995,14 @@ class CallBridge:
             turn.stages["first_audio"] = first_audio_ms
             self._metrics.observe_turn(PIPELINE, "response", response_ms)
             self._metrics.observe_turn(PIPELINE, "first_audio", first_audio_ms)
+        self._report_first_answer(now, "first audio")
+
+    def _report_first_answer(self, now: float, reason: str) -> None:
+        """The call's first answer from Voice Live decides its outcome: a success, or slow past the threshold."""
         if not self._outcome.decided and self._first_audio_anchor is not None:
             elapsed = now - self._first_audio_anchor
             outcome = Outcome.SLOW if elapsed > self._config.slow_call_seconds else Outcome.SUCCESS
-            self._outcome.report(outcome, "first audio")
+            self._outcome.report(outcome, reason)
 
     async def _on_audio_done(self, event: AudioDone) -> None:
         tail = self._audio.flush_outbound()
