@@ -40,6 +40,7 @@ from router.store.base import (
     breaker_audit_entry,
 )
 from router.store.documents import call_sid_of, split_events
+from router.store.redis_sends import note_sends_on, noting_sends
 
 _Arg = str | int | float | bytes
 
@@ -259,6 +260,7 @@ class RedisStore:
         self._socket_timeout = socket_timeout
         self._client: aioredis.Redis | None = None
         self._where = "Redis"
+        self._sends_noted = False
 
     # Plumbing -------------------------------------------------------------------------------------------
 
@@ -272,6 +274,7 @@ class RedisStore:
             socket_timeout=self._socket_timeout,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
+        self._sends_noted = note_sends_on(client.connection_pool)
         kwargs = client.connection_pool.connection_kwargs
         self._where = f"Redis at {kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
         self._swap_script = client.register_script(_write_once(_SWAP_DOCUMENT))
@@ -314,25 +317,29 @@ class RedisStore:
     ) -> Any:
         """Run a :func:`_write_once` script under a fresh marker (or queue it on ``pipe``).
 
-        A reply that times out leaves the write's fate unknown (Redis may have run it, or may yet). The marker
-        settles it: the same script under the same marker, sent again, returns the first run's result if it
-        ran and runs it if it did not, and a first run that comes later finds the marker and writes nothing.
-        When that second try fails too, :class:`StoreOutcomeUnknown` says so (not "nothing was changed").
+        A reply that times out or whose connection drops leaves the write's fate unknown (Redis may have run
+        it, or may yet). The marker settles it: the same script under the same marker, sent again, returns
+        the first run's result if it ran and runs it if it did not, and a first run that comes later finds
+        the marker and writes nothing. When that second try fails too, :class:`StoreOutcomeUnknown` says so.
+        A failure before any byte of the write was sent (Redis refused the connection) is the plain
+        :class:`StoreUnavailable`: then "nothing was changed" is true.
         """
         marker = self._key("once", uuid.uuid4().hex)
         keys, args = [marker, *keys], [ONCE_TTL_MS, *args]
         if pipe is not None:
             return await script(keys=keys, args=args, client=pipe)
-        try:
-            return await script(keys=keys, args=args)
-        except RedisTimeoutError:
-            pass
-        try:
-            return await script(keys=keys, args=args)
-        except (RedisTimeoutError, RedisConnectionError) as exc:
-            raise StoreOutcomeUnknown(
-                f"{self._where}: a write was not confirmed in time and may have been made ({exc})"
-            ) from exc
+        with noting_sends() as sends:
+            try:
+                return await script(keys=keys, args=args)
+            except (RedisTimeoutError, RedisConnectionError):
+                if self._sends_noted and not sends.may_have_reached_redis:
+                    raise  # nothing was sent
+            try:
+                return await script(keys=keys, args=args)
+            except (RedisTimeoutError, RedisConnectionError) as exc:
+                raise StoreOutcomeUnknown(
+                    f"{self._where}: a write was not confirmed and may have been made ({exc})"
+                ) from exc
 
     async def ping(self) -> None:
         with self._unavailable_on_error():

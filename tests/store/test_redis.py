@@ -160,8 +160,10 @@ async def unreachable() -> AsyncIterator[RedisStore]:
 
 @pytest.mark.parametrize("method", sorted(EVERY_METHOD))
 async def test_unreachable_redis_raises_store_unavailable(unreachable: RedisStore, method: str) -> None:
-    with pytest.raises(StoreUnavailable):
+    """Refused before a byte was sent: the plain error, whose "nothing was changed" is true."""
+    with pytest.raises(StoreUnavailable) as raised:
         await EVERY_METHOD[method](unreachable)
+    assert not isinstance(raised.value, StoreOutcomeUnknown)
 
 
 async def test_use_before_open_raises_store_unavailable(redis_url: str) -> None:
@@ -295,3 +297,45 @@ async def test_a_change_never_confirmed_is_reported_as_maybe_made(
     assert proxy.replies_delayed == 2
     assert await store.get_rollout() == {"percent_bp": 500, "version": 2}, "it was made: 'may have been'"
     assert len(await store.list_audit()) == 2, "and audited once"
+
+
+async def test_a_change_whose_reply_was_lost_as_redis_went_down_is_reported_as_maybe_made(
+    redis_url: str,
+) -> None:
+    """Redis ran the write, the connection dropped before its reply, and the reconnect is refused. redis-py
+    raises the same ConnectionError as for a Redis that was never reached; "nothing was changed" would be
+    false here, so the store must say the change may have been made."""
+    url = urlsplit(redis_url)
+    proxy = ReplyLosingProxy(int(url.port or 6379))
+    await proxy.start()
+    store = RedisStore(f"redis://127.0.0.1:{proxy.port}{url.path}")
+    await store.open()
+    try:
+        assert await store.swap_rollout(None, {"percent_bp": 1, "version": 1}, _AUDIT)  # loads the script
+        proxy.lose_next_reply(then_refuse=True)
+        with pytest.raises(StoreOutcomeUnknown, match="may have been made"):
+            await store.swap_rollout(1, {"percent_bp": 500, "version": 2}, _AUDIT)
+        assert proxy.replies_lost == 1, "the fault was not injected"
+    finally:
+        await store.close()
+        await proxy.aclose()
+    direct = RedisStore(redis_url)
+    await direct.open()
+    try:
+        assert await direct.get_rollout() == {"percent_bp": 500, "version": 2}, "it was made: 'may have been'"
+        assert len(await direct.list_audit()) == 2, "and audited once"
+    finally:
+        await direct.close()
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0", "unix:///tmp/redis.sock"])
+async def test_every_url_scheme_gets_connections_that_note_their_sends(url: str) -> None:
+    """Without the noting connection, a refused write could not be told from a lost reply."""
+    store = RedisStore(url)
+    await store.open()
+    try:
+        assert store._sends_noted
+        connection_class = store._redis.connection_pool.connection_class
+        assert connection_class.__name__.startswith("_Noting"), connection_class
+    finally:
+        await store.close()

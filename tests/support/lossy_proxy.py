@@ -3,7 +3,9 @@
 Between a client and a server (here redis-server), it relays bytes both ways. When armed with
 :meth:`ReplyLosingProxy.lose_next_reply`, the next bytes the server sends are not relayed: the client's
 connection is closed instead, so the client sees a connection error although the server ran its request.
-The server's side stays open a moment longer, so a request it is still executing is not cut short.
+The server's side stays open a moment longer, so a request it is still executing is not cut short. With
+``then_refuse``, the proxy also stops listening as it loses the reply, so the client's reconnect is refused
+(Redis went down right after running the request).
 :meth:`ReplyLosingProxy.delay_next_reply` holds the next reply back instead, past the client's timeout.
 Requests naming ``SCRIPT`` (redis-py checks that its scripts are loaded before a pipeline runs them) are not
 the ones whose reply is lost: the loss falls on the next request after them, the write itself.
@@ -27,6 +29,7 @@ class ReplyLosingProxy:
         self.port = 0
         self.replies_lost = 0
         self._armed = False
+        self._refuse_after_loss = False
         self._delay_s = 0.0
         self._delays_left = 0
         self.replies_delayed = 0
@@ -48,8 +51,8 @@ class ReplyLosingProxy:
         if self._tasks:
             await asyncio.wait(list(self._tasks))
 
-    def lose_next_reply(self) -> None:
-        self._armed = True
+    def lose_next_reply(self, *, then_refuse: bool = False) -> None:
+        self._armed, self._refuse_after_loss = True, then_refuse
 
     def delay_next_reply(self, seconds: float, count: int = 1) -> None:
         self._delay_s, self._delays_left = seconds, count
@@ -84,6 +87,8 @@ class ReplyLosingProxy:
             if self._armed and b"SCRIPT" not in self._last_request:  # the server has run it and answered
                 self._armed = False
                 self.replies_lost += 1
+                if self._refuse_after_loss and self._server is not None:
+                    self._server.close()  # before the reset, so the client's reconnect finds no listener
                 client_writer.transport.abort()  # a reset, as when the connection drops mid-reply
                 return
             if self._delays_left and b"SCRIPT" not in self._last_request:
