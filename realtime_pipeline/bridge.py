@@ -167,6 +167,7 @@ class CallBridge:
         "_renewal_timer",
         "_replace_lock",
         "_reply_after_response",
+        "_reply_awaits_tools",
         "_reply_owed",
         "_reply_owed_at",
         "_response_active",
@@ -258,6 +259,7 @@ class CallBridge:
         # (the greeting, or the reply to a finished question).
         self._reply_owed: str | None = None
         self._reply_owed_at = 0.0
+        self._reply_awaits_tools = False  # the owed reply is the one the running tools' answers will ask for
         self._marks_owed = 0  # marks sent to Twilio and not yet echoed: after a clear all come back at once
         self._flood_count = 0
         self._flood_since = 0.0
@@ -492,7 +494,12 @@ class CallBridge:
                 log.warning("voice live %s failed: %s", reason, exc, extra={"reason": reason})
                 return False
             reply = self._owed_reply()
-            if reply is None and self._response_active:
+            if self._reply_awaits_tools and self._tools_running:
+                # Asked now, the new session (which never saw the calls) would answer the question afresh
+                # and could call a tool that acts (a booking) a second time. The running tools give it their
+                # calls and answers when they are in, and ask it for the reply then (_run_tools).
+                reply = None
+            elif reply is None and self._response_active:
                 reply = response_create()
             if reply is not None and self._history.last_question_unknown():
                 reply = response_create(repeat_request_instructions())  # its transcript never came
@@ -896,9 +903,9 @@ class CallBridge:
         # Voice Live has answered: what the tools take is ours, not the service's, and must not count as a
         # slow call against it.
         self._report_first_answer(self._clock.monotonic(), "first response (tool call)")
-        # The caller waits for the reply the tools' answers make possible: owed from now, so a session lost
-        # meanwhile is asked for it (and answers the question afresh).
-        self._ask(response_create(tool_choice=self._after_tools_choice))
+        # The caller waits for the reply the tools' answers make possible: owed from now, so a session that
+        # replaces a lost one meanwhile is asked for it too, with the answers (_run_tools).
+        self._ask(response_create(tool_choice=self._after_tools_choice), awaits_tools=True)
         for call in calls:
             self._history.add_function_call(call)
         self._tools_running += 1
@@ -908,10 +915,11 @@ class CallBridge:
         """Run the calls, give Voice Live their answers and ask it to go on speaking.
 
         A tool the profile does not have, or no tools at all, is answered with an error output like any failed
-        tool, so the model can say so. Answers for a session that was replaced meanwhile are dropped: the new
-        session never saw those calls (an unanswered call is not replayed; the replayed conversation holds the
-        caller's question, which it answers afresh). Answered calls are replayed into later sessions. If the caller has started talking again, or a response is already under way, the
-        answers are added without a ``response.create``: the reply to the caller's new words will see them.
+        tool, so the model can say so. If the session that asked was replaced meanwhile, the new one never saw
+        the calls: it is given each call with its answer (as a replay would), then asked for the reply it was
+        not asked for when it took over. If the caller has started talking again, or a response is already
+        under way, the answers are added without a ``response.create``: the reply to the caller's new words
+        will see them.
         """
         work: asyncio.Future[list[ToolResult]] | None = None
         try:
@@ -929,7 +937,7 @@ class CallBridge:
                 if self._config.tool_wait_phrase:
                     done, _ = await asyncio.wait({work}, timeout=self._config.tool_wait_seconds)
                     if not done:
-                        await self._say_wait_phrase(generation)
+                        await self._say_wait_phrase()
                 results = await work
             else:
                 results = [unavailable_tool(call) for call in calls]
@@ -939,32 +947,36 @@ class CallBridge:
                 turn.stages["tool"] = turn.stages.get("tool", 0.0) + (
                     (self._clock.monotonic() - started) * 1000.0
                 )
-            if generation != self._generation or self._moved or self._closing:
-                return
-            for result in results:
-                self._history.set_function_output(result.call_id, result.output)
-                await self._send_vl(function_call_output(result.call_id, result.output))
-            if not self._response_active and not self._user_speaking:
-                reply = response_create(tool_choice=self._after_tools_choice)
-                self._ask(reply)
-                await self._send_vl(reply)
-            elif self._wait_phrase_playing:
-                self._reply_after_response = True  # asked for once the wait phrase is done
+            # Under the lock a session swap is either over (the new session gets the calls here) or not begun
+            # (its replay carries them, answered).
+            async with self._replace_lock:
+                if self._moved or self._closing:
+                    return
+                answered = [(call, result.output) for call, result in zip(calls, results, strict=True)]
+                for call, output in answered:
+                    self._history.set_function_output(call.call_id, output)
+                if generation == self._generation:
+                    items = [function_call_output(call.call_id, output) for call, output in answered]
+                else:
+                    items = message_items(answered)
+                for item in items:
+                    await self._send_vl(item)
+                if not self._response_active and not self._user_speaking:
+                    reply = response_create(tool_choice=self._after_tools_choice)
+                    self._ask(reply)
+                    await self._send_vl(reply)
+                elif self._wait_phrase_playing:
+                    self._reply_after_response = True  # asked for once the wait phrase is done
         finally:
             if work is not None and not work.done():
                 work.cancel()
             self._tools_running -= 1
 
-    async def _say_wait_phrase(self, generation: int) -> None:
+    async def _say_wait_phrase(self) -> None:
         """A tool is slow: the agent says the profile's wait phrase, unless the caller or the agent is already
-        talking or the session changed (its reply comes from the new session)."""
-        if (
-            generation != self._generation
-            or self._moved
-            or self._closing
-            or self._response_active
-            or self._user_speaking
-        ):
+        talking or a new session is being swapped in. A session that took over from the one whose response
+        asked for the tools says it too: it was not asked for the reply, which waits for the answers."""
+        if not self._vl_ready or self._moved or self._closing or self._response_active or self._user_speaking:
             return
         self._wait_phrase_playing = True
         self.stats["tool_waits"] += 1
@@ -1022,6 +1034,7 @@ class CallBridge:
     async def _on_speech_started(self, user_item_id: str) -> None:
         self._user_speaking = True
         self._reply_owed = None  # the caller speaks again: a new question, a new reply
+        self._reply_awaits_tools = False
         self._reply_after_response = False
         if not self._playback.audio_queued or not self._barge_in:
             return
@@ -1056,10 +1069,12 @@ class CallBridge:
             self._history.cut(cut.item_id, cut.heard_ms / cut.sent_ms if cut.sent_ms else 0.0)
         return current
 
-    def _ask(self, reply: str) -> None:
-        """``reply`` (a response.create) is what the caller waits for until a response begins."""
+    def _ask(self, reply: str, *, awaits_tools: bool = False) -> None:
+        """``reply`` (a response.create) is what the caller waits for until a response begins; with
+        ``awaits_tools``, it is sent by the running tools once their answers are in."""
         self._reply_owed = reply
         self._reply_owed_at = self._clock.monotonic()
+        self._reply_awaits_tools = awaits_tools
 
     def _owed_reply(self) -> str | None:
         """The reply still awaited: one not begun within ``reply_wait_seconds`` (the service declined, or its

@@ -182,23 +182,54 @@ async def test_answers_arriving_while_the_caller_talks_are_added_without_asking_
         assert "response.create" not in vl.types()
 
 
-async def test_answers_for_a_session_that_was_lost_meanwhile_are_not_sent_to_the_new_one() -> None:
-    """The new session never saw those call ids (Voice Live would refuse the outputs); it has the caller's
-    question in the replayed conversation and answers it afresh."""
+def function_call_items(connection: FakeConnection) -> list[dict[str, Any]]:
+    return [
+        e["item"]
+        for e in connection.sent
+        if e["type"] == "conversation.item.create" and e["item"]["type"] == "function_call"
+    ]
+
+
+async def test_answers_for_a_session_lost_meanwhile_go_to_the_new_one_with_their_calls() -> None:
+    """The new session is not asked for the reply while the tool still runs: asked then, it would answer the
+    question afresh and could call a tool that acts (a booking) twice. Once the answer is in, it is given the
+    call (which it never saw) and the answer, then asked for the reply."""
     tools = GatedTools()
     async with running(tools=tools) as call:
         first = call.vl
-        await _turn_asking_for(first, ("call_a", "check_availability", "{}"))
+        await _turn_asking_for(first, ("call_a", "check_availability", '{"day":"Tuesday"}'))
         await until(lambda: len(tools.asked) == 1)
         first.lose()
         await until(lambda: len(call.client.opened) == 2)
-        tools.gate.set()
-        await asyncio.sleep(0.1)
         second = call.client.opened[1]
-        assert function_outputs(first) == function_outputs(second) == []
-        assert call.bridge.stats["reconnects"] == 1
-        # The caller still waits for an answer: the new session is asked for it (not left in silence).
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
+        await asyncio.sleep(0.05)
+        assert "response.create" not in second.types()
+        tools.gate.set()
+        await until(lambda: second.types()[-1:] == ["response.create"])
+        assert function_outputs(first) == []
+        assert function_call_items(second) == [
+            {
+                "type": "function_call",
+                "name": "check_availability",
+                "call_id": "call_a",
+                "arguments": '{"day":"Tuesday"}',
+            }
+        ]
+        assert function_outputs(second) == [
+            {
+                "type": "function_call_output",
+                "call_id": "call_a",
+                "output": '{"answer": "check_availability"}',
+            }
+        ]
+        created_items = [e for e in second.sent if e["type"] == "conversation.item.create"]
+        assert created_items[-2:] == [
+            {"type": "conversation.item.create", "item": item}
+            for item in (*function_call_items(second), *function_outputs(second))
+        ], "the call and its answer come last, just before the reply is asked for"
         assert second.types().count("response.create") == 1
+        assert len(tools.asked) == 1, "the tool ran once"
 
 
 async def test_a_renewal_waits_for_running_tools() -> None:
@@ -348,9 +379,9 @@ async def test_no_wait_phrase_over_the_caller() -> None:
         await until(lambda: len(function_outputs(call.vl)) == 1)
 
 
-async def test_a_session_lost_after_the_wait_phrase_is_asked_for_the_reply() -> None:
+async def test_a_session_lost_after_the_wait_phrase_is_asked_for_the_reply_once_the_tool_answers() -> None:
     """The wait phrase is not the reply the caller is owed: a session lost after it, while the tool still
-    works, leaves the reply owed, and the new session is asked for it."""
+    works, leaves the reply owed. The new session is asked for it with the tool's answer, not before."""
     tools = GatedTools()
     async with running(tools, config=WAIT) as call:
         vl = call.vl
@@ -360,12 +391,58 @@ async def test_a_session_lost_after_the_wait_phrase_is_asked_for_the_reply() -> 
         vl.push(done("r_wait"))
         await asyncio.sleep(0.05)
         vl.lose()
-        await until(lambda: len(call.client.opened) == 2)
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
         second = call.client.opened[1]
-        await until(lambda: "response.create" in second.types())
-        tools.gate.set()
         await asyncio.sleep(0.05)
-        assert function_outputs(second) == []
+        assert response_creates(second) == []
+        tools.gate.set()
+        await until(lambda: len(response_creates(second)) == 1)
+        assert [i["call_id"] for i in function_outputs(second)] == ["call_a"]
+        assert [i["call_id"] for i in function_call_items(second)] == ["call_a"]
+
+
+async def test_a_session_that_took_over_before_the_wait_phrase_was_due_says_it() -> None:
+    """The caller would otherwise sit in silence for the whole tool: the new session was not asked for the
+    reply (it waits for the answer), so it is the one asked for the phrase."""
+    tools = GatedTools()
+    slow_phrase = BridgeConfig(tool_wait_phrase="One moment.", tool_wait_seconds=0.3)
+    async with running(tools, config=slow_phrase) as call:
+        first = call.vl
+        await _turn_asking_for(first, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        first.lose()
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
+        second = call.client.opened[1]
+        await until(lambda: len(response_creates(second)) == 1)
+        [wait] = response_creates(second)
+        assert wait["response"]["instructions"].endswith("Say exactly this, and nothing else: One moment.")
+        assert response_creates(first) == []
+        second.push(created("r_wait"))
+        second.push(done("r_wait"))
+        tools.gate.set()
+        await until(lambda: len(response_creates(second)) == 2)
+        assert [i["call_id"] for i in function_outputs(second)] == ["call_a"]
+
+
+async def test_a_session_lost_during_the_wait_phrase_of_a_long_tool_waits_for_its_answer() -> None:
+    """The tool outlasts ``reply_wait_seconds`` and the session is lost while the phrase plays: asking the new
+    session again for "the response that was under way" would have it answer without the tool's answer."""
+    tools = GatedTools()
+    config = BridgeConfig(tool_wait_phrase="One moment.", tool_wait_seconds=0.05, reply_wait_seconds=0.1)
+    async with running(tools, config=config) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(response_creates(vl)) == 1)
+        vl.push(created("r_wait"))
+        await asyncio.sleep(0.2)  # the owed reply is past reply_wait_seconds
+        vl.lose()
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
+        second = call.client.opened[1]
+        await asyncio.sleep(0.05)
+        assert response_creates(second) == []
+        tools.gate.set()
+        await until(lambda: len(response_creates(second)) == 1)
+        assert [i["call_id"] for i in function_outputs(second)] == ["call_a"]
 
 
 async def test_answered_calls_are_replayed_into_the_next_session() -> None:

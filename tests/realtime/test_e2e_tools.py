@@ -4,6 +4,7 @@ built from it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -179,6 +180,53 @@ async def test_a_required_tool_choice_greets_calls_once_then_answers(
     greeting, turn = await harness.turns(call_sid)
     assert greeting["assistant_text"] == "Welcome to the test line."
     assert "09:30" in turn["assistant_text"]
+
+
+async def test_a_session_that_expires_while_a_tool_runs_hands_the_answer_to_the_next_one(
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, tool_backend: ToolBackendEmulator
+) -> None:
+    """The session that asked for the tool expires while the tool works. The next one is not asked for the
+    reply until the answer is in (asked at once, a model answers afresh and may call the tool again: a
+    booking made twice); then it is given the call and its answer (the emulator refuses an output for a call
+    it does not know) and speaks the reply."""
+    # Each session starts its script at the top: under ``required`` the one text entry is a call in the first
+    # session, and the reply after the answer (``auto``) is spoken by the next. The forced call has no
+    # arguments, so the backend answers 422, which the model reads out like any answer.
+    voicelive.config.replies = ("The tool said: {tool_output}",)
+    tool_backend.set_faults(delay_s=1.5)  # the next test's tool_backend fixture clears it
+    harness = make_harness(
+        profile_overrides={**profile_tools(tool_backend), "tool_choice": "required", "tool_wait_phrase": ""}
+    )
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+
+    def tool_calls() -> list[dict[str, Any]]:
+        return [c for c in tool_backend.calls if c["body"]["call_sid"] == call_sid]
+
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: bool(tool_calls()))
+        first = voicelive.sessions[0]
+        voicelive.config.faults.update(expire_after_s=time.time() - first.opened_at + 0.05)
+        await twilio.wait_for(lambda: len(voicelive.sessions) >= 2)
+        voicelive.config.faults.update(expire_after_s=None)
+        second = voicelive.sessions[1]
+        await twilio.wait_for(lambda: "completed" in second.responses.values() and bool(twilio.audio))
+        await twilio.stop()
+        await twilio.wait_closed()
+    assert first.close_reason == "session_expired" and first.function_outputs_received == 0
+    assert len(tool_calls()) == 1, "the tool ran once"
+    assert second.function_calls_emitted == 0, "the new session did not call it again"
+    assert second.errors_sent == []
+    [handed_over] = second.client_function_calls
+    assert handed_over["call_id"] == first.function_calls[0]["call_id"]
+    [output] = second.function_outputs
+    assert orjson.loads(output["output"])["error"] == "the tool failed (HTTP 422)"
+    turns = await harness.turns(call_sid)
+    assert "HTTP 422" in turns[-1]["assistant_text"]
+    record = await harness.call(call_sid)
+    assert not record["moved_to_legacy"]
 
 
 async def _call_with_one_tool_round(
