@@ -10,6 +10,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
+from jsonschema import Draft202012Validator, SchemaError
+from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # what OpenAI's chat and realtime APIs accept as a function name
@@ -57,12 +59,21 @@ class AgentTool(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     """Sent with every call (an API key for the tool's backend): ``${NAME}`` is read from the environment
     when the profile loads, so secrets stay out of the YAML and a missing one fails start-up."""
+    validate_arguments: bool = True
+    """Check the model's arguments against ``parameters`` before calling: arguments that do not match are
+    answered with the reason (the model can correct them) and never reach the backend. Off for a backend
+    that is more lenient than its schema."""
 
     @field_validator("parameters")
     @classmethod
     def _object_schema(cls, value: dict[str, Any]) -> dict[str, Any]:
         if value.get("type") != "object":
             raise ValueError('parameters must be a JSON Schema with "type": "object"')
+        try:
+            validator_for(value, default=Draft202012Validator).check_schema(value)
+        except SchemaError as exc:
+            where = "/".join(str(part) for part in exc.absolute_path) or "its top level"
+            raise ValueError(f"parameters is not a valid JSON Schema, at {where}: {exc.message}") from None
         return value
 
     @field_validator("url")

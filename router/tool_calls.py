@@ -1,10 +1,11 @@
 """The agent's tools, run for both pipelines: the model asks for a function, the router POSTs the call to the
 tool's URL and gives the model the answer.
 
-A tool call never raises into a turn or a bridge. Bad arguments, an unknown name, a timeout, a refused
-connection, an HTTP error or an oversized answer each become a small JSON ``{"error": …}`` output, so the
-model can tell the caller it could not do it instead of the caller hearing silence or an apology for the
-whole turn. The request the tool's backend receives::
+A tool call never raises into a turn or a bridge. Bad arguments (not JSON, or not matching the tool's
+``parameters`` schema: the model is told why and can call again), an unknown name, a timeout, a refused
+connection, an HTTP error (a 4xx's own reason is passed on) or an oversized answer each become a small JSON
+``{"error": …}`` output, so the model can tell the caller it could not do it instead of the caller hearing
+silence or an apology for the whole turn. The request the tool's backend receives::
 
     POST <url>  {"tool": name, "call_id": …, "call_sid": …, "pipeline": "legacy"|"realtime", "turn": N,
                  "arguments": {…}}
@@ -26,6 +27,10 @@ from typing import Any
 
 import httpx
 import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
 
 from router.agent_profile import AgentTool
 from router.observability import Metrics
@@ -37,6 +42,8 @@ MAX_OUTPUT_BYTES = 16 * 1024
 model never reads half a JSON document."""
 MAX_ARGUMENT_CHARS = 16 * 1024
 """Arguments a model writes for a phone call's tool are a few fields; a runaway generation is not forwarded."""
+MAX_REFUSAL_CHARS = 300
+"""The most of a backend's 4xx error message passed on to the model (enough for "day is required")."""
 MAX_CALLS_PER_ANSWER = 8
 """Calls of one model answer run at once; beyond this many the rest are answered with an error, so one
 confused answer cannot open dozens of requests to the business's backend."""
@@ -94,6 +101,11 @@ class ToolRunner:
         max_output_bytes: int = MAX_OUTPUT_BYTES,
     ) -> None:
         self._tools = {tool.name: tool for tool in tools}
+        self._validators: dict[str, Validator] = {
+            tool.name: validator_for(tool.parameters, default=Draft202012Validator)(tool.parameters)
+            for tool in tools
+            if tool.validate_arguments
+        }
         self._client = client
         self._metrics = metrics
         self._max_output_bytes = max_output_bytes
@@ -180,6 +192,11 @@ class ToolRunner:
             return failed("bad_arguments", "the arguments are not valid JSON")
         if not isinstance(arguments, dict):
             return failed("bad_arguments", "the arguments must be a JSON object")
+        validator = self._validators.get(call.name)
+        if validator is not None and (mismatch := best_match(validator.iter_errors(arguments))) is not None:
+            where = "/".join(str(part) for part in mismatch.absolute_path)
+            detail = f"{where}: {mismatch.message}" if where else mismatch.message
+            return failed("bad_arguments", f"the arguments do not match the tool's parameters ({detail})")
         body = orjson.dumps(
             {
                 "tool": call.name,
@@ -202,8 +219,12 @@ class ToolRunner:
         except httpx.HTTPError as exc:
             logger.debug("tool %s: %r", call.name, exc)
             return failed("unreachable", "the tool could not be reached")
-        if not 200 <= response.status_code < 300:  # a redirect is not followed: its body is not an answer
-            return failed(f"http_{response.status_code}", f"the tool failed (HTTP {response.status_code})")
+        status = response.status_code
+        if 400 <= status < 500 and (reason := _refusal_reason(output)):
+            # The backend refused these arguments and said why: the model can correct them or tell the caller.
+            return failed(f"http_{status}", f"the tool refused the call (HTTP {status}): {reason}")
+        if not 200 <= status < 300:  # a redirect is not followed: its body is not an answer
+            return failed(f"http_{status}", f"the tool failed (HTTP {status})")
         ms = (time.perf_counter() - started) * 1000.0
         return ToolResult(call.call_id, call.name, output, True, ms)
 
@@ -219,6 +240,22 @@ class ToolRunner:
                 raise _TooLarge
             chunks.append(chunk)
         return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _refusal_reason(body: str) -> str:
+    """The message of a 4xx answer shaped ``{"error": "…"}`` or ``{"message": "…"}``, cut short; "" for any
+    other body (an HTML error page is not read to the model)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(document, dict):
+        return ""
+    for key in ("error", "message", "detail"):
+        reason = document.get(key)
+        if isinstance(reason, str) and reason.strip():
+            return reason.strip()[:MAX_REFUSAL_CHARS]
+    return ""
 
 
 class _TooLarge(Exception):

@@ -116,6 +116,35 @@ async def test_a_failing_tool_is_spoken_about_not_an_apology(
     assert turn["error"] is None
 
 
+async def test_arguments_that_miss_the_schema_are_corrected_by_the_model_before_the_backend_sees_them(
+    legacy: HarnessFactory, tool_backend: ToolBackendEmulator
+) -> None:
+    """The model forgot the time: the check answers it why, the next round has the time, and only that call
+    reaches the booking backend."""
+    h = await _start(legacy, tool_backend)
+    before = len(tool_backend.calls)
+    h.openai.set_script(
+        [
+            {"tool_calls": [{"name": "book_appointment", "arguments": {"day": "Friday"}}]},
+            {"tool_calls": [{"name": "book_appointment", "arguments": {"day": "Friday", "time": "11:00"}}]},
+            "Booked: {tool_output}",
+        ]
+    )
+    greeting = await h.twilio.incoming_call(CALL)
+    twiml = await h.twilio.say(greeting, CALL, "Book me Friday.")
+    assert twiml.status == 200 and len(twiml.plays) == 1 and not twiml.says
+    second = h.openai.requests[1]
+    refusal = orjson.loads(second.body["messages"][-1]["content"])
+    assert refusal == {
+        "error": "the arguments do not match the tool's parameters ('time' is a required property)"
+    }
+    [booked] = tool_backend.calls[before:]
+    assert booked["body"]["arguments"] == {"day": "Friday", "time": "11:00"}
+    assert "confirmation" in h.speech.syntheses[-1].text
+    [turn] = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
+    assert [(c["ok"], c.get("error")) for c in turn["tool_calls"]] == [(False, "bad_arguments"), (True, None)]
+
+
 async def test_a_model_that_keeps_asking_for_tools_is_made_to_answer(
     legacy: HarnessFactory, tool_backend: ToolBackendEmulator
 ) -> None:

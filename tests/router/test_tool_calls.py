@@ -86,6 +86,11 @@ def test_profile_with_a_missing_secret_fails_start_up(tmp_path: Path) -> None:
         ({"url": "ftp://x.example/t"}, "http"),
         ({"url": "/relative"}, "http"),
         ({"parameters": {"type": "string"}}, "type"),
+        (
+            {"parameters": {"type": "object", "properties": {"day": {"type": "weekday"}}}},
+            "not a valid JSON Schema, at properties/day/type",
+        ),
+        ({"parameters": {"type": "object", "required": "day"}}, "at required: 'day' is not of type 'array'"),
         ({"timeout_seconds": 0}, "greater than 0"),
         ({"unknown": 1}, "Extra inputs"),
     ],
@@ -161,6 +166,8 @@ async def test_a_call_posts_the_arguments_and_returns_the_answer(
         ("no_such_tool", "{}", "unknown_tool"),
         ("check_availability", "{not json", "bad_arguments"),
         ("check_availability", "[1, 2]", "bad_arguments"),
+        ("check_availability", "{}", "bad_arguments"),  # the schema requires a day
+        ("check_availability", '{"day": 3}', "bad_arguments"),
     ],
 )
 async def test_calls_that_never_reach_the_backend(
@@ -187,6 +194,62 @@ async def test_an_http_error_becomes_an_error_output(
     assert (result.ok, result.error) == (False, "http_503")
     assert orjson.loads(result.output) == {"error": "the tool failed (HTTP 503)"}
     assert result.record()["error"] == "http_503"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "reason"),
+    [
+        ("{}", "'day' is a required property"),
+        ('{"day": 3}', "day: 3 is not of type 'string'"),
+    ],
+)
+async def test_arguments_that_do_not_match_the_schema_are_answered_with_the_reason(
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient, arguments: str, reason: str
+) -> None:
+    """The model reads why and can call again with what the schema asks for."""
+    result = await ToolRunner([tool(tool_backend)], client).run(
+        call(arguments=arguments), call_sid="CA1", pipeline="x"
+    )
+    expected = f"the arguments do not match the tool's parameters ({reason})"
+    assert orjson.loads(result.output) == {"error": expected}
+
+
+async def test_a_backend_refusal_passes_its_reason_to_the_model(
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    """With the schema check off the backend judges the arguments: its 4xx message (``{"error": …}``) is what
+    the model needs to correct them; a 5xx's is not (the model cannot fix the backend)."""
+    runner = ToolRunner([tool(tool_backend, validate_arguments=False)], client)
+    before = len(tool_backend.calls)
+    refused = await runner.run(call(arguments="{}"), call_sid="CA1", pipeline="x")
+    assert len(tool_backend.calls) == before + 1, "the call reached the backend"
+    assert (refused.ok, refused.error) == (False, "http_422")
+    assert orjson.loads(refused.output) == {"error": "the tool refused the call (HTTP 422): day is required"}
+    tool_backend.set_faults(fail_next=1, fail_status=500)
+    failed = await runner.run(call(), call_sid="CA1", pipeline="x")
+    assert orjson.loads(failed.output) == {"error": "the tool failed (HTTP 500)"}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"message": "' + b"x" * 500 + b'"}', "the tool refused the call (HTTP 400): " + "x" * 300),
+        (b'{"detail": "no such slot"}', "the tool refused the call (HTTP 400): no such slot"),
+        (b"<html><body>Bad Request</body></html>", "the tool failed (HTTP 400)"),
+        (b'{"error": {"code": 7}}', "the tool failed (HTTP 400)"),
+        (b'["not", "an", "object"]', "the tool failed (HTTP 400)"),
+    ],
+)
+async def test_only_a_short_json_reason_of_a_refusal_reaches_the_model(body: bytes, expected: str) -> None:
+    """An HTML error page or a structured error is not read to the model; a long reason is cut."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, content=body)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(refuse)) as mocked:
+        spec = AgentTool.model_validate({"name": "t", "url": "https://backend.example/t"})
+        result = await ToolRunner([spec], mocked).run(call("t", "{}"), call_sid="CA1", pipeline="x")
+    assert (result.error, orjson.loads(result.output)) == ("http_400", {"error": expected})
 
 
 async def test_a_slow_tool_is_abandoned_at_its_timeout(
