@@ -32,6 +32,7 @@ from router.tool_calls import ToolCall, ToolRunner
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tools.json"
 ARGUMENTS = '{"day": "Tuesday"}'
+DAY = {"type": "object", "properties": {"day": {"type": "string"}}, "required": ["day"]}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -91,7 +92,7 @@ async def _ours(runner: ToolRunner, n: int) -> float:
 async def run(base: str, calls: int, concurrency: int, rounds: int) -> dict[str, Any]:
     await _wait_ready(base)
     url = f"{base}/tools/check_availability"
-    tool = AgentTool(name="check_availability", url=url)
+    tool = AgentTool(name="check_availability", url=url, parameters=DAY)  # its arguments are checked
     async with httpx.AsyncClient() as bare_client, httpx.AsyncClient() as tool_client:
         runner = ToolRunner([tool], tool_client, metrics=Metrics())
         for n in range(50):  # warm both clients' connections
