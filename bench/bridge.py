@@ -218,6 +218,9 @@ class _NoMove:
     async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
         return True
 
+    async def hang_up(self, call_sid: str, reason: str) -> bool:
+        return True
+
     async def aclose(self) -> None:
         return None
 

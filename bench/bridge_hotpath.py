@@ -168,6 +168,9 @@ async def run_ours(events: int) -> list[float]:
         async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
             return True
 
+        async def hang_up(self, call_sid: str, reason: str) -> bool:
+            return True
+
         async def aclose(self) -> None: ...
 
     clock = SystemClock()

@@ -36,8 +36,11 @@ from realtime_pipeline.playback_gaps import PlaybackGaps
 from realtime_pipeline.session_config import (
     greeting_instructions,
     repeat_request_instructions,
+    silence_goodbye_instructions,
+    silence_reprompt_instructions,
     wait_phrase_instructions,
 )
+from realtime_pipeline.silence import SilenceAction, SilenceWatch
 from realtime_pipeline.turns import Turn, TurnTracker
 from realtime_pipeline.twilio_media import (
     Dtmf,
@@ -120,6 +123,11 @@ class BridgeConfig:
     frame_burst: float = 500.0
     flood_close_after: int = 1000  # frames dropped by the rate limiter before the stream is closed
     max_buffered_frames: int = 150  # caller audio held while a session is replaced (3 s)
+    # A caller who goes quiet (the profile's ``silence``): 0 seconds turns it off.
+    silence_reprompt_seconds: float = 0.0
+    silence_reprompt: str = "Are you still there?"
+    silence_max_reprompts: int = 2
+    silence_goodbye: str = "Goodbye!"
 
 
 class _TwilioGone(Exception):
@@ -148,7 +156,6 @@ class CallBridge:
         "_flood_since",
         "_gaps",
         "_generation",
-        "_greeting_choice",
         "_greeting_requested",
         "_history",
         "_limiter",
@@ -157,6 +164,7 @@ class CallBridge:
         "_metrics",
         "_moved",
         "_mover",
+        "_no_tools_choice",
         "_outcome",
         "_pending_stages",
         "_playback",
@@ -173,6 +181,7 @@ class CallBridge:
         "_response_active",
         "_session",
         "_session_started",
+        "_silence",
         "_start",
         "_stream_sid",
         "_stream_started",
@@ -213,10 +222,10 @@ class CallBridge:
         self._tools_running = 0  # tool rounds in flight: no session swap until their answers are in
         self._wait_phrase_playing = False  # the response covering a slow tool is under way
         self._reply_after_response = False  # the tools answered during it: ask for the reply when it is done
-        # The greeting never calls a tool; and a session whose tool_choice is "required" would call one in
+        # The greeting and the silence prompts never call a tool; and a session whose tool_choice is "required" would call one in
         # every response, the reply after the tools' answers included (a loop), so that reply may speak.
         offers_tools = bool(session.get("tools"))
-        self._greeting_choice = "none" if offers_tools else None
+        self._no_tools_choice = "none" if offers_tools else None
         self._after_tools_choice = "auto" if session.get("tool_choice") == "required" else None
         self._admitted = admitted  # False: the worker is full (see realtime_pipeline.admission)
         self._start = start
@@ -274,6 +283,13 @@ class CallBridge:
         self._tasks: set[asyncio.Task[None]] = set()  # side tasks still running, cancelled at the end
         self._closers: set[asyncio.Task[None]] = set()
         self._renewal_timer: asyncio.TimerHandle | None = None
+        self._silence = SilenceWatch(
+            after_seconds=config.silence_reprompt_seconds,
+            max_reprompts=config.silence_max_reprompts,
+            monotonic=clock.monotonic,
+            line_idle=self._line_idle,
+            act=self._on_silence,
+        )
         self.stats = {
             "frames_in": 0,
             "frames_out": 0,
@@ -285,6 +301,7 @@ class CallBridge:
             "playback_gap_ms": 0,
             "tool_calls": 0,
             "tool_waits": 0,  # wait phrases said while a tool was slow
+            "silence_reprompts": 0,  # "are you still there?" to a quiet caller
         }
 
     # Lifecycle -------------------------------------------------------------------------------------------
@@ -302,6 +319,7 @@ class CallBridge:
             await self._finish()
 
     async def _bridge(self) -> None:
+        self._silence.start()
         twilio = asyncio.create_task(self._twilio_loop(), name=f"twilio-{self._call_sid}")
         voicelive = asyncio.create_task(self._voicelive_loop(), name=f"voicelive-{self._call_sid}")
         try:
@@ -333,6 +351,7 @@ class CallBridge:
         self._closing = True
         if self._renewal_timer is not None:
             self._renewal_timer.cancel()
+        self._silence.stop()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -404,7 +423,7 @@ class CallBridge:
             self._begin_turn(self._stream_started, self._clock.time() - (now - self._stream_started), "")
             self._greeting_requested = now
             greeting = response_create(
-                greeting_instructions(self._config.greeting), tool_choice=self._greeting_choice
+                greeting_instructions(self._config.greeting), tool_choice=self._no_tools_choice
             )
             self._ask(greeting)
             await self._send_vl(greeting)
@@ -746,11 +765,14 @@ class CallBridge:
 
     def _on_mark(self, name: str) -> None:
         echo = self._playback.echoed(name)
-        if echo is None or not echo.first_for_item:
+        if echo is None:
             return
-        heard_ms = self._turns.first_heard(echo.item_id, self._clock.monotonic())
-        if heard_ms is not None:
-            self._metrics.observe_turn(PIPELINE, "heard", heard_ms)
+        if echo.first_for_item:
+            heard_ms = self._turns.first_heard(echo.item_id, self._clock.monotonic())
+            if heard_ms is not None:
+                self._metrics.observe_turn(PIPELINE, "heard", heard_ms)
+        if not self._playback.audio_queued and not self._response_active:
+            self._silence.agent_finished()  # the caller has heard all of it
 
     def _hold(self, payload: str) -> None:
         """Keep caller audio (the newest ``max_buffered_frames``) until a session is ready for it."""
@@ -838,6 +860,7 @@ class CallBridge:
             self._on_speech_stopped(event)
         elif kind is ResponseCreated:
             self._response_active = True
+            self._silence.response_started()
             if not self._wait_phrase_playing:  # the wait phrase is not the reply the caller is owed
                 self._reply_owed = None
         elif kind is AudioDone:
@@ -862,6 +885,10 @@ class CallBridge:
                     self._on_function_calls(event.function_calls)
             elif event.status == "failed" and self._turns.current is not None:
                 self._turns.current.fail("voicelive_response", "response failed")
+            if not self._playback.audio_queued:
+                self._silence.agent_finished()  # nothing of it left to play (or it had no audio)
+            else:
+                self._silence.activity()
         elif kind is AssistantTranscriptDone:
             assert isinstance(event, AssistantTranscriptDone)
             self._history.set_text("assistant", event.item_id, event.transcript)
@@ -984,6 +1011,33 @@ class CallBridge:
             response_create(wait_phrase_instructions(self._config.tool_wait_phrase), tool_choice="none")
         )
 
+    def _line_idle(self) -> bool:
+        return not self._moved and not self._closing and self._between_turns()
+
+    def _on_silence(self, action: SilenceAction) -> None:
+        """The caller has been quiet for the profile's ``silence.reprompt_after_seconds`` (see silence.py)."""
+        if action is SilenceAction.HANG_UP:
+            self._spawn(self._hang_up("silence"))
+            return
+        if action is SilenceAction.REPROMPT:
+            self.stats["silence_reprompts"] += 1
+            self._log.event("silence_reprompt", self._clock.time(), count=self._silence.reprompts)
+            instructions = silence_reprompt_instructions(self._config.silence_reprompt)
+        else:
+            self._log.event("silence_goodbye", self._clock.time())
+            instructions = silence_goodbye_instructions(self._config.silence_goodbye)
+        self._spawn(self._send_vl(response_create(instructions, tool_choice=self._no_tools_choice)))
+
+    async def _hang_up(self, reason: str) -> None:
+        """End the call through Twilio's REST API. Recorded first: once Twilio accepts, it ends the stream at
+        once and this bridge may be torn down before the call returns. A refused hang-up leaves the call open
+        (the caller may still speak); it is not tried again."""
+        self._log.merge({"ended_by": "agent", "end_reason": reason})
+        self._log.event("hang_up", self._clock.time(), reason=reason)
+        if not await self._mover.hang_up(self._call_sid, reason):
+            self._log.merge({"ended_by": None, "hang_up_failed": reason})
+            self._log.event("hang_up_failed", self._clock.time(), reason=reason)
+
     def _on_gap(self, gap_ms: float) -> None:
         """The caller heard ``gap_ms`` of silence in mid-reply: counted for the turn, the call and the metric."""
         self.stats["playback_gaps"] += 1
@@ -1035,6 +1089,7 @@ class CallBridge:
         self._user_speaking = True
         self._reply_owed = None  # the caller speaks again: a new question, a new reply
         self._reply_awaits_tools = False
+        self._silence.caller_spoke()
         self._reply_after_response = False
         if not self._playback.audio_queued or not self._barge_in:
             return
@@ -1088,6 +1143,7 @@ class CallBridge:
 
     def _on_speech_stopped(self, event: SpeechStopped) -> None:
         self._user_speaking = False
+        self._silence.activity()
         now = self._clock.monotonic()
         self._begin_turn(now, self._clock.time(), event.item_id)
         self._history.add("user", event.item_id)

@@ -1,7 +1,9 @@
-"""Moving a live call from the realtime pipeline to legacy, through Twilio's REST API.
+"""Moving a live call out of the realtime pipeline, through Twilio's REST API: to legacy, or to its end.
 
 Updating the call's ``Url`` makes Twilio stop the ``<Connect><Stream>`` and fetch
 ``{PUBLIC_BASE_URL}/legacy/start`` for new TwiML, so the caller hears the legacy agent instead of silence.
+Updating its ``Status`` to ``completed`` hangs up. Closing the stream would not: Twilio would then run the
+``<Connect action>``, which leads to legacy too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ log = logging.getLogger(__name__)
 class CallMover(Protocol):
     async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
         """Redirect the call; True when Twilio accepted it."""
+        ...
+
+    async def hang_up(self, call_sid: str, reason: str) -> bool:
+        """End the call; True when Twilio accepted it."""
         ...
 
     async def aclose(self) -> None: ...
@@ -63,6 +69,20 @@ class TwilioCallMover:
             )
             return False
         log.info("call moved to legacy", extra={"call_sid": call_sid, "reason": reason})
+        return True
+
+    async def hang_up(self, call_sid: str, reason: str) -> bool:
+        try:
+            await self._twilio().calls(call_sid).update_async(status="completed")
+        except Exception as exc:
+            log.error(
+                "could not hang up the call: %s: %s",
+                type(exc).__name__,
+                exc,
+                extra={"call_sid": call_sid, "reason": reason},
+            )
+            return False
+        log.info("call hung up", extra={"call_sid": call_sid, "reason": reason})
         return True
 
     async def aclose(self) -> None:

@@ -106,6 +106,10 @@ class RealtimePipeline:
             move_grace_seconds=settings.realtime_move_grace_seconds,
             max_frames_per_second=settings.realtime_max_frames_per_second,
             frame_burst=float(settings.realtime_frame_burst),
+            silence_reprompt_seconds=profile.silence.reprompt_after_seconds,
+            silence_reprompt=profile.silence.reprompt,
+            silence_max_reprompts=profile.silence.max_reprompts,
+            silence_goodbye=profile.silence.goodbye,
         )
         self._ratelog = RateLimitedLog(log, clock.monotonic)
         self.endpoint = MediaStreamEndpoint(

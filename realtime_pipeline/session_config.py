@@ -91,6 +91,18 @@ def wait_phrase_instructions(phrase: str) -> str:
     return f"You are waiting for a tool's answer. Say exactly this, and nothing else: {phrase}"
 
 
+def silence_reprompt_instructions(phrase: str) -> str:
+    """Instructions for the check on a caller who has said nothing for a while."""
+    return f"The caller has been silent for a while. Say exactly this, and nothing else: {phrase}"
+
+
+def silence_goodbye_instructions(phrase: str) -> str:
+    """Instructions for the last words to a caller who stayed silent: the call ends after them."""
+    return (
+        f"The caller has stayed silent and the call is ending. Say exactly this, and nothing else: {phrase}"
+    )
+
+
 def repeat_request_instructions() -> str:
     """Instructions for the reply owed after a lost session when the caller's last words never reached us as
     text: the new session cannot answer them, so it asks for them again instead of guessing."""

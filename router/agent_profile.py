@@ -45,6 +45,21 @@ class LegacyOptions(BaseModel):
     max_reply_chars: int = Field(default=600, ge=1)
 
 
+class SilenceOptions(BaseModel):
+    """Realtime: a caller who goes quiet. The agent re-prompts after ``reprompt_after_seconds`` of silence (its
+    own audio played out, nobody speaking), at most ``max_reprompts`` times, then says ``goodbye`` and hangs
+    up once the caller has heard it, so an abandoned line does not hold a Voice Live session for hours.
+    (Legacy's equivalent is ``legacy.max_empty_turns``.)"""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reprompt_after_seconds: float = Field(default=10.0, ge=0.0)
+    """0: never re-prompt nor hang up; the call lasts until the caller hangs up."""
+    reprompt: str = Field(default="Are you still there?", min_length=1)
+    max_reprompts: int = Field(default=2, ge=0)
+    goodbye: str = Field(default="I can't hear you, so I'll end the call now. Goodbye!", min_length=1)
+
+
 class AgentTool(BaseModel):
     """A function the agent may call: the model sees name, description and parameters; the router POSTs the
     call to ``url`` and hands the model the answer (see ``router.tool_calls``)."""
@@ -124,6 +139,7 @@ class AgentProfile(BaseModel):
     silence while it works (pain point P15); empty to say nothing."""
     tool_wait_seconds: float = Field(default=1.5, ge=0.0)
     """0: never say the wait phrase."""
+    silence: SilenceOptions = Field(default_factory=SilenceOptions)
     legacy: LegacyOptions = Field(default_factory=LegacyOptions)
 
     @model_validator(mode="after")

@@ -133,10 +133,16 @@ class FakeClient:
 class FakeMover:
     def __init__(self) -> None:
         self.moves: list[tuple[str, str]] = []
+        self.hang_ups: list[tuple[str, str]] = []
+        self.accept_hang_up = True
 
     async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
         self.moves.append((call_sid, reason))
         return True
+
+    async def hang_up(self, call_sid: str, reason: str) -> bool:
+        self.hang_ups.append((call_sid, reason))
+        return self.accept_hang_up
 
     async def aclose(self) -> None:
         return None

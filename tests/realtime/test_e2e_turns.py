@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from emulators.speechlike import silence_ulaw, speechlike_ulaw
+from emulators.voicelive import VoiceLiveEmulator
 from realtime_pipeline.audio import ulaw_to_pcm16
 from tests.realtime.harness import Harness, new_call_sid
 
@@ -269,3 +270,31 @@ async def test_a_reply_stalled_for_a_second_then_resumed_plays_on_and_is_flagged
     assert turn["error"] is None
     record = await harness.call(call_sid)
     assert record["breaker_outcome"] == "success" and not record["moved_to_legacy"]
+
+
+async def test_a_silent_caller_is_reprompted_then_hung_up_on_once_the_goodbye_has_played(
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator
+) -> None:
+    """The profile's ``silence``: after the quiet spell the agent asks once, then says goodbye, and the call
+    is ended through Twilio's REST API only when the goodbye's last mark has come back (P11)."""
+    voicelive.config.replies = (
+        "Are you still there?",
+        "I can't hear you, so I'll end the call now. Goodbye!",
+    )
+    harness = make_harness(profile_overrides={"silence": {"reprompt_after_seconds": 0.4, "max_reprompts": 1}})
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    # Played at real time: the goodbye (about a second of audio) arrives far faster than it plays.
+    async with harness.client(call_sid, play_speed=1.0) as twilio:
+        await twilio.start()  # and says nothing
+        await twilio.wait_for(lambda: bool(harness.rest.updates_for(call_sid)))
+        assert len(twilio.marks_echoed) == len(twilio.events("mark")), "every mark heard before the hang-up"
+        await twilio.stop()
+        await twilio.wait_closed()
+    assert harness.rest.updates_for(call_sid) == [{"Status": "completed"}]
+    session = voicelive.sessions[0]
+    assert list(session.responses.values()) == ["completed", "completed"]
+    record = await harness.call(call_sid)
+    assert (record["ended_by"], record["end_reason"]) == ("agent", "silence")
+    assert record["realtime"]["silence_reprompts"] == 1
+    assert not record["moved_to_legacy"]

@@ -1,0 +1,166 @@
+"""A caller who goes quiet on a realtime call (realtime_pipeline/silence.py), in process: the agent re-prompts,
+then says goodbye and hangs up once the goodbye has been heard, and never while someone is talking."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from realtime_pipeline.bridge import BridgeConfig, CallBridge
+from tests.realtime.bridge_fakes import (
+    CALL_SID,
+    FakeConnection,
+    FakeMover,
+    FakeStore,
+    FakeWS,
+    audio_delta,
+    make_bridge,
+    until,
+)
+
+QUIET = 0.15  # seconds of silence before the agent re-prompts
+CONFIG = BridgeConfig(
+    silence_reprompt_seconds=QUIET,
+    silence_reprompt="Still there?",
+    silence_max_reprompts=2,
+    silence_goodbye="Bye now.",
+)
+
+
+@dataclass
+class Call:
+    bridge: CallBridge
+    ws: FakeWS
+    vl: FakeConnection
+    mover: FakeMover
+    store: FakeStore
+    echoed: int = 0
+
+    def prompts(self) -> list[str]:
+        """The instructions of every response.create the bridge sent, oldest first."""
+        return [e["response"]["instructions"] for e in self.vl.sent if e["type"] == "response.create"]
+
+    def speak(self, response_id: str, ms: int = 100) -> None:
+        """Voice Live answers the newest response.create with ``ms`` of audio."""
+        self.vl.push({"type": "response.created", "response": {"id": response_id}})
+        self.vl.push(audio_delta(f"item_{response_id}", ms, response_id))
+        self.vl.push({"type": "response.done", "response": {"id": response_id, "status": "completed"}})
+
+    async def hear_all(self) -> None:
+        """Twilio plays what it was sent: every mark so far comes back."""
+        await until(lambda: len(self.ws.events("mark")) > self.echoed or bool(self.mover.hang_ups))
+        marks = self.ws.events("mark")
+        for mark in marks[self.echoed :]:
+            self.ws.mark(mark["mark"]["name"])
+        self.echoed = len(marks)
+
+
+@contextlib.asynccontextmanager
+async def calling(config: BridgeConfig = CONFIG, **options: Any) -> AsyncIterator[Call]:
+    bridge, ws, client, mover, _, store = make_bridge(config=config, **options)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    yield Call(bridge, ws, client.opened[0], mover, store)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+
+
+def speech(item_id: str) -> list[dict[str, Any]]:
+    return [
+        {"type": "input_audio_buffer.speech_started", "item_id": item_id, "audio_start_ms": 0},
+        {"type": "input_audio_buffer.speech_stopped", "item_id": item_id, "audio_end_ms": 900},
+    ]
+
+
+async def test_a_quiet_caller_is_reprompted_then_told_goodbye_and_hung_up_on_once_it_is_heard() -> None:
+    async with calling(session={"input_audio_format": "g711_ulaw", "tools": [{"name": "t"}]}) as call:
+        for n, response_id in enumerate(("r_prompt1", "r_prompt2"), start=1):
+            await until(lambda n=n: len(call.prompts()) == n)  # type: ignore[misc]
+            assert call.prompts()[-1].endswith("Say exactly this, and nothing else: Still there?")
+            call.speak(response_id)
+            await call.hear_all()
+        await until(lambda: len(call.prompts()) == 3)
+        assert call.prompts()[-1].endswith("Say exactly this, and nothing else: Bye now.")
+        assert all(
+            e["response"]["tool_choice"] == "none" for e in call.vl.sent if e["type"] == "response.create"
+        )
+        call.speak("r_bye", ms=300)
+        await until(lambda: len(call.ws.events("mark")) > call.echoed)
+        await asyncio.sleep(QUIET * 2)
+        assert call.mover.hang_ups == [], "not before the caller has heard the goodbye (P11)"
+        await call.hear_all()
+        await until(lambda: bool(call.mover.hang_ups))
+        assert call.mover.hang_ups == [(CALL_SID, "silence")]
+    assert call.bridge.stats["silence_reprompts"] == 2
+    assert call.store.merged["ended_by"] == "agent" and call.store.merged["end_reason"] == "silence"
+    kinds = [e["type"] for e in call.store.events]
+    assert kinds.count("silence_reprompt") == 2 and "silence_goodbye" in kinds and "hang_up" in kinds
+
+
+async def test_a_caller_who_answers_starts_the_count_again() -> None:
+    async with calling() as call:
+        await until(lambda: len(call.prompts()) == 1)
+        call.speak("r_prompt1")
+        await call.hear_all()
+        await until(lambda: len(call.prompts()) == 2)
+        for event in speech("u1"):  # "yes, I'm here" (over the second re-prompt: a barge-in)
+            call.vl.push(event)
+        call.speak("r_answer")
+        await call.hear_all()
+        await until(lambda: len(call.prompts()) == 4)  # two more re-prompts before any goodbye
+        assert all(p.endswith("Still there?") for p in call.prompts()[2:])
+        assert call.mover.hang_ups == []
+
+
+async def test_a_caller_who_speaks_over_the_goodbye_is_not_hung_up_on() -> None:
+    async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)) as call:
+        await until(lambda: len(call.prompts()) == 1)  # straight to the goodbye
+        call.vl.push({"type": "response.created", "response": {"id": "r_bye"}})
+        call.vl.push(audio_delta("item_bye", 300, "r_bye"))
+        await until(lambda: bool(call.ws.events("media")))
+        for event in speech("u1"):
+            call.vl.push(event)
+        call.vl.push({"type": "response.done", "response": {"id": "r_bye", "status": "cancelled"}})
+        await asyncio.sleep(QUIET / 2)
+        assert call.mover.hang_ups == []
+        assert call.ws.events("clear"), "the goodbye was cut off by the caller"
+
+
+async def test_no_reprompt_while_the_agent_is_still_being_heard() -> None:
+    """Silence is counted from the end of the agent's audio at Twilio, not from when Voice Live sent it."""
+    async with calling() as call:
+        call.speak("r_long", ms=2000)
+        await until(lambda: bool(call.ws.events("mark")))
+        await asyncio.sleep(QUIET * 3)  # Twilio is still playing it: no mark came back
+        assert call.prompts() == []
+        await call.hear_all()
+        await asyncio.sleep(QUIET / 3)
+        assert call.prompts() == []
+        await until(lambda: len(call.prompts()) == 1)
+
+
+async def test_a_goodbye_the_service_never_speaks_still_ends_the_call() -> None:
+    async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)) as call:
+        await until(lambda: len(call.prompts()) == 1)
+        await until(lambda: bool(call.mover.hang_ups), within=QUIET * 10)
+
+
+async def test_a_refused_hang_up_is_recorded_and_the_line_left_open() -> None:
+    async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)) as call:
+        call.mover.accept_hang_up = False
+        await until(lambda: len(call.prompts()) == 1)
+        call.speak("r_bye")
+        await call.hear_all()
+        await until(lambda: bool(call.mover.hang_ups))
+        await asyncio.sleep(QUIET * 3)
+        assert len(call.mover.hang_ups) == 1 and len(call.prompts()) == 1, "not tried again, no more prompts"
+    assert call.store.merged["hang_up_failed"] == "silence" and call.store.merged["ended_by"] is None
+
+
+async def test_off_by_default_in_the_bridge() -> None:
+    async with calling(BridgeConfig()) as call:
+        await asyncio.sleep(0.3)
+        assert call.prompts() == []
