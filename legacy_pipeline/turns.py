@@ -345,6 +345,7 @@ class TurnLoop:
         text = self._options.goodbye if hang_up else self._options.reprompt
         phrase = await self._try_phrase(call_sid, text, received_at)
         if hang_up:
+            self._metrics.silence_hang_ups.labels(PIPELINE).inc()
             return self._twiml.goodbye(text=text, audio_url=phrase.url if phrase else None)
         return self._twiml.play_and_listen(phrase.url) if phrase else self._twiml.say_and_listen(text)
 

@@ -1034,6 +1034,8 @@ class CallBridge:
         (the caller may still speak); it is not tried again."""
         self._log.merge({"ended_by": "agent", "end_reason": reason})
         self._log.event("hang_up", self._clock.time(), reason=reason)
+        if reason == "silence":
+            self._metrics.silence_hang_ups.labels(PIPELINE).inc()
         if not await self._mover.hang_up(self._call_sid, reason):
             self._log.merge({"ended_by": None, "hang_up_failed": reason})
             self._log.event("hang_up_failed", self._clock.time(), reason=reason)

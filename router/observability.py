@@ -139,6 +139,13 @@ class Metrics:
             registry=r,
         )
         self.barge_ins = Counter("voice_router_barge_ins", "Caller interruptions", ["pipeline"], registry=r)
+        self.silence_hang_ups = Counter(
+            "voice_router_silence_hang_ups",
+            "Calls the agent hung up on because the caller stayed silent (after its re-prompts and goodbye; a"
+            " hang-up Twilio refused is in the call record)",
+            ["pipeline"],
+            registry=r,
+        )
         self.playback_gaps = Histogram(
             "voice_router_playback_gap_seconds",
             "Realtime: silences in mid-reply (Twilio had played all the audio sent), 100 ms or longer",

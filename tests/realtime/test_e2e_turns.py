@@ -297,4 +297,5 @@ async def test_a_silent_caller_is_reprompted_then_hung_up_on_once_the_goodbye_ha
     record = await harness.call(call_sid)
     assert (record["ended_by"], record["end_reason"]) == ("agent", "silence")
     assert record["realtime"]["silence_reprompts"] == 1
+    assert harness.metric("voice_router_silence_hang_ups_total", pipeline="realtime") == 1
     assert not record["moved_to_legacy"]
