@@ -1016,6 +1016,8 @@ class CallBridge:
 
     def _on_silence(self, action: SilenceAction) -> None:
         """The caller has been quiet for the profile's ``silence.reprompt_after_seconds`` (see silence.py)."""
+        if self._moved or self._closing:  # the call is legacy's now, or over
+            return
         if action is SilenceAction.HANG_UP:
             self._spawn(self._hang_up("silence"))
             return
