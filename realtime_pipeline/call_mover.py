@@ -58,31 +58,25 @@ class TwilioCallMover:
         return self._client
 
     async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
-        try:
-            await self._twilio().calls(call_sid).update_async(url=self._target, method="POST")
-        except Exception as exc:
-            log.error(
-                "could not move call to legacy: %s: %s",
-                type(exc).__name__,
-                exc,
-                extra={"call_sid": call_sid, "reason": reason},
-            )
-            return False
-        log.info("call moved to legacy", extra={"call_sid": call_sid, "reason": reason})
-        return True
+        return await self._update(call_sid, reason, "moved to legacy", url=self._target, method="POST")
 
     async def hang_up(self, call_sid: str, reason: str) -> bool:
+        return await self._update(call_sid, reason, "hung up", status="completed")
+
+    async def _update(self, call_sid: str, reason: str, done: str, **fields: str) -> bool:
+        """One ``calls(sid).update``; any failure (refused, unreachable, timed out) is logged and is False."""
         try:
-            await self._twilio().calls(call_sid).update_async(status="completed")
+            await self._twilio().calls(call_sid).update_async(**fields)
         except Exception as exc:
             log.error(
-                "could not hang up the call: %s: %s",
+                "call could not be %s: %s: %s",
+                done,
                 type(exc).__name__,
                 exc,
                 extra={"call_sid": call_sid, "reason": reason},
             )
             return False
-        log.info("call hung up", extra={"call_sid": call_sid, "reason": reason})
+        log.info("call %s", done, extra={"call_sid": call_sid, "reason": reason})
         return True
 
     async def aclose(self) -> None:
