@@ -222,8 +222,9 @@ class CallBridge:
         self._tools_running = 0  # tool rounds in flight: no session swap until their answers are in
         self._wait_phrase_playing = False  # the response covering a slow tool is under way
         self._reply_after_response = False  # the tools answered during it: ask for the reply when it is done
-        # The greeting and the silence prompts never call a tool; and a session whose tool_choice is "required" would call one in
-        # every response, the reply after the tools' answers included (a loop), so that reply may speak.
+        # The greeting and the silence prompts never call a tool; and a session whose tool_choice is "required"
+        # would call one in every response, the reply after the tools' answers included (a loop), so that
+        # reply may speak.
         offers_tools = bool(session.get("tools"))
         self._no_tools_choice = "none" if offers_tools else None
         self._after_tools_choice = "auto" if session.get("tool_choice") == "required" else None
@@ -1012,6 +1013,7 @@ class CallBridge:
         )
 
     def _line_idle(self) -> bool:
+        """Nobody speaks, nothing plays, nothing is awaited: the caller's silence counts (silence.py)."""
         return not self._moved and not self._closing and self._between_turns()
 
     def _on_silence(self, action: SilenceAction) -> None:

@@ -1,4 +1,4 @@
-"""A caller who goes quiet on a realtime call: when the agent re-prompts, when it says goodbye, when it hangs up.
+"""A caller who goes quiet on a realtime call: when the agent re-prompts, says goodbye, and hangs up.
 
 Legacy ends such a call after ``max_empty_turns`` empty ``<Gather>`` turns. A media stream has no such turns:
 without this, an abandoned line (a phone left off the hook) would hold a Voice Live session, renewed every 28
@@ -29,8 +29,8 @@ class _Farewell(enum.Enum):
 
 class SilenceWatch:
     """One call's silence clock, on one timer. The bridge reports what happens on the line; the watch calls
-    ``act`` when the caller has been quiet for ``after_seconds`` while the line was idle (``line_idle``: no one
-    speaking, nothing playing, no reply or tool awaited).
+    ``act`` when the caller has been quiet for ``after_seconds`` while the line was idle (``line_idle``: no
+    one speaking, nothing playing, no reply or tool awaited).
 
     The timer is not moved on every event (the bridge sees 50 mark echoes a second while the agent speaks):
     events only note the time, and the timer, when it fires early, sleeps again for what is left.
