@@ -6,13 +6,19 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
 from jsonschema import Draft202012Validator, SchemaError
 from jsonschema.validators import validator_for
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
+
+if TYPE_CHECKING:
+    from referencing._core import Resolver
 
 TOOL_NAME = r"^[a-zA-Z0-9_-]{1,64}$"  # what OpenAI's chat and realtime APIs accept as a function name
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -60,6 +66,22 @@ class SilenceOptions(BaseModel):
     goodbye: str = Field(default="I can't hear you, so I'll end the call now. Goodbye!", min_length=1)
 
 
+def _unresolvable_ref(schema: Resource[Any], resolver: Resolver[Any]) -> str | None:
+    """The first ``$ref`` in ``schema`` that points nowhere in it. jsonschema follows a ``$ref`` only when a call's
+    arguments reach it, so one pointing nowhere would fail every such call, and one to another document would be
+    fetched then (a blocking download on the event loop): neither is found by ``check_schema``."""
+    contents = schema.contents
+    if isinstance(contents, dict) and isinstance(ref := contents.get("$ref"), str):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            return ref
+    for subschema in schema.subresources():
+        if (found := _unresolvable_ref(subschema, resolver.in_subresource(subschema))) is not None:
+            return found
+    return None
+
+
 class AgentTool(BaseModel):
     """A function the agent may call: the model sees name, description and parameters; the router POSTs the
     call to ``url`` and hands the model the answer (see ``router.tool_calls``)."""
@@ -89,6 +111,12 @@ class AgentTool(BaseModel):
         except SchemaError as exc:
             where = "/".join(str(part) for part in exc.absolute_path) or "its top level"
             raise ValueError(f"parameters is not a valid JSON Schema, at {where}: {exc.message}") from None
+        root = Resource.from_contents(value, default_specification=DRAFT202012)
+        ref = _unresolvable_ref(root, Registry().resolver_with_root(root))
+        if ref is not None:
+            raise ValueError(
+                f"parameters is not a valid JSON Schema: its $ref {ref!r} does not resolve within it"
+            )
         return value
 
     @field_validator("url")

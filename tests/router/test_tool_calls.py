@@ -101,6 +101,40 @@ def test_profile_refuses_a_bad_tool(change: dict[str, Any], message: str) -> Non
         AgentProfile.model_validate({"instructions": "i", "tools": [spec]})
 
 
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "#/$defs/weekday",  # a typo'd or missing definition: every call reaching it would fail
+        "https://schemas.example/weekday.json",  # another document: jsonschema would download it per call
+    ],
+)
+def test_profile_refuses_a_ref_that_does_not_resolve_within_the_schema(ref: str) -> None:
+    """``check_schema`` does not follow ``$ref``; validation does, only when a call's arguments reach it."""
+    parameters = {
+        "type": "object",
+        "properties": {"day": {"$ref": ref}},
+        "$defs": {"day": {"type": "string"}},
+    }
+    spec = {"name": "t", "url": "https://x.example/t", "parameters": parameters}
+    with pytest.raises(ValidationError, match="does not resolve within it"):
+        AgentProfile.model_validate({"instructions": "i", "tools": [spec]})
+
+
+async def test_a_ref_to_the_schemas_own_definitions_is_followed(
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    parameters = {
+        "type": "object",
+        "properties": {"day": {"$ref": "#/$defs/day"}},
+        "required": ["day"],
+        "$defs": {"day": {"type": "string"}},
+    }
+    runner = ToolRunner([tool(tool_backend, parameters=parameters)], client)
+    assert (await runner.run(call(), call_sid="CA1", pipeline="x")).ok
+    refused = await runner.run(call(arguments='{"day": 3}'), call_sid="CA1", pipeline="x")
+    assert (refused.ok, refused.error) == (False, "bad_arguments")
+
+
 def test_profile_refuses_duplicate_tool_names() -> None:
     spec = {"name": "t", "url": "https://x.example/t"}
     with pytest.raises(ValidationError, match="unique: t"):
