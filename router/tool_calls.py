@@ -43,7 +43,8 @@ model never reads half a JSON document."""
 MAX_ARGUMENT_CHARS = 16 * 1024
 """Arguments a model writes for a phone call's tool are a few fields; a runaway generation is not forwarded."""
 MAX_REFUSAL_CHARS = 300
-"""The most of a backend's 4xx error message passed on to the model (enough for "day is required")."""
+"""The most of a backend's 4xx error message, or of why the arguments miss the schema, passed on to the model
+(enough for "day is required")."""
 MAX_CALLS_PER_ANSWER = 8
 """Calls of one model answer run at once; beyond this many the rest are answered with an error, so one
 confused answer cannot open dozens of requests to the business's backend."""
@@ -195,7 +196,7 @@ class ToolRunner:
         validator = self._validators.get(call.name)
         if validator is not None and (mismatch := best_match(validator.iter_errors(arguments))) is not None:
             where = "/".join(str(part) for part in mismatch.absolute_path)
-            detail = f"{where}: {mismatch.message}" if where else mismatch.message
+            detail = _shortened(f"{where}: {mismatch.message}" if where else mismatch.message)
             return failed("bad_arguments", f"the arguments do not match the tool's parameters ({detail})")
         body = orjson.dumps(
             {
@@ -256,6 +257,15 @@ def _refusal_reason(body: str) -> str:
         if isinstance(reason, str) and reason.strip():
             return reason.strip()[:MAX_REFUSAL_CHARS]
     return ""
+
+
+def _shortened(text: str) -> str:
+    """``text`` at most about ``MAX_REFUSAL_CHARS`` long: jsonschema's message quotes the offending value whole
+    (``'…' is too long``), and its verdict is at the end, so the middle is what goes."""
+    if len(text) <= MAX_REFUSAL_CHARS:
+        return text
+    half = MAX_REFUSAL_CHARS // 2
+    return f"{text[:half]} … {text[-half:]}"
 
 
 class _TooLarge(Exception):

@@ -248,6 +248,22 @@ async def test_arguments_that_do_not_match_the_schema_are_answered_with_the_reas
     assert orjson.loads(result.output) == {"error": expected}
 
 
+async def test_why_the_arguments_miss_the_schema_is_short_even_for_a_long_value(
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    """jsonschema's message quotes the offending value whole (a non-printable character four to six times
+    over): the model is told the verdict, not sent its own runaway value back."""
+    parameters = {"type": "object", "properties": {"day": {"type": "string", "maxLength": 20}}}
+    runner = ToolRunner([tool(tool_backend, parameters=parameters)], client)
+    arguments = orjson.dumps({"day": "\u200b" * 15_000}).decode()
+    result = await runner.run(call(arguments=arguments), call_sid="CA1", pipeline="x")
+    assert (result.ok, result.error) == (False, "bad_arguments")
+    message = orjson.loads(result.output)["error"]
+    assert len(message) < 500, len(message)
+    assert message.startswith("the arguments do not match the tool's parameters (day: ")
+    assert message.endswith("is too long)")
+
+
 async def test_a_backend_refusal_passes_its_reason_to_the_model(
     tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
 ) -> None:
