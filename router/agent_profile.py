@@ -111,6 +111,8 @@ class AgentTool(BaseModel):
         except SchemaError as exc:
             where = "/".join(str(part) for part in exc.absolute_path) or "its top level"
             raise ValueError(f"parameters is not a valid JSON Schema, at {where}: {exc.message}") from None
+        except Exception as exc:  # e.g. a "$schema" that is not a string: jsonschema raises TypeError
+            raise ValueError(f"parameters is not a valid JSON Schema: {type(exc).__name__}: {exc}") from None
         root = Resource.from_contents(value, default_specification=DRAFT202012)
         ref = _unresolvable_ref(root, Registry().resolver_with_root(root))
         if ref is not None:

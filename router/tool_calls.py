@@ -45,6 +45,10 @@ MAX_ARGUMENT_CHARS = 16 * 1024
 MAX_REFUSAL_CHARS = 300
 """The most of a backend's 4xx error message, or of why the arguments miss the schema, passed on to the model
 (enough for "day is required")."""
+VALIDATE_ON_LOOP_CHARS = 1024
+"""Arguments longer than this are checked against the schema in a thread: some schemas cost time that grows
+fast with the value (``uniqueItems`` over objects is quadratic: ~2 s for 1,600 objects within the 16 KiB
+cap), and the event loop carries every call of the worker. A few fields, the usual case, stay on the loop."""
 MAX_CALLS_PER_ANSWER = 8
 """Calls of one model answer run at once; beyond this many the rest are answered with an error, so one
 confused answer cannot open dozens of requests to the business's backend."""
@@ -194,10 +198,18 @@ class ToolRunner:
         if not isinstance(arguments, dict):
             return failed("bad_arguments", "the arguments must be a JSON object")
         validator = self._validators.get(call.name)
-        if validator is not None and (mismatch := best_match(validator.iter_errors(arguments))) is not None:
-            where = "/".join(str(part) for part in mismatch.absolute_path)
-            detail = _shortened(f"{where}: {mismatch.message}" if where else mismatch.message)
-            return failed("bad_arguments", f"the arguments do not match the tool's parameters ({detail})")
+        if validator is not None:
+            try:
+                if len(call.arguments) > VALIDATE_ON_LOOP_CHARS:
+                    mismatch = await asyncio.to_thread(_first_mismatch, validator, arguments)
+                else:
+                    mismatch = _first_mismatch(validator, arguments)
+            except RecursionError:
+                return failed("bad_arguments", "the arguments are nested too deeply")
+            if mismatch is not None:
+                return failed(
+                    "bad_arguments", f"the arguments do not match the tool's parameters ({mismatch})"
+                )
         body = orjson.dumps(
             {
                 "tool": call.name,
@@ -257,6 +269,15 @@ def _refusal_reason(body: str) -> str:
         if isinstance(reason, str) and reason.strip():
             return reason.strip()[:MAX_REFUSAL_CHARS]
     return ""
+
+
+def _first_mismatch(validator: Validator, arguments: dict[str, Any]) -> str | None:
+    """Why ``arguments`` miss the schema, shortened; None when they match."""
+    mismatch = best_match(validator.iter_errors(arguments))
+    if mismatch is None:
+        return None
+    where = "/".join(str(part) for part in mismatch.absolute_path)
+    return _shortened(f"{where}: {mismatch.message}" if where else mismatch.message)
 
 
 def _shortened(text: str) -> str:

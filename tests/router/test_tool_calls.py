@@ -91,6 +91,7 @@ def test_profile_with_a_missing_secret_fails_start_up(tmp_path: Path) -> None:
             "not a valid JSON Schema, at properties/day/type",
         ),
         ({"parameters": {"type": "object", "required": "day"}}, "at required: 'day' is not of type 'array'"),
+        ({"parameters": {"type": "object", "$schema": ["draft"]}}, "not a valid JSON Schema: TypeError"),
         ({"timeout_seconds": 0}, "greater than 0"),
         ({"unknown": 1}, "Extra inputs"),
     ],
@@ -262,6 +263,44 @@ async def test_why_the_arguments_miss_the_schema_is_short_even_for_a_long_value(
     assert len(message) < 500, len(message)
     assert message.startswith("the arguments do not match the tool's parameters (day: ")
     assert message.endswith("is too long)")
+
+
+async def test_long_arguments_are_checked_off_the_event_loop(
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some schemas cost time that grows fast with the value (uniqueItems over objects): a long value is
+    checked in a thread, so the other calls on the worker's loop go on; a few fields stay on the loop."""
+    threaded: list[str] = []
+    real_to_thread = asyncio.to_thread
+
+    async def to_thread(function: Any, /, *args: Any) -> Any:
+        threaded.append(function.__name__)
+        return await real_to_thread(function, *args)
+
+    monkeypatch.setattr("router.tool_calls.asyncio.to_thread", to_thread)
+    parameters = {"type": "object", "properties": {"day": {"type": "string", "maxLength": 20}}}
+    runner = ToolRunner([tool(tool_backend, parameters=parameters)], client)
+    short = await runner.run(call(arguments='{"day": "' + "x" * 30 + '"}'), call_sid="CA1", pipeline="x")
+    assert short.error == "bad_arguments" and threaded == []
+    long = await runner.run(call(arguments='{"day": "' + "x" * 2000 + '"}'), call_sid="CA1", pipeline="x")
+    assert long.error == "bad_arguments" and threaded == ["_first_mismatch"]
+    assert orjson.loads(long.output)["error"].endswith("is too long)")
+
+
+async def test_arguments_nested_past_the_validators_depth_are_bad_arguments(
+    tool_backend: ToolBackendEmulator, client: httpx.AsyncClient
+) -> None:
+    """A recursive schema follows the value down: a value nested deep enough exhausts the recursion limit,
+    which is the model's runaway arguments, not a failure of the tool."""
+    parameters = {"type": "object", "properties": {"a": {"$ref": "#"}}}
+    runner = ToolRunner([tool(tool_backend, parameters=parameters)], client)
+    depth = 900
+    arguments = '{"a": ' * depth + "{}" + "}" * depth
+    result = await runner.run(call(arguments=arguments), call_sid="CA1", pipeline="x")
+    assert (result.error, orjson.loads(result.output)) == (
+        "bad_arguments",
+        {"error": "the arguments are nested too deeply"},
+    )
 
 
 async def test_a_backend_refusal_passes_its_reason_to_the_model(
