@@ -182,6 +182,7 @@ class CallBridge:
         "_session",
         "_session_started",
         "_silence",
+        "_silence_prompt",
         "_start",
         "_stream_sid",
         "_stream_started",
@@ -284,6 +285,7 @@ class CallBridge:
         self._tasks: set[asyncio.Task[None]] = set()  # side tasks still running, cancelled at the end
         self._closers: set[asyncio.Task[None]] = set()
         self._renewal_timer: asyncio.TimerHandle | None = None
+        self._silence_prompt: str | None = None  # the newest silence prompt asked for (_on_silence)
         self._silence = SilenceWatch(
             after_seconds=config.silence_reprompt_seconds,
             max_reprompts=config.silence_max_reprompts,
@@ -521,7 +523,8 @@ class CallBridge:
                 reply = None
             elif reply is None and self._response_active:
                 reply = response_create()
-            if reply is not None and self._history.last_question_unknown():
+            asked_of_silence = reply is not None and reply is self._silence_prompt  # no reply to their words
+            if reply is not None and not asked_of_silence and self._history.last_question_unknown():
                 reply = response_create(repeat_request_instructions())  # its transcript never came
             clear = reply is not None and self._playback.audio_queued
             if clear:
@@ -547,7 +550,10 @@ class CallBridge:
             # The turn whose reply was owed or playing lost it: a failed turn, as the legacy pipeline
             # records its own (a loss between turns fails none).
             turn = self._turns.current
-            if turn is not None and (self._response_active or self._owed_reply() is not None):
+            owed = self._owed_reply()
+            if turn is not None and (
+                self._response_active or (owed is not None and owed is not self._silence_prompt)
+            ):
                 turn.fail(f"voicelive_{cause}", detail)
         self._log.event("voicelive_lost", self._clock.time(), cause=cause, code=code, detail=detail[:200])
         # One quick reconnect per failure: if the new session fails again before completing a response,
@@ -1013,7 +1019,11 @@ class CallBridge:
         )
 
     def _line_idle(self) -> bool:
-        """Nobody speaks, nothing plays, nothing is awaited: the caller's silence counts (silence.py)."""
+        """Nobody speaks, nothing plays, nothing is awaited: the caller's silence counts (silence.py). A silence
+        prompt that has not begun by the time the watch looks again (a quiet spell later) was declined: it is
+        not awaited any more."""
+        if self._reply_owed is not None and self._reply_owed is self._silence_prompt:
+            self._reply_owed = None
         return not self._moved and not self._closing and self._between_turns()
 
     def _on_silence(self, action: SilenceAction) -> None:
@@ -1030,7 +1040,12 @@ class CallBridge:
         else:
             self._log.event("silence_goodbye", self._clock.time())
             instructions = silence_goodbye_instructions(self._config.silence_goodbye)
-        self._spawn(self._send_vl(response_create(instructions, tool_choice=self._no_tools_choice)))
+        prompt = response_create(instructions, tool_choice=self._no_tools_choice)
+        # Owed until it begins, like the greeting: a renewal does not swap its session out meanwhile, and a
+        # session lost before it began is asked for it again.
+        self._ask(prompt)
+        self._silence_prompt = prompt
+        self._spawn(self._send_vl(prompt))
 
     async def _hang_up(self, reason: str) -> None:
         """End the call through Twilio's REST API. Recorded first: once Twilio accepts, it ends the stream at

@@ -12,6 +12,7 @@ from typing import Any
 from realtime_pipeline.bridge import BridgeConfig, CallBridge
 from tests.realtime.bridge_fakes import (
     CALL_SID,
+    FakeClient,
     FakeConnection,
     FakeMover,
     FakeStore,
@@ -164,3 +165,62 @@ async def test_off_by_default_in_the_bridge() -> None:
     async with calling(BridgeConfig()) as call:
         await asyncio.sleep(0.3)
         assert call.prompts() == []
+
+
+async def test_a_goodbye_asked_of_a_session_lost_before_it_began_is_asked_of_the_next() -> None:
+    """The goodbye is what the caller is owed until it begins: a session lost before it began is replaced,
+    and the new one says it, rather than the call being ended unannounced (P11)."""
+    async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)) as call:
+        client = call.bridge._client
+        await until(lambda: len(call.prompts()) == 1)
+        call.vl.lose()
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
+        second = client.opened[1]  # type: ignore[attr-defined]
+        asked = [e for e in second.sent if e["type"] == "response.create"]
+        assert [e["response"]["instructions"] for e in asked] == call.prompts()
+        call.vl = second
+        call.speak("r_bye")
+        await until(lambda: bool(call.ws.events("media")))
+        assert call.mover.hang_ups == []
+        await call.hear_all()
+        await until(lambda: bool(call.mover.hang_ups))
+
+
+async def test_a_renewal_does_not_swap_out_a_session_asked_for_a_silence_prompt() -> None:
+    """The prompt went to the serving session while the next one was opening: swapped in, the next session
+    would never say it (and a goodbye asked that way would end the call unannounced)."""
+    config = BridgeConfig(
+        silence_reprompt_seconds=QUIET, silence_max_reprompts=0, session_max_age_seconds=0.1
+    )
+    client = FakeClient()
+    async with calling(config, client=client) as call:
+        gate = client.gate = asyncio.Event()  # the renewal's open waits
+        await until(lambda: len(call.prompts()) == 1)  # the goodbye, asked meanwhile
+        gate.set()
+        await until(lambda: len(client.opened) >= 2)
+        await asyncio.sleep(0.02)
+        call.speak("r_bye")
+        await until(lambda: bool(call.ws.events("media")) or bool(call.mover.hang_ups))
+        assert call.ws.events("media") and call.mover.hang_ups == [], "the goodbye plays before the hang-up"
+        await call.hear_all()
+        await until(lambda: bool(call.mover.hang_ups))
+
+
+async def test_a_goodbye_asked_again_after_a_loss_keeps_its_words_and_fails_no_answered_turn() -> None:
+    """The caller's last words were answered (their transcript never came): a session lost before the goodbye
+    began is no lost reply to them, and the new session says the goodbye, not "could you repeat that?"."""
+    async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)) as call:
+        client = call.bridge._client
+        for event in speech("u1"):
+            call.vl.push(event)
+        call.speak("r_answer")
+        await call.hear_all()
+        await until(lambda: len(call.prompts()) == 1)  # the goodbye
+        goodbye = call.prompts()[-1]
+        call.vl.lose()
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
+        second = client.opened[1]  # type: ignore[attr-defined]
+        asked = [e["response"].get("instructions") for e in second.sent if e["type"] == "response.create"]
+        assert asked == [goodbye]
+    [turn] = call.store.turns
+    assert turn["error"] is None, "its reply was heard before the session was lost"
