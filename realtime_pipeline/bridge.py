@@ -995,12 +995,14 @@ class CallBridge:
                     items = message_items(answered)
                 for item in items:
                     await self._send_vl(item)
-                if not self._response_active and not self._user_speaking:
+                if self._wait_phrase_playing:
+                    # Asked for once the wait phrase is done; also when its response.created is still on the
+                    # way: the service has begun it, and would refuse a second response meanwhile.
+                    self._reply_after_response = True
+                elif not self._response_active and not self._user_speaking:
                     reply = response_create(tool_choice=self._after_tools_choice)
                     self._ask(reply)
                     await self._send_vl(reply)
-                elif self._wait_phrase_playing:
-                    self._reply_after_response = True  # asked for once the wait phrase is done
         finally:
             if work is not None and not work.done():
                 work.cancel()

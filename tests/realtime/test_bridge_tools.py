@@ -470,3 +470,22 @@ async def test_answered_calls_are_replayed_into_the_next_session() -> None:
             "arguments": '{"day":"Tuesday"}',
         }
         assert items[1]["output"] == '{"answer": "check_availability"}'
+
+
+async def test_answers_arriving_before_the_wait_phrase_began_ask_for_the_reply_after_it() -> None:
+    """The wait phrase was asked for and Voice Live has started it, but its response.created is still on the
+    way when the tool answers: a response.create then is refused (the phrase is the active response), and the
+    reply the caller waits for would never be asked. It is asked once the phrase is done, as during it."""
+    tools = GatedTools()
+    async with running(tools, config=WAIT) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(response_creates(vl)) == 1)  # the wait phrase
+        tools.gate.set()
+        await until(lambda: len(function_outputs(vl)) == 1)
+        await asyncio.sleep(0.05)
+        assert len(response_creates(vl)) == 1, "not while the phrase is under way at the service"
+        vl.push(created("r_wait"))
+        vl.push(done("r_wait"))
+        await until(lambda: len(response_creates(vl)) == 2)
+        assert response_creates(vl)[-1] == {"type": "response.create"}
