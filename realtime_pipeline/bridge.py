@@ -1011,8 +1011,12 @@ class CallBridge:
     async def _say_wait_phrase(self) -> None:
         """A tool is slow: the agent says the profile's wait phrase, unless the caller or the agent is already
         talking or a new session is being swapped in. A session that took over from the one whose response
-        asked for the tools says it too: it was not asked for the reply, which waits for the answers."""
+        asked for the tools says it too: it was not asked for the reply, which waits for the answers. Nor
+        while a reply to the caller's newer words is awaited (Voice Live would refuse the phrase as a second
+        response, and the bridge would take that reply for the phrase)."""
         if not self._vl_ready or self._moved or self._closing or self._response_active or self._user_speaking:
+            return
+        if self._owed_reply() is not None and not self._reply_awaits_tools:
             return
         self._wait_phrase_playing = True
         self.stats["tool_waits"] += 1

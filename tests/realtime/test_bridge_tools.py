@@ -379,6 +379,24 @@ async def test_no_wait_phrase_over_the_caller() -> None:
         await until(lambda: len(function_outputs(call.vl)) == 1)
 
 
+async def test_no_wait_phrase_while_a_reply_to_the_callers_newer_words_is_on_its_way() -> None:
+    """The caller asked something else while the tool ran and Voice Live is about to answer it (its
+    response.created not in yet): a phrase now would be refused as a second response, and the answer's
+    response.done would be taken for the phrase's."""
+    tools = GatedTools()
+    async with running(
+        tools, config=BridgeConfig(tool_wait_phrase="One moment.", tool_wait_seconds=0.2)
+    ) as call:
+        await _turn_asking_for(call.vl, ("call_a", "check_availability", "{}"))
+        call.vl.push({**SPEECH_STARTED, "item_id": "u2"})
+        call.vl.push({**SPEECH_STOPPED, "item_id": "u2"})
+        await asyncio.sleep(0.4)  # the wait phrase fell due meanwhile
+        assert response_creates(call.vl) == []
+        assert call.bridge.stats["tool_waits"] == 0
+        tools.gate.set()
+        await until(lambda: len(function_outputs(call.vl)) == 1)
+
+
 async def test_a_session_lost_after_the_wait_phrase_is_asked_for_the_reply_once_the_tool_answers() -> None:
     """The wait phrase is not the reply the caller is owed: a session lost after it, while the tool still
     works, leaves the reply owed. The new session is asked for it with the tool's answer, not before."""
