@@ -170,6 +170,7 @@ class CallBridge:
         "_playback",
         "_preroll",
         "_probe",
+        "_prompt_playing",
         "_ratelog",
         "_reconnect_spent",
         "_renewal_timer",
@@ -286,6 +287,7 @@ class CallBridge:
         self._closers: set[asyncio.Task[None]] = set()
         self._renewal_timer: asyncio.TimerHandle | None = None
         self._silence_prompt: str | None = None  # the newest silence prompt asked for (_on_silence)
+        self._prompt_playing = False  # the response under way is that prompt
         self._silence = SilenceWatch(
             after_seconds=config.silence_reprompt_seconds,
             max_reprompts=config.silence_max_reprompts,
@@ -486,7 +488,7 @@ class CallBridge:
         self._adopt(ready)
         self._response_active = False
         self._user_speaking = False
-        self._wait_phrase_playing = self._reply_after_response = False
+        self._wait_phrase_playing = self._reply_after_response = self._prompt_playing = False
         self._audio.discard_outbound()
         if old is not None and old is not ready.connection:
             self._close_later(old)
@@ -522,7 +524,9 @@ class CallBridge:
                 # calls and answers when they are in, and ask it for the reply then (_run_tools).
                 reply = None
             elif reply is None and self._response_active:
-                reply = response_create()
+                # What was under way is asked again; a silence prompt (a goodbye) with its own words.
+                prompt = self._silence_prompt if self._prompt_playing else None
+                reply = prompt or response_create()
             asked_of_silence = reply is not None and reply is self._silence_prompt  # no reply to their words
             if reply is not None and not asked_of_silence and self._history.last_question_unknown():
                 reply = response_create(repeat_request_instructions())  # its transcript never came
@@ -552,7 +556,8 @@ class CallBridge:
             turn = self._turns.current
             owed = self._owed_reply()
             if turn is not None and (
-                self._response_active or (owed is not None and owed is not self._silence_prompt)
+                (self._response_active and not self._prompt_playing)
+                or (owed is not None and owed is not self._silence_prompt)
             ):
                 turn.fail(f"voicelive_{cause}", detail)
         self._log.event("voicelive_lost", self._clock.time(), cause=cause, code=code, detail=detail[:200])
@@ -867,6 +872,7 @@ class CallBridge:
             self._on_speech_stopped(event)
         elif kind is ResponseCreated:
             self._response_active = True
+            self._prompt_playing = self._reply_owed is not None and self._reply_owed is self._silence_prompt
             self._silence.response_started()
             if not self._wait_phrase_playing:  # the wait phrase is not the reply the caller is owed
                 self._reply_owed = None
@@ -875,7 +881,7 @@ class CallBridge:
             await self._on_audio_done(event)
         elif kind is ResponseDone:
             assert isinstance(event, ResponseDone)
-            self._response_active = False
+            self._response_active = self._prompt_playing = False
             if self._wait_phrase_playing:  # the caller still waits for the reply the tools make possible
                 self._wait_phrase_playing = False
             else:

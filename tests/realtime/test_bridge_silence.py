@@ -224,3 +224,32 @@ async def test_a_goodbye_asked_again_after_a_loss_keeps_its_words_and_fails_no_a
         assert asked == [goodbye]
     [turn] = call.store.turns
     assert turn["error"] is None, "its reply was heard before the session was lost"
+
+
+async def test_a_goodbye_cut_off_by_a_lost_session_is_said_again_in_full_then_the_call_ends() -> None:
+    """Asked again with a bare response.create, the new session would say whatever it liked, and the hang-up
+    would follow that instead of the goodbye."""
+    async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)) as call:
+        client = call.bridge._client
+        for event in speech("u1"):
+            call.vl.push(event)
+        call.speak("r_answer")
+        await call.hear_all()
+        await until(lambda: len(call.prompts()) == 1)  # the goodbye
+        goodbye = call.prompts()[-1]
+        call.vl.push({"type": "response.created", "response": {"id": "r_bye"}})
+        call.vl.push(audio_delta("item_bye", 300, "r_bye"))
+        await until(lambda: len(call.ws.events("mark")) > call.echoed)
+        call.vl.lose()
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
+        second = client.opened[1]  # type: ignore[attr-defined]
+        asked = [e["response"].get("instructions") for e in second.sent if e["type"] == "response.create"]
+        assert asked == [goodbye]
+        assert call.ws.events("clear"), "the rest of the cut goodbye is not played"
+        await call.hear_all()  # Twilio echoes the marks of what it cleared at once
+        call.vl = second
+        call.speak("r_bye2")
+        await call.hear_all()
+        await until(lambda: bool(call.mover.hang_ups))
+    [turn] = call.store.turns
+    assert turn["error"] is None, "the answered turn did not fail with the goodbye's session"
