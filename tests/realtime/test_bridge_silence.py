@@ -206,22 +206,31 @@ async def test_a_renewal_does_not_swap_out_a_session_asked_for_a_silence_prompt(
         await until(lambda: bool(call.mover.hang_ups))
 
 
+async def _answered_then_goodbye_asked(call: Call) -> str:
+    """The caller speaks and hears the answer, then stays quiet until the goodbye is asked for; returns its
+    instructions."""
+    for event in speech("u1"):
+        call.vl.push(event)
+    call.speak("r_answer")
+    await call.hear_all()
+    await until(lambda: len(call.prompts()) == 1)
+    return call.prompts()[-1]
+
+
+def _asked_of(connection: Any) -> list[str | None]:
+    return [e["response"].get("instructions") for e in connection.sent if e["type"] == "response.create"]
+
+
 async def test_a_goodbye_asked_again_after_a_loss_keeps_its_words_and_fails_no_answered_turn() -> None:
     """The caller's last words were answered (their transcript never came): a session lost before the goodbye
     began is no lost reply to them, and the new session says the goodbye, not "could you repeat that?"."""
     async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)) as call:
         client = call.bridge._client
-        for event in speech("u1"):
-            call.vl.push(event)
-        call.speak("r_answer")
-        await call.hear_all()
-        await until(lambda: len(call.prompts()) == 1)  # the goodbye
-        goodbye = call.prompts()[-1]
+        goodbye = await _answered_then_goodbye_asked(call)
         call.vl.lose()
         await until(lambda: call.bridge.stats["reconnects"] == 1)
         second = client.opened[1]  # type: ignore[attr-defined]
-        asked = [e["response"].get("instructions") for e in second.sent if e["type"] == "response.create"]
-        assert asked == [goodbye]
+        assert _asked_of(second) == [goodbye]
     [turn] = call.store.turns
     assert turn["error"] is None, "its reply was heard before the session was lost"
 
@@ -231,20 +240,14 @@ async def test_a_goodbye_cut_off_by_a_lost_session_is_said_again_in_full_then_th
     would follow that instead of the goodbye."""
     async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)) as call:
         client = call.bridge._client
-        for event in speech("u1"):
-            call.vl.push(event)
-        call.speak("r_answer")
-        await call.hear_all()
-        await until(lambda: len(call.prompts()) == 1)  # the goodbye
-        goodbye = call.prompts()[-1]
+        goodbye = await _answered_then_goodbye_asked(call)
         call.vl.push({"type": "response.created", "response": {"id": "r_bye"}})
         call.vl.push(audio_delta("item_bye", 300, "r_bye"))
         await until(lambda: len(call.ws.events("mark")) > call.echoed)
         call.vl.lose()
         await until(lambda: call.bridge.stats["reconnects"] == 1)
         second = client.opened[1]  # type: ignore[attr-defined]
-        asked = [e["response"].get("instructions") for e in second.sent if e["type"] == "response.create"]
-        assert asked == [goodbye]
+        assert _asked_of(second) == [goodbye]
         assert call.ws.events("clear"), "the rest of the cut goodbye is not played"
         await call.hear_all()  # Twilio echoes the marks of what it cleared at once
         call.vl = second
