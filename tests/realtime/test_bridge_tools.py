@@ -397,6 +397,20 @@ async def test_no_wait_phrase_while_a_reply_to_the_callers_newer_words_is_on_its
         await until(lambda: len(function_outputs(call.vl)) == 1)
 
 
+async def _lose_then_the_reply_waits_for_the_answer(call: Running, tools: GatedTools) -> None:
+    """The first session drops while ``call_a`` runs: the next one is asked for nothing until the answer is
+    in, then for the reply, having been given the call and its output."""
+    call.vl.lose()
+    await until(lambda: call.bridge.stats["reconnects"] == 1)
+    second = call.client.opened[1]
+    await asyncio.sleep(0.05)
+    assert response_creates(second) == []
+    tools.gate.set()
+    await until(lambda: len(response_creates(second)) == 1)
+    assert [i["call_id"] for i in function_outputs(second)] == ["call_a"]
+    assert [i["call_id"] for i in function_call_items(second)] == ["call_a"]
+
+
 async def test_a_session_lost_after_the_wait_phrase_is_asked_for_the_reply_once_the_tool_answers() -> None:
     """The wait phrase is not the reply the caller is owed: a session lost after it, while the tool still
     works, leaves the reply owed. The new session is asked for it with the tool's answer, not before."""
@@ -408,15 +422,7 @@ async def test_a_session_lost_after_the_wait_phrase_is_asked_for_the_reply_once_
         vl.push(created("r_wait"))
         vl.push(done("r_wait"))
         await asyncio.sleep(0.05)
-        vl.lose()
-        await until(lambda: call.bridge.stats["reconnects"] == 1)
-        second = call.client.opened[1]
-        await asyncio.sleep(0.05)
-        assert response_creates(second) == []
-        tools.gate.set()
-        await until(lambda: len(response_creates(second)) == 1)
-        assert [i["call_id"] for i in function_outputs(second)] == ["call_a"]
-        assert [i["call_id"] for i in function_call_items(second)] == ["call_a"]
+        await _lose_then_the_reply_waits_for_the_answer(call, tools)
 
 
 async def test_a_session_that_took_over_before_the_wait_phrase_was_due_says_it() -> None:
@@ -453,14 +459,7 @@ async def test_a_session_lost_during_the_wait_phrase_of_a_long_tool_waits_for_it
         await until(lambda: len(response_creates(vl)) == 1)
         vl.push(created("r_wait"))
         await asyncio.sleep(0.2)  # the owed reply is past reply_wait_seconds
-        vl.lose()
-        await until(lambda: call.bridge.stats["reconnects"] == 1)
-        second = call.client.opened[1]
-        await asyncio.sleep(0.05)
-        assert response_creates(second) == []
-        tools.gate.set()
-        await until(lambda: len(response_creates(second)) == 1)
-        assert [i["call_id"] for i in function_outputs(second)] == ["call_a"]
+        await _lose_then_the_reply_waits_for_the_answer(call, tools)
 
 
 async def test_answered_calls_are_replayed_into_the_next_session() -> None:
