@@ -346,6 +346,8 @@ class TurnLoop:
         phrase = await self._try_phrase(call_sid, text, received_at)
         if hang_up:
             self._metrics.silence_hang_ups.labels(PIPELINE).inc()
+            # As the realtime bridge records its own: why the call ended, the same on both arms.
+            await self._merge_call(call_sid, {"ended_by": "agent", "end_reason": "silence"})
             return self._twiml.goodbye(text=text, audio_url=phrase.url if phrase else None)
         return self._twiml.play_and_listen(phrase.url) if phrase else self._twiml.say_and_listen(text)
 
@@ -401,6 +403,12 @@ class TurnLoop:
         for stage, ms in record.stages.items():
             self._metrics.observe_turn(PIPELINE, stage, ms)
         self._records.submit(record.to_dict())
+
+    async def _merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
+        try:
+            await self._store.merge_call(call_sid, fields)
+        except Exception:
+            self._store_failed("merge_call")
 
     async def _event(self, call_sid: str, event: dict[str, Any]) -> None:
         try:

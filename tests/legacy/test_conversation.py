@@ -137,10 +137,9 @@ async def test_silence_reprompts_then_says_goodbye(legacy: HarnessFactory) -> No
     assert [t["turn"] for t in turns] == [0, 1]
     events = (await h.store.get_call(CALL) or {}).get("events", [])
     assert [e["empty_turns"] for e in events if e["type"] == "legacy.no_speech"] == [1, 1, 2]
-    assert (
-        h.metrics.registry.get_sample_value("voice_router_silence_hang_ups_total", {"pipeline": "legacy"})
-        == 1
-    )
+    assert h.sample("voice_router_silence_hang_ups_total", pipeline="legacy") == 1
+    record = await h.store.get_call(CALL) or {}
+    assert (record.get("ended_by"), record.get("end_reason")) == ("agent", "silence")
 
 
 async def test_call_moved_from_realtime_resumes_the_conversation(legacy: HarnessFactory) -> None:
