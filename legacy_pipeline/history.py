@@ -35,6 +35,58 @@ def counters_key(call_sid: str) -> str:
     return f"legacy:call:{call_sid}"
 
 
+def well_formed(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The stored messages the chat API accepts as history: user and assistant words, and tool exchanges
+    whole. The cap cuts the oldest messages by count, so it can leave the answers of a tool exchange whose
+    call it cut off (or, from a damaged store, a call without its answers): the API refuses either, and the
+    whole turn would fail, so the broken part is left out."""
+    messages = [m for m in messages if isinstance(m, dict)]
+    out: list[dict[str, Any]] = []
+    i = 0
+    while i < len(messages):
+        message = messages[i]
+        role = message.get("role")
+        if role == "assistant" and message.get("tool_calls"):
+            answers = []
+            for answer in messages[i + 1 :]:
+                if answer.get("role") != "tool":
+                    break
+                answers.append(answer)
+            i += 1 + len(answers)
+            answered = [
+                a["tool_call_id"]
+                for a in answers
+                if isinstance(a.get("tool_call_id"), str) and isinstance(a.get("content"), str)
+            ]
+            if len(answered) == len(answers) and sorted(answered) == _tool_call_ids(message):
+                out.append(message)
+                out.extend(answers)
+            continue
+        if role in ("user", "assistant") and isinstance(message.get("content"), str):
+            out.append(message)
+        i += 1
+    return out
+
+
+def _tool_call_ids(message: dict[str, Any]) -> list[str] | None:
+    """The sorted ids of an assistant message's function calls, or ``None`` if they are not well formed."""
+    calls = message.get("tool_calls")
+    if not isinstance(calls, list):
+        return None
+    ids = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not (
+            isinstance(function, dict)
+            and isinstance(call.get("id"), str)
+            and isinstance(function.get("name"), str)
+            and isinstance(function.get("arguments"), str)
+        ):
+            return None
+        ids.append(call["id"])
+    return sorted(ids)
+
+
 class ConversationState:
     """Reads and writes one call's history and counters; a store outage degrades to a fresh conversation."""
 
@@ -51,14 +103,9 @@ class ConversationState:
         except StoreUnavailable:
             self._store_failed("get_history", call_sid)
             messages = []
-        stored = [
-            m
-            for m in messages
-            if m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str)
-        ]
         if not counters.greeted:
-            return stored
-        return [*self._greeting, *stored][-self._cap :] if self._cap > 0 else []
+            return well_formed(messages)
+        return well_formed([*self._greeting, *messages][-self._cap :]) if self._cap > 0 else []
 
     async def append(self, call_sid: str, messages: list[dict[str, Any]]) -> None:
         try:

@@ -27,7 +27,7 @@ from router.record_writer import BatchWriter
 from router.records import Pipeline, TurnRecord
 from router.settings import Settings
 from router.store.base import StateStore
-from router.tool_calls import ToolRunner
+from router.tool_calls import ToolRunner, chat_exchange
 
 log = logging.getLogger("legacy_pipeline.turns")
 
@@ -227,15 +227,17 @@ class TurnLoop:
                     return await self._empty_turn(call_sid, counters, received_at)
                 record.user_text = user_text
                 counters.last_turn, counters.empty_turns = turn, 0
-                audio_url = await self._respond(call_sid, counters, user_text, timer, record)
+                audio_url, exchanged = await self._respond(call_sid, counters, user_text, timer, record)
             # Outside the deadline: once the reply is uploaded the caller hears it, so the history must say
             # so (a deadline hit while this write was acknowledged used to play the apology instead, and the
-            # next turn believed the unheard reply had been said).
+            # next turn believed the unheard reply had been said). The tools' calls and answers go in too:
+            # a later turn must know what a tool did (a booking made), not only what was said of it.
             timer.current = "history"
             await self._state.append(
                 call_sid,
                 [
                     {"role": "user", "content": user_text},
+                    *exchanged,
                     {"role": "assistant", "content": record.assistant_text},
                 ],
             )
@@ -253,10 +255,12 @@ class TurnLoop:
 
     async def _respond(
         self, call_sid: str, counters: TurnCounters, user_text: str, timer: StageTimer, record: TurnRecord
-    ) -> str:
+    ) -> tuple[str, list[ChatMessage]]:
+        """The reply's audio URL, and the tool exchanges the model made on the way to it."""
         timer.current = "history"
         history = await self._state.history(call_sid, counters)
-        messages = [self._system, *history, {"role": "user", "content": user_text}]
+        prompt = [self._system, *history, {"role": "user", "content": user_text}]
+        messages = list(prompt)
         reply = await self._think(call_sid, messages, timer, record)
         text = bound_text(reply.text, self._options.max_reply_chars)
         if not text:
@@ -269,7 +273,7 @@ class TurnLoop:
         record.usage["tts_chars"] = len(text)
         with timer.stage("upload"):
             stored = await self._services.blob_store.upload_turn_audio(audio)
-        return stored.url
+        return stored.url, messages[len(prompt) :]
 
     async def _think(
         self, call_sid: str, messages: list[ChatMessage], timer: StageTimer, record: TurnRecord
@@ -307,23 +311,11 @@ class TurnLoop:
             )
             tool_ms += (time.perf_counter() - started) * 1000.0
             record.tool_calls.extend(result.record() for result in results)
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": reply.text or None,
-                    "tool_calls": [
-                        {
-                            "id": call.call_id,
-                            "type": "function",
-                            "function": {"name": call.name, "arguments": call.arguments},
-                        }
-                        for call in reply.tool_calls
-                    ],
-                }
-            )
             messages.extend(
-                {"role": "tool", "tool_call_id": result.call_id, "content": result.output}
-                for result in results
+                chat_exchange(
+                    [(call, result.output) for call, result in zip(reply.tool_calls, results, strict=True)],
+                    reply.text,
+                )
             )
             # "required" forces a call on every request: once the tools have answered, the model must be
             # free to speak.

@@ -583,7 +583,7 @@ class CallBridge:
         self._log.merge({"moved_to_legacy": True, "move_reason": reason})
         # The legacy pipeline goes on from what the caller heard here (its history, as a moved call's is not
         # implied by a greeting of its own).
-        conversation = [{"role": role, "content": text} for role, text in self._history.replay()]
+        conversation = self._history.chat_messages()
         if conversation:
             self._log.history(conversation, self._config.handover_history_messages)
         moved = await self._mover.move_to_legacy(self._call_sid, reason)

@@ -1,12 +1,13 @@
 """The conversation so far, in the order it happened: what a new Voice Live session is given
 (``conversation.item.create`` items) when a lost or aged session is replaced mid-call, and what the legacy
-pipeline goes on from when the call is moved."""
+pipeline goes on from when the call is moved (chat messages)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from router.tool_calls import ToolCall
+from router.tool_calls import ToolCall, chat_exchange
 
 FUNCTION_CALL = "function_call"
 
@@ -75,18 +76,22 @@ class ConversationHistory:
                 return not entry.text.strip()
         return False
 
-    def replay(self) -> list[tuple[str, str]]:
-        """(role, text) pairs to recreate the spoken conversation (the legacy pipeline's history);
-        interrupted replies keep only what was heard."""
-        out: list[tuple[str, str]] = []
-        for entry in self._entries:
-            if entry.call is None and (text := self._heard_text(entry)):
-                out.append((entry.role, text))
-        return out[-self._max_items :]
+    def chat_messages(self) -> list[dict[str, Any]]:
+        """The conversation as chat messages, for the legacy pipeline when the call moves over: what was
+        heard, and in its place each function call that was answered, as its tool exchange (so the legacy
+        model knows what a tool did, e.g. the booking it made, not only what was said of it)."""
+        out: list[dict[str, Any]] = []
+        for first, second in self.replay_items():
+            if isinstance(first, ToolCall):
+                out.extend(chat_exchange([(first, second)]))
+            else:
+                out.append({"role": first, "content": second})
+        return out
 
     def replay_items(self) -> list[Replayed]:
-        """The conversation for a new Voice Live session: the messages of :meth:`replay` and, in their place,
-        the function calls that were answered (so the new session knows what the tools said)."""
+        """The conversation for a new Voice Live session: the messages said (interrupted replies only as far
+        as they were heard) and, in their place, the function calls that were answered (so the new session
+        knows what the tools said)."""
         out: list[Replayed] = []
         for entry in self._entries:
             if entry.call is not None:

@@ -84,6 +84,20 @@ class ToolResult:
         return entry
 
 
+def chat_exchange(answered: Sequence[tuple[ToolCall, str]], text: str | None = None) -> list[dict[str, Any]]:
+    """One model answer's tool calls and what each returned, as chat messages: the assistant message with
+    ``tool_calls`` (and any words it said with them), then one ``tool`` message per call in the same order.
+    The chat API refuses a history in which either half is missing or the two are apart."""
+    calls = [
+        {"id": call.call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        for call, _ in answered
+    ]
+    return [
+        {"role": "assistant", "content": text or None, "tool_calls": calls},
+        *({"role": "tool", "tool_call_id": call.call_id, "content": output} for call, output in answered),
+    ]
+
+
 def _error_output(message: str) -> str:
     return orjson.dumps({"error": message}).decode()
 

@@ -88,12 +88,74 @@ async def test_a_turn_runs_the_tool_and_speaks_its_answer(
         == 1.0
     )
 
-    # The history keeps the spoken exchange; the next turn's request is well formed without the tool messages.
+    # The history keeps the tool's call and answer in their place, so the next turn's model knows what the
+    # tool said (and the emulator, as OpenAI, accepts the pairing: no apology).
     h.openai.set_script(["Anything else?"])
     twiml = await h.twilio.say(twiml, CALL, "No thanks")
     assert twiml.status == 200 and not twiml.says
-    roles = [m["role"] for m in h.openai.requests[-1].body["messages"]]
-    assert "tool" not in roles
+    later = h.openai.requests[-1].body["messages"]
+    assert [m["role"] for m in later] == [
+        "system",
+        "assistant",
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+    ]
+    assert later[3]["tool_calls"] == [asked] and later[4] == tool_message
+    assert later[5]["content"] == spoken
+
+
+async def test_a_history_cap_that_cuts_a_tool_exchange_leaves_its_rest_out(
+    legacy: HarnessFactory, tool_backend: ToolBackendEmulator
+) -> None:
+    """The cap counts messages: two keep the tool's answer and the reply of the turn before, but not the call
+    the answer belongs to. OpenAI refuses an answer without its call, which would cost the turn."""
+    h = await legacy(profile_top={"tools": tools(tool_backend)}, profile_legacy={"max_history_messages": 2})
+    h.openai.set_script(
+        [
+            {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}]},
+            "On Tuesday I have {tool_output}",
+            "Anything else?",
+        ]
+    )
+    greeting = await h.twilio.incoming_call(CALL)
+    twiml = await h.twilio.say(greeting, CALL, "Is Tuesday free?")
+    assert [m["role"] for m in await h.store.get_history(CALL)] == ["tool", "assistant"]
+    twiml = await h.twilio.say(twiml, CALL, "No thanks")
+    assert twiml.status == 200 and len(twiml.plays) == 1 and not twiml.says, twiml.text
+    later = h.openai.requests[-1].body["messages"]
+    assert [m["role"] for m in later] == ["system", "assistant", "user"]
+    assert later[1]["content"].startswith("On Tuesday I have")
+    [turn] = [t for t in await h.list_turns(CALL) if t["turn"] == 2]
+    assert turn["error"] is None
+
+
+async def test_a_call_moved_from_realtime_carries_its_tool_exchange_to_the_model(
+    legacy: HarnessFactory, tool_backend: ToolBackendEmulator
+) -> None:
+    """What the bridge hands over when a call moves: a booking made on realtime is known to legacy's model."""
+    from realtime_pipeline.history import ConversationHistory
+    from router.tool_calls import ToolCall
+    from tests.legacy.twilio_script import Twiml
+
+    h = await _start(legacy, tool_backend)
+    realtime = ConversationHistory()
+    realtime.set_text("user", "u1", "Book Tuesday at nine thirty")
+    booking = ToolCall("call_9", "book_appointment", '{"day":"Tuesday","time":"09:30"}')
+    realtime.add_function_call(booking)
+    realtime.set_function_output("call_9", '{"confirmation":"BK-42"}')
+    realtime.set_text("assistant", "a1", "Booked.")
+    await h.store.append_history(CALL, realtime.chat_messages(), 20)
+    resumed = Twiml.parse(await h.twilio.post("/legacy/start", h.twilio.params(CALL)))
+    h.openai.set_script(["Your confirmation is BK-42."])
+    reply = await h.twilio.say(resumed, CALL, "What was my confirmation number?")
+    assert reply.status == 200 and len(reply.plays) == 1 and not reply.says, reply.text
+    messages = h.openai.requests[-1].body["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert messages[2]["tool_calls"][0]["function"]["name"] == "book_appointment"
+    assert messages[3] == {"role": "tool", "tool_call_id": "call_9", "content": '{"confirmation":"BK-42"}'}
 
 
 async def test_a_failing_tool_is_spoken_about_not_an_apology(

@@ -7,10 +7,12 @@ import struct
 import wave
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
 
+from legacy_pipeline.history import well_formed
 from legacy_pipeline.recordings import MAX_RECORDING_BYTES, RecordingRefused, TwilioRecordingFetcher
 from legacy_pipeline.ssml import build_ssml
 from legacy_pipeline.stt import WAVE_FORMAT_MULAW, WAVE_FORMAT_PCM, parse_wav
@@ -172,3 +174,29 @@ async def test_recording_url_on_another_origin_is_refused() -> None:
     for url in ("http://api.twilio.com/x", "https://api.twilio.com.evil.net/x", "file:///etc/passwd"):
         with pytest.raises(RecordingRefused):
             await _fetcher(handler).fetch(url)
+
+
+def _call(call_id: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": "check", "arguments": "{}"}}
+
+
+def test_well_formed_history_keeps_whole_tool_exchanges_and_drops_broken_ones() -> None:
+    user: dict[str, Any] = {"role": "user", "content": "Is Tuesday free?"}
+    reply: dict[str, Any] = {"role": "assistant", "content": "Yes."}
+    two_calls: dict[str, Any] = {"role": "assistant", "content": None, "tool_calls": [_call("a"), _call("b")]}
+    answer_a: dict[str, Any] = {"role": "tool", "tool_call_id": "a", "content": "{}"}
+    answer_b: dict[str, Any] = {"role": "tool", "tool_call_id": "b", "content": "{}"}
+    whole = [user, two_calls, answer_b, answer_a, reply]
+    assert well_formed(whole) == whole  # answers in any order, as long as each call has one
+    # The cap cut the call off: its answers alone would be refused.
+    assert well_formed([answer_a, answer_b, reply]) == [reply]
+    # One answer missing, a stray id, an answer that is not text, a malformed call: the exchange is left out.
+    assert well_formed([user, two_calls, answer_a, reply]) == [user, reply]
+    stray: dict[str, Any] = {"role": "tool", "tool_call_id": "c", "content": "{}"}
+    assert well_formed([user, two_calls, answer_a, stray, reply]) == [user, reply]
+    assert well_formed([two_calls, answer_a, {**answer_b, "content": {"x": 1}}, reply]) == [reply]
+    broken: dict[str, Any] = {"role": "assistant", "content": "Checking.", "tool_calls": [{"id": "a"}]}
+    assert well_formed([user, broken, answer_a, reply]) == [user, reply]
+    # Anything else the store might hold that is not a chat message is skipped.
+    junk: list[Any] = [user, "junk", {"role": "system", "content": "x"}, {"role": "user"}, reply]
+    assert well_formed(junk) == [user, reply]

@@ -4,6 +4,7 @@ built from it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,9 @@ import orjson
 from emulators.speechlike import silence_ulaw, speechlike_ulaw
 from emulators.tool_backend import ToolBackendEmulator
 from emulators.voicelive import VoiceLiveEmulator
+from tests.realtime.controlled_connector import ControlledConnector
 from tests.realtime.harness import Harness, new_call_sid
+from tests.realtime.twilio_client import wait_until
 
 SPEECH = speechlike_ulaw(900, seed=1) + silence_ulaw(800)
 DAY = {"type": "object", "properties": {"day": {"type": "string"}}, "required": ["day"]}
@@ -253,3 +256,40 @@ async def _call_with_one_tool_round(
         await twilio.stop()
         await twilio.wait_closed()
     return call_sid, session
+
+
+async def test_a_call_moved_after_a_tool_round_hands_the_tool_exchange_to_legacy(
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, tool_backend: ToolBackendEmulator
+) -> None:
+    """The legacy model must know what a tool did on realtime (a booking made, its confirmation), not only
+    what was said of it: the handed-over history holds the call and its answer in their place."""
+    script_tool_then_reply(voicelive)
+    connector = ControlledConnector()
+    connector.refuse_after = 1  # the quick reconnect fails: the call moves
+    harness = make_harness(connector=connector, profile_overrides=profile_tools(tool_backend))
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: bool(voicelive.sessions))
+        session = voicelive.sessions[0]
+        await twilio.wait_for(lambda: list(session.responses.values())[1:2] == ["completed"])
+        await twilio.wait_for(lambda: not twilio._queue and len(twilio.marks_echoed) >= 1)
+        assert harness.server.loop is not None
+        harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+        await wait_until(lambda: bool(harness.rest.updates_for(call_sid)))
+        await twilio.stop()
+        await twilio.wait_closed()
+    for _ in range(250):  # the call log writes the history before the move's event
+        if any(event["type"] == "moved_to_legacy" for event in (await harness.call(call_sid))["events"]):
+            break
+        await asyncio.sleep(0.02)
+    history = await harness.on_server(harness.store.get_history(call_sid))
+    assert [m["role"] for m in history] == ["user", "assistant", "tool", "assistant"]
+    [call] = session.function_calls
+    [asked] = history[1]["tool_calls"]
+    assert asked["id"] == call["call_id"] and asked["function"]["name"] == "check_availability"
+    assert history[2]["tool_call_id"] == call["call_id"]
+    assert orjson.loads(history[2]["content"])["free_slots"] == ["09:30", "11:00", "14:30"]
+    assert history[3]["content"].startswith("On Tuesday I have")

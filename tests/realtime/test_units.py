@@ -403,10 +403,14 @@ def test_history_replays_in_order_and_cuts_interrupted_replies() -> None:
     history.set_text("assistant", "a1", "one two three four")
     history.set_text("user", "u1", "hello")  # transcript arrives after the reply started
     history.cut("a1", 0.5)
-    assert history.replay() == [("user", "hello"), ("assistant", "one two")]
+    assert history.replay_items() == [("user", "hello"), ("assistant", "one two")]
+    assert history.chat_messages() == [
+        {"role": "user", "content": "hello"},
+        {"role": "assistant", "content": "one two"},
+    ]
 
 
-def test_history_replays_answered_function_calls_in_place_for_voice_live_only() -> None:
+def test_history_replays_answered_function_calls_in_place() -> None:
     history = ConversationHistory()
     history.set_text("user", "u1", "Is Tuesday free?")
     history.add_function_call(ToolCall("call_1", "check_availability", '{"day":"Tuesday"}'))
@@ -418,8 +422,23 @@ def test_history_replays_answered_function_calls_in_place_for_voice_live_only() 
         (ToolCall("call_1", "check_availability", '{"day":"Tuesday"}'), '{"free_slots":["09:30"]}'),
         ("assistant", "Tuesday at nine thirty."),
     ]
-    # The legacy pipeline's history is the spoken conversation only.
-    assert history.replay() == [("user", "Is Tuesday free?"), ("assistant", "Tuesday at nine thirty.")]
+    # The legacy pipeline gets the answered call as its tool exchange, in its place; the unanswered one not.
+    assert history.chat_messages() == [
+        {"role": "user", "content": "Is Tuesday free?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "check_availability", "arguments": '{"day":"Tuesday"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"free_slots":["09:30"]}'},
+        {"role": "assistant", "content": "Tuesday at nine thirty."},
+    ]
     events = [orjson.loads(e) for e in message_items(history.replay_items())]
     assert [e["item"]["type"] for e in events] == [
         "message",
