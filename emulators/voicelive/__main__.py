@@ -54,6 +54,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(repeatable; joins --reply entries in command-line order)",
     )
     parser.add_argument(
+        "--follow-say-exactly",
+        action="store_true",
+        help="speak the words a response.create's instructions ask for verbatim (greeting, reprompts) "
+        "instead of the next reply",
+    )
+    parser.add_argument(
         "--expire-after-s", type=float, default=None, help="session lifetime (session_expired)"
     )
     return parser.parse_args(argv)
@@ -69,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> VoiceLiveEmulatorConfig:
         accept_any_bearer=args.any_bearer,
         require_auth=not args.no_auth,
         replies=tuple(args.replies or defaults.replies),
+        follow_say_exactly=args.follow_say_exactly,
         ms_per_char=args.ms_per_char,
         chunk_ms=args.chunk_ms,
         faults=Faults(

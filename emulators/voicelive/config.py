@@ -38,6 +38,10 @@ class VoiceLiveEmulatorConfig:
     replies: tuple[ReplyEntry, ...] = DEFAULT_REPLIES
     """The reply script, used in turn and cycled: texts, or ``{"tool_calls": [{"name", "arguments"}, ...]}``
     entries for function calls (see ``script.py``)."""
+    follow_say_exactly: bool = False
+    """Speak the words a ``response.create``'s instructions ask for verbatim (greeting, wait phrase, silence
+    reprompt) instead of the next script entry, which stays next (see ``script.py``). Off by default, as
+    scripts written for the plain behaviour count those responses as entries."""
     user_transcripts: tuple[str, ...] = DEFAULT_USER_TRANSCRIPTS
     """Transcripts reported for committed user audio (when input transcription is on), cycled."""
     ms_per_char: int = 65

@@ -38,11 +38,13 @@ from emulators.voicelive.responses import (
 )
 from emulators.voicelive.script import (
     TOOL_FALLBACK_TEXT,
+    ScriptedCall,
     all_offered,
     fill_tool_output,
     forced_call,
     offered_functions,
     parse_entry,
+    said_exactly,
 )
 from emulators.voicelive.session import (
     InvalidRequest,
@@ -785,9 +787,14 @@ class RealtimeConnection:
     def _start_response(self, options: dict[str, Any]) -> None:
         if self._closed.is_set():
             return
-        replies = self.config.replies or ("",)
-        reply_index = next(self._replies) % len(replies)
-        entry = parse_entry(replies[reply_index])
+        words = said_exactly(options.get("instructions")) if self.config.follow_say_exactly else None
+        entry: str | tuple[ScriptedCall, ...]
+        if words is not None:
+            reply_index, entry = 0, words
+        else:
+            replies = self.config.replies or ("",)
+            reply_index = next(self._replies) % len(replies)
+            entry = parse_entry(replies[reply_index])
         calls: tuple[PlannedCall, ...] = ()
         tools = options.get("tools", self.session.get("tools"))
         tool_choice = options.get("tool_choice", self.session.get("tool_choice"))

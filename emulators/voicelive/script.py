@@ -11,10 +11,15 @@ The emulator's choice (nothing documents what a model does instead): if a script
 response does not offer, or ``tool_choice`` is ``"none"`` (or forces another function), the response speaks
 ``TOOL_FALLBACK_TEXT`` instead. A text entry under a ``tool_choice`` that forces a call (``"required"``, or a
 named function) becomes that call (:func:`forced_call`).
+
+With ``follow_say_exactly`` on (the demo), a ``response.create`` whose own ``instructions`` ask for words
+verbatim ("… say exactly this …: <words>", as a client asks for a greeting, a wait phrase or a reprompt)
+speaks those words and leaves the script where it was: a model told so would say them (:func:`said_exactly`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +28,7 @@ import orjson
 
 TOOL_OUTPUT_PLACEHOLDER = "{tool_output}"
 TOOL_FALLBACK_TEXT = "Sorry, I can't do that right now."
+_SAY_EXACTLY = re.compile(r"\bsay(?:ing)? exactly this\b[^:]*:\s*(\S.*)", re.IGNORECASE | re.DOTALL)
 
 ReplyEntry = str | Mapping[str, Any]
 
@@ -108,3 +114,12 @@ def all_offered(calls: Iterable[ScriptedCall], offered: frozenset[str]) -> bool:
 def fill_tool_output(text: str, output: str) -> str:
     """``text`` with every ``{tool_output}`` replaced (other braces are left alone)."""
     return text.replace(TOOL_OUTPUT_PLACEHOLDER, output)
+
+
+def said_exactly(instructions: Any) -> str | None:
+    """The words ``instructions`` ask to be said verbatim ("Say exactly this, and nothing else: <words>"),
+    or ``None`` when they ask for none."""
+    if not isinstance(instructions, str):
+        return None
+    match = _SAY_EXACTLY.search(instructions)
+    return match.group(1).strip() if match else None

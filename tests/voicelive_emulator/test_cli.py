@@ -20,6 +20,8 @@ def test_args_map_onto_config_and_faults() -> None:
     )
     assert (config.port, config.api_keys, config.replies) == (9, ("k1",), ("Hi.",))
     assert (config.faults.first_audio_ms, config.faults.pace) == (5, 0)
+    assert not config.follow_say_exactly
+    assert config_from_args(parse_args(["--follow-say-exactly"])).follow_say_exactly
 
 
 async def test_cli_serves_a_session() -> None:

@@ -381,3 +381,32 @@ async def test_user_audio_item_content_carries_audio_null(emulator: VoiceLiveEmu
         {"type": "input_audio", "audio": None, "transcript": DEFAULT_USER_TRANSCRIPTS[0]}
     ]
     await client.ws.close()
+
+
+async def test_follow_say_exactly_speaks_the_instructed_words_and_keeps_the_script_in_place() -> None:
+    """The demo's model: a response asked to say given words says them; the script stays where it was, so a
+    reprompt between two answers does not shift them. Off by default (the response above speaks entry 0)."""
+    config = VoiceLiveEmulatorConfig(
+        replies=("First answer.", "Second answer."),
+        follow_say_exactly=True,
+        faults=Faults(first_audio_ms=0, pace=0),
+    )
+    instructed = "The caller has been silent for a while. Say exactly this, and nothing else: Are you there?"
+    with VoiceLiveEmulator(config) as custom:
+        client = await ulaw_session(custom)
+        spoken = []
+        for options in ({}, {"instructions": instructed}, {"instructions": "Be brief."}):
+            await client.send({"type": "response.create", "response": options})
+            events = await client.until("response.done")
+            spoken.append(events[-1]["response"]["output"][0]["content"][0]["transcript"])
+        assert spoken == ["First answer.", "Are you there?", "Second answer."]
+        await client.ws.close()
+
+
+def test_said_exactly_finds_the_words_after_the_colon() -> None:
+    from emulators.voicelive.script import said_exactly
+
+    greeting = "Greet the caller by saying exactly this, and nothing else: Hello: welcome!"
+    assert said_exactly(greeting) == "Hello: welcome!"
+    assert said_exactly("Apologise and ask them to say it again.") is None
+    assert said_exactly(None) is None
