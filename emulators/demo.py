@@ -43,7 +43,7 @@ from emulators.runner import ServerThread, free_port
 from emulators.tool_backend import ToolBackendEmulator
 from emulators.twilio.caller import CallResult, TwilioCallSimulator
 from emulators.twilio.rest import TwilioRestEmulator
-from emulators.twilio.script import BargeIn, CallScript, Say, Step, fixture_utterances
+from emulators.twilio.script import BargeIn, CallScript, Pause, Say, Step, fixture_utterances
 from router.comparison import Comparison, Prices, build_comparison, render_table
 from router.report_html import render_html
 from router.server_options import uvicorn_options
@@ -72,10 +72,9 @@ PLAY_MARGIN_S = 2.0  # fetching and starting the reply's <Play> after the turn's
 # The business's booking API behind the agent's tool: no published figure; a quick internal API [assumption].
 TOOL_BACKEND_DELAY_S = 0.15
 CHECK_TUESDAY = {"tool_calls": [{"name": "check_availability", "arguments": {"day": "Tuesday"}}]}
-# The realtime agent, per Voice Live session: the greeting, then the tool on the first question, its answer
-# read back, then the booking.
+# The realtime agent, per Voice Live session: the tool on the first question, its answer read back, then the
+# booking. The greeting and the silence prompts are the words the bridge asks for (``follow_say_exactly``).
 DEMO_VOICELIVE_REPLIES: tuple[Any, ...] = (
-    "Hello, thanks for calling Contoso Dental. How can I help you today?",
     CHECK_TUESDAY,
     "Let me look. Tuesday has these free slots: {tool_output}. Which one suits you?",
     "All set. You're booked for Tuesday at ten. Is there anything else I can help with?",
@@ -105,6 +104,11 @@ class DemoConfig:
     breaker_window_s: int = 30  # short, so the outage's failures are not diluted by the calls before it
     breaker_close_timeout_s: float = 90.0
     silence_limit_ms: float = 9000.0  # no caller may hear dead air longer than this
+    # After the recovery, one caller per pipeline asks one question and then says nothing: legacy ends the
+    # call after its empty turns, realtime re-prompts after this many (server) seconds, says goodbye and
+    # hangs up.
+    silent_callers: bool = True
+    silence_reprompt_s: float = 5.0
     output_dir: Path | None = None  # where the HTML report and state go (default: a temp dir)
     progress: bool = True
 
@@ -124,6 +128,7 @@ class DemoConfig:
             breaker_wait_open_s=2.0,
             breaker_window_s=10,
             breaker_close_timeout_s=40.0,
+            silence_reprompt_s=2.0,
             progress=False,
         )
 
@@ -137,6 +142,7 @@ class DemoReport:
     html_path: Path
     table: str
     phases: dict[str, list[str]] = field(default_factory=dict)  # phase → call SIDs
+    silent_calls: list[str] = field(default_factory=list)  # the scripted quiet callers' SIDs
     outage_window: tuple[float, float] = (0.0, 0.0)
     elapsed_s: float = 0.0
 
@@ -180,9 +186,11 @@ def demo_model(messages: Any) -> Any:
     return None
 
 
-def write_demo_profile(directory: Path, tool_url: str) -> Path:
-    """The default agent with the ``check_availability`` tool at ``tool_url``."""
+def write_demo_profile(directory: Path, tool_url: str, *, silence_reprompt_s: float = 10.0) -> Path:
+    """The default agent with the ``check_availability`` tool at ``tool_url``, re-prompting a quiet
+    realtime caller after ``silence_reprompt_s``."""
     profile = yaml.safe_load(DEFAULT_PROFILE.read_text(encoding="utf-8"))
+    profile.setdefault("silence", {})["reprompt_after_seconds"] = silence_reprompt_s
     profile["tools"] = [
         {
             "name": "check_availability",
@@ -232,6 +240,20 @@ def legacy_turn_deadline(config: DemoConfig) -> float:
     return (config.silence_limit_ms - GATHER_AUTO_END_OF_SPEECH_MS) / 1000.0 - PLAY_MARGIN_S
 
 
+SILENT_PAUSE_MS = 120_000  # caller time: longer than either pipeline waits before ending a quiet call
+
+
+def silent_script(index: int) -> CallScript:
+    """A caller who asks one question and then says nothing more (an abandoned line): the agent checks on
+    them and ends the call (legacy after ``legacy.max_empty_turns`` empty turns, realtime after its
+    ``silence`` re-prompts), so the caller never hangs up."""
+    utterances = fixture_utterances()
+    steps: list[Step] = [Say(utterances[index % len(utterances)]), *[Pause(SILENT_PAUSE_MS)] * 4]
+    return CallScript(
+        steps=steps, from_=f"+1555{index:07d}", label=f"silent-{index}", tags={"caller": "silent"}
+    )
+
+
 def _scripts(count: int, turns: int, *, offset: int) -> list[CallScript]:
     utterances = fixture_utterances()
     scripts = []
@@ -253,7 +275,11 @@ class _Stack:
         self.tools.set_faults(delay_s=TOOL_BACKEND_DELAY_S)
         log.warning("DEMO: the agent's tool backend is an EMULATOR at %s", self.tools.url)
         try:
-            profile = write_demo_profile(state_dir, self.tools.tool_url("check_availability"))
+            profile = write_demo_profile(
+                state_dir,
+                self.tools.tool_url("check_availability"),
+                silence_reprompt_s=config.silence_reprompt_s,
+            )
             base = demo_settings(config, state_dir=state_dir, port=port, agent_profile=profile)
             self.settings, services = start_local_services(
                 base, host="127.0.0.1", port=port, var_dir=state_dir
@@ -298,6 +324,7 @@ class _Stack:
             if name == "VoiceLiveEmulator":
                 service.faults.update(first_audio_ms=VOICELIVE_FIRST_AUDIO_MS)  # type: ignore[attr-defined]
                 service.config.replies = DEMO_VOICELIVE_REPLIES  # type: ignore[attr-defined]
+                service.config.follow_say_exactly = True  # type: ignore[attr-defined]
             elif name == "OpenAIEmulator":
                 service.knobs.update(  # type: ignore[attr-defined]
                     first_token_delay_s=OPENAI_FIRST_TOKEN_S, token_delay_s=OPENAI_TOKEN_DELAY_S
@@ -349,6 +376,7 @@ async def _scenario(
     breaker_states: list[tuple[float, str]] = []
     since = time.time() - 1.0
     phases: dict[str, list[str]] = {}
+    silent_calls: list[str] = []
     offset = 0
     outage = (0.0, 0.0)
     stop_polling = asyncio.Event()
@@ -370,22 +398,39 @@ async def _scenario(
         response.raise_for_status()
         progress.say(f"rollout set to {percent:g}% realtime")
 
+    async def pin(number: str, pipeline: str) -> None:
+        listed = "allow" if pipeline == "realtime" else "deny"
+        body = {"op": "add", "number": number, "reason": f"demo: a test line on {pipeline}", "actor": "demo"}
+        (await admin.post(f"/admin/rollout/{listed}", json=body)).raise_for_status()
+        progress.say(f"{listed} list: {number} pinned to {pipeline}")
+
     waves: list[asyncio.Task[list[CallResult]]] = []
 
-    async def step(name: str, count: int, spread_s: float) -> None:
+    async def step(name: str, count: int, spread_s: float, *, quiet: tuple[str, ...] = ()) -> None:
         """Start ``count`` calls arriving over ``spread_s`` seconds; returns once they have all arrived.
+        ``quiet``: one more caller per pipeline named, who goes quiet after a question, their number pinned
+        to that pipeline by the operators' allow (realtime) or deny (legacy) list, whatever the percentage.
 
         Steps overlap: the calls of one step are still talking when the next step's calls arrive.
         """
         nonlocal offset
-        scripts = _scripts(count, config.turns_per_call, offset=offset)
+        scripts = []
+        for pipeline in quiet:
+            scripts.append(silent_script(offset))
+            offset += 1
+            await pin(scripts[-1].from_, pipeline)
+        scripts += _scripts(count, config.turns_per_call, offset=offset)
         offset += count
+        count = len(scripts)
         progress.say(f"{name}: {count} calls arriving over {spread_s:g} s")
         stagger_ms = 1000.0 * spread_s / max(1, count) / config.time_scale  # place_calls scales it back
 
         async def placed() -> list[CallResult]:
             results = await sim.place_calls(scripts, stagger_ms=stagger_ms)
             phases[name] = [r.call_sid for r in results]
+            silent_calls.extend(
+                r.call_sid for r, script in zip(results, scripts, strict=True) if script.tags.get("caller")
+            )
             by_pipeline: dict[str, int] = {}
             for r in results:
                 by_pipeline[r.pipeline] = by_pipeline.get(r.pipeline, 0) + 1
@@ -446,6 +491,9 @@ async def _scenario(
                     break
                 rounds += 1
                 await step(f"recovery {rounds}", config.calls_after_recovery, config.ramp_spread_s)
+            if config.silent_callers:
+                # After the outage, so that Voice Live's loss does not move the realtime one mid-silence.
+                await step("quiet callers", 0, 0.0, quiet=("legacy", "realtime"))
             while not all(task.done() for task in waves):
                 progress.status(f"{len(sim._live)} calls live, {len(sim.results)} finished")
                 await asyncio.wait(waves, timeout=0.5)
@@ -491,6 +539,7 @@ async def _scenario(
         html_path=html_path,
         table=table,
         phases=phases,
+        silent_calls=silent_calls,
         outage_window=outage,
         elapsed_s=time.monotonic() - started,
     )
@@ -499,13 +548,17 @@ async def _scenario(
 def summarize(report: DemoReport, config: DemoConfig) -> str:
     results = report.results
     answered = sum(1 for r in results if r.answered)
-    dropped = [r for r in results if r.ended_by != "caller"]
+    by_caller = sum(1 for r in results if r.ended_by == "caller")
+    silent = [r for r in results if r.call_sid in report.silent_calls]
+    # The agent ends a quiet call: legacy with <Hangup> in its TwiML, realtime through the REST API.
+    ended_by_agent = sum(1 for r in silent if r.ended_by in ("twiml_hangup", "api"))
     moved = [r for r in results if r.moved]
     worst = max((r.max_silence_ms for r in results), default=0.0)
     states = " → ".join(state for _, state in report.breaker_states)
     return "\n".join(
         [
-            f"calls placed: {len(results)}, answered: {answered}, ended by the caller: {len(results) - len(dropped)}",
+            f"calls placed: {len(results)}, answered: {answered}, ended by the caller: {by_caller}",
+            f"callers who went quiet: {len(silent)}, ended by the agent after its re-prompts: {ended_by_agent}",
             f"moved mid-call to legacy: {len(moved)} (all finished on legacy: "
             f"{all(r.final_mode == 'legacy' for r in moved)})",
             f"longest dead air heard by any caller: {worst:.0f} ms (limit {config.silence_limit_ms:.0f} ms)",

@@ -151,6 +151,7 @@ class ArmReport:
     turns: int = 0
     turn_errors: int = 0
     moved_to_legacy: int = 0  # realtime calls moved mid-call (fallbacks)
+    silence_hang_ups: int = 0  # calls the agent ended after the caller went quiet (end_reason "silence")
     barge_ins: int = 0
     caller_turns: int = 0
     caller_no_reply: int = 0
@@ -212,6 +213,7 @@ class ArmReport:
             "turns",
             "turn_errors",
             "moved_to_legacy",
+            "silence_hang_ups",
             "barge_ins",
             "caller_turns",
             "caller_no_reply",
@@ -262,6 +264,7 @@ class ArmReport:
             "errors_by_stage": dict(self.errors_by_stage),
             "moved_to_legacy": self.moved_to_legacy,
             "fallback_rate": self.fallback_rate,
+            "silence_hang_ups": self.silence_hang_ups,
             "barge_ins": self.barge_ins,
             "caller_turns": self.caller_turns,
             "caller_no_reply": self.caller_no_reply,
@@ -302,6 +305,7 @@ class ArmReport:
             turns=int(data.get("turns", 0)),
             turn_errors=int(data.get("turn_errors", 0)),
             moved_to_legacy=int(data.get("moved_to_legacy", 0)),
+            silence_hang_ups=int(data.get("silence_hang_ups", 0)),
             barge_ins=int(data.get("barge_ins", 0)),
             caller_turns=int(data.get("caller_turns", 0)),
             caller_no_reply=int(data.get("caller_no_reply", 0)),
@@ -411,6 +415,7 @@ def compare_records(
         moved = bool(call.get("moved_to_legacy"))
         arm.completed_calls += completed
         arm.moved_to_legacy += moved
+        arm.silence_hang_ups += call.get("end_reason") == "silence"
         guardrails = call_guardrails(call)
         arm.reconnects += guardrails.reconnects
         arm.renewals += guardrails.renewals
@@ -616,18 +621,19 @@ def render_table(c: Comparison) -> str:
     # Guardrails next to the outcomes: session reconnects and renewals, moves to legacy Twilio took or refused.
     header = (
         f"{'pipeline':<9} {'calls':>5} {'done':>5} {'turns':>5} {'err%':>6} {'moved':>5} {'barge':>5} "
-        f"{'c.barge':>7} {'$/call':>8} {'reconn':>6} {'renew':>5} {'mv.ok':>5} {'mv.fail':>7} {'gap.t':>5} {'f.int':>7}"
+        f"{'c.barge':>7} {'$/call':>8} {'reconn':>6} {'renew':>5} {'mv.ok':>5} {'mv.fail':>7} {'gap.t':>5} {'f.int':>7} {'quiet':>5}"
     )
     lines.append(header)
     # gap.t: turns whose reply went silent for 100 ms or more in mid-reply (Twilio had played all it had).
     # f.int: barge-ins with no words in them (noise taken for speech) / barge-ins whose words are known.
+    # quiet: calls the agent ended because the caller stayed silent (its re-prompts went unanswered).
     for name in sorted(c.arms):
         arm = c.arms[name]
         lines.append(
             f"{name:<9} {arm.calls:>5} {arm.completed_calls:>5} {arm.turns:>5} "
             f"{100 * arm.error_rate:>5.1f}% {arm.moved_to_legacy:>5} {arm.barge_ins:>5} {arm.caller_barge_ins:>7} "
             f"{arm.cost_per_call_usd:>8.4f} {arm.reconnects:>6} {arm.renewals:>5} {arm.moves_ok:>5} "
-            f"{arm.moves_failed:>7} {arm.gap_turns:>5} {f'{arm.false_interrupts}/{arm.judged_barge_ins}':>7}"
+            f"{arm.moves_failed:>7} {arm.gap_turns:>5} {f'{arm.false_interrupts}/{arm.judged_barge_ins}':>7} {arm.silence_hang_ups:>5}"
         )
     for name in sorted(c.arms):
         if text := failures_text(c.arms[name]):

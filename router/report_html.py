@@ -146,7 +146,7 @@ def render_html(c: Comparison) -> str:
         f"<td>${arm.cost_per_call_usd:.4f}</td><td>{arm.reconnects}</td><td>{arm.renewals}</td>"
         f"<td>{arm.moves_ok}</td><td>{arm.moves_failed}</td>"
         f"<td>{arm.gap_turns} ({arm.playback_gaps} gaps, {arm.playback_gap_ms / 1000:.1f} s)</td>"
-        f"<td>{arm.false_interrupts} of {arm.judged_barge_ins}</td></tr>"
+        f"<td>{arm.false_interrupts} of {arm.judged_barge_ins}</td><td>{arm.silence_hang_ups}</td></tr>"
         for name, arm in sorted(c.arms.items())
     )
     failures = "".join(
@@ -194,7 +194,8 @@ Cost is an estimate from list prices (router/prices.yaml).</p>
 <th>moved to legacy</th><th>fallback rate</th><th>barge-ins (server)</th><th>barge-ins (caller side)</th>
 <th>cost / call</th><th>session reconnects</th><th>session renewals</th><th>moves to legacy</th>
 <th>moves to legacy failed</th><th>turns with a mid-reply silence &ge; 100 ms</th>
-<th>false barge-ins (no words) of those transcribed</th></tr>{summary_rows}</table>
+<th>false barge-ins (no words) of those transcribed</th>
+<th>ended by the agent after the caller went quiet</th></tr>{summary_rows}</table>
 {"".join(charts)}
 {"".join(tables)}
 {_slice_tables(c)}

@@ -326,6 +326,14 @@ class _Call:
     async def sleep(self, ms: float) -> None:
         await asyncio.sleep(max(0.0, ms) / 1000.0 * self.scale)
 
+    async def _pause(self, ms: float) -> None:
+        """The caller stays silent on purpose: not dead air, even if the bot speaks up meanwhile."""
+        self.ears.pause_began()
+        try:
+            await self.sleep(ms)
+        finally:
+            self.ears.caller_paused(self.ears.now())
+
     async def request(self, url: str, method: str, extra: dict[str, str] | None = None) -> Fetched:
         params = self.params()
         params.update(extra or {})
@@ -561,8 +569,7 @@ class _Call:
             if isinstance(step, Pause):
                 self.steps.popleft()
                 silent = min(float(step.ms), timeout_ms - waited)
-                await self.sleep(silent)
-                self.ears.caller_paused(self.ears.now())
+                await self._pause(silent)
                 waited += silent
                 if waited >= timeout_ms:
                     return await self._empty_result(verb, action)
@@ -602,8 +609,7 @@ class _Call:
             return HANG_UP
         if isinstance(step, Pause):
             self.steps.popleft()
-            await self.sleep(min(float(step.ms), verb.timeout_s * 1000.0))
-            self.ears.caller_paused(self.ears.now())
+            await self._pause(min(float(step.ms), verb.timeout_s * 1000.0))
             return FALL_THROUGH  # nothing recorded: Twilio moves on to the next verb
         if verb.play_beep:
             await self.sleep(250)
@@ -726,9 +732,8 @@ class _Call:
                     ended.set_result("hung_up")
                     return
                 if isinstance(step, Pause):
-                    await self.sleep(step.ms)
+                    await self._pause(step.ms)
                     self.steps.popleft()
-                    self.ears.caller_paused(self.ears.now())
                     continue
                 await self.sleep(self.script.think_ms)
                 await session.speak(step.utterance.audio)

@@ -60,6 +60,7 @@ class CallerEars:
         self.open_turn: TurnMeasurement | None = None
         self.playing = False
         self.speaking = False
+        self.pausing = False
         self.quiet_since = monotonic()
         self.last_audio_end = 0.0
         self.speech_end = 0.0
@@ -127,8 +128,13 @@ class CallerEars:
             turn.interrupted_audio_ms = max(0.0, (stop - self._barge_started_at) * 1000.0)
             self._barge_started_at = None
 
+    def pause_began(self) -> None:
+        self.pausing = True
+
     def caller_paused(self, until: float) -> None:
-        """A deliberate pause is the caller's silence, not dead air."""
+        """A deliberate pause is the caller's silence, not dead air (nor is it when the bot speaks up during
+        it, as an agent checking on a quiet caller does)."""
+        self.pausing = False
         self.quiet_since = max(self.quiet_since, until)
 
     # Bot audio -------------------------------------------------------------------------------------------
@@ -137,7 +143,7 @@ class CallerEars:
         if not self.playing:
             self.playing = True
             self._audio_started_at = at
-            if not self.speaking:
+            if not self.speaking and not self.pausing:
                 self._silence(at - max(self.quiet_since, self.last_audio_end))
         turn = self.open_turn
         if fresh and turn is not None and turn.latency_ms is None and turn.error is None:

@@ -29,9 +29,27 @@ def test_every_call_answered_and_completed_by_its_caller(report):
     for result in report.results:
         assert result.answered, result.errors
         assert result.status == "completed"
-        assert result.ended_by == "caller", (result.call_sid, result.ended_by, result.errors)
+        if result.call_sid not in report.silent_calls:  # those the agent ends: see below
+            assert result.ended_by == "caller", (result.call_sid, result.ended_by, result.errors)
         assert result.status_callback is not None and result.status_callback < 300
         assert all(t["error"] != "no_reply" for t in result.turns), result.turns
+
+
+def test_callers_who_went_quiet_were_checked_on_and_hung_up_by_the_agent(report):
+    """One quiet caller per pipeline (pinned there by the allow and deny lists): legacy ends the call
+    with <Hangup> after its empty turns, realtime re-prompts (the emulator speaks the words asked for), says
+    goodbye and ends the call through Twilio's REST API; the report counts one such call on each arm."""
+    silent = [r for r in report.results if r.call_sid in report.silent_calls]
+    assert sorted(r.pipeline for r in silent) == ["legacy", "realtime"]
+    for result in silent:
+        assert not result.moved, result.redirects
+        expected = "api" if result.pipeline == "realtime" else "twiml_hangup"
+        assert result.ended_by == expected, (result.pipeline, result.ended_by, result.errors)
+    assert {r.pipeline: r.reason for r in silent} == {"legacy": "deny_list", "realtime": "allow_list"}
+    realtime = next(r for r in silent if r.pipeline == "realtime")
+    assert realtime.redirects == [{"Status": "completed"}]
+    arms = report.comparison.arms
+    assert (arms["legacy"].silence_hang_ups, arms["realtime"].silence_hang_ups) == (1, 1)
 
 
 def test_no_caller_heard_dead_air_beyond_the_limit(report):

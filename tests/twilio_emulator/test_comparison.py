@@ -493,6 +493,23 @@ def test_false_barge_ins_are_counted_among_the_barge_ins_whose_words_are_known()
     assert (merged.arm("realtime").false_interrupts, merged.arm("realtime").judged_barge_ins) == (2, 4)
 
 
+def test_calls_the_agent_ended_on_a_quiet_caller_are_a_guardrail_of_each_arm():
+    """Call completion next to latency (D.4 item 5): how many calls ended because the caller went quiet, on
+    each arm, as both pipelines record it (``end_reason: silence``)."""
+    calls = [
+        {"call_sid": "CA1", "pipeline": "realtime", "status": "completed", "end_reason": "silence"},
+        {"call_sid": "CA2", "pipeline": "realtime", "status": "completed"},
+        {"call_sid": "CA3", "pipeline": "legacy", "status": "completed", "end_reason": "silence"},
+        {"call_sid": "CA4", "pipeline": "legacy", "status": "completed", "end_reason": "caller"},
+    ]
+    c = compare_records(calls, [], prices=PRICES)
+    assert (c.arm("realtime").silence_hang_ups, c.arm("legacy").silence_hang_ups) == (1, 1)
+    assert outcome_columns(c, "realtime")["quiet"] == "1"
+    assert "ended by the agent after the caller went quiet</th>" in render_html(c)
+    merged = Comparison.from_dict(c.to_dict()).merge(Comparison.from_dict(c.to_dict()))
+    assert merged.arm("legacy").silence_hang_ups == 2
+
+
 def test_voice_live_failures_are_counted_by_kind_and_close_code_or_status():
     """D.4's WS error codes: an outage shows as what it was (503s at the upgrade, 1006 drops, errors)."""
 
