@@ -429,7 +429,9 @@ async def _scenario(
             results = await sim.place_calls(scripts, stagger_ms=stagger_ms)
             phases[name] = [r.call_sid for r in results]
             silent_calls.extend(
-                r.call_sid for r, script in zip(results, scripts, strict=True) if script.tags.get("caller")
+                r.call_sid
+                for r, script in zip(results, scripts, strict=True)
+                if script.tags.get("caller") == "silent"
             )
             by_pipeline: dict[str, int] = {}
             for r in results:
