@@ -538,6 +538,7 @@ class CallBridge:
             await self._switch_to(ready)
             if clear:
                 await self._to_twilio(self._writer.clear())
+                self._gaps.cleared(self._clock.monotonic())
             if reply is not None:
                 self._ask(reply)
                 await self._send_vl(reply)

@@ -125,3 +125,40 @@ async def test_an_utterance_that_cut_nothing_off_is_no_false_interrupt() -> None
     await asyncio.wait_for(run, 3)
     (turn,) = store.turns
     assert turn["false_interrupt"] is None and not ws.events("clear")
+
+
+async def test_a_stall_in_the_reply_asked_again_after_a_reconnect_clear_is_a_gap() -> None:
+    """A reply lost mid-playback is cleared at Twilio before the new session answers again: the cleared
+    audio no longer plays, so a stall in the new reply is silence the caller hears. The clear used to leave
+    Twilio's modelled queue seconds long, and every stall shorter than that went uncounted."""
+    bridge, ws, client, _, _, store = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900})
+    vl.push(
+        {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": "u1",
+            "content_index": 0,
+            "transcript": "Can I book Tuesday?",
+        }
+    )
+    vl.push({"type": "response.created", "response": {"id": "r1"}})
+    vl.push(audio_delta("a1", 3000))  # three seconds queued at Twilio, none of it played yet
+    await until(lambda: len(ws.events("media")) == 1)
+    vl.lose()
+    await until(lambda: len(client.opened) == 2 and "response.create" in client.opened[1].types())
+    assert len(ws.events("clear")) == 1
+    second = client.opened[1]
+    second.push({"type": "response.created", "response": {"id": "r2"}})
+    second.push(audio_delta("b1", 100, "r2"))
+    await until(lambda: len(ws.events("media")) == 2)
+    await asyncio.sleep((100 + 2 * GAP_MS) / 1000)  # the new reply stalls: Twilio plays it out and waits
+    second.push(audio_delta("b1", 100, "r2"))
+    await until(lambda: len(ws.events("media")) == 3)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert bridge.stats["playback_gaps"] == 1
+    (turn,) = [t for t in store.turns if t["turn"] == 1]
+    assert turn["playback_gaps"] == 1 and turn["playback_gap_ms"] >= 2 * GAP_MS - 5
