@@ -180,6 +180,7 @@ class CallBridge:
         "_reply_owed",
         "_reply_owed_at",
         "_response_active",
+        "_response_request",
         "_session",
         "_session_started",
         "_silence",
@@ -267,6 +268,9 @@ class CallBridge:
         self._preroll: deque[str] | None = None  # the newest caller audio, kept while a renewal is opening
         self._replace_lock = asyncio.Lock()
         self._response_active = False
+        # The response.create that began the response under way (None: Voice Live began it on its own), asked
+        # again with its own words and tool_choice if a lost session cuts that response off.
+        self._response_request: str | None = None
         # The response.create to send again if the session is replaced before the reply it asked for is done
         # (the greeting, or the reply to a finished question).
         self._reply_owed: str | None = None
@@ -487,6 +491,7 @@ class CallBridge:
         self._vl_ready = False  # from here until the flush ends, caller audio is held, in order
         self._adopt(ready)
         self._response_active = False
+        self._response_request = None
         self._user_speaking = False
         self._wait_phrase_playing = self._reply_after_response = self._prompt_playing = False
         self._audio.discard_outbound()
@@ -524,9 +529,9 @@ class CallBridge:
                 # calls and answers when they are in, and ask it for the reply then (_run_tools).
                 reply = None
             elif reply is None and self._response_active:
-                # What was under way is asked again; a silence prompt (a goodbye) with its own words.
-                prompt = self._silence_prompt if self._prompt_playing else None
-                reply = prompt or response_create()
+                # What was under way is asked again as it was asked: a greeting or a silence prompt (a goodbye)
+                # with its own words, the reply after the tools' answers with its tool_choice.
+                reply = self._response_request or response_create()
             asked_of_silence = reply is not None and reply is self._silence_prompt  # no reply to their words
             if reply is not None and not asked_of_silence and self._history.last_question_unknown():
                 reply = response_create(repeat_request_instructions())  # its transcript never came
@@ -873,6 +878,7 @@ class CallBridge:
             self._on_speech_stopped(event)
         elif kind is ResponseCreated:
             self._response_active = True
+            self._response_request = self._reply_owed
             self._prompt_playing = self._reply_owed is not None and self._reply_owed is self._silence_prompt
             self._silence.response_started()
             if not self._wait_phrase_playing:  # the wait phrase is not the reply the caller is owed
@@ -883,6 +889,7 @@ class CallBridge:
         elif kind is ResponseDone:
             assert isinstance(event, ResponseDone)
             self._response_active = self._prompt_playing = False
+            self._response_request = None
             if self._wait_phrase_playing:  # the caller still waits for the reply the tools make possible
                 self._wait_phrase_playing = False
             else:
@@ -1125,6 +1132,8 @@ class CallBridge:
         self._reply_awaits_tools = False
         self._silence.caller_spoke()
         self._reply_after_response = False
+        if self._barge_in:
+            self._response_request = None  # Voice Live cancels what was under way: not to be asked again
         if not self._playback.audio_queued or not self._barge_in:
             return
         # Barge-in: the caller talks over audio still queued at Twilio.

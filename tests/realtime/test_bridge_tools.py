@@ -27,6 +27,12 @@ from tests.realtime.bridge_fakes import (
 
 SPEECH_STARTED = {"type": "input_audio_buffer.speech_started", "item_id": "u1", "audio_start_ms": 0}
 SPEECH_STOPPED = {"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900}
+USER_TRANSCRIPT = {
+    "type": "conversation.item.input_audio_transcription.completed",
+    "item_id": "u1",
+    "content_index": 0,
+    "transcript": "Book me Tuesday, please.",
+}
 
 
 def function_call_response(*calls: tuple[str, str, str], status: str = "completed") -> list[dict[str, Any]]:
@@ -506,3 +512,54 @@ async def test_answers_arriving_before_the_wait_phrase_began_ask_for_the_reply_a
         vl.push(done("r_wait"))
         await until(lambda: len(response_creates(vl)) == 2)
         assert response_creates(vl)[-1] == {"type": "response.create"}
+
+
+REQUIRED = {
+    "input_audio_format": "g711_ulaw",
+    "tools": [{"type": "function", "name": "book_appointment", "parameters": {"type": "object"}}],
+    "tool_choice": "required",
+}
+
+
+async def test_a_reply_after_the_answers_lost_mid_playback_is_asked_again_without_a_forced_tool() -> None:
+    """The reply after the tools' answers is asked with tool_choice "auto" (the profile's "required" would
+    force another call). Cut off by a lost session, it was asked again as a bare response.create: under
+    "required" the new session calls the tool again (a second booking) instead of finishing the reply."""
+    tools = GatedTools()
+    tools.gate.set()
+    async with running(tools, session=REQUIRED) as call:
+        vl = call.vl
+        vl.push(SPEECH_STARTED)
+        vl.push(SPEECH_STOPPED)
+        vl.push(USER_TRANSCRIPT)
+        for event in function_call_response(("call_a", "book_appointment", '{"day":"Tuesday"}')):
+            vl.push(event)
+        await until(lambda: len(response_creates(vl)) == 1)
+        assert response_creates(vl)[-1]["response"]["tool_choice"] == "auto"
+        vl.push(created("r_reply"))
+        vl.push(audio_delta("a_reply", 300, "r_reply"))
+        await until(lambda: len(call.ws.events("media")) == 1)
+        vl.lose()
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
+        second = call.client.opened[1]
+        await until(lambda: len(response_creates(second)) == 1)
+        assert response_creates(second) == [{"type": "response.create", "response": {"tool_choice": "auto"}}]
+
+
+async def test_a_greeting_lost_mid_playback_is_asked_again_with_its_own_words_and_no_tool() -> None:
+    """The greeting had begun when its session was lost: the new session was asked for a bare
+    response.create, which says whatever the model likes and, under tool_choice "required", calls a tool."""
+    options = {"session": REQUIRED, "config": BridgeConfig(greeting="Hello, Contoso Dental.")}
+    async with running(GatedTools(), **options) as call:
+        vl = call.vl
+        await until(lambda: len(response_creates(vl)) == 1)
+        [greeting] = response_creates(vl)
+        vl.push(created("r_greeting"))
+        vl.push(audio_delta("a_greeting", 300, "r_greeting"))
+        await until(lambda: len(call.ws.events("media")) == 1)
+        vl.lose()
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
+        second = call.client.opened[1]
+        await until(lambda: len(response_creates(second)) == 1)
+        assert response_creates(second) == [greeting]
+        assert call.ws.events("clear"), "the cut greeting is not played on under the new one"
