@@ -534,7 +534,8 @@ class CallBridge:
                 reply = self._response_request or response_create()
             asked_of_silence = reply is not None and reply is self._silence_prompt  # no reply to their words
             if reply is not None and not asked_of_silence and self._history.last_question_unknown():
-                reply = response_create(repeat_request_instructions())  # its transcript never came
+                # Its transcript never came: an apology, no tool call (under "required" it would be one).
+                reply = response_create(repeat_request_instructions(), tool_choice=self._no_tools_choice)
             clear = reply is not None and self._playback.audio_queued
             if clear:
                 # The lost reply is asked again: stop what is left of it at Twilio rather than play its

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from realtime_pipeline.bridge import BridgeConfig, CallBridge
+from realtime_pipeline.session_config import repeat_request_instructions
 from router.tool_calls import ToolCall, ToolResult
 from tests.realtime.bridge_fakes import (
     FakeBreaker,
@@ -563,3 +564,20 @@ async def test_a_greeting_lost_mid_playback_is_asked_again_with_its_own_words_an
         await until(lambda: len(response_creates(second)) == 1)
         assert response_creates(second) == [greeting]
         assert call.ws.events("clear"), "the cut greeting is not played on under the new one"
+
+
+async def test_the_apology_for_words_lost_with_a_session_calls_no_tool() -> None:
+    """The caller's words were lost with the session before their transcript came: the new session is asked
+    to apologise and ask again. Without tool_choice "none" that request took the profile's "required", and the
+    new session called a tool (with arguments made up from nothing) instead of apologising."""
+    async with running(GatedTools(), session=REQUIRED) as call:
+        call.vl.push(SPEECH_STARTED)
+        call.vl.push(SPEECH_STOPPED)
+        await until(lambda: call.bridge._turns.current is not None)
+        call.vl.lose()
+        await until(lambda: call.bridge.stats["reconnects"] == 1)
+        second = call.client.opened[1]
+        await until(lambda: len(response_creates(second)) == 1)
+        [apology] = response_creates(second)
+        assert apology["response"]["instructions"] == repeat_request_instructions()
+        assert apology["response"]["tool_choice"] == "none"
