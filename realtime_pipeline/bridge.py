@@ -536,7 +536,9 @@ class CallBridge:
             if reply is not None and not asked_of_silence and self._history.last_question_unknown():
                 # Its transcript never came: an apology, no tool call (under "required" it would be one).
                 reply = response_create(repeat_request_instructions(), tool_choice=self._no_tools_choice)
-            clear = reply is not None and self._playback.audio_queued
+            # Audio queued at Twilio is the lost reply's only while that reply was under way; a reply that
+            # ended (one the caller spoke over, uninterruptible) plays on before the one owed.
+            clear = reply is not None and self._response_active and self._playback.audio_queued
             if clear:
                 # The lost reply is asked again: stop what is left of it at Twilio rather than play its
                 # beginning twice, and keep in the replayed conversation only the part the caller heard.
@@ -891,10 +893,9 @@ class CallBridge:
             assert isinstance(event, ResponseDone)
             self._response_active = self._prompt_playing = False
             self._response_request = None
-            if self._wait_phrase_playing:  # the caller still waits for the reply the tools make possible
-                self._wait_phrase_playing = False
-            else:
-                self._reply_owed = None
+            # A reply owed now was asked during this response (the caller spoke over a reply that cannot be
+            # interrupted, or it is the one the tools make possible after the wait phrase): still owed.
+            self._wait_phrase_playing = False
             self._turns.add_usage(event.usage)
             if self._reply_after_response:
                 self._reply_after_response = False

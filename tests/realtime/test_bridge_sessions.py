@@ -532,3 +532,28 @@ async def test_a_loop_that_dies_of_an_unexpected_error_is_logged_not_swallowed(
     errors = [r for r in caplog.records if r.levelname == "ERROR" and "unexpected error" in r.getMessage()]
     assert errors and errors[0].exc_info is not None
     assert isinstance(errors[0].exc_info[1], KeyError) and "twilio-" in errors[0].getMessage()
+
+
+async def test_words_spoken_over_an_uninterruptible_reply_are_still_owed_a_reply_when_it_ends() -> None:
+    """With ``interrupt_response: false`` Voice Live finishes the reply it is giving, then answers what the
+    caller said over it. That reply's response.done cleared the one owed to the caller's words: a session
+    lost before the answer began was asked for nothing, and the caller sat in silence."""
+    session = {"input_audio_format": "g711_ulaw", "turn_detection": {"interrupt_response": False}}
+    bridge, ws, client, *_ = make_bridge(session=session)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(RESPONSE_CREATED)
+    vl.push(audio_delta("a1", 300))
+    await until(lambda: len(ws.events("media")) == 1)
+    vl.push(SPEECH_STARTED)  # the caller talks over it: no barge-in, it plays on
+    vl.push(SPEECH_STOPPED)
+    vl.push(USER_TRANSCRIPT)
+    vl.push(RESPONSE_DONE)  # the reply they talked over ends; theirs is next
+    await until(lambda: not bridge._response_active)
+    vl.lose()
+    await until(lambda: len(client.opened) == 2 and bridge.stats["reconnects"] == 1)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert client.opened[1].types().count("response.create") == 1
+    assert not ws.events("clear")
