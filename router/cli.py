@@ -88,25 +88,46 @@ class AdminClient:
     def __init__(self, base_url: str, token: str, transport: httpx.BaseTransport | None = None) -> None:
         if not token:
             raise CommandError("ADMIN_TOKEN is not set")
-        self._client = httpx.Client(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=10.0,
-            transport=transport,
-        )
+        try:
+            self._client = httpx.Client(
+                base_url=base_url,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10.0,
+                transport=transport,
+            )
+        except httpx.InvalidURL as exc:  # not an HTTPError: it ended in a traceback
+            raise CommandError(f"--url {base_url!r}: {exc}") from exc
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise CommandError(f"cannot reach {self._client.base_url}: {exc}") from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
         if response.status_code >= 400:
-            try:
-                message = response.json().get("error", response.text)
-            except ValueError:
-                message = response.text
-            raise CommandError(f"{response.status_code}: {message}")
-        return response.json()
+            raise CommandError(f"{response.status_code}: {_error_message(response, data)}")
+        if data is None:  # the admin API always answers JSON: --url points at something else
+            raise CommandError(
+                f"{self._client.base_url} did not answer with the admin API's JSON: {NOT_JSON_HINT}"
+            )
+        return data
+
+
+NOT_JSON_HINT = "is --url a voice-router instance?"
+
+
+def _error_message(response: httpx.Response, data: Any) -> str:
+    """One line: the admin API's ``error``, else the status's reason (an HTML error page from a proxy or
+    another service is many lines of markup, not a message)."""
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return " ".join(data["error"].split())
+    text = " ".join(response.text.split())
+    if response.headers.get("content-type", "").startswith("text/plain") and 0 < len(text) <= 200:
+        return text
+    return f"{response.reason_phrase or 'error'} ({NOT_JSON_HINT})"
 
 
 def _actor() -> str:

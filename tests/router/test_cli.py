@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -185,3 +187,45 @@ def test_report_same_population_flag_reaches_the_admin_api(router: RunningRouter
     assert table.returncode == 0, table.stderr
     assert "population: same sticky buckets — none" in table.stdout and "dropped 4 of 4 calls" in table.stdout
     assert "population: all calls" in cli(router.url, "report").stdout
+
+
+class _NotTheAdminApi(http.server.BaseHTTPRequestHandler):
+    """What sits at a wrong ``--url``: a load balancer's HTML error page, another service's HTML 200, a JSON
+    error that is not an object."""
+
+    def do_GET(self) -> None:
+        status, content_type, body = {
+            "/lb/admin/rollout": (
+                502,
+                "text/html",
+                b"<html>\n<body>\n<h1>502 Bad Gateway</h1>\n</body>\n</html>\n",
+            ),
+            "/web/admin/rollout": (200, "text/html", b"<!DOCTYPE html>\n<html>\n<p>welcome</p>\n</html>\n"),
+            "/list/admin/rollout": (500, "application/json", b'["boom", "again"]'),
+        }.get(self.path, (404, "text/plain", b"Not Found"))
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+def test_a_url_that_is_not_the_admin_api_exits_1_with_one_line(tmp_path: Path) -> None:
+    """An HTML error page (a proxy's 502), an HTML 200 or a JSON error that is no object printed the whole body
+    over many lines or ended in a traceback; so did a --url httpx cannot parse."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotTheAdminApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for url in (f"{base}/lb", f"{base}/web", f"{base}/list", "http://[::1"):
+            done = cli(url, "rollout", "status")
+            assert done.returncode == 1, (url, done.stderr)
+            (line,) = done.stderr.strip().splitlines()
+            assert line.startswith("error: ") and "Traceback" not in line, (url, done.stderr)
+    finally:
+        server.shutdown()
+        server.server_close()
