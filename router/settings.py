@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     stream_token_ttl_seconds: int = 120
     config_cache_seconds: float = 0.5
     record_retention_days: float = 30.0  # call and turn records older than this are pruned (0: keep all)
-    record_prune_interval_seconds: float = 3600.0
+    # > 0: a zero interval prunes in a busy loop (RECORD_RETENTION_DAYS=0 is the way to turn pruning off)
+    record_prune_interval_seconds: float = Field(default=3600.0, gt=0)
     # Idle HTTP connections are closed after this long; longer than the clients' own idle timeout, so that
     # a pooled connection is never closed under a request (see router/server_options.py).
     http_keep_alive_seconds: float = Field(default=75.0, gt=0)

@@ -116,6 +116,9 @@ def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: 
         ("REALTIME_AUDIO_MODE", "bogus"),
         ("BREAKER_FAILURE_RATE_THRESHOLD", "150"),
         ("AGENT_PROFILE", str(tmp_path / "missing.yaml")),
+        # 0 looks like "off" (LEGACY_BLOB_CLEANUP_INTERVAL_SECONDS=0 is), but pruned in a busy loop: a core and
+        # the store's one writer thread taken for good
+        ("RECORD_PRUNE_INTERVAL_SECONDS", "0"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "router", "serve", "--local", "--port", "9"],
