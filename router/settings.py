@@ -33,7 +33,8 @@ class Settings(BaseSettings):
     rollout_salt: str = "voice-router-realtime"
     caller_hash_key: SecretStr = SecretStr("")
     stream_token_secret: SecretStr = SecretStr("")
-    stream_token_ttl_seconds: int = 120
+    # > 0: a token must outlive the time from our answer to Twilio's stream ``start``
+    stream_token_ttl_seconds: int = Field(default=120, gt=0)
     config_cache_seconds: float = 0.5
     record_retention_days: float = 30.0  # call and turn records older than this are pruned (0: keep all)
     # > 0: a zero interval prunes in a busy loop (RECORD_RETENTION_DAYS=0 is the way to turn pruning off)

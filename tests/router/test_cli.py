@@ -119,6 +119,8 @@ def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: 
         # 0 looks like "off" (LEGACY_BLOB_CLEANUP_INTERVAL_SECONDS=0 is), but pruned in a busy loop: a core and
         # the store's one writer thread taken for good
         ("RECORD_PRUNE_INTERVAL_SECONDS", "0"),
+        # every stream token expired when issued: each realtime call refused at its stream, silently legacy
+        ("STREAM_TOKEN_TTL_SECONDS", "0"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "router", "serve", "--local", "--port", "9"],
