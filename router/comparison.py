@@ -72,8 +72,15 @@ class Prices:
 
     @classmethod
     def load(cls, path: Path | str = DEFAULT_PRICES) -> Prices:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        return cls.from_mapping(data)
+        """The prices in ``path``; ValueError, in one line, for a file that is not a price list."""
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ValueError(f"{path}: not a readable YAML file ({' '.join(str(exc).split())})") from exc
+        try:
+            return cls.from_mapping(data)
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: not a price list like router/prices.yaml ({exc})") from exc
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Prices:

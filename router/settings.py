@@ -128,6 +128,16 @@ class Settings(BaseSettings):
             raise ValueError(f"no such file: {path}")
         return path
 
+    @field_validator("prices_file")
+    @classmethod
+    def _price_list(cls, path: Path | None) -> Path | None:
+        """Read at start-up: a broken price list stops it in one line, not with a traceback."""
+        if path is not None:
+            from router.comparison import Prices  # only when set: the report's imports are not small
+
+            Prices.load(path)
+        return path
+
     def missing_required(self) -> list[str]:
         """Environment variables a production start needs but does not have, one name each."""
         missing: list[str] = []

@@ -110,7 +110,16 @@ def test_usage_errors_exit_1_with_one_line_and_url_goes_after_the_command(router
 
 
 def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: Path) -> None:
+    # Price lists an operator's edit can break: a YAML syntax error, a section that is no mapping, a price that
+    # is no number (each ended start-up in a traceback, or a multi-line one).
+    broken_yaml, not_a_mapping, not_a_number = (tmp_path / f"prices{n}.yaml" for n in range(3))
+    broken_yaml.write_text("voicelive:\n  text_input_per_mtok: [4.0\n")
+    not_a_mapping.write_text("voicelive:\n  - 4.0\n")
+    not_a_number.write_text("openai:\n  input_per_mtok: cheap\n")
     for name, value in (
+        ("PRICES_FILE", str(broken_yaml)),
+        ("PRICES_FILE", str(not_a_mapping)),
+        ("PRICES_FILE", str(not_a_number)),
         ("ROLLOUT_PERCENT", "abc"),
         ("ROLLOUT_PERCENT", "150"),
         ("REALTIME_AUDIO_MODE", "bogus"),
