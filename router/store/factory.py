@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from redis.asyncio.connection import parse_url as parse_redis_url
+
 from router.store.base import StateStore
 from router.store.redis import RedisStore
 from router.store.sqlite import SqliteStore
@@ -29,6 +31,11 @@ def open_store(state_url: str, *, key_prefix: str = "vr:") -> StateStore:
     if scheme in ("redis", "rediss"):
         if not urlsplit(state_url).hostname:
             raise ValueError(f"STATE_URL {state_url!r}: expected redis://host:port/db")
+        try:
+            # What the store's open() parses (a bad port or option failed only then, in the app's lifespan)
+            parse_redis_url(state_url)
+        except ValueError as exc:
+            raise ValueError(f"STATE_URL {state_url!r}: {exc}") from exc
         return RedisStore(state_url, key_prefix=key_prefix)
     raise ValueError(
         f"STATE_URL {state_url!r}: unsupported scheme {scheme!r}; "

@@ -52,3 +52,14 @@ async def test_opened_sqlite_store_from_url_works(tmp_path: Path) -> None:
         assert await store.get_rollout() == {"version": 1}
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://localhost:abc/0", "redis://localhost:99999/0", "redis://cache:6379/0?socket_timeout=soon"],
+)
+def test_a_redis_url_redis_py_cannot_parse_is_a_clear_value_error(url: str) -> None:
+    """Accepted here, such a URL failed only when the app's start-up opened the store: a traceback from the
+    lifespan, not the one ``error: STATE_URL …`` line of every other bad STATE_URL."""
+    with pytest.raises(ValueError, match="STATE_URL"):
+        open_store(url)
