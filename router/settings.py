@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -119,6 +120,15 @@ class Settings(BaseSettings):
 
     # Local profile: set by ``serve --local``; names of the services an emulator stands in for.
     local_profile: bool = False
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _origin_has_a_host(cls, url: str) -> str:
+        """TwiML URLs and signatures are built from it: an http(s) URL with no host cannot be either."""
+        parts = urlsplit(url)
+        if parts.scheme.lower() in ("http", "https") and not parts.hostname:
+            raise ValueError(f"no host in {url!r}: expected an origin like https://voice.example.com")
+        return url
 
     @field_validator("agent_profile", "prices_file")
     @classmethod

@@ -130,6 +130,8 @@ def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: 
         ("RECORD_PRUNE_INTERVAL_SECONDS", "0"),
         # every stream token expired when issued: each realtime call refused at its stream, silently legacy
         ("STREAM_TOKEN_TTL_SECONDS", "0"),
+        # a deployment template's https://${PUBLIC_HOST} with the variable unset: an IndexError traceback
+        ("PUBLIC_BASE_URL", "https://"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "router", "serve", "--local", "--port", "9"],
