@@ -240,6 +240,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
+    import yaml
     from pydantic import ValidationError
 
     from router.app import create_app
@@ -274,6 +275,9 @@ def serve(args: argparse.Namespace) -> int:
             app = create_app(settings)
         except (ValueError, OSError) as exc:  # e.g. a STATE_URL of an unknown scheme
             print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except yaml.YAMLError as exc:  # an AGENT_PROFILE that is no YAML (its message names the file)
+            print(f"error: not valid YAML: {' '.join(str(exc).split())}", file=sys.stderr)
             return 1
         uvicorn.run(
             app,

@@ -146,6 +146,24 @@ def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: 
         assert line.startswith(f"invalid setting {name}: "), line
 
 
+def test_serve_with_an_agent_profile_that_is_not_yaml_exits_1_with_one_line(tmp_path: Path) -> None:
+    """A profile an edit left unparsable (an unclosed quote) ended start-up in a yaml.ScannerError traceback."""
+    profile = tmp_path / "agent.yaml"
+    profile.write_text('instructions: "You book tables.\ngreeting: Hello\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "serve", "--local", "--port", "9"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "AGENT_PROFILE": str(profile)},
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.strip().splitlines() if "LOCAL PROFILE" not in line]
+    (line,) = lines
+    assert line.startswith("error: ") and str(profile) in line, line
+
+
 def test_report_command_and_admin_comparison(router: RunningRouter, tmp_path: Path) -> None:
     router.admin("PUT", "/admin/rollout", json={"percent": 50, "reason": "compare"})
     for index in range(12):
