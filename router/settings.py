@@ -6,6 +6,7 @@ to :func:`router.app.create_app`.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -120,6 +121,15 @@ class Settings(BaseSettings):
 
     # Local profile: set by ``serve --local``; names of the services an emulator stands in for.
     local_profile: bool = False
+
+    @field_validator("rollout_percent")
+    @classmethod
+    def _percent_step(cls, percent: float) -> float:
+        """0.01 % steps, as ``rollout set`` takes: a finer value was rounded (0.005 to no rollout at all)."""
+        exponent = Decimal(str(percent)).normalize().as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -2:
+            raise ValueError("at most two decimals (0.01% steps)")
+        return percent
 
     @field_validator("public_base_url")
     @classmethod

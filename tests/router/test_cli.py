@@ -122,6 +122,8 @@ def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: 
         ("PRICES_FILE", str(not_a_number)),
         ("ROLLOUT_PERCENT", "abc"),
         ("ROLLOUT_PERCENT", "150"),
+        # below the 0.01 % step the admin API refuses: it was rounded away, to no rollout at all
+        ("ROLLOUT_PERCENT", "0.005"),
         ("REALTIME_AUDIO_MODE", "bogus"),
         ("BREAKER_FAILURE_RATE_THRESHOLD", "150"),
         ("AGENT_PROFILE", str(tmp_path / "missing.yaml")),
