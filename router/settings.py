@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     realtime_move_grace_seconds: float = (
         10.0  # after a move to legacy, wait this long for Twilio to end the stream
     )
-    realtime_max_frames_per_second: float = 200.0  # per call, inbound (Twilio sends 50); excess is dropped
-    realtime_frame_burst: int = 500  # frames accepted at once above that rate
+    # Per call, inbound; excess is dropped. At least the 50 a second Twilio sends, or real audio is dropped.
+    realtime_max_frames_per_second: float = Field(default=200.0, ge=50)
+    realtime_frame_burst: int = Field(default=500, ge=1)  # frames accepted at once above that rate
     # Realtime calls one worker serves at once (0: no limit); more go to legacy. Past its core's capacity
     # every call on a worker degrades together (bench.bridge: 125 sustained per 2.3 GHz core; size from it).
     realtime_max_calls: int = Field(default=100, ge=0)

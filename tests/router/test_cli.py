@@ -134,6 +134,10 @@ def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: 
         ("STREAM_TOKEN_TTL_SECONDS", "0"),
         # a deployment template's https://${PUBLIC_HOST} with the variable unset: an IndexError traceback
         ("PUBLIC_BASE_URL", "https://"),
+        # below the 50 frames a second Twilio sends (or no burst at all): the caller's audio of every realtime
+        # call dropped by the flood guard
+        ("REALTIME_MAX_FRAMES_PER_SECOND", "0"),
+        ("REALTIME_FRAME_BURST", "0"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "router", "serve", "--local", "--port", "9"],
