@@ -136,6 +136,9 @@ class FakeVoiceLive:
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self._closed.set()
 
+    def abort(self) -> None:
+        self._closed.set()
+
 
 async def run_ours(events: int) -> list[float]:
     from flags.breaker import BreakerConfig, CircuitBreaker

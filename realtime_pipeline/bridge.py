@@ -41,6 +41,7 @@ from realtime_pipeline.session_config import (
     wait_phrase_instructions,
 )
 from realtime_pipeline.silence import SilenceAction, SilenceWatch
+from realtime_pipeline.stall import StallWatch
 from realtime_pipeline.turns import Turn, TurnTracker
 from realtime_pipeline.twilio_media import (
     Dtmf,
@@ -128,6 +129,9 @@ class BridgeConfig:
     silence_reprompt: str = "Are you still there?"
     silence_max_reprompts: int = 2
     silence_goodbye: str = "Goodbye!"
+    # A session that sends nothing this long while it owes events (a response under way or asked for) is
+    # stuck: it is dropped and handled as lost (stall.py). 0 turns it off.
+    stall_seconds: float = 6.0
 
 
 class _TwilioGone(Exception):
@@ -185,6 +189,8 @@ class CallBridge:
         "_session_started",
         "_silence",
         "_silence_prompt",
+        "_stall",
+        "_stalled",
         "_start",
         "_stream_sid",
         "_stream_started",
@@ -299,6 +305,10 @@ class CallBridge:
             line_idle=self._line_idle,
             act=self._on_silence,
         )
+        self._stall = StallWatch(
+            after_seconds=config.stall_seconds, monotonic=clock.monotonic, on_stall=self._on_stall
+        )
+        self._stalled: VoiceLiveConnection | None = None  # the session dropped because it stalled
         self.stats = {
             "frames_in": 0,
             "frames_out": 0,
@@ -361,6 +371,7 @@ class CallBridge:
         if self._renewal_timer is not None:
             self._renewal_timer.cancel()
         self._silence.stop()
+        self._stall.settle()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -435,7 +446,7 @@ class CallBridge:
                 greeting_instructions(self._config.greeting), tool_choice=self._no_tools_choice
             )
             self._ask(greeting)
-            await self._send_vl(greeting)
+            await self._request(greeting)
             self._arm_first_audio(now)
         else:
             self._turns.skip_greeting()
@@ -471,6 +482,7 @@ class CallBridge:
         """``ready`` is the call's session from now on (caller audio flows once ``_vl_ready`` is set)."""
         self._vl = ready.connection
         self._generation += 1
+        self._stall.settle()  # the new session owes nothing until it is asked
         self._session_started = self._clock.monotonic()
         self._schedule_renewal(self._config.session_max_age_seconds)
 
@@ -549,7 +561,7 @@ class CallBridge:
                 self._gaps.cleared(self._clock.monotonic())
             if reply is not None:
                 self._ask(reply)
-                await self._send_vl(reply)
+                await self._request(reply)
             self.stats["reconnects"] += 1
             self._log.event("voicelive_session_replaced", self._clock.time(), reason=reason)
             return True
@@ -843,11 +855,19 @@ class CallBridge:
                     return
                 if connection is not self._vl:
                     continue  # replaced (renewal, reconnect): read the new one
+                cause, detail, code = "lost", f"code={closed.code} {closed.reason}", closed.code
+                if connection is self._stalled:  # we dropped it (the 1006 is ours)
+                    cause, detail, code = (
+                        "stalled",
+                        f"nothing from Voice Live for {self._config.stall_seconds:g} s",
+                        None,
+                    )
                 try:
-                    await self._recover("lost", f"code={closed.code} {closed.reason}", closed.code)
+                    await self._recover(cause, detail, code)
                 except (_TwilioGone, _BridgeDone):
                     return
                 continue
+            self._stall.heard()
             received = time.perf_counter_ns() if self._probe is not None else 0
             try:
                 event = parse_event(frame)
@@ -881,6 +901,7 @@ class CallBridge:
             self._on_speech_stopped(event)
         elif kind is ResponseCreated:
             self._response_active = True
+            self._stall.expect()
             self._response_request = self._reply_owed
             self._prompt_playing = self._reply_owed is not None and self._reply_owed is self._silence_prompt
             self._silence.response_started()
@@ -893,6 +914,7 @@ class CallBridge:
             assert isinstance(event, ResponseDone)
             self._response_active = self._prompt_playing = False
             self._response_request = None
+            self._stall.settle()
             # A reply owed now was asked during this response (the caller spoke over a reply that cannot be
             # interrupted, or it is the one the tools make possible after the wait phrase): still owed.
             self._wait_phrase_playing = False
@@ -901,7 +923,9 @@ class CallBridge:
                 self._reply_after_response = False
                 reply = response_create(tool_choice=self._after_tools_choice)
                 self._ask(reply)
-                await self._send_vl(reply)
+                await self._request(reply)
+            elif self._owed_reply() is not None and not self._reply_awaits_tools:
+                self._stall.expect()  # words spoken over this reply are owed one of their own
             if event.status == "completed":
                 self._reconnect_spent = False
                 if event.function_calls:
@@ -1018,7 +1042,7 @@ class CallBridge:
                 elif not self._response_active and not self._user_speaking:
                     reply = response_create(tool_choice=self._after_tools_choice)
                     self._ask(reply)
-                    await self._send_vl(reply)
+                    await self._request(reply)
         finally:
             if work is not None and not work.done():
                 work.cancel()
@@ -1036,7 +1060,7 @@ class CallBridge:
             return
         self._wait_phrase_playing = True
         self.stats["tool_waits"] += 1
-        await self._send_vl(
+        await self._request(
             response_create(wait_phrase_instructions(self._config.tool_wait_phrase), tool_choice="none")
         )
 
@@ -1067,7 +1091,7 @@ class CallBridge:
         # session lost before it began is asked for it again.
         self._ask(prompt)
         self._silence_prompt = prompt
-        self._spawn(self._send_vl(prompt))
+        self._spawn(self._request(prompt))
 
     async def _hang_up(self, reason: str) -> None:
         """End the call through Twilio's REST API. Recorded first: once Twilio accepts, it ends the stream at
@@ -1194,6 +1218,7 @@ class CallBridge:
         self._history.add("user", event.item_id)
         if self._config.reply_at_speech_end:  # Voice Live creates it; asked again if the session is lost
             self._ask(response_create())
+            self._stall.expect()
         self._arm_first_audio(now)
 
     async def _on_error(self, event: ErrorEvent) -> None:
@@ -1204,6 +1229,8 @@ class CallBridge:
                 "error", f"{event.type}/{event.code}: {event.message}", event.code or event.type
             )
         else:
+            if not self._response_active:
+                self._stall.settle()  # a refusal is an answer: the request it refused owes nothing more
             self._ratelog.log(
                 logging.WARNING,
                 f"vl_error_{event.code or event.type}",
@@ -1248,6 +1275,21 @@ class CallBridge:
             await self._ws.send_text(text)
         except Exception as exc:
             raise _TwilioGone from exc
+
+    async def _request(self, response_create_event: str) -> None:
+        """Send a ``response.create``: the session owes its ``response.created`` (or a refusal) from now."""
+        self._stall.expect()
+        await self._send_vl(response_create_event)
+
+    def _on_stall(self, quiet_seconds: float) -> None:
+        """The session sent nothing for ``stall_seconds`` while it owed events: drop it (a stuck peer would not
+        answer a close handshake), and the Voice Live loop handles the loss as a stall (stall.py)."""
+        connection = self._vl
+        if connection is None or self._moved or self._closing:
+            return
+        log.warning("voice live session stalled: nothing for %.1f s", quiet_seconds)
+        self._stalled = connection
+        connection.abort()
 
     async def _send_vl(self, text: str) -> None:
         if self._vl is None:

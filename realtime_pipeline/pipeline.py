@@ -104,6 +104,7 @@ class RealtimePipeline:
             reconnect_timeout=settings.realtime_reconnect_timeout_seconds,
             session_max_age_seconds=settings.realtime_session_max_age_seconds,
             move_grace_seconds=settings.realtime_move_grace_seconds,
+            stall_seconds=settings.realtime_stall_seconds,
             max_frames_per_second=settings.realtime_max_frames_per_second,
             frame_burst=float(settings.realtime_frame_burst),
             silence_reprompt_seconds=profile.silence.reprompt_after_seconds,

@@ -200,6 +200,11 @@ class VoiceLiveConnection(Protocol):
 
     async def close(self, code: int = 1000, reason: str = "") -> None: ...
 
+    def abort(self) -> None:
+        """Drop the connection at once, with no close handshake (a stuck peer would not answer one): a pending
+        ``recv`` raises :class:`VoiceLiveClosed`."""
+        ...
+
 
 class VoiceLiveConnector(Protocol):
     async def connect(
@@ -239,6 +244,9 @@ class WebsocketsConnection:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         await self._ws.close(code, reason)
+
+    def abort(self) -> None:
+        self._ws.transport.abort()
 
 
 class WebsocketsConnector:

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     realtime_move_grace_seconds: float = (
         10.0  # after a move to legacy, wait this long for Twilio to end the stream
     )
+    # A Voice Live session silent this long while it owes a reply's events is stuck: dropped and handled as
+    # lost (reconnect once, else move to legacy). 0: never.
+    realtime_stall_seconds: float = Field(default=6.0, ge=0)
     # Per call, inbound; excess is dropped. At least the 50 a second Twilio sends, or real audio is dropped.
     realtime_max_frames_per_second: float = Field(default=200.0, ge=50)
     realtime_frame_burst: int = Field(default=500, ge=1)  # frames accepted at once above that rate

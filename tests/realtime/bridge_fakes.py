@@ -74,6 +74,7 @@ class FakeConnection:
         self.events: asyncio.Queue[str | None] = asyncio.Queue()
         self.sent: list[dict[str, Any]] = []
         self.closed = False
+        self.aborted = False
         self._send_hook = send_hook
 
     async def send(self, message: str) -> None:
@@ -101,6 +102,10 @@ class FakeConnection:
     def lose(self) -> None:
         """The socket drops (no close by us)."""
         self.events.put_nowait(None)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.lose()
 
     def types(self) -> list[str]:
         return [e["type"] for e in self.sent]

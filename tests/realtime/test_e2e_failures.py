@@ -370,3 +370,29 @@ async def test_a_turn_answered_before_a_later_session_loss_is_not_failed(
             break
         await asyncio.sleep(0.02)
     assert turns and all(t["error"] is None for t in turns)
+
+
+async def test_sessions_that_stall_mid_reply_are_replaced_once_then_the_call_moves_to_legacy(
+    make_harness: Callable[..., Harness],
+) -> None:
+    """Over real sockets: each emulated session goes quiet two deltas into its reply with its socket open. The
+    bridge drops the first after ``REALTIME_STALL_SECONDS`` and asks a new one for the greeting; when that
+    one stalls too, the call is moved to legacy instead of leaving the caller in silence."""
+    harness = make_harness(
+        settings_overrides={"realtime_stall_seconds": 0.5}, profile_overrides={"greeting": "Hi there."}
+    )
+    harness.voicelive.faults.update(stall_after_deltas=2)
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await _assert_moved(harness, twilio, call_sid, "voicelive_stalled")
+    first, second = harness.voicelive.sessions
+    assert first.client_events.count("response.create") == second.client_events.count("response.create") == 1
+    assert first.closed and second.closed
+    record = await harness.call(call_sid)
+    assert [e["cause"] for e in record["events"] if e["type"] == "voicelive_lost"] == ["stalled", "stalled"]
+    assert (
+        harness.metric("voice_router_turn_failures_total", pipeline="realtime", stage="voicelive_stalled")
+        == 2
+    )
