@@ -161,6 +161,7 @@ class CallBridge:
         "_gaps",
         "_generation",
         "_greeting_requested",
+        "_hanging_up",
         "_history",
         "_limiter",
         "_log",
@@ -288,6 +289,7 @@ class CallBridge:
         self._user_speaking = False
         self._reconnect_spent = False
         self._moved = False
+        self._hanging_up = False  # the agent is ending the call (Twilio accepted or is asked to)
         self._closing = False
         self._stream_started = clock.monotonic()
         self._first_audio_anchor: float | None = None
@@ -568,6 +570,11 @@ class CallBridge:
 
     async def _recover(self, cause: str, detail: str, code: int | str | None = None) -> None:
         """The session is unusable: record it, reconnect once, else move the call. Raises _BridgeDone."""
+        if self._hanging_up:
+            # The goodbye was heard and the call is being ended: no new (billed) session, no move of an ending
+            # call to legacy, and no verdict on the service for a socket closing as the call does.
+            self._log.event("voicelive_lost", self._clock.time(), cause=cause, code=code, hanging_up=True)
+            raise _BridgeDone
         failed = self._vl
         if cause != SESSION_EXPIRED_CODE:
             self._metrics.turn_failures.labels(PIPELINE, f"voicelive_{cause}").inc()
@@ -1097,11 +1104,13 @@ class CallBridge:
         """End the call through Twilio's REST API. Recorded first: once Twilio accepts, it ends the stream at
         once and this bridge may be torn down before the call returns. A refused hang-up leaves the call open
         (the caller may still speak); it is not tried again."""
+        self._hanging_up = True
         self._log.merge({"ended_by": "agent", "end_reason": reason})
         self._log.event("hang_up", self._clock.time(), reason=reason)
         if reason == "silence":
             self._metrics.silence_hang_ups.labels(PIPELINE).inc()
         if not await self._mover.hang_up(self._call_sid, reason):
+            self._hanging_up = False
             self._log.merge({"ended_by": None, "hang_up_failed": reason})
             self._log.event("hang_up_failed", self._clock.time(), reason=reason)
 
@@ -1285,7 +1294,7 @@ class CallBridge:
         """The session sent nothing for ``stall_seconds`` while it owed events: drop it (a stuck peer would not
         answer a close handshake), and the Voice Live loop handles the loss as a stall (stall.py)."""
         connection = self._vl
-        if connection is None or self._moved or self._closing:
+        if connection is None or self._moved or self._closing or self._hanging_up:
             return
         log.warning("voice live session stalled: nothing for %.1f s", quiet_seconds)
         self._stalled = connection

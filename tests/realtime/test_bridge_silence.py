@@ -256,3 +256,24 @@ async def test_a_goodbye_cut_off_by_a_lost_session_is_said_again_in_full_then_th
         await until(lambda: bool(call.mover.hang_ups))
     [turn] = call.store.turns
     assert turn["error"] is None, "the answered turn did not fail with the goodbye's session"
+
+
+async def test_a_session_lost_once_the_call_is_being_hung_up_is_not_replaced_nor_the_call_moved() -> None:
+    """After the goodbye was heard and the hang-up sent, the session's socket may close with the call: a new
+    (billed) session, a breaker failure and a move of an ending call to legacy would all be wrong."""
+    config = BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)
+    bridge, ws, client, mover, breaker, store = make_bridge(config=config)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    call = Call(bridge, ws, client.opened[0], mover, store)
+    await _answered_then_goodbye_asked(call)
+    call.speak("r_bye")
+    await call.hear_all()
+    await until(lambda: bool(mover.hang_ups))
+    call.vl.lose()  # Twilio has not ended the stream yet
+    await asyncio.sleep(0.1)
+    assert len(client.opened) == 1, "no new session"
+    assert mover.moves == []
+    assert ("failure", None) not in breaker.recorded
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
