@@ -576,6 +576,7 @@ class CallBridge:
             self._log.event("voicelive_lost", self._clock.time(), cause=cause, code=code, hanging_up=True)
             raise _BridgeDone
         failed = self._vl
+        waiting_turn: Turn | None = None  # fails only if no session takes over (see below)
         if cause != SESSION_EXPIRED_CODE:
             self._metrics.turn_failures.labels(PIPELINE, f"voicelive_{cause}").inc()
             self._outcome.report(Outcome.FAILURE, cause)
@@ -587,7 +588,16 @@ class CallBridge:
                 (self._response_active and not self._prompt_playing)
                 or (owed is not None and owed is not self._silence_prompt)
             ):
-                turn.fail(f"voicelive_{cause}", detail)
+                if (
+                    self._reply_awaits_tools
+                    and self._tools_running
+                    and (not self._response_active or self._wait_phrase_playing)
+                ):
+                    # Nothing of the reply was lost: it waits on the running tools, and the session that
+                    # takes over is asked for it once they answer (_run_tools).
+                    waiting_turn = turn
+                else:
+                    turn.fail(f"voicelive_{cause}", detail)
         self._log.event("voicelive_lost", self._clock.time(), cause=cause, code=code, detail=detail[:200])
         # One quick reconnect per failure: if the new session fails again before completing a response,
         # the service is not healthy enough for this call.
@@ -596,6 +606,8 @@ class CallBridge:
             self._reconnect_spent = True
         if retry and await self._replace_session(cause, failed):
             return
+        if waiting_turn is not None:
+            waiting_turn.fail(f"voicelive_{cause}", detail)
         await self._move_to_legacy(f"voicelive_{cause}")
         raise _BridgeDone
 

@@ -581,3 +581,32 @@ async def test_the_apology_for_words_lost_with_a_session_calls_no_tool() -> None
         [apology] = response_creates(second)
         assert apology["response"]["instructions"] == repeat_request_instructions()
         assert apology["response"]["tool_choice"] == "none"
+
+
+async def test_a_session_lost_while_the_tool_runs_fails_no_turn_when_the_next_one_gives_the_reply() -> None:
+    """Nothing of the reply was lost with the session (it waited on the tool), and the caller got it from the
+    next one: the turn is no failure in the comparison's error rate."""
+    tools = GatedTools()
+    async with running(tools=tools) as call:
+        await _turn_asking_for(call.vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        await _lose_then_the_reply_waits_for_the_answer(call, tools)
+        second = call.client.opened[1]
+        second.push(created("r2"))
+        second.push(audio_delta("a2", 100, "r2"))
+        await until(lambda: len(call.ws.events("media")) == 1)
+    [turn] = call.store.turns
+    assert turn["error"] is None
+    assert turn["response_ms"] is not None
+
+
+async def test_a_session_lost_while_the_tool_runs_fails_the_turn_when_none_takes_over() -> None:
+    tools = GatedTools()
+    async with running(tools=tools) as call:
+        await _turn_asking_for(call.vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        call.client.fail_next = TimeoutError()
+        call.vl.lose()
+        await until(lambda: any(e["type"] == "moved_to_legacy" for e in call.store.events))
+    [turn] = call.store.turns
+    assert turn["error_stage"] == "voicelive_lost"
