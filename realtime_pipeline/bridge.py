@@ -190,6 +190,7 @@ class CallBridge:
         "_session_started",
         "_silence",
         "_silence_prompt",
+        "_speaking_item",
         "_stall",
         "_stalled",
         "_start",
@@ -275,6 +276,9 @@ class CallBridge:
         self._preroll: deque[str] | None = None  # the newest caller audio, kept while a renewal is opening
         self._replace_lock = asyncio.Lock()
         self._response_active = False
+        self._speaking_item: str | None = (
+            None  # the audio item of the response under way, once it has sent some
+        )
         # The response.create that began the response under way (None: Voice Live began it on its own), asked
         # again with its own words and tool_choice if a lost session cuts that response off.
         self._response_request: str | None = None
@@ -505,6 +509,7 @@ class CallBridge:
         self._vl_ready = False  # from here until the flush ends, caller audio is held, in order
         self._adopt(ready)
         self._response_active = False
+        self._speaking_item = None
         self._response_request = None
         self._user_speaking = False
         self._wait_phrase_playing = self._reply_after_response = self._prompt_playing = False
@@ -920,6 +925,7 @@ class CallBridge:
             self._on_speech_stopped(event)
         elif kind is ResponseCreated:
             self._response_active = True
+            self._speaking_item = None
             self._stall.expect()
             self._response_request = self._reply_owed
             self._prompt_playing = self._reply_owed is not None and self._reply_owed is self._silence_prompt
@@ -932,6 +938,7 @@ class CallBridge:
         elif kind is ResponseDone:
             assert isinstance(event, ResponseDone)
             self._response_active = self._prompt_playing = False
+            self._speaking_item = None
             self._response_request = None
             self._stall.settle()
             # A reply owed now was asked during this response (the caller spoke over a reply that cannot be
@@ -989,6 +996,8 @@ class CallBridge:
         self._marks_owed += 1
         self.stats["frames_out"] += 1
         if first:
+            if self._response_active:
+                self._speaking_item = event.item_id
             self._on_first_audio(event.item_id)
 
     def _on_function_calls(self, calls: tuple[ToolCall, ...]) -> None:
@@ -1181,13 +1190,23 @@ class CallBridge:
         self._reply_after_response = False
         if self._barge_in:
             self._response_request = None  # Voice Live cancels what was under way: not to be asked again
-        if not self._playback.audio_queued or not self._barge_in:
+        if not self._barge_in:
             return
-        # Barge-in: the caller talks over audio still queued at Twilio.
-        await self._to_twilio(self._writer.clear())
-        self._gaps.cleared(self._clock.monotonic())
-        self._audio.discard_outbound()
-        for cut in self._cut_history(self._playback.clear()):
+        if self._playback.audio_queued:
+            # Barge-in: the caller talks over audio still queued at Twilio.
+            await self._to_twilio(self._writer.clear())
+            self._gaps.cleared(self._clock.monotonic())
+            self._audio.discard_outbound()
+            cuts = self._playback.clear()
+        elif self._response_active and self._speaking_item is not None:
+            # The caller talks into a gap of a slow reply: Twilio has played all it had, but the reply is not
+            # over. Its late audio must not play over them, and Voice Live must know how much was heard.
+            self._audio.discard_outbound()
+            cut = self._playback.cut(self._speaking_item)
+            cuts = [cut] if cut is not None else []
+        else:
+            return
+        for cut in self._cut_history(cuts):
             if cut.heard_ms >= 1.0:
                 await self._send_vl(truncate_item(cut.item_id, int(cut.heard_ms)))
             else:

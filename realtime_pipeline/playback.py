@@ -150,6 +150,15 @@ class PlaybackTracker:
         item.echoed = True
         return MarkEcho(item.item_id, item.heard_ms, first)
 
+    def cut(self, item_id: str) -> Interrupted | None:
+        """Stop ``item_id`` from playing any more when none of it is queued at Twilio (the caller talks into a
+        gap of a slow reply): its late audio deltas are dropped. None if it is not tracked or already cut."""
+        item = self._items.get(item_id)
+        if item is None or item.cut:
+            return None
+        item.cut = True
+        return Interrupted(item.item_id, item.generation, min(item.heard_ms, item.sent_ms), item.sent_ms)
+
     def clear(self) -> list[Interrupted]:
         """Twilio's buffer is being cleared: forget pending marks, report the items that were cut short."""
         cut: dict[str, ItemPlayback] = {}

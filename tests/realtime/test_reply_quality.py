@@ -162,3 +162,32 @@ async def test_a_stall_in_the_reply_asked_again_after_a_reconnect_clear_is_a_gap
     assert bridge.stats["playback_gaps"] == 1
     (turn,) = [t for t in store.turns if t["turn"] == 1]
     assert turn["playback_gaps"] == 1 and turn["playback_gap_ms"] >= 2 * GAP_MS - 5
+
+
+async def test_a_caller_who_talks_into_a_gap_of_a_slow_reply_barges_in() -> None:
+    """Twilio has played all it had of the reply (Voice Live is slow) when the caller starts talking: nothing
+    to clear, but the reply is not over. Its late audio would play over the caller (P1), and Voice Live would
+    believe it was all heard; it counts as the barge-in it is."""
+    bridge, ws, client, _, _, store = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900})
+    vl.push({"type": "response.created", "response": {"id": "r1"}})
+    vl.push(audio_delta("a1", 100))
+    await until(lambda: len(ws.events("mark")) == 1)
+    ws.mark(ws.events("mark")[0]["mark"]["name"])  # played out: nothing queued at Twilio
+    await asyncio.sleep(0.05)
+    vl.push({"type": "input_audio_buffer.speech_started", "item_id": "u2", "audio_start_ms": 1500})
+    await until(lambda: any(e["type"] == "conversation.item.truncate" for e in vl.sent))
+    [truncate] = [e for e in vl.sent if e["type"] == "conversation.item.truncate"]
+    assert (truncate["item_id"], truncate["audio_end_ms"]) == ("a1", 100)
+    vl.push(audio_delta("a1", 200))  # in flight when Voice Live cancelled the reply
+    vl.push({"type": "response.done", "response": {"id": "r1", "status": "cancelled"}})
+    await asyncio.sleep(0.05)
+    assert len(ws.events("media")) == 1, "the reply's late audio is not played over the caller"
+    assert bridge.stats["barge_ins"] == 1
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    [turn] = [t for t in store.turns if t["turn"] == 1]
+    assert turn["interrupted"] is True
