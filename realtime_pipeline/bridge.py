@@ -1067,6 +1067,11 @@ class CallBridge:
                     # Asked for once the wait phrase is done; also when its response.created is still on the
                     # way: the service has begun it, and would refuse a second response meanwhile.
                     self._reply_after_response = True
+                elif self._owed_reply() is not None and not self._reply_awaits_tools:
+                    # The caller spoke again and their words were committed: Voice Live has begun the reply to
+                    # them (its response.created is on the way) without these answers, and would refuse a
+                    # second response. The answers are asked about once that reply is over.
+                    self._reply_after_response = True
                 elif not self._response_active and not self._user_speaking:
                     reply = response_create(tool_choice=self._after_tools_choice)
                     self._ask(reply)

@@ -610,3 +610,24 @@ async def test_a_session_lost_while_the_tool_runs_fails_the_turn_when_none_takes
         await until(lambda: any(e["type"] == "moved_to_legacy" for e in call.store.events))
     [turn] = call.store.turns
     assert turn["error_stage"] == "voicelive_lost"
+
+
+async def test_answers_arriving_after_newer_words_were_committed_are_asked_about_after_that_reply() -> None:
+    """The caller spoke again and stopped while the tool ran: Voice Live began the reply to those words before
+    the answers were in (its response.created on the way), so a response.create now would be refused as a
+    second response and the tool's answer never spoken. It is asked for once that reply is over."""
+    tools = GatedTools()
+    async with running(tools=tools) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        vl.push({**SPEECH_STARTED, "item_id": "u2"})
+        vl.push({**SPEECH_STOPPED, "item_id": "u2"})
+        await asyncio.sleep(0.05)
+        tools.gate.set()
+        await until(lambda: len(function_outputs(vl)) == 1)
+        await asyncio.sleep(0.05)
+        assert response_creates(vl) == []
+        vl.push(created("r2"))
+        vl.push(done("r2"))
+        await until(lambda: len(response_creates(vl)) == 1)
