@@ -33,6 +33,9 @@ from router.twilio_request import ForgedRequest, MalformedForm, read_signed_form
 from router.twilio_signature import TwilioSignatureValidator
 from router.webhook_replay import WebhookReplay, idempotency_token
 
+FINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+"""Twilio's ``CallStatus`` values that end a call; the others are progress (queued, ringing, in-progress)."""
+
 log = logging.getLogger("router.webhooks")
 
 TWIML = "text/xml"
@@ -327,9 +330,12 @@ class TwilioWebhooks:
             return checked
         form, call_sid = checked
         status = form.get("CallStatus", "")
-        fields: dict[str, object] = {"status": status}
-        if status in {"completed", "busy", "failed", "no-answer", "canceled"}:
-            fields["ended_at"] = self._clock.time()
+        if status not in FINAL_STATUSES:
+            # A number set to send progress events (ringing, answered) may deliver one after "completed"
+            # (callbacks are separate requests, retried and reordered): written, it would undo the end. The
+            # record says "in-progress" from its first webhook until the final status.
+            return Response(status_code=204)
+        fields: dict[str, object] = {"status": status, "ended_at": self._clock.time()}
         duration = form.get("CallDuration", "")
         if duration.isascii() and duration.isdigit():  # isdigit() alone takes "²", which float() refuses
             fields["duration_s"] = float(duration)

@@ -420,3 +420,20 @@ def test_the_call_record_keeps_the_breaker_state_the_call_was_routed_with(router
     assert router.incoming_call("CA" + "d3" * 16).headers["X-Voice-Router-Pipeline"] == "realtime"
     states = {record["call_sid"]: record.get("breaker_state") for record in calls(router)}
     assert states == {"CA" + "d1" * 16: "closed", "CA" + "d2" * 16: "open", "CA" + "d3" * 16: "half_open"}
+
+
+def test_a_progress_status_delivered_after_the_final_one_does_not_undo_it(router: RunningRouter) -> None:
+    """Status callbacks are separate requests, retried and reordered: a "ringing" or "in-progress" event (a
+    number configured to send them) arriving after "completed" left the call no longer completed in the
+    report."""
+    call_sid = "CA" + "e" * 32
+    router.incoming_call(call_sid)
+    assert (
+        router.twilio_post("/twilio/status", {"CallSid": call_sid, "CallStatus": "completed"}).status_code
+        == 204
+    )
+    for late in ("in-progress", "ringing"):
+        params = {"CallSid": call_sid, "CallStatus": late}
+        assert router.twilio_post("/twilio/status", params).status_code == 204
+    [record] = calls(router)
+    assert record["status"] == "completed" and record["ended_at"] is not None
