@@ -40,3 +40,42 @@ async def test_run_once_prunes_records_older_than_the_retention(tmp_path: Path) 
         assert await retention.run_once() == 1  # CAnew is now 31 days old
     finally:
         await inner.close()
+
+
+class _BrokenOnce:
+    """A store whose first prune fails with something other than an outage."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def prune_records(self, before: float) -> int:
+        self.calls += 1
+        if self.calls == 1:
+            raise ValueError("a damaged row")
+        return 2
+
+
+async def test_an_unexpected_prune_error_skips_one_round_and_the_schedule_goes_on() -> None:
+    import asyncio
+
+    store = _BrokenOnce()
+    metrics = Metrics()
+    retention = RecordRetention(
+        store,  # type: ignore[arg-type]
+        keep_days=30,
+        interval_seconds=0.01,
+        clock=FakeClock(start=1_700_000_000.0),
+        metrics=metrics,
+    )
+    task = asyncio.create_task(retention.run_forever())
+    try:
+        for _ in range(200):
+            if store.calls >= 2:
+                break
+            await asyncio.sleep(0.01)
+        assert store.calls >= 2, "the task ended at the first error"
+        assert not task.done()
+    finally:
+        task.cancel()
+    labels = {"operation": "prune_records"}
+    assert metrics.registry.get_sample_value("voice_router_store_errors_total", labels) == 1
