@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from flags.breaker import BreakerConfig, CircuitBreaker
+from flags.breaker import BreakerConfig, BreakerConflictError, CircuitBreaker
 from flags.clock import Clock, SystemClock
 from router.admin import AdminApi, ComparisonBuilder
 from router.agent_profile import AgentProfile
@@ -259,7 +259,8 @@ def create_app(
         return JSONResponse({"status": "ready"})
 
     async def metrics_endpoint(request: Request) -> Response:
-        with contextlib.suppress(StoreUnavailable):
+        # The gauge keeps its last value when the state cannot be read now: the scrape must still answer.
+        with contextlib.suppress(StoreUnavailable, BreakerConflictError):
             set_state_gauge(metrics, (await breaker.current()).state)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
@@ -271,6 +272,8 @@ def create_app(
             set_state_gauge(metrics, (await breaker.current()).state)
         except StoreUnavailable:
             log.warning("state store unreachable at start-up; serving with legacy as the default")
+        except BreakerConflictError:
+            log.warning("breaker state kept changing at start-up; it is read again on each call")
         records.start()
         await legacy.start()
         await realtime.start()

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from xml.etree import ElementTree
 
+import pytest
 from twilio.request_validator import RequestValidator
 
 from flags.breaker_state import BreakerState
@@ -437,3 +438,19 @@ def test_a_progress_status_delivered_after_the_final_one_does_not_undo_it(router
         assert router.twilio_post("/twilio/status", params).status_code == 204
     [record] = calls(router)
     assert record["status"] == "completed" and record["ended_at"] is not None
+
+
+def test_metrics_answer_while_the_breaker_state_keeps_changing(
+    router: RunningRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replicas racing on the breaker document can make a read give up (BreakerConflictError): the scrape
+    still answers, with the gauge's last value, instead of a 500."""
+    from flags.breaker import BreakerConflictError, CircuitBreaker
+
+    async def conflicted(self: CircuitBreaker) -> None:
+        raise BreakerConflictError("too many lost compare-and-set attempts")
+
+    monkeypatch.setattr(CircuitBreaker, "current", conflicted)
+    response = router.client.get("/metrics")
+    assert response.status_code == 200
+    assert "voice_router_breaker_state" in response.text
