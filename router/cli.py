@@ -301,7 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return serve(args)
         client = AdminClient(args.url, os.environ.get("ADMIN_TOKEN", ""))
-        return run_operator_command(args, client)
+        try:
+            return run_operator_command(args, client)
+        except (KeyError, TypeError, AttributeError) as exc:
+            # A 200 in JSON that is not the admin API's answer (another service at --url): one line.
+            raise CommandError(
+                f"the answer from {args.url} is not the admin API's ({type(exc).__name__}: {exc})"
+            ) from None
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

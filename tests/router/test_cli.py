@@ -242,6 +242,8 @@ class _NotTheAdminApi(http.server.BaseHTTPRequestHandler):
             ),
             "/web/admin/rollout": (200, "text/html", b"<!DOCTYPE html>\n<html>\n<p>welcome</p>\n</html>\n"),
             "/list/admin/rollout": (500, "application/json", b'["boom", "again"]'),
+            "/other/admin/rollout": (200, "application/json", b'{"service": "something else"}'),
+            "/array/admin/rollout": (200, "application/json", b"[1, 2]"),
         }.get(self.path, (404, "text/plain", b"Not Found"))
         self.send_response(status)
         self.send_header("Content-Type", content_type)
@@ -255,13 +257,21 @@ class _NotTheAdminApi(http.server.BaseHTTPRequestHandler):
 
 def test_a_url_that_is_not_the_admin_api_exits_1_with_one_line(tmp_path: Path) -> None:
     """An HTML error page (a proxy's 502), an HTML 200 or a JSON error that is no object printed the whole body
-    over many lines or ended in a traceback; so did a --url httpx cannot parse."""
+    over many lines or ended in a traceback; so did a --url httpx cannot parse, and another JSON service's 200
+    (a KeyError or TypeError while printing)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotTheAdminApi)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        for url in (f"{base}/lb", f"{base}/web", f"{base}/list", "http://[::1"):
+        for url in (
+            f"{base}/lb",
+            f"{base}/web",
+            f"{base}/list",
+            f"{base}/other",
+            f"{base}/array",
+            "http://[::1",
+        ):
             done = cli(url, "rollout", "status")
             assert done.returncode == 1, (url, done.stderr)
             (line,) = done.stderr.strip().splitlines()
