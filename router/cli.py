@@ -247,6 +247,7 @@ def serve(args: argparse.Namespace) -> int:
     from router.observability import configure_logging
     from router.server_options import uvicorn_options
     from router.settings import Settings
+    from router.store.factory import prepare_sqlite_folder
 
     configure_logging(args.log_level)
     # uvicorn re-raises SIGTERM after its graceful shutdown; turning it into SystemExit lets the
@@ -273,7 +274,8 @@ def serve(args: argparse.Namespace) -> int:
             settings, running = start_local_services(settings, host=args.host, port=args.port)
         try:
             app = create_app(settings)
-        except (ValueError, OSError) as exc:  # e.g. a STATE_URL of an unknown scheme
+            prepare_sqlite_folder(settings.state_url)
+        except (ValueError, OSError) as exc:  # e.g. a STATE_URL of an unknown scheme, or an unwritable folder
             print(f"error: {exc}", file=sys.stderr)
             return 1
         except yaml.YAMLError as exc:  # an AGENT_PROFILE that is no YAML (its message names the file)

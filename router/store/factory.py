@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,3 +42,20 @@ def open_store(state_url: str, *, key_prefix: str = "vr:") -> StateStore:
         f"STATE_URL {state_url!r}: unsupported scheme {scheme!r}; "
         "use sqlite:///path.db (one replica) or redis://host:port/db (several replicas)"
     )
+
+
+def prepare_sqlite_folder(state_url: str) -> None:
+    """Create the SQLite file's folder now, at start-up before the event loop runs, so that one that cannot be
+    made or written is one clear ``OSError`` rather than a traceback from the app's lifespan. Nothing for
+    Redis."""
+    if urlsplit(state_url).scheme.lower() != "sqlite" or not state_url.startswith(_SQLITE_PREFIX):
+        return
+    folder = Path(state_url[len(_SQLITE_PREFIX) :]).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(
+            f"STATE_URL {state_url!r}: cannot create the folder {str(folder)!r}: {exc.strerror}"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OSError(f"STATE_URL {state_url!r}: the folder {str(folder)!r} is not writable")

@@ -279,3 +279,26 @@ def test_a_url_that_is_not_the_admin_api_exits_1_with_one_line(tmp_path: Path) -
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_serve_with_a_sqlite_state_url_whose_folder_cannot_be_made_exits_1_with_one_line(
+    tmp_path: Path,
+) -> None:
+    """The folder was made in the app's lifespan, where the failure ended in uvicorn's traceback."""
+    from emulators.runner import free_port
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    state_url = f"sqlite:///{blocker}/state.db"  # its folder would have to be inside a file
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "serve", "--local", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "STATE_URL": state_url},
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.strip().splitlines() if "LOCAL PROFILE" not in line]
+    (line,) = lines
+    assert line.startswith("error: STATE_URL") and "cannot create the folder" in line, line
