@@ -84,9 +84,11 @@ def parse_since(value: str | None) -> float | None:
     """``1h``, ``30m``, ``2d``, ``45s`` → an epoch-seconds cut-off; None for no limit."""
     if not value:
         return None
-    match = re.fullmatch(r"(\d+)([smhd])", value.strip())
+    # At most nine digits: longer than any record's age, and a count a float can take (past about 300
+    # digits the subtraction below overflowed into a 500).
+    match = re.fullmatch(r"(\d{1,9})([smhd])", value.strip())
     if not match:
-        raise Invalid("since: use a duration like 30m, 1h or 2d")
+        raise Invalid("since: use a duration like 30m, 1h or 2d (at most 9 digits)")
     seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
     return time.time() - seconds
 

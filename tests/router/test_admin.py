@@ -378,3 +378,7 @@ def test_audit_and_calls_limits_are_validated(router: RunningRouter) -> None:
     )  # isdigit() takes it
     assert router.admin("GET", "/admin/calls", params={"limit": "0"}).status_code == 422
     assert router.admin("GET", "/admin/calls", params={"since": "yesterday"}).status_code == 422
+    # A duration too long for a float (it was a 500) or for int() (a ValueError past 4,300 digits).
+    for huge in ("9" * 320 + "d", "9" * 5000 + "s"):
+        refused = router.admin("GET", "/admin/comparison", params={"since": huge})
+        assert refused.status_code == 422 and "since" in refused.json()["error"]
