@@ -353,8 +353,8 @@ class Comparison:
             merged.arm(name).merge(arm)
         merged.population.merge(other.population)
         merged.generated_at = max(self.generated_at, other.generated_at)
-        if self.since is not None and other.since is not None:
-            merged.since = min(self.since, other.since)
+        # The union's window: from the earlier start, or all time if either report covers all time.
+        merged.since = None if self.since is None or other.since is None else min(self.since, other.since)
         return merged
 
     def to_dict(self) -> dict[str, Any]:

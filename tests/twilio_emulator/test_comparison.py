@@ -214,6 +214,15 @@ def test_merging_two_replica_reports_equals_the_report_of_all_records():
         assert [left.quantile(q) for q in (0.5, 0.9, 0.99)] == [right.quantile(q) for q in (0.5, 0.9, 0.99)]
 
 
+def test_merging_a_windowed_report_with_an_all_time_one_covers_all_time():
+    calls, turns = records("w", 4, seed=7)
+    windowed = compare_records(calls, turns, prices=PRICES, since=500.0)
+    all_time = compare_records(calls, turns, prices=PRICES)
+    assert windowed.merge(all_time).since is None
+    assert all_time.merge(windowed).since is None
+    assert windowed.merge(compare_records(calls, turns, prices=PRICES, since=400.0)).since == 400.0
+
+
 def test_round_trip_and_rendering():
     calls, turns = records("c", 8, seed=7)
     c = compare_records(calls, turns, prices=PRICES)
