@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     stream_token_secret: SecretStr = SecretStr("")
     # > 0: a token must outlive the time from our answer to Twilio's stream ``start``
     stream_token_ttl_seconds: int = Field(default=120, gt=0)
-    config_cache_seconds: float = 0.5
+    # How long a replica reuses the rollout and breaker state it read: at most a minute, or an operator's kill
+    # switch would take that long to reach every replica.
+    config_cache_seconds: float = Field(default=0.5, ge=0, le=60)
     record_retention_days: float = 30.0  # call and turn records older than this are pruned (0: keep all)
     # > 0: a zero interval prunes in a busy loop (RECORD_RETENTION_DAYS=0 is the way to turn pruning off)
     record_prune_interval_seconds: float = Field(default=3600.0, gt=0)

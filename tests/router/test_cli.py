@@ -138,6 +138,8 @@ def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: 
         # call dropped by the flood guard
         ("REALTIME_MAX_FRAMES_PER_SECOND", "0"),
         ("REALTIME_FRAME_BURST", "0"),
+        # an hour's cache: the kill switch (rollout mode legacy_only) would take an hour to reach a replica
+        ("CONFIG_CACHE_SECONDS", "3600"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "router", "serve", "--local", "--port", "9"],
