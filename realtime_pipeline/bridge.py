@@ -349,9 +349,10 @@ class CallBridge:
         voicelive = asyncio.create_task(self._voicelive_loop(), name=f"voicelive-{self._call_sid}")
         try:
             done, _ = await asyncio.wait({twilio, voicelive}, return_when=asyncio.FIRST_COMPLETED)
-            if voicelive in done and twilio not in done and self._moved:
-                # Twilio ends the stream itself once it runs the redirect; closing first would make it run
-                # the TwiML after <Connect> (a hang-up) instead.
+            if voicelive in done and twilio not in done and (self._moved or self._hanging_up):
+                # Twilio ends the stream itself once it runs the redirect (or the agent's hang-up, its REST
+                # call perhaps still on its way); closing first would make it run the TwiML after <Connect>
+                # instead: legacy, for a moved call or one the agent has just said goodbye to.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(twilio), self._config.move_grace_seconds)
         finally:

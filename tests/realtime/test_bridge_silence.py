@@ -277,3 +277,41 @@ async def test_a_session_lost_once_the_call_is_being_hung_up_is_not_replaced_nor
     assert ("failure", None) not in breaker.recorded
     ws.hang_up()
     await asyncio.wait_for(run, 3)
+
+
+async def test_a_session_lost_while_twilio_is_still_asked_to_hang_up_does_not_end_the_stream_first() -> None:
+    """The bridge used to end the moment the session was lost once the hang-up was sent: the REST call still on
+    its way was cancelled, and the stream closed, so Twilio went on with <Connect action> (legacy's greeting)
+    for the caller who had just been told goodbye, instead of hanging up."""
+    config = BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=0)
+    bridge, ws, client, mover, _, store = make_bridge(config=config)
+    twilio_answers = asyncio.Event()
+    cancelled: list[bool] = []
+
+    async def slow_hang_up(call_sid: str, reason: str) -> bool:
+        mover.hang_ups.append((call_sid, reason))
+        try:
+            await twilio_answers.wait()
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        return True
+
+    mover.hang_up = slow_hang_up  # type: ignore[method-assign]
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    call = Call(bridge, ws, client.opened[0], mover, store)
+    await _answered_then_goodbye_asked(call)
+    call.speak("r_bye")
+    await call.hear_all()
+    await until(lambda: bool(mover.hang_ups))
+    call.vl.lose()  # Twilio's REST API has not answered yet
+    await asyncio.sleep(0.1)
+    assert not run.done(), "the stream is left for Twilio to end"
+    twilio_answers.set()
+    await asyncio.sleep(0.05)
+    assert cancelled == [], "the hang-up reached Twilio"
+    ws.hang_up()  # Twilio ends the stream as it ends the call
+    await asyncio.wait_for(run, 3)
+    assert store.merged["ended_by"] == "agent"
+    assert len(client.opened) == 1 and mover.moves == []
