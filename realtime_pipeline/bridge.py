@@ -1020,9 +1020,9 @@ class CallBridge:
         A tool the profile does not have, or no tools at all, is answered with an error output like any failed
         tool, so the model can say so. If the session that asked was replaced meanwhile, the new one never saw
         the calls: it is given each call with its answer (as a replay would), then asked for the reply it was
-        not asked for when it took over. If the caller has started talking again, or a response is already
-        under way, the answers are added without a ``response.create``: the reply to the caller's new words
-        will see them.
+        not asked for when it took over. If the caller has started talking again, the answers are added
+        without a ``response.create``: the reply to the caller's new words will see them. A reply already
+        begun (or committed to) without them is followed by a ``response.create`` once it is over.
         """
         work: asyncio.Future[list[ToolResult]] | None = None
         try:
@@ -1072,6 +1072,10 @@ class CallBridge:
                     # The caller spoke again and their words were committed: Voice Live has begun the reply to
                     # them (its response.created is on the way) without these answers, and would refuse a
                     # second response. The answers are asked about once that reply is over.
+                    self._reply_after_response = True
+                elif self._response_active and not self._user_speaking:
+                    # That reply has begun (its response.created is in): it was made without these answers
+                    # too, and is asked about them once it is over.
                     self._reply_after_response = True
                 elif not self._response_active and not self._user_speaking:
                     reply = response_create(tool_choice=self._after_tools_choice)

@@ -631,3 +631,25 @@ async def test_answers_arriving_after_newer_words_were_committed_are_asked_about
         vl.push(created("r2"))
         vl.push(done("r2"))
         await until(lambda: len(response_creates(vl)) == 1)
+
+
+async def test_answers_arriving_while_the_reply_to_newer_words_is_under_way_are_asked_about_after_it() -> (
+    None
+):
+    """As above, but the answers come once that reply has begun (its response.created is in): it was made
+    without them too, and nothing asked about them after it, so the tool's answer was never spoken."""
+    tools = GatedTools()
+    async with running(tools=tools) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        vl.push({**SPEECH_STARTED, "item_id": "u2"})
+        vl.push({**SPEECH_STOPPED, "item_id": "u2"})
+        vl.push(created("r2"))
+        await until(lambda: call.bridge._response_active)
+        tools.gate.set()
+        await until(lambda: len(function_outputs(vl)) == 1)
+        await asyncio.sleep(0.05)
+        assert response_creates(vl) == [], "not while that reply is under way"
+        vl.push(done("r2"))
+        await until(lambda: len(response_creates(vl)) == 1)
