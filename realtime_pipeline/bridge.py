@@ -1196,6 +1196,10 @@ class CallBridge:
         self._user_speaking = True
         self._reply_owed = None  # the caller speaks again: a new question, a new reply
         self._reply_awaits_tools = False
+        if not self._response_active and not self._wait_phrase_playing:
+            # Nothing is owed while they talk (a turn end may have begun no reply: the caller had not finished);
+            # their speech_stopped, or a response.created, starts the watch again.
+            self._stall.settle()
         self._silence.caller_spoke()
         self._reply_after_response = False
         if self._barge_in:

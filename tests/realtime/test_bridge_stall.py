@@ -138,3 +138,19 @@ async def test_no_stall_while_the_callers_reply_waits_on_a_running_tool() -> Non
     assert len(client.opened) == 2 and vl.aborted
     ws.hang_up()
     await asyncio.wait_for(run, 3)
+
+
+async def test_a_caller_who_goes_on_talking_after_a_turn_end_with_no_reply_is_no_stall() -> None:
+    """Voice Live's end of turn may decide the caller had not finished and begin no reply (the bridge stops
+    awaiting one after reply_wait_seconds): the caller goes on talking, and the session, which sends nothing
+    while they do, was dropped as stalled in mid-sentence. Once they stop, a reply is owed again."""
+    async with calling() as call:
+        call.vl.push(SPEECH_STARTED)
+        call.vl.push(SPEECH_STOPPED)  # no response.created follows
+        await asyncio.sleep(STALL / 2)
+        call.vl.push({**SPEECH_STARTED, "item_id": "u2"})  # they go on for a while
+        await asyncio.sleep(3 * STALL)
+        assert len(call.client.opened) == 1 and not call.vl.aborted
+        call.vl.push({**SPEECH_STOPPED, "item_id": "u2"})  # and stop: now a reply is owed, and never begins
+        await until(lambda: len(call.client.opened) == 2, within=2)
+        assert call.vl.aborted
