@@ -134,6 +134,12 @@ class BridgeConfig:
     stall_seconds: float = 6.0
 
 
+ACTIVE_RESPONSE_CODE = "conversation_already_has_active_response"
+"""The refusal of a ``response.create`` while a response is under way (OpenAI realtime's code, which the
+emulator uses; unconfirmed for Voice Live, where a refusal under another code leaves the phrase marked as
+playing until a response ends)."""
+
+
 class _TwilioGone(Exception):
     """Sending to Twilio failed: the stream is over."""
 
@@ -1285,12 +1291,24 @@ class CallBridge:
         else:
             if not self._response_active:
                 self._stall.settle()  # a refusal is an answer: the request it refused owes nothing more
+            if event.code == ACTIVE_RESPONSE_CODE and self._wait_phrase_playing:
+                self._wait_phrase_refused()
             self._ratelog.log(
                 logging.WARNING,
                 f"vl_error_{event.code or event.type}",
                 f"Voice Live error {event.type}/{event.code}: {event.message}",
                 self._call_sid,
             )
+
+    def _wait_phrase_refused(self) -> None:
+        """Voice Live refused the wait phrase as a second response: it had begun one of its own, the reply to
+        words the caller said as the phrase was asked for (no other request goes out while the phrase is
+        pending). That response, already begun or on its way, is not the phrase: when it began it was taken
+        for it, and the reply it gives stayed owed, to be asked again after a loss and awaited by the stall
+        watch (which then dropped a healthy session)."""
+        self._wait_phrase_playing = False
+        if self._response_active and not self._reply_awaits_tools:
+            self._reply_owed = None
 
     # Turns and outcome -----------------------------------------------------------------------------------
 

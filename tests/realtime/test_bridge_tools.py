@@ -653,3 +653,35 @@ async def test_answers_arriving_while_the_reply_to_newer_words_is_under_way_are_
         assert response_creates(vl) == [], "not while that reply is under way"
         vl.push(done("r2"))
         await until(lambda: len(response_creates(vl)) == 1)
+
+
+async def test_a_wait_phrase_refused_for_the_reply_to_newer_words_leaves_that_reply_given() -> None:
+    """The caller spoke as the phrase was asked for: Voice Live began the reply to them (taken by the bridge
+    for the phrase) and refused the phrase. That reply was then still counted as owed once it ended: the stall
+    watch waited for it and dropped the healthy session, and the new one was asked to answer again."""
+    tools = GatedTools()
+    config = BridgeConfig(tool_wait_phrase="One moment.", tool_wait_seconds=0.1, stall_seconds=0.3)
+    async with running(tools, config=config) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(response_creates(vl)) == 1)  # the wait phrase, on its way
+        vl.push({**SPEECH_STARTED, "item_id": "u2"})
+        vl.push({**SPEECH_STOPPED, "item_id": "u2"})
+        vl.push(created("r_reply"))  # Voice Live's reply to those words
+        vl.push(
+            {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "conversation_already_has_active_response",
+                    "message": "Conversation already has an active response in progress.",
+                },
+            }
+        )
+        vl.push(audio_delta("a_reply", 100, "r_reply"))
+        vl.push(done("r_reply"))
+        await until(lambda: len(call.ws.events("mark")) == 1)
+        call.ws.mark(call.ws.events("mark")[0]["mark"]["name"])
+        await asyncio.sleep(0.6)
+        assert len(call.client.opened) == 1, "the healthy session was dropped as stalled"
+        tools.gate.set()
