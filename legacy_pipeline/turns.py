@@ -223,11 +223,14 @@ class TurnLoop:
                             wav, language=self._profile.language
                         )
                 user_text = bound_text(speech, self._options.max_speech_chars)
-                if not user_text:
-                    return await self._empty_turn(call_sid, counters, received_at)
-                record.user_text = user_text
-                counters.last_turn, counters.empty_turns = turn, 0
-                audio_url, exchanged = await self._respond(call_sid, counters, user_text, timer, record)
+                if user_text:
+                    record.user_text = user_text
+                    counters.last_turn, counters.empty_turns = turn, 0
+                    audio_url, exchanged = await self._respond(call_sid, counters, user_text, timer, record)
+            if not user_text:
+                # Outside this scope: the re-prompt has a deadline of its own and falls back to <Say>. Under
+                # both, this one could win the race and answer silence with the apology (and a failed turn).
+                return await self._empty_turn(call_sid, counters, received_at)
             # Outside the deadline: once the reply is uploaded the caller hears it, so the history must say
             # so (a deadline hit while this write was acknowledged used to play the apology instead, and the
             # next turn believed the unheard reply had been said). The tools' calls and answers go in too:

@@ -139,3 +139,21 @@ async def test_a_reply_stored_in_the_history_is_the_reply_the_caller_hears(legac
     history = await h.store.get_history(call)
     assert len(twiml.plays) == 1 and not twiml.says  # the reply, not the apology
     assert [message["role"] for message in history] == ["user", "assistant"]
+
+
+async def test_a_silent_caller_is_reprompted_not_apologised_to_when_the_phrase_outlasts_the_deadline(
+    legacy: HarnessFactory,
+) -> None:
+    """The empty turn ran inside the caller turn's deadline as well as under its own: when synthesising the
+    re-prompt ran past it, the outer deadline won, so a silent caller heard "I'm having trouble", the run of
+    empty turns went back to 0 (a silent line during a slow TTS was never hung up on) and a failed caller
+    turn was recorded for silence."""
+    h = await legacy(legacy_turn_deadline_seconds=1.0, legacy_tts_first_chunk_timeout_ms=3000)
+    greeting = await h.twilio.incoming_call(CALL)
+    h.speech.set_faults(tts_first_chunk_delay_s=2.0)  # Speech answers, but later than a turn may wait
+    reprompt = await h.twilio.say(greeting, CALL, None)
+    assert reprompt.says == [h.profile.legacy.reprompt] and reprompt.gather is not None, reprompt.text
+    goodbye = await h.twilio.say(reprompt, CALL, None)
+    assert goodbye.says == [h.profile.legacy.goodbye] and goodbye.hangup, goodbye.text
+    assert [t["turn"] for t in await h.list_turns(CALL)] == [0]
+    assert h.sample("voice_router_turn_failures_total", pipeline="legacy", stage="deadline") == 0
