@@ -68,10 +68,16 @@ class AzureSpeechSynthesizer:
             synthesizer = self._idle.get_nowait()
         except queue.Empty:
             synthesizer = self._new_synthesizer()
-        result = synthesizer.speak_ssml_async(ssml).get()
-        if result.reason != speechsdk.ResultReason.SynthesizingAudioCompleted:
-            # A failed synthesizer may hold a broken connection: let it go rather than lend it again.
-            raise SpeechError(describe_cancellation(result))
+        try:
+            result = synthesizer.speak_ssml_async(ssml).get()
+            if result.reason != speechsdk.ResultReason.SynthesizingAudioCompleted:
+                raise SpeechError(describe_cancellation(result))
+        except BaseException:
+            # A failed synthesizer may hold a broken connection: let it go rather than lend it again, and
+            # here: the exception keeps this frame, so it was released wherever the error was dropped, on
+            # the event loop (~20 ms with a stalled connection still open, once per failed turn).
+            del synthesizer
+            raise
         with contextlib.suppress(queue.Full):
             self._idle.put_nowait(synthesizer)
         audio: bytes = result.audio_data
