@@ -99,6 +99,12 @@ class Recognition:
         self._stop: speechsdk.ResultFuture | None = None
         self._abandoned = False
 
+    @property
+    def abandoned(self) -> bool:
+        """The turn gave up on it: start no further utterance."""
+        with self._lock:
+            return self._abandoned
+
     def begin(self, recognizer: _SdkRecognizer) -> bool:
         """The recognition thread's recognizer; False when the turn already gave up (then do not start)."""
         with self._lock:
@@ -180,15 +186,23 @@ class AzureSpeechRecognizer:
         recognizer = self._new_recognizer(audio, language)
         if not recognition.begin(recognizer):
             raise SpeechError("recognition abandoned before it started")
+        phrases: list[str] = []
+        result: speechsdk.SpeechRecognitionResult | None = None
         try:
-            result = recognizer.recognize_once_async().get()
+            # recognize_once ends at the caller's first pause (the service's end of an utterance), while
+            # <Record> goes on through any pause shorter than its timeout: each call takes the recording's
+            # next utterance, until one finds no speech or the audio has ended.
+            while not recognition.abandoned:
+                result = recognizer.recognize_once_async().get()
+                if result.reason != speechsdk.ResultReason.RecognizedSpeech:
+                    break
+                phrases.append(result.text)
         finally:
             recognition.end()
-        if result.reason == speechsdk.ResultReason.RecognizedSpeech:
-            text: str = result.text
-            return text
-        if result.reason == speechsdk.ResultReason.NoMatch:
-            return ""
+        if result is None or result.reason == speechsdk.ResultReason.RecognizedSpeech:
+            raise SpeechError("recognition abandoned")  # by a turn that is no longer waiting for it
+        if result.reason == speechsdk.ResultReason.NoMatch or _end_of_stream(result):
+            return " ".join(phrase for phrase in phrases if phrase)
         raise SpeechError(describe_cancellation(result))
 
     async def transcribe(self, wav: bytes, *, language: str) -> str:
@@ -210,3 +224,9 @@ class AzureSpeechRecognizer:
                 f"speech recognition refused: {self._slots.limit} recognitions still running on this worker"
                 " (LEGACY_STT_MAX_CONCURRENT)"
             ) from exc
+
+
+def _end_of_stream(result: speechsdk.SpeechRecognitionResult) -> bool:
+    """The recording's audio ran out: what follows its last utterance, not a failure."""
+    details = result.cancellation_details if result.reason == speechsdk.ResultReason.Canceled else None
+    return details is not None and details.reason == speechsdk.CancellationReason.EndOfStream

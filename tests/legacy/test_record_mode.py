@@ -42,6 +42,8 @@ class RecordingServer:
 
     server: ServerThread
     authorizations: list[str | None] = field(default_factory=list)
+    wavs: dict[str, bytes] = field(default_factory=dict)
+    """Recordings other than the default one, by RecordingSid."""
 
     def url(self, recording_sid: str) -> str:
         return f"{self.server.http_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Recordings/{recording_sid}"
@@ -54,16 +56,17 @@ def recordings() -> Iterator[RecordingServer]:
     wav = pcm_wav(silence + speech + silence)
     expected = "Basic " + base64.b64encode(f"{ACCOUNT_SID}:{AUTH_TOKEN}".encode()).decode()
     seen: list[str | None] = []
+    wavs: dict[str, bytes] = {}
 
     async def recording(request: Request) -> Response:
         seen.append(request.headers.get("authorization"))
         if request.headers.get("authorization") != expected:
             return Response(status_code=401, headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
-        return Response(wav, media_type="audio/x-wav")
+        return Response(wavs.get(request.path_params["sid"], wav), media_type="audio/x-wav")
 
     app = Starlette(routes=[Route("/2010-04-01/Accounts/{account}/Recordings/{sid}.wav", recording)])
     with ServerThread(app) as server:
-        yield RecordingServer(server, seen)
+        yield RecordingServer(server, seen, wavs)
 
 
 async def test_record_mode_transcribes_with_azure(
@@ -85,13 +88,37 @@ async def test_record_mode_transcribes_with_azure(
     reply = Twiml.parse(await h.twilio.post(greeting.action, params))
     assert len(reply.plays) == 1 and reply.record is not None, reply.text
     assert recordings.authorizations[-1] is not None and recordings.authorizations[-1].startswith("Basic ")
-    (recognition,) = h.speech.recognitions
+    # What follows the first utterance is listened to as well (speech after a pause): here only silence.
+    recognition, *rest = h.speech.recognitions
     assert recognition.language == "en-US" and recognition.status == "Success"
+    assert [r.status for r in rest] in ([], ["InitialSilenceTimeout"])
     assert h.openai.requests[-1].body["messages"][-1]["content"] == "I need to move my appointment."
     (turn,) = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
     assert turn["user_text"] == "I need to move my appointment."
     assert {"recording", "stt", "llm_total", "tts", "upload", "endpointing"} <= set(turn["stages"])
     assert turn["usage"]["stt_audio_ms"] == 2300  # what speech-to-text bills: 0.4 + 1.5 + 0.4 s recorded
+
+
+async def test_record_mode_transcribes_every_utterance_of_the_recording(
+    legacy: HarnessFactory, recordings: RecordingServer
+) -> None:
+    """<Record> ends after 2 s of silence, but one recognize_once ends at the caller's first pause: the model
+    was given the first sentence only, and answered half of what the caller said."""
+    h = await legacy(legacy_stt_mode="azure", twilio_api_base_url=recordings.server.http_url)
+    h.speech.set_transcripts(["I'd like to book a cleaning.", "On Tuesday morning, please."])
+    pause = ulaw_decode(silence_ulaw(1000)).tobytes()  # a breath: longer than an utterance's end, not 2 s
+    sid = "RE" + "7" * 32
+    recordings.wavs[sid] = pcm_wav(
+        speechlike_pcm16(1200, seed=1).tobytes() + pause + speechlike_pcm16(1200, seed=2).tobytes()
+    )
+    greeting = await h.twilio.incoming_call(CALL)
+    params = h.twilio.params(CALL, RecordingUrl=recordings.url(sid), RecordingSid=sid, RecordingDuration="3")
+    reply = Twiml.parse(await h.twilio.post(greeting.action, params))
+    assert len(reply.plays) == 1 and not reply.says, reply.text
+    said = "I'd like to book a cleaning. On Tuesday morning, please."
+    assert h.openai.requests[-1].body["messages"][-1]["content"] == said
+    (turn,) = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
+    assert turn["user_text"] == said and turn["error"] is None
 
 
 async def test_record_mode_empty_recording_reprompts(
