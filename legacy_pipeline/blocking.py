@@ -143,7 +143,10 @@ async def run_blocking(
             slots.release()
         raise
     try:
-        return await asyncio.wait_for(future, timeout_s)
+        # Not wait_for: on Python 3.11 it returns the result of a call that ends as its caller is cancelled
+        # (a turn's deadline), losing the cancellation, and the turn then ran on with no deadline at all.
+        async with asyncio.timeout(timeout_s):
+            return await future
     except BaseException:
         if on_abandon is not None and not returned.is_set():
             _abandon(loop, on_abandon, name)

@@ -338,3 +338,28 @@ def test_the_sdk_is_told_our_timeouts() -> None:
     recognizer = stt._new_recognizer(parse_wav(RECORDING), "en-US")  # no connection until recognition
     assert recognizer.properties.get_property_by_name(ONE_SHOT_TIMEOUT_PROPERTY) == "1500"
     assert recognizer.properties.get_property_by_name(STOP_TIMEOUT_PROPERTY) == "3"
+
+
+async def test_a_deadline_that_expires_as_the_call_returns_still_ends_the_turn() -> None:
+    """The thread's answer and the turn's deadline reach the loop in the same iteration (a busy worker).
+    ``asyncio.wait_for`` (Python 3.11) returned the answer and dropped the cancellation: the deadline, which
+    fires once, was spent, and the rest of the turn (model, speech, upload) ran with no limit, past
+    Twilio's webhook timeout."""
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+
+    def recognize() -> str:
+        release.wait(10)
+        return "I'd like to book an appointment."
+
+    def busy_loop() -> None:
+        release.set()
+        time.sleep(0.3)  # the thread answers while the loop is busy, and the deadline passes meanwhile
+
+    loop.call_later(0.1, busy_loop)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.2):  # the turn's deadline
+            await run_blocking(recognize, timeout_s=30.0, name="azure-stt")
+            await asyncio.sleep(5)  # the rest of the turn
+    assert time.monotonic() - started < 2.0
