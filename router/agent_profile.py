@@ -50,6 +50,16 @@ class LegacyOptions(BaseModel):
     max_speech_chars: int = Field(default=1000, ge=1)
     max_reply_chars: int = Field(default=600, ge=1)
 
+    @field_validator("speech_timeout")
+    @classmethod
+    def _twilio_speech_timeout(cls, value: str) -> str:
+        """Twilio takes ``auto`` or a positive whole number of seconds; anything else ("3s", "0") would go
+        into every call's ``<Gather speechTimeout>`` and be refused or misread there."""
+        value = value.strip()
+        if value == "auto" or (value.isascii() and value.isdigit() and int(value) > 0):
+            return value
+        raise ValueError("must be auto or a positive whole number of seconds, like 2")
+
 
 class SilenceOptions(BaseModel):
     """Realtime: a caller who goes quiet. The agent re-prompts after ``reprompt_after_seconds`` of silence (its

@@ -107,6 +107,18 @@ def test_twiml_goodbye_hangs_up() -> None:
     assert root[0].text == "Bye & <now>"
 
 
+def test_a_speech_timeout_twilio_would_refuse_fails_the_profile_at_load() -> None:
+    from pydantic import ValidationError
+
+    from router.agent_profile import LegacyOptions
+
+    for bad in ("3s", "0", "-1", "", "1.5", "\u00b2"):
+        with pytest.raises(ValidationError, match="speech_timeout"):
+            LegacyOptions(speech_timeout=bad)
+    assert LegacyOptions(speech_timeout="auto").speech_timeout == "auto"
+    assert LegacyOptions(speech_timeout=" 2 ").speech_timeout == "2"
+
+
 # Recording downloads ------------------------------------------------------------------------------
 
 
