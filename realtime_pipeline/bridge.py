@@ -554,9 +554,10 @@ class CallBridge:
                 # and could call a tool that acts (a booking) a second time. The running tools give it their
                 # calls and answers when they are in, and ask it for the reply then (_run_tools).
                 reply = None
-            elif reply is None and self._response_active:
+            elif reply is None and self._response_active and not (self._user_speaking and self._barge_in):
                 # What was under way is asked again as it was asked: a greeting or a silence prompt (a goodbye)
-                # with its own words, the reply after the tools' answers with its tool_choice.
+                # with its own words, the reply after the tools' answers with its tool_choice. Not one the
+                # caller is talking over (Voice Live was cancelling it): their words get the next reply.
                 reply = self._response_request or response_create()
             asked_of_silence = reply is not None and reply is self._silence_prompt  # no reply to their words
             if reply is not None and not asked_of_silence and self._history.last_question_unknown():

@@ -557,3 +557,26 @@ async def test_words_spoken_over_an_uninterruptible_reply_are_still_owed_a_reply
     await asyncio.wait_for(run, 3)
     assert client.opened[1].types().count("response.create") == 1
     assert not ws.events("clear")
+
+
+async def test_a_reply_the_caller_is_talking_over_is_not_asked_again_after_a_loss() -> None:
+    """The caller barged in (Voice Live cancels the reply) and the session dropped before the cancel's
+    response.done: the new session was asked for a bare reply at once, and answered the old question while
+    the caller was still talking. Their words, replayed to it, get the next reply."""
+    bridge, ws, client, *_ = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(SPEECH_STARTED)
+    vl.push(SPEECH_STOPPED)
+    vl.push(RESPONSE_CREATED)
+    vl.push(audio_delta("a1", 300))
+    await until(lambda: len(ws.events("media")) == 1)
+    vl.push({**SPEECH_STARTED, "item_id": "u2"})  # the caller talks over it
+    await until(lambda: bool(ws.events("clear")))
+    vl.lose()
+    await until(lambda: bridge.stats["reconnects"] == 1)
+    await asyncio.sleep(0.05)
+    assert [e for e in client.opened[1].sent if e["type"] == "response.create"] == []
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
