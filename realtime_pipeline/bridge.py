@@ -953,7 +953,12 @@ class CallBridge:
             # interrupted, or it is the one the tools make possible after the wait phrase): still owed.
             self._wait_phrase_playing = False
             self._turns.add_usage(event.usage)
-            if self._reply_after_response:
+            calls_asked = event.status == "completed" and bool(event.function_calls)
+            if self._reply_after_response and calls_asked:
+                # This response called tools of its own: the reply after their answers sees the earlier ones
+                # too. Asked now, it would run with these calls unanswered (and could call them again).
+                self._reply_after_response = False
+            elif self._reply_after_response:
                 self._reply_after_response = False
                 reply = response_create(tool_choice=self._after_tools_choice)
                 self._ask(reply)
@@ -962,7 +967,7 @@ class CallBridge:
                 self._stall.expect()  # words spoken over this reply are owed one of their own
             if event.status == "completed":
                 self._reconnect_spent = False
-                if event.function_calls:
+                if calls_asked:
                     self._on_function_calls(event.function_calls)
             elif event.status == "failed" and self._turns.current is not None:
                 self._turns.current.fail("voicelive_response", "response failed")

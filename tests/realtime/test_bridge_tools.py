@@ -685,3 +685,30 @@ async def test_a_wait_phrase_refused_for_the_reply_to_newer_words_leaves_that_re
         await asyncio.sleep(0.6)
         assert len(call.client.opened) == 1, "the healthy session was dropped as stalled"
         tools.gate.set()
+
+
+async def test_a_reply_that_calls_tools_of_its_own_is_not_followed_by_a_request_before_their_answers() -> (
+    None
+):
+    """The earlier tool's answers came while the reply to the caller's newer words was under way, and that
+    reply ended calling a tool itself: a response.create then ran with its call unanswered (the model could
+    call it again). The one reply after its answer sees both answers."""
+    tools = GatedTools()
+    async with running(tools=tools) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        vl.push({**SPEECH_STARTED, "item_id": "u2"})
+        vl.push({**SPEECH_STOPPED, "item_id": "u2"})
+        vl.push(created("r2"))
+        await until(lambda: call.bridge._response_active)
+        tools.gate.set()
+        await until(lambda: len(function_outputs(vl)) == 1)
+        for event in function_call_response(("call_b", "book", "{}"))[1:]:  # r2 goes on: it calls a tool
+            vl.push(event)
+        await until(lambda: len(function_outputs(vl)) == 2)
+        await asyncio.sleep(0.05)
+        sent = [(e["type"], e.get("item", {}).get("call_id")) for e in vl.sent]
+        creates = [i for i, (kind, _) in enumerate(sent) if kind == "response.create"]
+        assert len(creates) == 1, sent
+        assert creates[0] > sent.index(("conversation.item.create", "call_b")), "asked after call_b's answer"
