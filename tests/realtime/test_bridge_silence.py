@@ -217,6 +217,14 @@ async def _answered_then_goodbye_asked(call: Call) -> str:
     return call.prompts()[-1]
 
 
+async def _goodbye_heard_and_hang_up_sent(call: Call) -> None:
+    """An answered turn, the goodbye asked for, spoken and heard: the agent has asked Twilio to hang up."""
+    await _answered_then_goodbye_asked(call)
+    call.speak("r_bye")
+    await call.hear_all()
+    await until(lambda: bool(call.mover.hang_ups))
+
+
 def _asked_of(connection: Any) -> list[str | None]:
     return [e["response"].get("instructions") for e in connection.sent if e["type"] == "response.create"]
 
@@ -266,10 +274,7 @@ async def test_a_session_lost_once_the_call_is_being_hung_up_is_not_replaced_nor
     run = asyncio.create_task(bridge.run())
     await until(lambda: bool(client.opened))
     call = Call(bridge, ws, client.opened[0], mover, store)
-    await _answered_then_goodbye_asked(call)
-    call.speak("r_bye")
-    await call.hear_all()
-    await until(lambda: bool(mover.hang_ups))
+    await _goodbye_heard_and_hang_up_sent(call)
     call.vl.lose()  # Twilio has not ended the stream yet
     await asyncio.sleep(0.1)
     assert len(client.opened) == 1, "no new session"
@@ -301,10 +306,7 @@ async def test_a_session_lost_while_twilio_is_still_asked_to_hang_up_does_not_en
     run = asyncio.create_task(bridge.run())
     await until(lambda: bool(client.opened))
     call = Call(bridge, ws, client.opened[0], mover, store)
-    await _answered_then_goodbye_asked(call)
-    call.speak("r_bye")
-    await call.hear_all()
-    await until(lambda: bool(mover.hang_ups))
+    await _goodbye_heard_and_hang_up_sent(call)
     call.vl.lose()  # Twilio's REST API has not answered yet
     await asyncio.sleep(0.1)
     assert not run.done(), "the stream is left for Twilio to end"

@@ -633,6 +633,20 @@ async def test_answers_arriving_after_newer_words_were_committed_are_asked_about
         await until(lambda: len(response_creates(vl)) == 1)
 
 
+async def _answers_during_the_reply_to_newer_words(call: Running, tools: GatedTools) -> None:
+    """``call_a`` runs; the caller speaks again and Voice Live begins the reply to those words (``r2``); then
+    the tool answers, its output given while ``r2`` is under way."""
+    vl = call.vl
+    await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+    await until(lambda: len(tools.asked) == 1)
+    vl.push({**SPEECH_STARTED, "item_id": "u2"})
+    vl.push({**SPEECH_STOPPED, "item_id": "u2"})
+    vl.push(created("r2"))
+    await until(lambda: call.bridge._response_active)
+    tools.gate.set()
+    await until(lambda: len(function_outputs(vl)) == 1)
+
+
 async def test_answers_arriving_while_the_reply_to_newer_words_is_under_way_are_asked_about_after_it() -> (
     None
 ):
@@ -641,14 +655,7 @@ async def test_answers_arriving_while_the_reply_to_newer_words_is_under_way_are_
     tools = GatedTools()
     async with running(tools=tools) as call:
         vl = call.vl
-        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
-        await until(lambda: len(tools.asked) == 1)
-        vl.push({**SPEECH_STARTED, "item_id": "u2"})
-        vl.push({**SPEECH_STOPPED, "item_id": "u2"})
-        vl.push(created("r2"))
-        await until(lambda: call.bridge._response_active)
-        tools.gate.set()
-        await until(lambda: len(function_outputs(vl)) == 1)
+        await _answers_during_the_reply_to_newer_words(call, tools)
         await asyncio.sleep(0.05)
         assert response_creates(vl) == [], "not while that reply is under way"
         vl.push(done("r2"))
@@ -696,14 +703,7 @@ async def test_a_reply_that_calls_tools_of_its_own_is_not_followed_by_a_request_
     tools = GatedTools()
     async with running(tools=tools) as call:
         vl = call.vl
-        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
-        await until(lambda: len(tools.asked) == 1)
-        vl.push({**SPEECH_STARTED, "item_id": "u2"})
-        vl.push({**SPEECH_STOPPED, "item_id": "u2"})
-        vl.push(created("r2"))
-        await until(lambda: call.bridge._response_active)
-        tools.gate.set()
-        await until(lambda: len(function_outputs(vl)) == 1)
+        await _answers_during_the_reply_to_newer_words(call, tools)
         for event in function_call_response(("call_b", "book", "{}"))[1:]:  # r2 goes on: it calls a tool
             vl.push(event)
         await until(lambda: len(function_outputs(vl)) == 2)
