@@ -282,9 +282,8 @@ class CallBridge:
         self._preroll: deque[str] | None = None  # the newest caller audio, kept while a renewal is opening
         self._replace_lock = asyncio.Lock()
         self._response_active = False
-        self._speaking_item: str | None = (
-            None  # the audio item of the response under way, once it has sent some
-        )
+        # The audio item of the response under way, once it has sent some (a barge-in into a gap cuts it).
+        self._speaking_item: str | None = None
         # The response.create that began the response under way (None: Voice Live began it on its own), asked
         # again with its own words and tool_choice if a lost session cuts that response off.
         self._response_request: str | None = None
@@ -1214,10 +1213,9 @@ class CallBridge:
             self._stall.settle()
         self._silence.caller_spoke()
         self._reply_after_response = False
-        if self._barge_in:
-            self._response_request = None  # Voice Live cancels what was under way: not to be asked again
         if not self._barge_in:
             return
+        self._response_request = None  # Voice Live cancels what was under way: not to be asked again
         if self._playback.audio_queued:
             # Barge-in: the caller talks over audio still queued at Twilio.
             await self._to_twilio(self._writer.clear())
