@@ -12,7 +12,9 @@ already holds what was said) has ``greeted: false`` in its counters.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,9 @@ from router.store.base import StateStore, StoreUnavailable
 log = logging.getLogger("legacy_pipeline.history")
 
 COUNTERS_TTL_S = 86_400.0
+WRITE_TIMEOUT_S = 1.0
+"""The history and counter writes run after the turn's deadline (once its reply is uploaded, the caller hears
+it): each is bounded, so a degraded store cannot hold the answer past Twilio's 15 s webhook timeout."""
 
 
 @dataclass
@@ -90,10 +95,19 @@ def _tool_call_ids(message: dict[str, Any]) -> list[str] | None:
 class ConversationState:
     """Reads and writes one call's history and counters; a store outage degrades to a fresh conversation."""
 
-    def __init__(self, store: StateStore, metrics: Metrics, *, cap: int, greeting: str) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        metrics: Metrics,
+        *,
+        cap: int,
+        greeting: str,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
+    ) -> None:
         self._store = store
         self._metrics = metrics
         self._cap = cap
+        self._write_timeout_s = write_timeout_s
         self._greeting = [{"role": "assistant", "content": greeting}] if greeting else []
 
     async def history(self, call_sid: str, counters: TurnCounters) -> list[dict[str, Any]]:
@@ -108,10 +122,9 @@ class ConversationState:
         return well_formed([*self._greeting, *messages][-self._cap :]) if self._cap > 0 else []
 
     async def append(self, call_sid: str, messages: list[dict[str, Any]]) -> None:
-        try:
-            await self._store.append_history(call_sid, messages, self._cap)
-        except StoreUnavailable:
-            self._store_failed("append_history", call_sid)
+        await self._write(
+            "append_history", call_sid, self._store.append_history(call_sid, messages, self._cap)
+        )
 
     async def counters(self, call_sid: str) -> TurnCounters:
         try:
@@ -128,18 +141,28 @@ class ConversationState:
         )
 
     async def save_counters(self, call_sid: str, counters: TurnCounters) -> None:
+        document = {
+            "last_turn": counters.last_turn,
+            "empty_turns": counters.empty_turns,
+            "greeted": counters.greeted,
+        }
+        await self._write(
+            "set_value", call_sid, self._store.set_value(counters_key(call_sid), document, ttl=COUNTERS_TTL_S)
+        )
+
+    async def _write(self, operation: str, call_sid: str, write: Awaitable[None]) -> None:
+        """A write the caller's answer waits on: a failure of any kind, or one slower than the bound, is counted
+        and logged, never raised (the reply is uploaded: the caller hears it whatever the store does)."""
         try:
-            await self._store.set_value(
-                counters_key(call_sid),
-                {
-                    "last_turn": counters.last_turn,
-                    "empty_turns": counters.empty_turns,
-                    "greeted": counters.greeted,
-                },
-                ttl=COUNTERS_TTL_S,
-            )
+            async with asyncio.timeout(self._write_timeout_s):
+                await write
         except StoreUnavailable:
-            self._store_failed("set_value", call_sid)
+            self._store_failed(operation, call_sid)
+        except TimeoutError:
+            self._store_failed(f"{operation}_timeout", call_sid)
+        except Exception:
+            self._metrics.store_errors.labels(operation).inc()
+            log.exception("state store write failed: %s", operation, extra={"call_sid": call_sid})
 
     def _store_failed(self, operation: str, call_sid: str) -> None:
         self._metrics.store_errors.labels(operation).inc()

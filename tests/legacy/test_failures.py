@@ -157,3 +157,45 @@ async def test_a_silent_caller_is_reprompted_not_apologised_to_when_the_phrase_o
     assert goodbye.says == [h.profile.legacy.goodbye] and goodbye.hangup, goodbye.text
     assert [t["turn"] for t in await h.list_turns(CALL)] == [0]
     assert h.sample("voice_router_turn_failures_total", pipeline="legacy", stage="deadline") == 0
+
+
+class _StuckWrites:
+    """A store whose history and counter writes never answer (a Redis that accepts and then goes quiet) or
+    fail with something other than an outage."""
+
+    def __init__(self, inner: StateStore, *, fail: bool = False) -> None:
+        self._inner = inner
+        self._fail = fail
+        self.stuck = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def _stuck(self) -> None:
+        if self._fail:
+            raise ValueError("a value the store cannot encode")
+        await self.stuck.wait()
+
+    async def append_history(self, call_sid: str, messages: list[dict[str, Any]], cap: int) -> None:
+        await self._stuck()
+
+    async def set_value(self, key: str, value: dict[str, Any], ttl: float = 86_400) -> None:
+        await self._stuck()
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["stuck", "failing"])
+async def test_history_and_counter_writes_after_the_reply_neither_hold_it_nor_replace_it(
+    legacy: HarnessFactory, fail: bool
+) -> None:
+    """The writes after the turn's deadline were unbounded: a store that stopped answering held the reply past
+    Twilio's 15 s (the caller would hear Twilio's application error). And a store error other than an outage
+    turned the uploaded reply into the apology."""
+    h = await legacy(
+        wrap_store=lambda store: _StuckWrites(store, fail=fail), legacy_turn_deadline_seconds=2.0
+    )
+    call = "CA" + "6" * 32
+    greeting = await h.twilio.incoming_call(call)
+    twiml = await asyncio.wait_for(h.twilio.say(greeting, call, "Can I book for Monday?"), 10)
+    assert len(twiml.plays) == 1 and not twiml.says, twiml.text  # the reply, not the apology
+    operation = "append_history" if fail else "append_history_timeout"
+    assert h.sample("voice_router_store_errors_total", operation=operation) == 1
