@@ -71,13 +71,16 @@ class Turn:
 
 
 class TurnTracker:
-    __slots__ = ("_by_user_item", "_interrupting_item", "_next_index", "current")
+    __slots__ = ("_by_user_item", "_earlier_items", "_interrupting_item", "_next_index", "current")
 
     def __init__(self) -> None:
         self.current: Turn | None = None
         self._by_user_item: dict[str, Turn] = {}
         self._next_index = 0
         self._interrupting_item: str | None = None
+        # The previous turn's reply items: a reply the caller spoke over without cutting it off (the profile's
+        # interrupt_response false) ends after their turn began, and is not that turn's reply.
+        self._earlier_items: set[str] = set()
 
     def interrupting(self, user_item_id: str) -> None:
         """The caller's utterance ``user_item_id`` (its turn begins when it ends) cut the agent off."""
@@ -92,6 +95,7 @@ class TurnTracker:
             self._interrupting_item = None
         self._next_index += 1
         self.current = turn
+        self._earlier_items = finished.assistant_items if finished is not None else set()
         if user_item_id:
             self._by_user_item[user_item_id] = turn
         if finished is not None and finished.user_item_id:
@@ -130,6 +134,8 @@ class TurnTracker:
 
     def assistant_transcript(self, item_id: str, text: str) -> None:
         turn = self.current
+        if item_id in self._earlier_items:
+            return  # its turn's record is written already
         if turn is not None and (item_id in turn.assistant_items or not turn.assistant_items):
             turn.assistant_text.append(text)
 

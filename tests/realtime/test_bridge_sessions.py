@@ -580,3 +580,31 @@ async def test_a_reply_the_caller_is_talking_over_is_not_asked_again_after_a_los
     assert [e for e in client.opened[1].sent if e["type"] == "response.create"] == []
     ws.hang_up()
     await asyncio.wait_for(run, 3)
+
+
+async def test_the_transcript_of_a_reply_spoken_over_uninterrupted_stays_out_of_the_callers_next_turn() -> (
+    None
+):
+    """With ``interrupt_response: false`` the reply the caller talked over ends after their turn began: its
+    transcript went into that turn's record, before the reply to their words."""
+    session = {"input_audio_format": "g711_ulaw", "turn_detection": {"interrupt_response": False}}
+    bridge, ws, client, _, _, store = make_bridge(session=session)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push({**SPEECH_STOPPED, "item_id": "u0"})  # turn 1, answered by a1
+    vl.push(RESPONSE_CREATED)
+    vl.push(audio_delta("a1", 300))
+    await until(lambda: len(ws.events("media")) == 1)
+    vl.push(SPEECH_STARTED)  # the caller talks over it: it plays on
+    vl.push(SPEECH_STOPPED)  # their turn (2) begins
+    vl.push({"type": "response.audio_transcript.done", "item_id": "a1", "transcript": "We open at nine."})
+    vl.push(RESPONSE_DONE)
+    vl.push({"type": "response.created", "response": {"id": "r2"}})
+    vl.push(audio_delta("a2", 100, "r2"))
+    vl.push({"type": "response.audio_transcript.done", "item_id": "a2", "transcript": "Yes, Tuesday works."})
+    vl.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
+    await until(lambda: len(ws.events("media")) == 2)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    assert [(t["turn"], t["assistant_text"]) for t in store.turns][-1] == (2, "Yes, Tuesday works.")
