@@ -65,7 +65,10 @@ async def test_a_reply_that_stalls_mid_sentence_is_counted_in_its_turn_and_the_c
     (turn,) = [t for t in store.turns if t["turn"] == 1]
     assert turn["playback_gaps"] == 1 and turn["playback_gap_ms"] >= 2 * GAP_MS - 5
     realtime = store.merged["realtime"]
-    assert realtime["playback_gaps"] == 1 and realtime["playback_gap_ms"] == round(turn["playback_gap_ms"])
+    # The call counts whole ms, the turn record keeps a tenth: 206.5 in the turn is 206 or 207 in the call.
+    assert (
+        realtime["playback_gaps"] == 1 and abs(realtime["playback_gap_ms"] - turn["playback_gap_ms"]) <= 0.5
+    )
 
 
 async def _barge_in_turn(transcript: str | None) -> dict[str, Any]:
