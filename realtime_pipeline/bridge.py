@@ -596,15 +596,15 @@ class CallBridge:
             # records its own (a loss between turns fails none).
             turn = self._turns.current
             owed = self._owed_reply()
+            # A reply that waits on running tools is owed for as long as they run (a tool may outlast
+            # reply_wait_seconds), and comes once they answer.
+            awaiting_tools = bool(self._reply_awaits_tools and self._tools_running)
             if turn is not None and (
-                (self._response_active and not self._prompt_playing)
+                awaiting_tools
+                or (self._response_active and not self._prompt_playing)
                 or (owed is not None and owed is not self._silence_prompt)
             ):
-                if (
-                    self._reply_awaits_tools
-                    and self._tools_running
-                    and (not self._response_active or self._wait_phrase_playing)
-                ):
+                if awaiting_tools and (not self._response_active or self._wait_phrase_playing):
                     # Nothing of the reply was lost: it waits on the running tools, and the session that
                     # takes over is asked for it once they answer (_run_tools).
                     waiting_turn = turn

@@ -712,3 +712,19 @@ async def test_a_reply_that_calls_tools_of_its_own_is_not_followed_by_a_request_
         creates = [i for i, (kind, _) in enumerate(sent) if kind == "response.create"]
         assert len(creates) == 1, sent
         assert creates[0] > sent.index(("conversation.item.create", "call_b")), "asked after call_b's answer"
+
+
+async def test_a_turn_whose_tool_outlasts_the_reply_wait_fails_when_its_session_is_lost_for_good() -> None:
+    """The reply waits on the tool, which takes longer than ``reply_wait_seconds``: past that, the reply no
+    longer counted as owed, so a loss with no session taking over left a turn that never got its reply
+    unmarked."""
+    tools = GatedTools()
+    async with running(tools, config=BridgeConfig(reply_wait_seconds=0.1)) as call:
+        await _turn_asking_for(call.vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(tools.asked) == 1)
+        await asyncio.sleep(0.2)  # the tool is still working
+        call.client.fail_next = TimeoutError()
+        call.vl.lose()
+        await until(lambda: any(e["type"] == "moved_to_legacy" for e in call.store.events))
+    [turn] = call.store.turns
+    assert turn["error_stage"] == "voicelive_lost"
