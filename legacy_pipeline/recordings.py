@@ -4,10 +4,15 @@ The download carries our Twilio credentials, so it only goes to Twilio's API ori
 ``https://api.twilio.com`` by default): a ``RecordingUrl`` pointing anywhere else is refused before any
 request, even in a correctly signed callback. Redirects are followed only within that origin, and the body
 is read with a size cap rather than trusted to be small.
+
+Twilio post-processes recordings, and one "may not always be ready right away" (Twilio support, "Getting
+Started with Recording Status Callbacks"): a 404 is tried again a few times, briefly, inside the turn's
+deadline, rather than answered with the apology at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -16,6 +21,11 @@ import httpx
 MAX_RECORDING_BYTES = 8 * 1024 * 1024  # > 8 min of 8 kHz 16-bit audio; <Record> is capped far below that
 TWILIO_API_ORIGIN = "https://api.twilio.com"
 MAX_REDIRECTS = 3
+NOT_READY_WAITS_S = (
+    0.25,
+    0.5,
+    1.0,
+)  # between tries while Twilio answers 404 (the recording not processed yet)
 
 
 class RecordingRefused(ValueError):
@@ -49,6 +59,16 @@ class TwilioRecordingFetcher:
 
     async def fetch(self, recording_url: str) -> bytes:
         url = recording_url if recording_url.endswith(".wav") else recording_url + ".wav"
+        for wait_s in NOT_READY_WAITS_S:
+            try:
+                return await self._fetch_once(url)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 404:
+                    raise
+            await asyncio.sleep(wait_s)
+        return await self._fetch_once(url)
+
+    async def _fetch_once(self, url: str) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
             if origin_of(url) != self._origin:
                 raise RecordingRefused(f"RecordingUrl is not on {self._origin}")

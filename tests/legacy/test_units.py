@@ -179,6 +179,36 @@ async def test_recording_larger_than_the_cap_is_refused_while_streaming() -> Non
         await _fetcher(declared).fetch(RECORDING)
 
 
+async def test_a_recording_not_processed_yet_is_asked_for_again() -> None:
+    """Twilio post-processes a recording: right after <Record>'s action its URL can still answer 404."""
+    tries: list[str] = []
+
+    def ready_on_the_third_try(request: httpx.Request) -> httpx.Response:
+        tries.append(str(request.url))
+        return httpx.Response(200, content=b"RIFF....") if len(tries) == 3 else httpx.Response(404)
+
+    assert await _fetcher(ready_on_the_third_try).fetch(RECORDING) == b"RIFF...."
+    assert tries == [RECORDING + ".wav"] * 3
+
+    def gone(request: httpx.Request) -> httpx.Response:
+        tries.append(str(request.url))
+        return httpx.Response(404)
+
+    tries.clear()
+    with pytest.raises(httpx.HTTPStatusError):
+        await _fetcher(gone).fetch(RECORDING)
+    assert len(tries) == 4  # then it is given up on
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        tries.append(str(request.url))
+        return httpx.Response(401)
+
+    tries.clear()
+    with pytest.raises(httpx.HTTPStatusError):
+        await _fetcher(refused).fetch(RECORDING)
+    assert len(tries) == 1  # not a "not ready yet"
+
+
 async def test_recording_url_on_another_origin_is_refused() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise AssertionError("no request may be sent")
