@@ -276,7 +276,10 @@ class TurnLoop:
         record.usage["tts_chars"] = len(text)
         with timer.stage("upload"):
             stored = await self._services.blob_store.upload_turn_audio(audio)
-        return stored.url, messages[len(prompt) :]
+        # Words the model said alongside its calls were never played (a legacy turn speaks its final reply
+        # only): the history keeps the calls and their answers, not those words.
+        exchanged = [{**m, "content": None} if m.get("tool_calls") else m for m in messages[len(prompt) :]]
+        return stored.url, exchanged
 
     async def _think(
         self, call_sid: str, messages: list[ChatMessage], timer: StageTimer, record: TurnRecord

@@ -333,7 +333,8 @@ class ChatCompletionsApp:
             record.tool_calls = [
                 {"id": call_id, "name": name, "arguments": "".join(tokens)} for call_id, name, tokens in calls
             ]
-            n_completion = sum(len(tokens) for _, _, tokens in calls)
+            reply_tokens = tokenize(reply.text)  # words said alongside the calls, streamed before them
+            n_completion = len(reply_tokens) + sum(len(tokens) for _, _, tokens in calls)
         else:
             reply_tokens = tokenize(reply)
             finish_reason = "stop"
@@ -359,7 +360,7 @@ class ChatCompletionsApp:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             out = _ChunkWriter(base, include_usage, azure=azure)
             if isinstance(reply, ToolCallReply):
-                stream = self._stream_tool_calls(out, calls, finish_reason, usage, plan)
+                stream = self._stream_tool_calls(out, reply_tokens, calls, finish_reason, usage, plan)
             else:
                 stream = self._stream(out, reply_tokens, finish_reason, usage, plan)
             return StreamingResponse(
@@ -373,7 +374,7 @@ class ChatCompletionsApp:
         if isinstance(reply, ToolCallReply):
             message = {
                 "role": "assistant",
-                "content": None,
+                "content": "".join(reply_tokens) or None,
                 "refusal": None,
                 "tool_calls": [
                     {
@@ -428,6 +429,7 @@ class ChatCompletionsApp:
     async def _stream_tool_calls(
         self,
         out: _ChunkWriter,
+        text_tokens: list[str],
         calls: list[tuple[str, str, list[str]]],
         finish_reason: str,
         usage: dict[str, int],
@@ -435,12 +437,17 @@ class ChatCompletionsApp:
     ) -> AsyncIterator[bytes]:
         """Each call as OpenAI streams it: a header (index, id, name, ``""``), then argument fragments.
 
-        The first header also carries ``role`` and ``content: null``. Latency knobs treat fragments as
-        tokens, and a mid-stream error counts them as the content chunks it breaks after.
+        The first header also carries ``role`` and ``content: null``; words said alongside the calls come first,
+        as content chunks (then the role is on the first of them). Latency knobs treat fragments as tokens,
+        and a mid-stream error counts them as the content chunks it breaks after.
         """
         if out.azure:
             yield _AZURE_FILTER_CHUNK
         await asyncio.sleep(plan.first_token_delay_s)
+        if text_tokens:
+            yield out.chunk({"role": "assistant", "content": "", "refusal": None})
+            for token in text_tokens:
+                yield out.chunk({"content": token})
         sent = 0
         for index, (call_id, name, fragments) in enumerate(calls):
             header = {
@@ -449,7 +456,7 @@ class ChatCompletionsApp:
                 "type": "function",
                 "function": {"name": name, "arguments": ""},
             }
-            if index == 0:
+            if index == 0 and not text_tokens:
                 yield out.chunk(
                     {"role": "assistant", "content": None, "refusal": None, "tool_calls": [header]}
                 )

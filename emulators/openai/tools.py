@@ -39,9 +39,11 @@ class ToolCall:
 
 @dataclass(frozen=True)
 class ToolCallReply:
-    """A script entry that answers with tool calls (in order) instead of text."""
+    """A script entry that answers with tool calls (in order) instead of text, and the words (``content``) a
+    model may say alongside them."""
 
     calls: tuple[ToolCall, ...]
+    text: str = ""
 
     @property
     def names(self) -> list[str]:
@@ -49,7 +51,8 @@ class ToolCallReply:
 
 
 ScriptEntry = str | Mapping[str, Any]
-"""A script entry as callers give it: reply text, or ``{"tool_calls": [{"name", "arguments"}, …]}``."""
+"""A script entry as callers give it: reply text, or ``{"tool_calls": [{"name", "arguments"}, …]}`` with an
+optional ``"content"`` (words said alongside the calls)."""
 
 
 def parse_script_entry(entry: object) -> str | ToolCallReply:
@@ -58,8 +61,11 @@ def parse_script_entry(entry: object) -> str | ToolCallReply:
         return entry
     if not isinstance(entry, Mapping):
         raise ValueError("a script entry must be a string or an object with 'tool_calls'")
-    if set(entry) != {"tool_calls"}:
-        raise ValueError("a tool-call script entry must have exactly one key, 'tool_calls'")
+    if "tool_calls" not in entry or not set(entry) <= {"tool_calls", "content"}:
+        raise ValueError("a tool-call script entry has 'tool_calls' and, optionally, 'content'")
+    content = entry.get("content", "")
+    if not isinstance(content, str):
+        raise ValueError("'content' must be a string")
     raw_calls = entry["tool_calls"]
     if not isinstance(raw_calls, list) or not raw_calls:
         raise ValueError("'tool_calls' must be a non-empty list")
@@ -78,14 +84,15 @@ def parse_script_entry(entry: object) -> str | ToolCallReply:
         else:
             raise ValueError(f"arguments of {name!r} must be an object or a JSON string")
         calls.append(ToolCall(name, text))
-    return ToolCallReply(tuple(calls))
+    return ToolCallReply(tuple(calls), content)
 
 
 def public_entry(entry: str | ToolCallReply) -> ScriptEntry:
     """The JSON form of a parsed entry (what ``GET /_emulator/state`` shows)."""
     if isinstance(entry, str):
         return entry
-    return {"tool_calls": [{"name": c.name, "arguments": c.arguments} for c in entry.calls]}
+    calls = {"tool_calls": [{"name": c.name, "arguments": c.arguments} for c in entry.calls]}
+    return {**calls, "content": entry.text} if entry.text else calls
 
 
 def new_call_id() -> str:

@@ -254,3 +254,24 @@ async def test_a_tool_slower_than_the_turn_deadline_gets_the_apology_and_the_cal
     assert twiml.gather is not None  # still listening
     [turn] = [t for t in await h.list_turns(CALL) if t["turn"] == 1]
     assert turn["error_stage"] == "tool"
+
+
+async def test_words_said_alongside_a_tool_call_are_not_kept_as_heard(
+    legacy: HarnessFactory, tool_backend: ToolBackendEmulator
+) -> None:
+    """A model may say something with its calls ("Let me check"). The tool round's request carries those words
+    back, as OpenAI expects, but the caller never heard them (a legacy turn plays its final reply only): the
+    history kept for later turns has the call without them."""
+    h = await _start(legacy, tool_backend)
+    check = {"name": "check_availability", "arguments": {"day": "Tuesday"}}
+    h.openai.set_script(
+        [{"tool_calls": [check], "content": "Let me check the calendar."}, "On Tuesday I have {tool_output}"]
+    )
+    greeting = await h.twilio.incoming_call(CALL)
+    twiml = await h.twilio.say(greeting, CALL, "Is Tuesday free?")
+    assert twiml.status == 200 and len(twiml.plays) == 1, twiml.text
+    assert "Let me check" not in h.speech.syntheses[-1].text
+    assistant = h.openai.requests[-1].body["messages"][-2]
+    assert assistant["content"] == "Let me check the calendar." and assistant["tool_calls"]
+    [stored] = [m for m in await h.store.get_history(CALL) if m.get("tool_calls")]
+    assert stored["content"] is None

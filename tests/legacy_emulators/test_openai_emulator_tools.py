@@ -180,6 +180,27 @@ async def test_streaming_tool_call_with_usage(emulator: OpenAIEmulator) -> None:
     assert emulator.requests[-1].tool_calls[0]["id"] == call["id"]
 
 
+async def test_words_said_alongside_a_tool_call_come_first_as_content(emulator: OpenAIEmulator) -> None:
+    """A model may say something with its calls: its content streams before the calls (the role on its first
+    chunk), and the whole message has both; both count as completion tokens."""
+    words = "Let me check the calendar."
+    emulator.set_script([{**CHECK, "content": words}, {**CHECK, "content": words}])
+    whole = await oai(emulator).chat.completions.create(model="gpt-4o", messages=ASK, tools=TOOLS)
+    assert whole.choices[0].message.content == words and len(function_calls(whole)) == 1
+    assert whole.usage is not None
+    assert whole.usage.completion_tokens == len(tokenize(words)) + len(tokenize(CHECK_ARGS))
+    stream = await oai(emulator).chat.completions.create(
+        model="gpt-4o", messages=ASK, tools=TOOLS, stream=True
+    )
+    got = await Streamed().read(stream)
+    first = got.chunks[0].choices[0].delta
+    assert first.role == "assistant" and first.content == "" and first.tool_calls is None
+    said = "".join(c.choices[0].delta.content or "" for c in got.chunks if c.choices)
+    assert said == words
+    assert [call["arguments"] for call in got.ordered] == [CHECK_ARGS]
+    assert emulator.replies.script[0]["content"] == words  # type: ignore[index]
+
+
 async def test_azure_streaming_tool_call_keeps_the_filter_chunk(emulator: OpenAIEmulator) -> None:
     emulator.set_script([CHECK])
     stream = await azure(emulator).chat.completions.create(
