@@ -21,11 +21,8 @@ import httpx
 MAX_RECORDING_BYTES = 8 * 1024 * 1024  # > 8 min of 8 kHz 16-bit audio; <Record> is capped far below that
 TWILIO_API_ORIGIN = "https://api.twilio.com"
 MAX_REDIRECTS = 3
-NOT_READY_WAITS_S = (
-    0.25,
-    0.5,
-    1.0,
-)  # between tries while Twilio answers 404 (the recording not processed yet)
+# Between tries while Twilio answers 404 (the recording not processed yet).
+NOT_READY_WAITS_S = (0.25, 0.5, 1.0)
 
 
 class RecordingRefused(ValueError):

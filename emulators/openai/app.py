@@ -333,7 +333,7 @@ class ChatCompletionsApp:
             record.tool_calls = [
                 {"id": call_id, "name": name, "arguments": "".join(tokens)} for call_id, name, tokens in calls
             ]
-            reply_tokens = tokenize(reply.text)  # words said alongside the calls, streamed before them
+            reply_tokens = tokenize(reply.content)  # words said alongside the calls, streamed before them
             n_completion = len(reply_tokens) + sum(len(tokens) for _, _, tokens in calls)
         else:
             reply_tokens = tokenize(reply)

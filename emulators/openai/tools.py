@@ -43,7 +43,7 @@ class ToolCallReply:
     model may say alongside them."""
 
     calls: tuple[ToolCall, ...]
-    text: str = ""
+    content: str = ""
 
     @property
     def names(self) -> list[str]:
@@ -92,7 +92,7 @@ def public_entry(entry: str | ToolCallReply) -> ScriptEntry:
     if isinstance(entry, str):
         return entry
     calls = {"tool_calls": [{"name": c.name, "arguments": c.arguments} for c in entry.calls]}
-    return {**calls, "content": entry.text} if entry.text else calls
+    return {**calls, "content": entry.content} if entry.content else calls
 
 
 def new_call_id() -> str:
