@@ -8,13 +8,17 @@ Each synthesis blocks a thread on the SDK's ``get()`` for the whole request, so 
 thread pool, sized for how many replies a worker synthesizes at once. On the event loop's default executor
 (``min(32, cores + 4)`` threads: 6 on a 2-core box) the seventh concurrent turn waited for a free thread:
 when a Voice Live outage moved a dozen calls to legacy at once, their replies queued behind each other.
+A synthesis the turn gives up on (its deadline) is stopped, so its thread comes back at once: audio that
+trickles in just under the SDK's frame timeout (3 s) was otherwise waited for to the end, a minute or more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -26,6 +30,8 @@ from legacy_pipeline.ssml import build_ssml
 
 AUDIO_FORMAT = "riff-8khz-8bit-mono-mulaw"
 
+logger = logging.getLogger(__name__)
+
 
 class Synthesizer(Protocol):
     audio_format: str
@@ -35,6 +41,40 @@ class Synthesizer(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class _Synthesis:
+    """One request's SDK synthesizer while it speaks, so the event loop can stop it when the turn gives up."""
+
+    __slots__ = ("_abandoned", "_lock", "_synthesizer")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._synthesizer: speechsdk.SpeechSynthesizer | None = None
+        self._abandoned = False
+
+    def begin(self, synthesizer: speechsdk.SpeechSynthesizer) -> bool:
+        """Called on the SDK thread; ``False`` when the turn gave up before the synthesis began."""
+        with self._lock:
+            if self._abandoned:
+                return False
+            self._synthesizer = synthesizer
+            return True
+
+    def end(self) -> None:
+        with self._lock:
+            self._synthesizer = None
+
+    def abandon(self) -> speechsdk.SpeechSynthesizer | None:
+        """The synthesizer still speaking, if any; none begins after this."""
+        with self._lock:
+            self._abandoned = True
+            return self._synthesizer
+
+
+def _stop(synthesizer: speechsdk.SpeechSynthesizer) -> None:
+    # The speaking thread's get() then returns Canceled (CancelledByUser) and the synthesizer is dropped.
+    synthesizer.stop_speaking_async().get()
 
 
 class AzureSpeechSynthesizer:
@@ -63,13 +103,18 @@ class AzureSpeechSynthesizer:
         config.set_property_by_name("SpeechSynthesis_MaxRetryTimes", "0")
         return speechsdk.SpeechSynthesizer(speech_config=config, audio_config=None)
 
-    def _speak(self, ssml: str) -> bytes:
+    def _speak(self, ssml: str, synthesis: _Synthesis) -> bytes:
         try:
             synthesizer = self._idle.get_nowait()
         except queue.Empty:
             synthesizer = self._new_synthesizer()
         try:
-            result = synthesizer.speak_ssml_async(ssml).get()
+            if not synthesis.begin(synthesizer):
+                raise SpeechError("the turn gave up before the synthesis began")
+            try:
+                result = synthesizer.speak_ssml_async(ssml).get()
+            finally:
+                synthesis.end()
             if result.reason != speechsdk.ResultReason.SynthesizingAudioCompleted:
                 raise SpeechError(describe_cancellation(result))
         except BaseException:
@@ -85,7 +130,16 @@ class AzureSpeechSynthesizer:
 
     async def synthesize(self, text: str, *, voice: str, language: str) -> bytes:
         ssml = build_ssml(text, voice=voice, language=language)
-        return await asyncio.get_running_loop().run_in_executor(self._threads, self._speak, ssml)
+        synthesis = _Synthesis()
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._threads, self._speak, ssml, synthesis)
+        except asyncio.CancelledError:
+            speaking = synthesis.abandon()
+            if speaking is not None:
+                # Not on the synthesizer's own pool: every one of its threads may be held by a stalled request.
+                loop.run_in_executor(None, _stop, speaking).add_done_callback(_log_stop_failure)
+            raise
 
     async def aclose(self) -> None:
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -94,3 +148,8 @@ class AzureSpeechSynthesizer:
                 self._idle.get_nowait()
             except queue.Empty:
                 return
+
+
+def _log_stop_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        logger.warning("could not stop an abandoned synthesis: %s", exc)

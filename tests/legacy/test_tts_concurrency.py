@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from functools import partial
 from types import SimpleNamespace
 
+import pytest
 from azure.cognitiveservices import speech as speechsdk
 
-from legacy_pipeline.speech_config import SpeechError
+from emulators.azure_speech import AzureSpeechEmulator
+from legacy_pipeline.speech_config import SpeechError, build_speech_config
 from legacy_pipeline.tts import AzureSpeechSynthesizer
 
 
@@ -18,7 +21,7 @@ async def test_many_syntheses_are_in_flight_at_once() -> None:
     many = 40
     barrier = threading.Barrier(many, timeout=20)
 
-    def speak(ssml: str) -> bytes:
+    def speak(ssml: str, synthesis: object) -> bytes:
         barrier.wait()
         return b"RIFF" + ssml[:4].encode()
 
@@ -75,3 +78,31 @@ async def test_a_failed_synthesizer_is_released_on_its_thread_not_the_loop() -> 
     finally:
         await synthesizer.aclose()
     assert len(released_on) == 1 and released_on[0].startswith("tts"), released_on
+
+
+async def test_a_synthesis_the_turn_gave_up_on_is_stopped_and_its_thread_freed() -> None:
+    """Audio that trickles in under the SDK's 3 s frame timeout (a chunk every 2.5 s here) is waited for to
+    the end: about 80 s for this sentence. The turn's deadline answers the caller long before, but the
+    synthesis went on holding one of the synthesizer's threads; a degraded service filled the pool with them
+    and every later reply queued behind. Abandoned syntheses are now stopped. With a single thread, the next
+    synthesis is only served if the first one's thread came back."""
+    with AzureSpeechEmulator() as emulator:
+        emulator.set_faults(tts_chunk_delay_s=2.5)
+        synthesizer = AzureSpeechSynthesizer(
+            partial(build_speech_config, key="", host=emulator.url), max_concurrent=1
+        )
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await synthesizer.synthesize(
+                        "A reply long enough to trickle for a minute.",
+                        voice="en-US-JennyNeural",
+                        language="en-US",
+                    )
+            emulator.set_faults(tts_chunk_delay_s=0.0)
+            async with asyncio.timeout(10):
+                audio = await synthesizer.synthesize("Next.", voice="en-US-JennyNeural", language="en-US")
+        finally:
+            await synthesizer.aclose()
+    assert audio.startswith(b"RIFF")
+    assert [s.outcome for s in emulator.syntheses][1:] == ["completed"]
