@@ -230,7 +230,7 @@ class AdminApi:
             return _error("no such list; use allow or deny", 404)
         body = await self._body(request)
         op = body.get("op")
-        if op not in {"add", "remove"}:
+        if not isinstance(op, str) or op not in {"add", "remove"}:
             raise Invalid("op: must be add or remove")
         number = body.get("number")
         if not isinstance(number, str) or not E164.fullmatch(number):
@@ -253,7 +253,7 @@ class AdminApi:
     async def post_breaker(self, request: Request) -> Response:
         body = await self._body(request)
         action = body.get("action")
-        if action not in {"open", "close", "reset"}:
+        if not isinstance(action, str) or action not in {"open", "close", "reset"}:
             raise Invalid("action: must be open, close or reset")
         reason, actor = _reason(body), _actor(body)
         # The change and its audit entry are one write: when it fails (StoreUnavailable, a 503 "nothing was

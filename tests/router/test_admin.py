@@ -382,3 +382,15 @@ def test_audit_and_calls_limits_are_validated(router: RunningRouter) -> None:
     for huge in ("9" * 320 + "d", "9" * 5000 + "s"):
         refused = router.admin("GET", "/admin/comparison", params={"since": huge})
         assert refused.status_code == 422 and "since" in refused.json()["error"]
+
+
+@pytest.mark.parametrize("value", [[], ["open"], {"x": 1}])
+def test_an_action_or_op_that_is_not_a_string_is_422_not_500(router: RunningRouter, value: Any) -> None:
+    breaker = router.admin("POST", "/admin/breaker", json={"action": value, "reason": "x"})
+    assert breaker.status_code == 422 and breaker.json()["error"].startswith("action:")
+    listed = router.admin(
+        "POST", "/admin/rollout/allow", json={"op": value, "number": "+14155550111", "reason": "x"}
+    )
+    assert listed.status_code == 422 and listed.json()["error"].startswith("op:")
+    assert router.admin("GET", "/admin/breaker").json()["state"] == "closed"
+    assert audit(router) == []
