@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import math
 import os
 import signal
 import sys
@@ -160,6 +161,20 @@ def _print_audit(entries: list[dict[str, Any]]) -> None:
         print(f"{at}Z  {entry['actor']:<16} {entry['action']:<24} {entry['reason']}")
 
 
+def _percent_value(text: str) -> float | int | str:
+    """The number an operator typed ('25', '12.5', '1e1'); anything else goes as typed, for the server to
+    refuse with its own message (NaN and infinities too: JSON has no such numbers)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
+
+
 def run_operator_command(args: argparse.Namespace, client: AdminClient) -> int:
     actor = _actor()
     if args.command == "rollout":
@@ -167,10 +182,7 @@ def run_operator_command(args: argparse.Namespace, client: AdminClient) -> int:
         if sub == "status":
             data = client.request("GET", "/admin/rollout")
         elif sub == "set":
-            try:
-                percent: float | str = float(args.percent) if "." in args.percent else int(args.percent)
-            except ValueError:
-                percent = args.percent
+            percent = _percent_value(args.percent)
             data = client.request(
                 "PUT", "/admin/rollout", json={"percent": percent, "reason": args.reason, "actor": actor}
             )

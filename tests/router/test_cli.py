@@ -62,6 +62,18 @@ def test_invalid_input_exits_1_with_one_line(router: RunningRouter) -> None:
     assert cli(router.url, "rollout", "status", "--json").stdout.count('"percent": 0.0') == 1
 
 
+def test_rollout_set_takes_any_number_python_can_read(router: RunningRouter) -> None:
+    """Only a value with a '.' was read as a number: '1e1' went to the server as a string and was refused."""
+    done = cli(router.url, "rollout", "set", "1e1", "--reason", "ramp")
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(cli(router.url, "rollout", "status", "--json").stdout)["percent"] == 10.0
+    for value in ("nan", "inf", "-inf"):
+        refused = cli(router.url, "rollout", "set", value, "--reason", "x")
+        assert refused.returncode == 1 and "percent" in refused.stderr, refused.stderr
+        assert refused.stderr.strip().count("\n") == 0
+    assert orjson.loads(cli(router.url, "rollout", "status", "--json").stdout)["percent"] == 10.0
+
+
 def test_breaker_commands(router: RunningRouter) -> None:
     assert cli(router.url, "breaker", "open").returncode == 1  # a reason is required
     opened = cli(router.url, "breaker", "open", "--reason", "drill")
