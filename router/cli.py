@@ -283,7 +283,11 @@ def serve(args: argparse.Namespace) -> int:
         if args.local:
             from emulators.local_profile import start_local_services
 
-            settings, running = start_local_services(settings, host=args.host, port=args.port)
+            try:
+                settings, running = start_local_services(settings, host=args.host, port=args.port)
+            except (RuntimeError, OSError) as exc:  # Azurite not installed or not starting, a port taken
+                print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+                return 1
         try:
             app = create_app(settings)
             prepare_sqlite_folder(settings.state_url)

@@ -316,3 +316,28 @@ def test_serve_with_a_sqlite_state_url_whose_folder_cannot_be_made_exits_1_with_
     lines = [line for line in done.stderr.strip().splitlines() if "LOCAL PROFILE" not in line]
     (line,) = lines
     assert line.startswith("error: STATE_URL") and "cannot create the folder" in line, line
+
+
+def test_serve_local_without_azurite_exits_1_with_one_line(tmp_path: Path) -> None:
+    """`make run` installs Azurite first; `python -m router serve --local` on a machine without it ended in a
+    traceback (the emulators it had started were stopped, but nothing said what to do)."""
+    from emulators.runner import free_port
+
+    done = subprocess.run(
+        [sys.executable, "-m", "router", "serve", "--local", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(REPO),
+            "AZURITE_BLOB": str(tmp_path / "no-azurite"),
+        },
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.strip().splitlines() if "LOCAL PROFILE" not in line]
+    (line,) = lines
+    assert line.startswith("error: ") and "no-azurite is missing" in line and "npm install azurite" in line, (
+        line
+    )
