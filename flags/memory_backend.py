@@ -10,8 +10,9 @@ from flags.breaker_state import BreakerDocument, BreakerTransition, WindowTotals
 
 
 class InMemoryBreakerBackend:
-    def __init__(self, *, retention_seconds: int = 3_600) -> None:
-        """``retention_seconds``: buckets older than this (relative to the newest outcome) are dropped."""
+    def __init__(self, *, retention_seconds: int = 7_200) -> None:
+        """``retention_seconds``: buckets older than this (relative to the newest outcome) are dropped; as
+        the stores keep them, the longest window settings allow (7,200 s)."""
         self._document: BreakerDocument | None = None
         self._buckets: dict[int, list[int]] = {}  # epoch second → [calls, failures, slow]
         self._retention = retention_seconds

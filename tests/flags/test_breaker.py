@@ -174,6 +174,14 @@ async def test_window_expiry_forgets_old_outcomes() -> None:
     assert await state(breaker) is BreakerState.CLOSED
 
 
+async def test_the_longest_window_settings_allow_keeps_all_its_outcomes_in_memory_too() -> None:
+    """Settings allow a window up to 7,200 s, the stores' bucket retention; the in-memory backend (tests,
+    benchmarks) dropped buckets after 3,600 s and so counted only the window's newest hour."""
+    breaker, clock, _, _ = make(BreakerConfig(window_seconds=7_200, minimum_calls=100_000))
+    await feed(breaker, clock, [S] * 4_000)  # one a second, all inside the window
+    assert (await breaker.status()).calls_in_window == 4_000
+
+
 async def test_window_edges_are_inclusive_of_now_minus_window_plus_one() -> None:
     breaker, clock, _, _ = make(BreakerConfig(window_seconds=10))
     await breaker.record(S)
