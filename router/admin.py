@@ -100,11 +100,11 @@ def _iso(epoch: float) -> str | None:
 
 def _reason(body: dict[str, Any]) -> str:
     reason = body.get("reason")
-    if not isinstance(reason, str) or not reason.strip():
+    if not isinstance(reason, str) or not (reason := reason.strip()):
         raise Invalid("reason: required (say why you are changing it)")
     if len(reason) > MAX_REASON:
         raise Invalid(f"reason: at most {MAX_REASON} characters")
-    return reason.strip()
+    return reason
 
 
 def _actor(body: dict[str, Any]) -> str:

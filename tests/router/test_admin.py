@@ -77,6 +77,17 @@ def test_changes_without_a_reason_are_refused(router: RunningRouter, reason: str
     assert audit(router) == []
 
 
+def test_a_reason_is_measured_without_its_surrounding_whitespace(router: RunningRouter) -> None:
+    """The 500-character cap was applied before the trim: a pasted reason with a trailing newline block
+    was refused although what would be stored was short enough."""
+    reason = "x" * 490
+    response = router.admin("PUT", "/admin/rollout", json={"percent": 5, "reason": f"  {reason}{' ' * 20}\n"})
+    assert response.status_code == 200, response.text
+    assert audit(router)[0]["reason"] == reason
+    too_long = router.admin("PUT", "/admin/rollout", json={"percent": 6, "reason": "y" * 501})
+    assert too_long.status_code == 422 and too_long.json()["error"].startswith("reason:")
+
+
 def test_malformed_json_body_is_422(router: RunningRouter) -> None:
     response = router.admin("PUT", "/admin/rollout", content=b"{not json")
     assert response.status_code == 422
