@@ -49,6 +49,7 @@ TRANSCRIPTION_MODELS = (
 TOOL_CHOICES = ("auto", "none", "required")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 EOU_MODELS = ("semantic_detection_v1", "semantic_detection_v1_en", "semantic_detection_v1_multilingual")
+EOU_THRESHOLD_LEVELS = ("low", "medium", "high", "default")
 TEMPERATURE_RANGE = (0.6, 1.2)
 MAX_OUTPUT_TOKENS = 4096
 
@@ -390,6 +391,10 @@ def _turn_detection(value: Any, param: str, api_version: str) -> dict[str, Any]:
         elif key == "end_of_utterance_detection" and item is not None:
             eou = _object(item, sub)
             _enum(eou.get("model"), EOU_MODELS, f"{sub}.model")
+            if "threshold_level" in eou:
+                _enum(eou["threshold_level"], EOU_THRESHOLD_LEVELS, f"{sub}.threshold_level")
+            if "timeout_ms" in eou:
+                _integer(eou["timeout_ms"], 0, 60_000, f"{sub}.timeout_ms")
             merged[key] = dict(eou)
         elif key == "eagerness":
             merged[key] = _enum(item, ("auto", "low", "medium", "high"), sub)

@@ -92,6 +92,26 @@ INVALID: list[tuple[dict[str, Any], str, str]] = [
     ({"max_response_output_tokens": 5000}, "session.max_response_output_tokens", "integer_above_max_value"),
     ({"max_response_output_tokens": 0}, "session.max_response_output_tokens", "integer_below_min_value"),
     ({"tool_choice": "sometimes"}, "session.tool_choice", "invalid_value"),
+    (
+        {
+            "turn_detection": {
+                "type": "azure_semantic_vad",
+                "end_of_utterance_detection": {"model": "semantic_detection_v1", "threshold_level": "loud"},
+            }
+        },
+        "session.turn_detection.end_of_utterance_detection.threshold_level",
+        "invalid_value",
+    ),
+    (
+        {
+            "turn_detection": {
+                "type": "azure_semantic_vad",
+                "end_of_utterance_detection": {"model": "semantic_detection_v1", "timeout_ms": "1s"},
+            }
+        },
+        "session.turn_detection.end_of_utterance_detection.timeout_ms",
+        "invalid_type",
+    ),
     ({"input_audio_sampling_rate": 11025}, "session.input_audio_sampling_rate", "invalid_value"),
     ({"colour": "blue"}, "session.colour", "unknown_parameter"),
     ({"model": "gpt-4o"}, "session.model", "invalid_value"),
