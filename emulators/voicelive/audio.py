@@ -52,10 +52,20 @@ def decode_input(data: bytes, input_format: str) -> npt.NDArray[np.int16]:
     return np.frombuffer(data[:usable], dtype="<i2").astype(np.int16)
 
 
-def bytes_per_ms(output_format: str) -> int:
-    rate = output_sample_rate(output_format)
-    width = 1 if output_format.startswith("g711") else 2
-    return rate * width // 1000
+def _sample_width(output_format: str) -> int:
+    return 1 if output_format.startswith("g711") else 2
+
+
+def chunk_bytes(output_format: str, ms: int) -> int:
+    """Bytes of ``ms`` of audio, in whole samples (22.05 kHz is 44.1 bytes a millisecond)."""
+    width = _sample_width(output_format)
+    return output_sample_rate(output_format) * ms // 1000 * width
+
+
+def duration_ms_of(output_format: str, size: int) -> int:
+    """Milliseconds of audio in ``size`` bytes, to the nearest (a reply of 4,355 ms at 22.05 kHz is 96,027
+    samples: 4,354.97 ms)."""
+    return round(size * 1000 / (output_sample_rate(output_format) * _sample_width(output_format)))
 
 
 @functools.lru_cache(maxsize=64)

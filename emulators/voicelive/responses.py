@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from emulators.voicelive.audio import bytes_per_ms, synthesize
+from emulators.voicelive.audio import chunk_bytes, duration_ms_of, synthesize
 from emulators.voicelive.faults import ErrorSpec, Faults
 
 ARGUMENT_CHARS_PER_DELTA = 8
@@ -88,6 +88,7 @@ class ResponseRun:
     status: str = "in_progress"
     status_details: dict[str, Any] | None = None
     audio_ms_sent: int = 0
+    audio_bytes_sent: int = 0
     deltas_sent: int = 0
     transcript_sent: str = ""
     _cancel_reason: str | None = None
@@ -221,7 +222,7 @@ class ResponseRun:
         chunks = max(1, math.ceil(duration_ms / self.chunk_ms))
         words = plan.text.split(" ")
         audio = synthesize(duration_ms, plan.output_audio_format, seed=plan.seed) if self.audio else b""
-        step = bytes_per_ms(plan.output_audio_format) * self.chunk_ms
+        step = chunk_bytes(plan.output_audio_format, self.chunk_ms)
 
         elapsed = time.monotonic() - started  # synthesis time counts toward the first-audio latency
         cancelled = await self._wait(self.faults.first_audio_ms / 1000.0 - elapsed)
@@ -240,7 +241,8 @@ class ResponseRun:
             if words_before and words_after > words_before:  # keeps a double space at a chunk edge
                 text = " " + text
             chunk = audio[index * step : (index + 1) * step]
-            if self._exceeds_max_output_tokens(text, len(chunk) // bytes_per_ms(plan.output_audio_format)):
+            sent_after = duration_ms_of(plan.output_audio_format, self.audio_bytes_sent + len(chunk))
+            if self._exceeds_max_output_tokens(text, sent_after - self.audio_ms_sent):
                 out_of_tokens = True
                 break
             if self.audio:
@@ -251,7 +253,8 @@ class ResponseRun:
                         "delta": base64.b64encode(chunk).decode("ascii"),
                     }
                 )
-                self.audio_ms_sent += len(chunk) // bytes_per_ms(plan.output_audio_format)
+                self.audio_bytes_sent += len(chunk)
+                self.audio_ms_sent = sent_after
                 self.deltas_sent += 1
                 if text:
                     await host.send({"type": "response.audio_transcript.delta", **self._ids(), "delta": text})

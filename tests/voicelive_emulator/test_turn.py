@@ -144,6 +144,34 @@ async def test_pcm16_at_16khz_input(emulator: VoiceLiveEmulator) -> None:
     await client.ws.close()
 
 
+async def test_pcm16_at_a_rate_of_fractional_bytes_per_ms_sends_the_whole_reply(
+    emulator: VoiceLiveEmulator,
+) -> None:
+    """22.05 kHz is 44.1 bytes per ms: the deltas were cut at 44 bytes per ms (4,400 instead of 4,410 per
+    100 ms), so the reply's tail was never sent and the audio the session counted as sent fell short."""
+    client = await open_client(emulator)
+    await client.update(output_audio_format="pcm16_22050hz")
+    speech = speechlike_pcm16(800, sample_rate=24000).astype("<i2").tobytes()
+    await client.append(speech + np.zeros(24 * 700, dtype="<i2").tobytes(), frame=960)
+    events = await client.until("response.done")
+    duration_ms = len(DEFAULT_REPLIES[0]) * 65
+    assert len(audio_bytes(events)) == duration_ms * 22050 // 1000 * 2
+    deltas = [e for e in events if e["type"] == "response.audio.delta"]
+    assert all(len(base64.b64decode(d["delta"])) == 4410 for d in deltas[:-1])
+    item_id = deltas[0]["item_id"]
+    await client.send(
+        {
+            "type": "conversation.item.truncate",
+            "item_id": item_id,
+            "content_index": 0,
+            "audio_end_ms": duration_ms,
+        }
+    )
+    answer = await client.until("conversation.item.truncated")
+    assert answer[-1]["audio_end_ms"] == duration_ms, answer
+    await client.ws.close()
+
+
 async def test_silence_alone_triggers_nothing(emulator: VoiceLiveEmulator) -> None:
     client = await ulaw_session(emulator)
     await client.append(silence_ulaw(2000))
