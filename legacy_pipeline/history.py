@@ -34,6 +34,9 @@ class TurnCounters:
     last_turn: int = 0  # 0 = the greeting; a caller's utterance is last_turn + 1
     empty_turns: int = 0
     greeted: bool = True  # the call began with the profile's greeting, which the history leaves implied
+    # A call moved from realtime: its last realtime turn is written when its stream ends, which may be after
+    # the resume read the turns, so the caller's first turn here reads them again before numbering itself.
+    recount: bool = False
 
 
 def counters_key(call_sid: str) -> str:
@@ -138,6 +141,7 @@ class ConversationState:
             last_turn=int(doc.get("last_turn", 0)),
             empty_turns=int(doc.get("empty_turns", 0)),
             greeted=bool(doc.get("greeted", True)),
+            recount=bool(doc.get("recount", False)),
         )
 
     async def save_counters(self, call_sid: str, counters: TurnCounters) -> None:
@@ -145,6 +149,7 @@ class ConversationState:
             "last_turn": counters.last_turn,
             "empty_turns": counters.empty_turns,
             "greeted": counters.greeted,
+            "recount": counters.recount,
         }
         await self._write(
             "set_value", call_sid, self._store.set_value(counters_key(call_sid), document, ttl=COUNTERS_TTL_S)

@@ -155,16 +155,20 @@ class TurnLoop:
         self._finish(record, timer, received_at)
         return twiml
 
-    async def _resume(self, call_sid: str, received_at: float) -> str:
-        last_turn = 0
+    async def _last_recorded_turn(self, call_sid: str) -> int:
+        """The highest turn number the call's records hold so far (0 when none, or they cannot be read)."""
         try:
             earlier = await self._store.list_turns(call_sid=call_sid)
-            last_turn = max((int(t.get("turn", 0)) for t in earlier), default=0)
+            return max((int(t.get("turn", 0)) for t in earlier), default=0)
         except Exception:
             self._store_failed("list_turns")
+            return 0
+
+    async def _resume(self, call_sid: str, received_at: float) -> str:
+        last_turn = await self._last_recorded_turn(call_sid)
         # The conversation so far is in the history as realtime left it, without an implied greeting.
         await self._state.save_counters(
-            call_sid, TurnCounters(last_turn=last_turn, empty_turns=0, greeted=False)
+            call_sid, TurnCounters(last_turn=last_turn, empty_turns=0, greeted=False, recount=True)
         )
         await self._event(call_sid, {"type": "legacy.resumed", "after_turn": last_turn})
         line = self._settings.legacy_resume_phrase
@@ -200,6 +204,10 @@ class TurnLoop:
         confidence: float | None = None,
     ) -> str:
         counters = await self._state.counters(call_sid)
+        if counters.recount:
+            # Seconds after the move: the bridge's last turn, written as its stream ended, is stored by now.
+            counters.last_turn = max(counters.last_turn, await self._last_recorded_turn(call_sid))
+            counters.recount = False
         turn = counters.last_turn + 1
         timer = StageTimer()
         record = TurnRecord(

@@ -167,6 +167,38 @@ async def test_call_moved_from_realtime_resumes_the_conversation(legacy: Harness
     assert [t["turn"] for t in legacy_turns] == [3]
 
 
+async def test_a_moved_call_numbers_its_turns_after_the_realtime_turn_written_as_its_stream_ended(
+    legacy: HarnessFactory,
+) -> None:
+    """The bridge writes its last turn when its stream ends, which Twilio does as it fetches /legacy/start:
+    that turn is often stored just after the resume. The caller's first legacy turn, seconds later, must
+    still come after it, not take its number."""
+    h = await legacy()
+    call = "CA" + "6" * 32
+    await h.store.append_history(
+        call,
+        [{"role": "user", "content": "I want to cancel"}, {"role": "assistant", "content": "Which day?"}],
+        20,
+    )
+    await h.store.append_turn(
+        {"call_sid": call, "pipeline": "realtime", "turn": 1, "at": 1.0, "stages": {}, "usage": {}}
+    )
+    from tests.legacy.twilio_script import Twiml
+
+    resumed = Twiml.parse(await h.twilio.post("/legacy/start", h.twilio.params(call)))
+    # The realtime turn the caller's loss cut short lands now, after the resume read the turns.
+    await h.store.append_turn(
+        {"call_sid": call, "pipeline": "realtime", "turn": 2, "at": 2.0, "stages": {}, "usage": {}}
+    )
+    await h.twilio.say(resumed, call, "Friday")
+    turns = await h.list_turns(call)
+    assert sorted((t["turn"], t["pipeline"]) for t in turns) == [
+        (1, "realtime"),
+        (2, "realtime"),
+        (3, "legacy"),
+    ]
+
+
 async def test_turn_for_a_call_with_no_stored_state_assumes_the_greeting(legacy: HarnessFactory) -> None:
     # Every legacy call starts with the greeting, which is implied rather than stored: a turn whose call
     # left nothing in the store (a lost store, another replica's call) is turn 1 after the greeting.
