@@ -87,6 +87,8 @@ class OpenAIChatModel:
             if not chunk.choices:  # Azure's prompt_filter_results chunk, and the usage chunk
                 continue
             delta = chunk.choices[0].delta
+            if delta is None:  # Azure's asynchronous content filter: an annotation chunk, no words
+                continue
             if delta.content:
                 if first_token_ms is None:
                     first_token_ms = (time.perf_counter() - started) * 1000.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import wave
 import xml.etree.ElementTree as ET
@@ -10,9 +11,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
+from openai import AsyncOpenAI
 
 from legacy_pipeline.history import well_formed
+from legacy_pipeline.llm import OpenAIChatModel
 from legacy_pipeline.recordings import MAX_RECORDING_BYTES, RecordingRefused, TwilioRecordingFetcher
 from legacy_pipeline.ssml import build_ssml
 from legacy_pipeline.stt import WAVE_FORMAT_MULAW, WAVE_FORMAT_PCM, parse_wav
@@ -242,3 +246,55 @@ def test_well_formed_history_keeps_whole_tool_exchanges_and_drops_broken_ones() 
     # Anything else the store might hold that is not a chat message is skipped.
     junk: list[Any] = [user, "junk", {"role": "system", "content": "x"}, {"role": "user"}, reply]
     assert well_formed(junk) == [user, reply]
+
+
+def _sse(chunk: dict[str, Any]) -> str:
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+async def test_an_azure_content_filter_chunk_without_a_delta_does_not_lose_the_reply() -> None:
+    """Azure OpenAI's asynchronous content filter streams annotation chunks whose choice has no ``delta``
+    (the SDK gives None), after the words: the reply is the words, not an AttributeError and the apology."""
+    base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini"}
+    annotation = {
+        "id": "",
+        "object": "",
+        "created": 0,
+        "model": "",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": None,
+                "content_filter_offsets": {"check_offset": 9, "start_offset": 9, "end_offset": 18},
+                "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}},
+            }
+        ],
+    }
+    body = "".join(
+        [
+            _sse({**base, "choices": [], "prompt_filter_results": []}),
+            _sse({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Yes, "}}]}),
+            _sse(annotation),
+            _sse({**base, "choices": [{"index": 0, "delta": {"content": "Tuesday works."}}]}),
+            _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            _sse(annotation),
+            "data: [DONE]\n\n",
+        ]
+    )
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    client = AsyncOpenAI(  # the SDK's own HTTP client library (httpx2), with a transport that answers
+        api_key="sk-test",
+        base_url="http://llm.invalid/v1",
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
+    )
+    model = OpenAIChatModel(client, model="gpt-4o-mini")
+    try:
+        reply = await model.reply([{"role": "user", "content": "Tuesday?"}], temperature=0.5, max_tokens=50)
+    finally:
+        await model.aclose()
+    assert reply.text == "Yes, Tuesday works."
+    assert reply.tool_calls == []
+    assert reply.first_token_ms is not None
