@@ -105,7 +105,12 @@ class AzureBlobAudioStore:
 
     async def upload_turn_audio(self, data: bytes) -> StoredAudio:
         name = turn_blob_name(dt.datetime.now(dt.UTC))
-        await self._upload(name, data, overwrite=False)
+        try:
+            await self._upload(name, data, overwrite=False)
+        except ResourceExistsError:
+            # The name is new (a uuid4): the blob under it is this upload's own, stored by an attempt whose
+            # answer was lost on a dropped connection, which the SDK's retry then found (a Put Blob is whole).
+            log.info("reply audio %s was stored by the attempt the SDK retried", name)
         return self.read_url(name)
 
     async def upload_phrase_audio(self, name: str, data: bytes) -> StoredAudio:

@@ -8,9 +8,11 @@ import uuid
 
 import httpx
 
+from emulators.azurite import connection_string as azurite_connection
 from emulators.twilio.audio import read_wav
 from legacy_pipeline.blob_store import PHRASE_PREFIX, TURN_PREFIX, AzureBlobAudioStore
 from tests.legacy.conftest import HarnessFactory
+from tests.support.lossy_proxy import ReplyLosingProxy
 
 WAV = b"RIFF" + b"\0" * 60
 
@@ -77,3 +79,26 @@ async def test_pipeline_runs_the_cleanup_periodically(legacy: HarnessFactory) ->
         assert (await client.get(reply.plays[0])).status_code == 404
         # The greeting is a cached phrase: never cleaned up.
         read_wav((await client.get(twiml.plays[0])).content)
+
+
+async def test_a_reply_upload_whose_answer_was_lost_is_not_refused_by_its_own_retry(
+    azurite_connection_string: str,
+) -> None:
+    """The SDK retries an upload once when the connection drops. When it dropped after the service stored the
+    blob (the answer lost on the way back), the retry's create-only PUT finds that blob: the reply is there
+    and must be played, not turned into the apology."""
+    port = int(azurite_connection_string.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
+    proxy = ReplyLosingProxy(port)
+    await proxy.start()
+    store = new_store(azurite_connection(proxy.port))
+    try:
+        await store.upload_turn_audio(WAV)  # the container exists, the connection is open
+        proxy.lose_next_reply()
+        stored = await store.upload_turn_audio(WAV)
+        assert proxy.replies_lost == 1
+        async with httpx.AsyncClient() as client:
+            got = await client.get(stored.url)
+            assert got.status_code == 200 and got.content == WAV
+    finally:
+        await store.aclose()
+        await proxy.aclose()
