@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import struct
@@ -11,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
-import httpx2
 import pytest
 from openai import AsyncOpenAI
 
@@ -282,19 +282,37 @@ async def test_an_azure_content_filter_chunk_without_a_delta_does_not_lose_the_r
         ]
     )
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, text=body, headers={"content-type": "text/event-stream"})
+    payload = body.encode()
 
-    client = AsyncOpenAI(  # the SDK's own HTTP client library (httpx2), with a transport that answers
-        api_key="sk-test",
-        base_url="http://llm.invalid/v1",
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(handler)),
-    )
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One HTTP exchange on a real socket (the SDK's own transport, whatever its HTTP library)."""
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            ),
+            0,
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n"
+            + f"content-length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = AsyncOpenAI(api_key="sk-test", base_url=f"http://127.0.0.1:{port}/v1", max_retries=0)
     model = OpenAIChatModel(client, model="gpt-4o-mini")
     try:
         reply = await model.reply([{"role": "user", "content": "Tuesday?"}], temperature=0.5, max_tokens=50)
     finally:
         await model.aclose()
+        server.close()
     assert reply.text == "Yes, Tuesday works."
     assert reply.tool_calls == []
     assert reply.first_token_ms is not None
