@@ -1169,7 +1169,8 @@ class CallBridge:
     def _on_first_audio(self, item_id: str) -> None:
         now = self._clock.monotonic()
         self._history.add("assistant", item_id)
-        response_ms = self._turns.first_audio(item_id, now)
+        # A silence prompt is no reply to the caller's words: a turn whose words got none keeps no latency.
+        response_ms = self._turns.first_audio(item_id, now, reply=not self._prompt_playing)
         turn = self._turns.current
         if response_ms is not None and turn is not None:
             if turn.index == 0 and self._greeting_requested is not None:

@@ -108,20 +108,26 @@ class TurnTracker:
         if self._next_index == 0:
             self._next_index = 1
 
-    def first_audio(self, item_id: str, now: float) -> float | None:
-        """First audio of ``item_id`` sent; returns the turn's ``response_ms`` if this set it."""
+    def first_audio(self, item_id: str, now: float, *, reply: bool = True) -> float | None:
+        """First audio of ``item_id`` sent; returns the turn's ``response_ms`` if this set it. Audio that is
+        not a ``reply`` to the turn (a silence prompt) sets no latency."""
         turn = self.current
         if turn is None:
             return None
         turn.assistant_items.add(item_id)
-        if turn.response_ms is not None:
+        if turn.response_ms is not None or not reply:
             return None
         turn.response_ms = (now - turn.anchor) * 1000.0
         return turn.response_ms
 
     def first_heard(self, item_id: str, now: float) -> float | None:
         turn = self.current
-        if turn is None or item_id not in turn.assistant_items or turn.heard_ms is not None:
+        if (
+            turn is None
+            or item_id not in turn.assistant_items
+            or turn.response_ms is None  # no reply yet: what was heard was not one (a silence prompt)
+            or turn.heard_ms is not None
+        ):
             return None
         turn.heard_ms = (now - turn.anchor) * 1000.0
         return turn.heard_ms

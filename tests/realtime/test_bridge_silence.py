@@ -317,3 +317,24 @@ async def test_a_session_lost_while_twilio_is_still_asked_to_hang_up_does_not_en
     await asyncio.wait_for(run, 3)
     assert store.merged["ended_by"] == "agent"
     assert len(client.opened) == 1 and mover.moves == []
+
+
+async def test_a_reprompt_after_words_that_got_no_reply_is_not_recorded_as_their_reply() -> None:
+    """The caller's words began no reply (a filler the service did not answer), and the line went quiet: the
+    "are you still there?" that followed, seconds later, was recorded as that turn's reply, a response_ms and
+    heard_ms of the silence plus the prompt in the turn's record and in the latency histogram."""
+    config = BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=1, reply_wait_seconds=0.05)
+    async with calling(config) as call:
+        for event in speech("u1"):
+            call.vl.push(event)
+        await until(lambda: len(call.prompts()) == 1)
+        call.speak("r_prompt1")
+        await call.hear_all()
+        await until(lambda: len(call.prompts()) == 2)  # the goodbye: the reprompt was heard
+        metrics = call.bridge._metrics
+    [turn] = call.store.turns
+    assert turn["turn"] == 1
+    assert turn["response_ms"] is None and turn["heard_ms"] is None, "no reply to the caller's words came"
+    assert "first_audio" not in turn["stages"]
+    count = "voice_router_turn_latency_seconds_count"
+    assert not metrics.registry.get_sample_value(count, {"pipeline": "realtime", "stage": "response"})
