@@ -42,7 +42,7 @@ from realtime_pipeline.session_config import (
 )
 from realtime_pipeline.silence import SilenceAction, SilenceWatch
 from realtime_pipeline.stall import StallWatch
-from realtime_pipeline.turns import Turn, TurnTracker
+from realtime_pipeline.turns import LATE_TRANSCRIPT_TURNS, Turn, TurnTracker
 from realtime_pipeline.twilio_media import (
     Dtmf,
     Mark,
@@ -205,7 +205,9 @@ class CallBridge:
         "_tasks",
         "_tools",
         "_tools_running",
+        "_transcribing",
         "_turns",
+        "_unwritten",
         "_user_speaking",
         "_vl",
         "_vl_ready",
@@ -271,6 +273,10 @@ class CallBridge:
         self._playback = PlaybackTracker()
         self._gaps = PlaybackGaps()
         self._turns = TurnTracker()
+        # Finished turns whose caller transcript is still on its way (it can come after their next utterance
+        # has ended), oldest first: each written once it is in, or when more than LATE_TRANSCRIPT_TURNS wait.
+        self._unwritten: list[Turn] = []
+        self._transcribing = bool(session.get("input_audio_transcription"))
         self._history = ConversationHistory()
         self._limiter = FrameRateLimiter(config.max_frames_per_second, config.frame_burst, clock.monotonic)
 
@@ -393,7 +399,8 @@ class CallBridge:
             release_trial = not self._report_at_end()
         turn = self._turns.finish()
         if turn is not None:
-            self._write_turn(turn)
+            self._unwritten.append(turn)
+        self._write_finished(everything=True)
         try:
             if self._vl is not None:
                 await _close_quietly(self._vl)
@@ -982,6 +989,8 @@ class CallBridge:
             assert isinstance(event, UserTranscriptDone)
             self._history.set_text("user", event.item_id, event.transcript)
             self._turns.user_transcript(event.item_id, event.transcript)
+            if self._unwritten:
+                self._write_finished()
         elif kind is ErrorEvent:
             assert isinstance(event, ErrorEvent)
             await self._on_error(event)
@@ -1320,10 +1329,23 @@ class CallBridge:
     def _begin_turn(self, anchor: float, at: float, user_item_id: str) -> None:
         finished = self._turns.begin(anchor, at, user_item_id)
         if finished is not None:
-            self._write_turn(finished)
+            self._unwritten.append(finished)
+            self._write_finished()
         if self._pending_stages and self._turns.current is not None:
             self._turns.current.stages.update(self._pending_stages)
             self._pending_stages = {}
+
+    def _write_finished(self, *, everything: bool = False) -> None:
+        """Write the finished turns, in order, whose caller's words are known (or will never be)."""
+        held = self._unwritten
+        while held and (
+            everything
+            or len(held) > LATE_TRANSCRIPT_TURNS
+            or held[0].user_transcribed
+            or not held[0].user_item_id
+            or not self._transcribing
+        ):
+            self._write_turn(held.pop(0))
 
     def _write_turn(self, turn: Turn) -> None:
         self._log.turn(turn.record(self._call_sid))

@@ -12,6 +12,10 @@ from typing import Any
 
 from router.records import Pipeline, TurnRecord
 
+LATE_TRANSCRIPT_TURNS = 2
+"""Finished turns a caller transcript still reaches (Voice Live transcribes asynchronously: an utterance's words
+can come after the caller's next utterance has ended)."""
+
 
 @dataclass(slots=True)
 class Turn:
@@ -99,8 +103,9 @@ class TurnTracker:
         if user_item_id:
             self._by_user_item[user_item_id] = turn
         if finished is not None and finished.user_item_id:
-            # Keep the mapping a little longer: transcripts can arrive after the next turn starts.
-            self._by_user_item = {k: v for k, v in self._by_user_item.items() if v.index >= finished.index}
+            # Keep the mapping a little longer: transcripts can arrive after the next turns start.
+            oldest = finished.index - LATE_TRANSCRIPT_TURNS + 1
+            self._by_user_item = {k: v for k, v in self._by_user_item.items() if v.index >= oldest}
         return finished
 
     def skip_greeting(self) -> None:

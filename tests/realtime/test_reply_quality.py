@@ -194,3 +194,35 @@ async def test_a_caller_who_talks_into_a_gap_of_a_slow_reply_barges_in() -> None
     await asyncio.wait_for(run, 3)
     [turn] = [t for t in store.turns if t["turn"] == 1]
     assert turn["interrupted"] is True
+
+
+async def test_words_transcribed_after_the_callers_next_utterance_still_reach_their_turn() -> None:
+    """Voice Live's transcription of an utterance is asynchronous: it can come after the caller's next
+    utterance has ended (and that turn begun). The turn's record was written at that moment, so its words
+    (and whether its barge-in was a false one) were lost, though the bridge kept the turn for them."""
+    bridge, ws, client, _, _, store = make_bridge(
+        session={"input_audio_format": "g711_ulaw", "input_audio_transcription": {"model": "azure-speech"}}
+    )
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    transcription = {"type": "conversation.item.input_audio_transcription.completed", "content_index": 0}
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u1", "audio_end_ms": 900})
+    vl.push({"type": "response.created", "response": {"id": "r1"}})
+    vl.push(audio_delta("a1", 2000))
+    await until(lambda: len(ws.events("media")) == 1)
+    vl.push({"type": "input_audio_buffer.speech_started", "item_id": "u2", "audio_start_ms": 1000})
+    vl.push({"type": "response.done", "response": {"id": "r1", "status": "cancelled"}})
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u2", "audio_end_ms": 1200})
+    vl.push({"type": "input_audio_buffer.speech_started", "item_id": "u3", "audio_start_ms": 1800})
+    vl.push({"type": "input_audio_buffer.speech_stopped", "item_id": "u3", "audio_end_ms": 2900})
+    vl.push({**transcription, "item_id": "u1", "transcript": "Can I book Tuesday?"})
+    vl.push({**transcription, "item_id": "u2", "transcript": ""})
+    vl.push({**transcription, "item_id": "u3", "transcript": "Hello?"})
+    await asyncio.sleep(0.05)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    turns = {t["turn"]: t for t in store.turns}
+    assert sorted(turns) == [1, 2, 3] and [t["turn"] for t in store.turns] == [1, 2, 3]
+    assert [turns[n]["user_text"] for n in (1, 2, 3)] == ["Can I book Tuesday?", "", "Hello?"]
+    assert turns[2]["false_interrupt"] is True, "a barge-in with no words in it"
