@@ -1260,12 +1260,12 @@ class CallBridge:
         self._metrics.barge_ins.labels(PIPELINE).inc()
 
     def _cut_history(self, cuts: list[Interrupted]) -> list[Interrupted]:
-        """Items cut at Twilio keep in the conversation only the part the caller heard; returns those of the
-        current session (an item of a replaced session was never in the new one)."""
-        current = [cut for cut in cuts if cut.generation == self._generation]
-        for cut in current:
+        """Items cut at Twilio keep in the conversation only the part the caller heard (those of a replaced
+        session too: one still playing at Twilio is cut later); returns those of the current session (an item
+        of a replaced session was never in the new one: Voice Live is told nothing of it)."""
+        for cut in cuts:
             self._history.cut(cut.item_id, cut.heard_ms / cut.sent_ms if cut.sent_ms else 0.0)
-        return current
+        return [cut for cut in cuts if cut.generation == self._generation]
 
     def _ask(self, reply: str, *, awaits_tools: bool = False) -> None:
         """``reply`` (a response.create) is what the caller waits for until a response begins; with

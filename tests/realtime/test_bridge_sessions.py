@@ -608,3 +608,47 @@ async def test_the_transcript_of_a_reply_spoken_over_uninterrupted_stays_out_of_
     ws.hang_up()
     await asyncio.wait_for(run, 3)
     assert [(t["turn"], t["assistant_text"]) for t in store.turns][-1] == (2, "Yes, Tuesday works.")
+
+
+async def test_a_reply_of_a_lost_session_cut_off_later_is_replayed_only_as_far_as_it_was_heard() -> None:
+    """The reply had ended at Voice Live but was still playing at Twilio when the session was lost: it plays on
+    under the new session. The caller then cut it off: it was cleared, but the conversation kept all of it
+    (only items of the current session were cut), so the next session, and legacy after a move, were told
+    the caller had heard the whole answer."""
+    bridge, ws, client, *_ = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(SPEECH_STARTED)
+    vl.push(SPEECH_STOPPED)
+    vl.push(USER_TRANSCRIPT)
+    vl.push(RESPONSE_CREATED)
+    for _ in range(10):
+        vl.push(audio_delta("a1", 300))
+    words = "one two three four five six seven eight nine ten"
+    vl.push(
+        {"type": "response.audio_transcript.done", "response_id": "r1", "item_id": "a1", "transcript": words}
+    )
+    vl.push(RESPONSE_DONE)
+    await until(lambda: len(ws.events("mark")) == 10)
+    vl.lose()  # between turns for Voice Live, 3 s of its reply still queued at Twilio
+    await until(lambda: bridge.stats["reconnects"] == 1)
+    assert not ws.events("clear"), "a reply that ended plays on"
+    for mark in ws.events("mark")[:3]:
+        ws.mark(mark["mark"]["name"])  # 900 ms of it heard
+    second = client.opened[1]
+    second.push({**SPEECH_STARTED, "item_id": "u2"})  # the caller cuts it off
+    await until(lambda: bool(ws.events("clear")))
+    second.push({"type": "response.created", "response": {"id": "r2"}})
+    second.push({"type": "response.done", "response": {"id": "r2", "status": "completed"}})
+    await asyncio.sleep(0.02)
+    second.lose()
+    await until(lambda: bridge.stats["reconnects"] == 2)
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
+    replayed = [
+        (event["item"]["role"], event["item"]["content"][0]["text"])
+        for event in client.opened[2].sent
+        if event["type"] == "conversation.item.create"
+    ]
+    assert replayed == [("user", "Can I book Tuesday?"), ("assistant", "one two three")]
