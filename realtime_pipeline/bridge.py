@@ -951,6 +951,8 @@ class CallBridge:
             await self._on_audio_done(event)
         elif kind is ResponseDone:
             assert isinstance(event, ResponseDone)
+            # A silence prompt or a wait phrase is no turn's reply: its failure loses none.
+            turns_reply = not (self._prompt_playing or self._wait_phrase_playing)
             self._response_active = self._prompt_playing = False
             self._speaking_item = None
             self._response_request = None
@@ -975,7 +977,7 @@ class CallBridge:
                 self._reconnect_spent = False
                 if calls_asked:
                     self._on_function_calls(event.function_calls)
-            elif event.status == "failed" and self._turns.current is not None:
+            elif event.status == "failed" and turns_reply and self._turns.current is not None:
                 self._turns.current.fail("voicelive_response", "response failed")
             if not self._playback.audio_queued:
                 self._silence.agent_finished()  # nothing of it left to play (or it had no audio)

@@ -338,3 +338,20 @@ async def test_a_reprompt_after_words_that_got_no_reply_is_not_recorded_as_their
     assert "first_audio" not in turn["stages"]
     count = "voice_router_turn_latency_seconds_count"
     assert not metrics.registry.get_sample_value(count, {"pipeline": "realtime", "stage": "response"})
+
+
+async def test_a_reprompt_voice_live_fails_does_not_fail_the_answered_turn_before_it() -> None:
+    """A failed response fails the turn whose reply it was. A silence prompt is no turn's reply: its failure
+    marked the caller's last turn, answered and heard seconds before, as a turn error."""
+    async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=1)) as call:
+        for event in speech("u1"):
+            call.vl.push(event)
+        call.speak("r_answer")
+        await call.hear_all()
+        await until(lambda: len(call.prompts()) == 1)
+        call.vl.push({"type": "response.created", "response": {"id": "r_prompt"}})
+        call.vl.push({"type": "response.done", "response": {"id": "r_prompt", "status": "failed"}})
+        await asyncio.sleep(0.02)
+    [turn] = call.store.turns
+    assert turn["turn"] == 1 and turn["response_ms"] is not None
+    assert turn["error"] is None, "its reply was given and heard"

@@ -728,3 +728,24 @@ async def test_a_turn_whose_tool_outlasts_the_reply_wait_fails_when_its_session_
         await until(lambda: any(e["type"] == "moved_to_legacy" for e in call.store.events))
     [turn] = call.store.turns
     assert turn["error_stage"] == "voicelive_lost"
+
+
+async def test_a_wait_phrase_voice_live_fails_does_not_fail_the_turn_whose_reply_follows_it() -> None:
+    """The wait phrase is no reply: the tool's answer still gets the caller theirs. Its failure recorded the
+    turn as an error all the same."""
+    tools = GatedTools()
+    async with running(tools, config=WAIT) as call:
+        vl = call.vl
+        await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+        await until(lambda: len(response_creates(vl)) == 1)
+        vl.push(created("r_wait"))
+        vl.push({"type": "response.done", "response": {"id": "r_wait", "status": "failed"}})
+        await asyncio.sleep(0.02)
+        tools.gate.set()
+        await until(lambda: len(response_creates(vl)) == 2)  # the reply, asked once the answer is in
+        vl.push(created("r_reply"))
+        vl.push(audio_delta("a_reply", 100, "r_reply"))
+        vl.push(done("r_reply"))
+        await until(lambda: len(call.ws.events("media")) == 1)
+    [turn] = call.store.turns
+    assert turn["error"] is None and turn["response_ms"] is not None
