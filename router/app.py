@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 
 from flags.breaker import BreakerConfig, BreakerConflictError, CircuitBreaker
 from flags.clock import Clock, SystemClock
+from legacy_pipeline.twiml import TwimlBuilder
 from router.admin import AdminApi, ComparisonBuilder
 from router.agent_profile import AgentProfile
 from router.breaker_listeners import count_transitions, set_state_gauge
@@ -213,7 +214,11 @@ def create_app(
         caller_hash_key=derived_secret(
             settings.caller_hash_key.get_secret_value(), auth_token, "caller-hash"
         ),
-        fallback_greeting=profile.greeting or "Hello, how can I help you?",
+        # Built by legacy's own TwiML builder (the profile's language, hints and speech timeout, and <Record> in
+        # azure STT mode); read out with <Say>, so it needs neither TTS nor the blob store.
+        fallback_twiml=TwimlBuilder(
+            public_base_url=settings.public_base_url, profile=profile, stt_mode=settings.legacy_stt_mode
+        ).say_and_listen(profile.greeting or "Hello, how can I help you?"),
         realtime_has_capacity=realtime.has_capacity,
     )
     if comparison is None:

@@ -15,7 +15,7 @@ from typing import Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from twilio.twiml.voice_response import Connect, Gather, VoiceResponse
+from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from flags.breaker import BreakerConflictError, CircuitBreaker, TrialPermit
 from flags.breaker_state import BreakerState
@@ -81,7 +81,7 @@ class TwilioWebhooks:
         clock: Clock,
         public_base_url: str,
         caller_hash_key: bytes,
-        fallback_greeting: str,
+        fallback_twiml: str,
         realtime_has_capacity: Callable[[], bool],
         replay: WebhookReplay | None = None,
     ) -> None:
@@ -96,7 +96,7 @@ class TwilioWebhooks:
         self._metrics = metrics
         self._clock = clock
         self._caller_mac = KeyedSha256(caller_hash_key)
-        self._fallback_greeting = fallback_greeting
+        self._fallback_twiml = fallback_twiml
         self._realtime_has_capacity = realtime_has_capacity
         self._replay = replay or WebhookReplay(metrics=metrics)
         base = public_base_url.rstrip("/")
@@ -311,17 +311,8 @@ class TwilioWebhooks:
         try:
             return await self._legacy.first_turn(call_sid)
         except Exception:
-            log.exception("legacy first turn failed; answering with a plain gather")
-            # A silent caller must still reach /legacy/turn (which reprompts), not fall off the document's end
-            # into Twilio's hang-up: actionOnEmptyResult, and a Redirect after the Gather.
-            response = VoiceResponse()
-            gather = Gather(
-                input="speech", action=self._legacy_turn_url, method="POST", action_on_empty_result=True
-            )
-            gather.say(self._fallback_greeting)
-            response.append(gather)
-            response.redirect(self._legacy_turn_url, method="POST")
-            return str(response)
+            log.exception("legacy first turn failed; answering with the greeting read out and a listen")
+            return self._fallback_twiml
 
     # POST /twilio/status ------------------------------------------------------------------------
     async def status(self, request: Request) -> Response:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
@@ -198,6 +199,31 @@ def test_failing_legacy_first_turn_still_answers_twiml(router: RunningRouter) ->
     assert gather.get("actionOnEmptyResult") == "true"
     redirect = root.find("Redirect")
     assert redirect is not None and redirect.text == f"{PUBLIC_BASE_URL}/legacy/turn"
+
+
+def test_the_fallback_answer_listens_as_the_profile_says(
+    router_factory: Callable[..., RunningRouter], tmp_path: Path
+) -> None:
+    """The plain <Gather> built when legacy's first turn fails had no language, hints or speechTimeout: a
+    Spanish agent's caller was recognised as en-US, and the greeting was read in an English voice."""
+    profile = tmp_path / "agent.yaml"
+    profile.write_text(
+        "instructions: Eres un asistente.\ngreeting: Hola, ¿en qué puedo ayudarle?\nlanguage: es-ES\n"
+        "legacy:\n  speech_timeout: '2'\n  hints: [cita, martes]\n",
+        encoding="utf-8",
+    )
+    router = router_factory(agent_profile=str(profile))
+    router.legacy.fail = True
+    root = ElementTree.fromstring(router.incoming_call("CA" + "e" * 32).text)
+    gather = root.find("Gather")
+    assert gather is not None
+    assert (gather.get("language"), gather.get("speechTimeout"), gather.get("hints")) == (
+        "es-ES",
+        "2",
+        "cita, martes",
+    )
+    say = gather.find("Say")
+    assert say is not None and say.text == "Hola, ¿en qué puedo ayudarle?" and say.get("language") == "es-ES"
 
 
 def test_status_callback_finalises_the_call_record(router: RunningRouter) -> None:
