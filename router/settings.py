@@ -105,7 +105,9 @@ class Settings(BaseSettings):
     azure_storage_connection_string: SecretStr = SecretStr("")
     azure_storage_container: str = "tts-audio"
     legacy_stt_mode: Literal["twilio", "azure"] = "twilio"
-    legacy_turn_deadline_seconds: float = 10.0
+    # A turn's answer must reach Twilio inside its 15 s webhook timeout: the deadline, then up to 1 s each for
+    # the history and counter writes behind the reply. Past 12 s a slow turn got Twilio's application error.
+    legacy_turn_deadline_seconds: float = Field(default=10.0, gt=0, le=12)
     legacy_warm_phrases_on_start: bool = True  # synthesise greeting and fixed phrases at start-up
     # Legacy pipeline internals (added by the legacy-pipeline work)
     legacy_tts_first_chunk_timeout_ms: int = (

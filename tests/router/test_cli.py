@@ -152,6 +152,9 @@ def test_serve_with_an_invalid_setting_names_the_variable_in_one_line(tmp_path: 
         ("REALTIME_FRAME_BURST", "0"),
         # an hour's cache: the kill switch (rollout mode legacy_only) would take an hour to reach a replica
         ("CONFIG_CACHE_SECONDS", "3600"),
+        # a legacy turn and the writes after it outlasting Twilio's 15 s webhook timeout
+        ("LEGACY_TURN_DEADLINE_SECONDS", "14"),
+        ("LEGACY_TURN_DEADLINE_SECONDS", "0"),
     ):
         done = subprocess.run(
             [sys.executable, "-m", "router", "serve", "--local", "--port", "9"],
