@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from flags.clock import Clock
 from legacy_pipeline.blob_store import run_cleanup
+from legacy_pipeline.history import WRITE_TIMEOUT_S
 from legacy_pipeline.phrase_cache import PhraseCache
 from legacy_pipeline.services import LegacyServices, build_services
 from legacy_pipeline.stt import AzureSpeechRecognizer
@@ -42,6 +43,9 @@ log = logging.getLogger("legacy_pipeline")
 
 TWIML_MEDIA_TYPE = "text/xml"
 CALL_SID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# The history and counter writes after a reply, each bounded (legacy_pipeline/history.py), and slack for the
+# answer to be stored.
+AFTER_REPLY_WRITES_S = 2 * WRITE_TIMEOUT_S + 0.5
 CLAIM_LEASE_S = 3.0  # a Twilio retry's wait behind a worker that died mid-turn (router/shared_replay.py)
 
 TurnHandler = Callable[[str, dict[str, str], float], Awaitable[str]]
@@ -89,10 +93,11 @@ class LegacyPipeline:
         )
         # A retry of a turn is answered from the store when another worker took the first attempt: the turn
         # is expensive and recorded, so it must not run twice. The first attempt renews a short claim while it
-        # works; a retry waits at most one deadline, and at most one lease behind a worker that died.
+        # works; a retry waits as long as that attempt may take (its deadline, then the bounded history and
+        # counter writes behind its reply), and at most one lease behind a worker that died.
         if replay is None:
-            deadline = settings.legacy_turn_deadline_seconds
-            shared = SharedReplay(store, claim_ttl_s=CLAIM_LEASE_S, wait_s=deadline, metrics=metrics)
+            longest_turn = settings.legacy_turn_deadline_seconds + AFTER_REPLY_WRITES_S
+            shared = SharedReplay(store, claim_ttl_s=CLAIM_LEASE_S, wait_s=longest_turn, metrics=metrics)
             replay = WebhookReplay(metrics=metrics, shared=shared)
         self._replay = replay
         self._cleanup_task: asyncio.Task[None] | None = None

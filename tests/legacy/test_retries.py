@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from legacy_pipeline.twiml import START_PATH, TURN_PATH
 from tests.legacy.conftest import HarnessFactory
+from tests.legacy.test_failures import _StuckWrites
 from tests.legacy.twilio_script import Twiml
 
 CALL = "CA" + "7" * 32
@@ -90,3 +92,32 @@ async def test_a_retried_resume_that_reaches_another_replica_resumes_once(
     assert record is not None
     assert [e["type"] for e in record["events"] if e.get("type") == "legacy.resumed"] == ["legacy.resumed"]
     assert first.status_code == retry.status_code == 200 and retry.text == first.text
+
+
+async def test_a_retry_on_another_replica_waits_out_the_writes_behind_the_first_attempts_reply(
+    legacy: HarnessFactory, shared_state_url: str
+) -> None:
+    """The retry waited one turn deadline for the first attempt's answer, but that attempt may take its
+    deadline and then up to 1 s each for its history and counter writes: a slow store made the retry run the
+    turn again (the model asked twice, two records of one utterance)."""
+    a = await legacy(
+        state_url=shared_state_url,
+        wrap_store=lambda store: _StuckWrites(store),
+        legacy_turn_deadline_seconds=1.0,
+    )
+    b = await legacy(state_url=shared_state_url, legacy_turn_deadline_seconds=1.0)
+    call = "CA" + "9" * 32
+    greeting = await b.twilio.incoming_call(call)
+    assert greeting.gather is not None
+    params = a.twilio.params(call, SpeechResult="I'd like to book a cleaning", Confidence="0.92")
+
+    async def retry_soon() -> Any:
+        await asyncio.sleep(0.2)  # the first attempt has claimed the turn
+        return await b.twilio.post(TURN_PATH, params, idempotency_token="tok-slow")
+
+    first, retry = await asyncio.gather(
+        a.twilio.post(TURN_PATH, params, idempotency_token="tok-slow"), retry_soon()
+    )
+    assert first.status_code == retry.status_code == 200
+    assert a.openai is b.openai and len(a.openai.requests) == 1
+    assert retry.text == first.text and len(Twiml.parse(retry).plays) == 1, (first.text, retry.text)
