@@ -207,6 +207,7 @@ class CallBridge:
         "_tools_running",
         "_transcribing",
         "_turns",
+        "_twilio_stopped",
         "_unwritten",
         "_user_speaking",
         "_vl",
@@ -305,6 +306,7 @@ class CallBridge:
         self._reconnect_spent = False
         self._moved = False
         self._hanging_up = False  # the agent is ending the call (Twilio accepted or is asked to)
+        self._twilio_stopped = False  # Twilio sent stop: the call is over (no <Connect action> follows)
         self._closing = False
         self._stream_started = clock.monotonic()
         self._first_audio_anchor: float | None = None
@@ -401,6 +403,10 @@ class CallBridge:
         if turn is not None:
             self._unwritten.append(turn)
         self._write_finished(everything=True)
+        if self._admitted and not (self._moved or self._hanging_up or self._twilio_stopped):
+            # A stream Twilio did not end (a deploy's 1012, a flood's 1008, a lost connection) goes on at the
+            # <Connect action>, legacy, as a moved call does.
+            self._hand_over_history()
         try:
             if self._vl is not None:
                 await _close_quietly(self._vl)
@@ -640,16 +646,19 @@ class CallBridge:
         # and the bridge may be torn down before the call returns.
         self._metrics.fallbacks.labels(reason).inc()
         self._log.merge({"moved_to_legacy": True, "move_reason": reason})
-        # The legacy pipeline goes on from what the caller heard here (its history, as a moved call's is not
-        # implied by a greeting of its own).
-        conversation = self._history.chat_messages()
-        if conversation:
-            self._log.history(conversation, self._config.handover_history_messages)
+        self._hand_over_history()
         moved = await self._mover.move_to_legacy(self._call_sid, reason)
         self._log.event("moved_to_legacy", self._clock.time(), reason=reason, accepted=moved)
         if not moved:
             self._log.merge({"moved_to_legacy": False, "move_failed": reason})
             await self._close_twilio(1011, "realtime unavailable")
+
+    def _hand_over_history(self) -> None:
+        """The legacy pipeline goes on from what the caller heard here (its history, as a moved call's is not
+        implied by a greeting of its own)."""
+        conversation = self._history.chat_messages()
+        if conversation:
+            self._log.history(conversation, self._config.handover_history_messages)
 
     def _schedule_renewal(self, delay: float) -> None:
         if self._renewal_timer is not None:
@@ -785,6 +794,7 @@ class CallBridge:
                 if event.stream_sid and event.stream_sid != self._stream_sid:
                     self._drop("wrong_stream")
                     continue
+                self._twilio_stopped = True
                 return
             elif type(event) is Dtmf:
                 if event.stream_sid != self._stream_sid:
