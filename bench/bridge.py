@@ -215,7 +215,7 @@ def baseline_app(voicelive_url: str, probe: RingProbe) -> Any:
 
 
 class _NoMove:
-    async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
+    async def move_to_legacy(self, call_sid: str, reason: str, *, greet: bool = False) -> bool:
         return True
 
     async def hang_up(self, call_sid: str, reason: str) -> bool:

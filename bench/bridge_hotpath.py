@@ -168,7 +168,7 @@ async def run_ours(events: int) -> list[float]:
         async def append_turn(self, turn: dict[str, Any]) -> None: ...
 
     class Mover:
-        async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
+        async def move_to_legacy(self, call_sid: str, reason: str, *, greet: bool = False) -> bool:
             return True
 
         async def hang_up(self, call_sid: str, reason: str) -> bool:

@@ -48,7 +48,8 @@ CALL_SID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 AFTER_REPLY_WRITES_S = 2 * WRITE_TIMEOUT_S + 0.5
 CLAIM_LEASE_S = 3.0  # a Twilio retry's wait behind a worker that died mid-turn (router/shared_replay.py)
 
-TurnHandler = Callable[[str, dict[str, str], float], Awaitable[str]]
+# (CallSid, the signed form, when it was received, the request's query)
+TurnHandler = Callable[[str, dict[str, str], float, dict[str, str]], Awaitable[str]]
 
 
 class LegacyPipeline:
@@ -163,7 +164,9 @@ class LegacyPipeline:
         return await self.services.blob_store.delete_older_than(cutoff)
 
     # Handlers -----------------------------------------------------------------------------------
-    async def _on_gather(self, call_sid: str, form: dict[str, str], received_at: float) -> str:
+    async def _on_gather(
+        self, call_sid: str, form: dict[str, str], received_at: float, query: dict[str, str]
+    ) -> str:
         return await self.turns.speech_turn(
             call_sid,
             form.get("SpeechResult"),
@@ -171,14 +174,20 @@ class LegacyPipeline:
             confidence=_confidence(form.get("Confidence")),
         )
 
-    async def _on_recording(self, call_sid: str, form: dict[str, str], received_at: float) -> str:
+    async def _on_recording(
+        self, call_sid: str, form: dict[str, str], received_at: float, query: dict[str, str]
+    ) -> str:
         url = form.get("RecordingUrl") or None
         if form.get("RecordingDuration", "").strip() == "0":
             url = None
         return await self.turns.recording_turn(call_sid, url, received_at=received_at)
 
-    async def _on_start(self, call_sid: str, form: dict[str, str], received_at: float) -> str:
-        return await self.turns.first_turn(call_sid, moved=True, received_at=received_at)
+    async def _on_start(
+        self, call_sid: str, form: dict[str, str], received_at: float, query: dict[str, str]
+    ) -> str:
+        """A call moved over from realtime (``greet=1``: its caller heard nothing there, so is greeted)."""
+        greet = query.get("greet") == "1"
+        return await self.turns.first_turn(call_sid, moved=True, greet=greet, received_at=received_at)
 
     def _signed(self, path: str, handler: TurnHandler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -198,9 +207,11 @@ class LegacyPipeline:
                 return PlainTextResponse("missing or malformed CallSid", status_code=400)
             self._ensure_cleanup()
 
+            query = dict(request.query_params)
+
             async def answer() -> Response:
                 return Response(
-                    await self._twiml_for(handler, call_sid, form, received_at),
+                    await self._twiml_for(handler, call_sid, form, received_at, query),
                     media_type=TWIML_MEDIA_TYPE,
                 )
 
@@ -211,11 +222,16 @@ class LegacyPipeline:
         return endpoint
 
     async def _twiml_for(
-        self, handler: TurnHandler, call_sid: str, form: dict[str, str], received_at: float
+        self,
+        handler: TurnHandler,
+        call_sid: str,
+        form: dict[str, str],
+        received_at: float,
+        query: dict[str, str],
     ) -> str:
         token = call_sid_var.set(call_sid)
         try:
-            return await handler(call_sid, form, received_at)
+            return await handler(call_sid, form, received_at, query)
         except Exception:
             # The turn loop handles service failures itself; this is the last line against dead air.
             log.exception("legacy handler failed", extra={"call_sid": call_sid})

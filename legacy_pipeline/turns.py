@@ -133,16 +133,17 @@ class TurnLoop:
 
     # First turn -------------------------------------------------------------------------------
     async def first_turn(
-        self, call_sid: str, *, moved: bool = False, received_at: float | None = None
+        self, call_sid: str, *, moved: bool = False, greet: bool = False, received_at: float | None = None
     ) -> str:
-        """Greeting (turn 0) for a new call; a short resume line for a call moved over from realtime.
+        """Greeting (turn 0) for a new call; a short resume line for a call moved over from realtime, or the
+        greeting when its caller heard nothing there (``greet``).
 
         The greeting awaits no store write: its history and counters are implied (see ``history``) and
         its turn record is written behind the answer.
         """
         received_at = time.perf_counter() if received_at is None else received_at
         if moved:
-            return await self._resume(call_sid, received_at)
+            return await self._resume(call_sid, received_at, greet=greet)
         greeting = self._profile.greeting
         timer = StageTimer()
         record = TurnRecord(
@@ -164,14 +165,18 @@ class TurnLoop:
             self._store_failed("list_turns")
             return 0
 
-    async def _resume(self, call_sid: str, received_at: float) -> str:
+    async def _resume(self, call_sid: str, received_at: float, *, greet: bool) -> str:
         last_turn = await self._last_recorded_turn(call_sid)
-        # The conversation so far is in the history as realtime left it, without an implied greeting.
+        # The conversation so far is in the history as realtime left it, without an implied greeting; a caller
+        # who heard nothing there is greeted now, and the history implies that greeting as a new call's does.
+        greeting = self._profile.greeting if greet else ""
         await self._state.save_counters(
-            call_sid, TurnCounters(last_turn=last_turn, empty_turns=0, greeted=False, recount=True)
+            call_sid, TurnCounters(last_turn=last_turn, empty_turns=0, greeted=bool(greeting), recount=True)
         )
-        await self._event(call_sid, {"type": "legacy.resumed", "after_turn": last_turn})
-        line = self._settings.legacy_resume_phrase
+        await self._event(call_sid, {"type": "legacy.resumed", "after_turn": last_turn, "greeted": greet})
+        if greet and not greeting:
+            return self._twiml.listen()
+        line = greeting or self._settings.legacy_resume_phrase
         timer = StageTimer()
         try:
             async with asyncio.timeout(self._remaining(received_at)):

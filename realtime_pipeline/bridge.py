@@ -646,19 +646,20 @@ class CallBridge:
         # and the bridge may be torn down before the call returns.
         self._metrics.fallbacks.labels(reason).inc()
         self._log.merge({"moved_to_legacy": True, "move_reason": reason})
-        self._hand_over_history()
-        moved = await self._mover.move_to_legacy(self._call_sid, reason)
+        heard_agent = self._hand_over_history()
+        moved = await self._mover.move_to_legacy(self._call_sid, reason, greet=not heard_agent)
         self._log.event("moved_to_legacy", self._clock.time(), reason=reason, accepted=moved)
         if not moved:
             self._log.merge({"moved_to_legacy": False, "move_failed": reason})
             await self._close_twilio(1011, "realtime unavailable")
 
-    def _hand_over_history(self) -> None:
-        """The legacy pipeline goes on from what the caller heard here (its history, as a moved call's is not
-        implied by a greeting of its own)."""
+    def _hand_over_history(self) -> bool:
+        """The legacy pipeline goes on from what was said here (its history, as a moved call's is not implied
+        by a greeting of its own); False when the caller never heard the agent."""
         conversation = self._history.chat_messages()
         if conversation:
             self._log.history(conversation, self._config.handover_history_messages)
+        return any(message["role"] == "assistant" for message in conversation)
 
     def _schedule_renewal(self, delay: float) -> None:
         if self._renewal_timer is not None:

@@ -1,7 +1,8 @@
 """Moving a live call out of the realtime pipeline, through Twilio's REST API: to legacy, or to its end.
 
 Updating the call's ``Url`` makes Twilio stop the ``<Connect><Stream>`` and fetch
-``{PUBLIC_BASE_URL}/legacy/start`` for new TwiML, so the caller hears the legacy agent instead of silence.
+``{PUBLIC_BASE_URL}/legacy/start`` for new TwiML, so the caller hears the legacy agent instead of silence
+(``?greet=1`` when they heard nothing here: legacy greets them instead of carrying on).
 Updating its ``Status`` to ``completed`` hangs up. Closing the stream would not: Twilio would then run the
 ``<Connect action>``, which leads to legacy too.
 """
@@ -15,8 +16,8 @@ log = logging.getLogger(__name__)
 
 
 class CallMover(Protocol):
-    async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
-        """Redirect the call; True when Twilio accepted it."""
+    async def move_to_legacy(self, call_sid: str, reason: str, *, greet: bool = False) -> bool:
+        """Redirect the call (``greet``: the caller heard nothing yet); True when Twilio accepted it."""
         ...
 
     async def hang_up(self, call_sid: str, reason: str) -> bool:
@@ -57,8 +58,9 @@ class TwilioCallMover:
                 self._client.api.base_url = self._api_base_url.rstrip("/")
         return self._client
 
-    async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
-        return await self._update(call_sid, reason, "moved to legacy", url=self._target, method="POST")
+    async def move_to_legacy(self, call_sid: str, reason: str, *, greet: bool = False) -> bool:
+        url = self._target + "?greet=1" if greet else self._target
+        return await self._update(call_sid, reason, "moved to legacy", url=url, method="POST")
 
     async def hang_up(self, call_sid: str, reason: str) -> bool:
         return await self._update(call_sid, reason, "hung up", status="completed")

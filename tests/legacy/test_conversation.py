@@ -167,6 +167,30 @@ async def test_call_moved_from_realtime_resumes_the_conversation(legacy: Harness
     assert [t["turn"] for t in legacy_turns] == [3]
 
 
+async def test_a_moved_call_whose_caller_never_heard_the_agent_is_greeted(legacy: HarnessFactory) -> None:
+    """Voice Live unreachable at call start (an outage) or a full worker: the caller heard nothing of realtime.
+    Legacy opened with "Sorry about that. Let's carry on." and never greeted them; the bridge now asks for
+    the greeting (``?greet=1``), which the next turn's model sees, as for a call that began on legacy."""
+    h = await legacy()
+    call = "CA" + "7" * 32
+    await h.store.append_turn(
+        {"call_sid": call, "pipeline": "realtime", "turn": 0, "at": 1.0, "stages": {}, "usage": {}}
+    )
+    from tests.legacy.twilio_script import Twiml
+
+    greeted = Twiml.parse(await h.twilio.post("/legacy/start?greet=1", h.twilio.params(call)))
+    assert greeted.status == 200 and len(greeted.plays) == 1 and greeted.gather is not None
+    assert [s.text for s in h.speech.syntheses] == [h.profile.greeting]
+    reply = await h.twilio.say(greeted, call, "Can I book for Friday?")
+    assert len(reply.plays) == 1
+    messages = h.openai.requests[-1].body["messages"]
+    assert [(m["role"], m["content"]) for m in messages[1:]] == [
+        ("assistant", h.profile.greeting),
+        ("user", "Can I book for Friday?"),
+    ]
+    assert [t["turn"] for t in await h.list_turns(call) if t["pipeline"] == "legacy"] == [1]
+
+
 async def test_a_moved_call_numbers_its_turns_after_the_realtime_turn_written_as_its_stream_ended(
     legacy: HarnessFactory,
 ) -> None:

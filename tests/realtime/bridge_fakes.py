@@ -141,7 +141,7 @@ class FakeMover:
         self.hang_ups: list[tuple[str, str]] = []
         self.accept_hang_up = True
 
-    async def move_to_legacy(self, call_sid: str, reason: str) -> bool:
+    async def move_to_legacy(self, call_sid: str, reason: str, *, greet: bool = False) -> bool:
         self.moves.append((call_sid, reason))
         return True
 

@@ -16,7 +16,7 @@ from tests.realtime.harness import PUBLIC_BASE_URL, Harness, new_call_sid
 from tests.realtime.twilio_client import wait_until
 
 SPEECH = speechlike_ulaw(900, seed=2) + silence_ulaw(800)
-LEGACY_REDIRECT = {"Url": f"{PUBLIC_BASE_URL}/legacy/start", "Method": "POST"}
+LEGACY_GREET = {"Url": f"{PUBLIC_BASE_URL}/legacy/start?greet=1", "Method": "POST"}
 
 
 def test_slots_fill_up_to_the_limit_and_free_on_release() -> None:
@@ -56,7 +56,7 @@ async def test_a_stream_over_the_limit_moves_to_legacy_without_a_session_or_a_br
             assert not refused.closed.is_set()  # Twilio ends the stream itself once it runs the redirect
             await refused.stop()
             await refused.wait_closed()
-        assert harness.rest.updates_for(second) == [LEGACY_REDIRECT]
+        assert harness.rest.updates_for(second) == [LEGACY_GREET]  # they heard nothing here: legacy greets
         record = await harness.call(second)
         assert record["moved_to_legacy"] is True and record["move_reason"] == "realtime_full"
         assert record.get("breaker_outcome") is None

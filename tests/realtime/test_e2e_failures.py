@@ -15,6 +15,7 @@ from tests.realtime.twilio_client import TwilioMediaClient, wait_until
 
 SPEECH = speechlike_ulaw(900, seed=2) + silence_ulaw(800)
 LEGACY_REDIRECT = {"Url": f"{PUBLIC_BASE_URL}/legacy/start", "Method": "POST"}
+LEGACY_GREET = {"Url": f"{PUBLIC_BASE_URL}/legacy/start?greet=1", "Method": "POST"}
 
 
 def _saw(harness: Harness, index: int, server_event: str) -> bool:
@@ -36,13 +37,16 @@ async def _lose_the_session_after_a_played_reply(
     harness.server.loop.call_soon_threadsafe(connector.abort, 0)
 
 
-async def _assert_moved(harness: Harness, twilio: TwilioMediaClient, call_sid: str, reason: str) -> None:
+async def _assert_moved(
+    harness: Harness, twilio: TwilioMediaClient, call_sid: str, reason: str, *, heard_agent: bool = False
+) -> None:
+    """``heard_agent``: the caller heard the agent before the move, so legacy carries on; otherwise it greets."""
     await wait_until(lambda: bool(harness.rest.updates_for(call_sid)))
     # Twilio runs the redirect and ends the stream itself; the bridge must not hang up first.
     assert not twilio.closed.is_set()
     await twilio.stop()
     await twilio.wait_closed()
-    assert harness.rest.updates_for(call_sid) == [LEGACY_REDIRECT]
+    assert harness.rest.updates_for(call_sid) == [LEGACY_REDIRECT if heard_agent else LEGACY_GREET]
     record = await harness.call(call_sid)
     assert record["moved_to_legacy"] is True
     assert record["move_reason"] == reason
@@ -216,7 +220,7 @@ async def test_a_call_moved_mid_call_hands_its_conversation_to_legacy(
     async with harness.client(call_sid) as twilio:
         await twilio.start()
         await _lose_the_session_after_a_played_reply(harness, connector, twilio)
-        await _assert_moved(harness, twilio, call_sid, "voicelive_lost")
+        await _assert_moved(harness, twilio, call_sid, "voicelive_lost", heard_agent=True)
     # The call log writes in order: the history goes before the move's event.
     for _ in range(250):
         if any(event["type"] == "moved_to_legacy" for event in (await harness.call(call_sid))["events"]):

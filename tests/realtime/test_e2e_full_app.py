@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import orjson
 import pytest
@@ -177,14 +178,18 @@ async def _outage_call(app: FullApp) -> str:
         await twilio.start()
         await twilio.send_audio(SPEECH[: 40 * FRAME_BYTES])  # the caller talks while it fails
         await twilio.wait_for(lambda: bool(app.rest.updates_for(call_sid)))
-        assert app.rest.updates_for(call_sid) == [{"Url": LEGACY_START, "Method": "POST"}]
+        # The caller heard nothing of realtime: legacy is asked to greet them, not to carry on (they used to
+        # hear "Sorry about that. Let's carry on." as the first words of their call, all through an outage).
+        assert app.rest.updates_for(call_sid) == [{"Url": LEGACY_START + "?greet=1", "Method": "POST"}]
         # Twilio ends the stream itself when it runs the redirect: the bridge must not hang up first.
         assert not twilio.closed.is_set()
         # Twilio fetches the new URL: the legacy pipeline of the same service picks the call up.
-        redirect = await app.twilio_post(LEGACY_START, app.call_params(call_sid, "in-progress"))
+        redirect = await app.twilio_post(LEGACY_START + "?greet=1", app.call_params(call_sid, "in-progress"))
         assert redirect.status_code == 200
         assert f'<Gather action="{PUBLIC_BASE_URL}/legacy/turn"' in redirect.text
-        assert app.settings.legacy_resume_phrase in redirect.text
+        assert app.settings.legacy_resume_phrase not in redirect.text
+        greeting = app.components.profile.greeting
+        assert greeting and escape(greeting) in redirect.text, redirect.text
         await twilio.stop()
         assert await twilio.wait_closed() == 1000
     record = await app.eventually(
