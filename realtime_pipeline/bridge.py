@@ -683,7 +683,10 @@ class CallBridge:
     def _renewal_due(self) -> None:
         """Renew an ageing session at a turn boundary, before the service's own limit ends it."""
         self._renewal_timer = None
-        if self._moved or self._closing:
+        if self._moved or self._closing:  # the call is legacy's now, or over
+            return
+        if self._hanging_up:  # ending: Twilio ends the stream in a moment (a refused hang-up renews later)
+            self._schedule_renewal(self._renewal_retry_seconds())
             return
         age = self._clock.monotonic() - self._session_started
         if age < self._config.session_max_age_seconds:  # the session was replaced meanwhile

@@ -355,3 +355,26 @@ async def test_a_reprompt_voice_live_fails_does_not_fail_the_answered_turn_befor
     [turn] = call.store.turns
     assert turn["turn"] == 1 and turn["response_ms"] is not None
     assert turn["error"] is None, "its reply was given and heard"
+
+
+async def test_no_session_is_renewed_once_the_agent_is_hanging_up() -> None:
+    """Twilio takes a moment to end the stream after it accepts the hang-up: a session renewal falling due in
+    that moment opened a new (billed) Voice Live session for a call that was over."""
+    config = BridgeConfig(
+        silence_reprompt_seconds=QUIET,
+        silence_max_reprompts=0,
+        silence_goodbye="Bye now.",
+        session_max_age_seconds=0.8,
+    )
+    bridge, ws, client, mover, _, _ = make_bridge(config=config)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    call = Call(bridge, ws, client.opened[0], mover, FakeStore())
+    await until(lambda: len(call.prompts()) == 1)  # straight to the goodbye
+    call.speak("r_bye")
+    await call.hear_all()
+    await until(lambda: bool(mover.hang_ups))
+    await asyncio.sleep(1.2)  # the session's age passes its limit while Twilio has not yet ended the stream
+    assert len(client.opened) == 1
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
