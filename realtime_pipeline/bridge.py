@@ -472,7 +472,8 @@ class CallBridge:
             )
             self._ask(greeting)
             await self._request(greeting)
-            self._arm_first_audio(now)
+            # From the stream's start: the caller waited in silence through the session's set-up too.
+            self._arm_first_audio(self._stream_started)
         else:
             self._turns.skip_greeting()
         return True
@@ -1370,15 +1371,15 @@ class CallBridge:
         if self._outcome.decided or self._first_audio_anchor is not None:
             return
         self._first_audio_anchor = anchor
-        self._spawn(self._first_audio_watchdog())
+        self._spawn(self._first_audio_watchdog(anchor))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _first_audio_watchdog(self) -> None:
-        await asyncio.sleep(self._config.slow_call_seconds)
+    async def _first_audio_watchdog(self, anchor: float) -> None:
+        await asyncio.sleep(max(0.0, anchor + self._config.slow_call_seconds - self._clock.monotonic()))
         if not self._outcome.decided:
             self._log.event("first_audio_slow", self._clock.time())
             self._outcome.report(Outcome.SLOW, "no first audio within the slow-call threshold")

@@ -652,3 +652,22 @@ async def test_a_reply_of_a_lost_session_cut_off_later_is_replayed_only_as_far_a
         if event["type"] == "conversation.item.create"
     ]
     assert replayed == [("user", "Can I book Tuesday?"), ("assistant", "one two three")]
+
+
+async def test_a_greeting_after_a_slow_session_set_up_makes_the_call_slow() -> None:
+    """The slow-call clock started once the session was ready: a caller who waited through a slow handshake
+    and session.update in silence, then heard the greeting at once, made a fast call for the breaker."""
+    client = FakeClient()
+    client.gate = gate = asyncio.Event()
+    config = BridgeConfig(greeting="Hello.", slow_call_seconds=0.3)
+    bridge, ws, client, _, breaker, _ = make_bridge(config=config, client=client)
+    run = asyncio.create_task(bridge.run())
+    await asyncio.sleep(0.4)  # the caller hears nothing while the session is set up
+    gate.set()
+    await until(lambda: bool(client.opened) and "response.create" in client.opened[0].types())
+    client.opened[0].push(RESPONSE_CREATED)
+    client.opened[0].push(audio_delta("greeting", 100))
+    await until(lambda: bool(breaker.recorded))
+    assert breaker.recorded[0][0] == "slow"
+    ws.hang_up()
+    await asyncio.wait_for(run, 3)
