@@ -806,6 +806,7 @@ class CallBridge:
                     self._drop("wrong_stream")
                     continue
                 self._log.event("dtmf", self._clock.time(), digit=event.digit)
+                self._silence.caller_spoke()  # a key press: the caller is there
             else:
                 self._drop("unexpected_" + type(event).__name__.lower())
 

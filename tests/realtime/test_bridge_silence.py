@@ -12,6 +12,7 @@ from typing import Any
 from realtime_pipeline.bridge import BridgeConfig, CallBridge
 from tests.realtime.bridge_fakes import (
     CALL_SID,
+    STREAM_SID,
     FakeClient,
     FakeConnection,
     FakeMover,
@@ -378,3 +379,15 @@ async def test_no_session_is_renewed_once_the_agent_is_hanging_up() -> None:
     assert len(client.opened) == 1
     ws.hang_up()
     await asyncio.wait_for(run, 3)
+
+
+async def test_a_caller_pressing_keys_is_not_taken_for_a_silent_one() -> None:
+    """A key press is the caller on the line: someone keying in a number was re-prompted, then hung up on."""
+    async with calling() as call:
+        for _ in range(8):  # 0.8 s of key presses, well past the 0.15 s of quiet that prompts
+            call.ws.push(
+                {"event": "dtmf", "streamSid": STREAM_SID, "dtmf": {"track": "inbound_track", "digit": "5"}}
+            )
+            await asyncio.sleep(0.1)
+        assert call.prompts() == []
+        await until(lambda: len(call.prompts()) == 1)  # quiet again: the silence counts from the last key
