@@ -111,7 +111,6 @@ class BridgeConfig:
     greeting: str = ""
     tool_wait_phrase: str = ""  # said when a tool takes longer than tool_wait_seconds ("" says nothing)
     tool_wait_seconds: float = 1.5
-    reply_at_speech_end: bool = True  # the profile's turn_detection.create_response
     reply_wait_seconds: float = 10.0  # a reply not begun this long after it was asked is not awaited any more
     handover_history_messages: int = 20  # the legacy history cap (profile legacy.max_history_messages)
     slow_call_seconds: float = 4.0
@@ -1308,9 +1307,10 @@ class CallBridge:
         now = self._clock.monotonic()
         self._begin_turn(now, self._clock.time(), event.item_id)
         self._history.add("user", event.item_id)
-        if self._config.reply_at_speech_end:  # Voice Live creates it; asked again if the session is lost
-            self._ask(response_create())
-            self._stall.expect()
+        # Voice Live creates the reply itself (the profile's create_response is always on); asked again if
+        # the session is lost.
+        self._ask(response_create())
+        self._stall.expect()
         self._arm_first_audio(now)
 
     async def _on_error(self, event: ErrorEvent) -> None:

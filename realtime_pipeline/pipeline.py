@@ -96,7 +96,6 @@ class RealtimePipeline:
             greeting=profile.greeting,
             tool_wait_phrase=profile.tool_wait_phrase if profile.tool_wait_seconds > 0 else "",
             tool_wait_seconds=profile.tool_wait_seconds,
-            reply_at_speech_end=profile.turn_detection.create_response,
             handover_history_messages=profile.legacy.max_history_messages,
             slow_call_seconds=settings.breaker_slow_call_seconds,
             open_timeout=settings.realtime_open_timeout_seconds,

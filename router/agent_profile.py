@@ -36,6 +36,14 @@ class TurnDetection(BaseModel):
     interrupt_response: bool = True
     create_response: bool = True
 
+    @field_validator("create_response")
+    @classmethod
+    def _replies_are_created(cls, value: bool) -> bool:
+        """Off, Voice Live waits for a ``response.create`` the bridge never sends: the agent would not answer."""
+        if not value:
+            raise ValueError("false is not supported: the bridge relies on Voice Live to begin each reply")
+        return value
+
 
 class LegacyOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")

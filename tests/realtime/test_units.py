@@ -472,3 +472,15 @@ def test_rate_limiter_and_rate_limited_log(caplog: pytest.LogCaptureFixture) -> 
         now[0] += 11
         log.log(logging.WARNING, "r", "bad")
     assert [r.getMessage() for r in caplog.records] == ["bad", "bad (99 more since last report)"]
+
+
+def test_a_profile_that_turns_off_reply_creation_fails_at_load() -> None:
+    """``create_response: false`` went to Voice Live as it was: it then waits for the client to ask for each
+    reply, which the bridge never does, so every caller met an agent that never answered."""
+    from pydantic import ValidationError
+
+    from router.agent_profile import TurnDetection
+
+    with pytest.raises(ValidationError, match="create_response"):
+        TurnDetection(create_response=False)
+    assert TurnDetection().create_response is True
