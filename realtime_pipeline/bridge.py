@@ -180,6 +180,7 @@ class CallBridge:
         "_playback",
         "_preroll",
         "_probe",
+        "_prompt_item",
         "_prompt_playing",
         "_ratelog",
         "_reconnect_spent",
@@ -316,6 +317,7 @@ class CallBridge:
         self._renewal_timer: asyncio.TimerHandle | None = None
         self._silence_prompt: str | None = None  # the newest silence prompt asked for (_on_silence)
         self._prompt_playing = False  # the response under way is that prompt
+        self._prompt_item: str | None = None  # the newest silence prompt's spoken item
         self._silence = SilenceWatch(
             after_seconds=config.silence_reprompt_seconds,
             max_reprompts=config.silence_max_reprompts,
@@ -1196,6 +1198,8 @@ class CallBridge:
         now = self._clock.monotonic()
         self._history.add("assistant", item_id)
         # A silence prompt is no reply to the caller's words: a turn whose words got none keeps no latency.
+        if self._prompt_playing:
+            self._prompt_item = item_id
         response_ms = self._turns.first_audio(item_id, now, reply=not self._prompt_playing)
         turn = self._turns.current
         if response_ms is not None and turn is not None:
@@ -1270,9 +1274,12 @@ class CallBridge:
                 heard_ms=int(cut.heard_ms),
                 sent_ms=int(cut.sent_ms),
             )
-        if self._turns.current is not None:
-            self._turns.current.interrupted = True
-        self._turns.interrupting(user_item_id)
+        # Talking over a silence prompt ("are you still there?") cuts no turn's reply: the turn before it was
+        # answered long ago, and the caller's words are their answer to the prompt, not a barge-in on it.
+        if not all(cut.item_id == self._prompt_item for cut in cuts):
+            if self._turns.current is not None:
+                self._turns.current.interrupted = True
+            self._turns.interrupting(user_item_id)
         self.stats["barge_ins"] += 1
         self._metrics.barge_ins.labels(PIPELINE).inc()
 

@@ -391,3 +391,24 @@ async def test_a_caller_pressing_keys_is_not_taken_for_a_silent_one() -> None:
             await asyncio.sleep(0.1)
         assert call.prompts() == []
         await until(lambda: len(call.prompts()) == 1)  # quiet again: the silence counts from the last key
+
+
+async def test_talking_over_a_reprompt_interrupts_no_turn() -> None:
+    """A caller answering "are you still there?" over it marked their previous turn, answered and heard
+    long before, as interrupted, and their answer as a barge-in on it (the report's interruption figures)."""
+    async with calling(BridgeConfig(silence_reprompt_seconds=QUIET, silence_max_reprompts=1)) as call:
+        for event in speech("u1"):
+            call.vl.push(event)
+        call.speak("r_answer")
+        await call.hear_all()
+        await until(lambda: len(call.prompts()) == 1)
+        call.speak("r_prompt", ms=2000)  # queued at Twilio, not played yet
+        await until(lambda: bool(call.ws.events("mark")) and len(call.ws.events("mark")) > call.echoed)
+        for event in speech("u2"):
+            call.vl.push(event)
+        await until(lambda: bool(call.ws.events("clear")))  # the prompt is cut off
+        call.speak("r_second")
+        await call.hear_all()
+    first, second = sorted(call.store.turns, key=lambda t: t["turn"])[:2]
+    assert first["turn"] == 1 and not first["interrupted"]
+    assert second["turn"] == 2 and second["false_interrupt"] is None  # no barge-in: nothing to judge
