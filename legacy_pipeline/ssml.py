@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from xml.sax.saxutils import escape, quoteattr
 
 SSML_NAMESPACE = "http://www.w3.org/2001/10/synthesis"
 
-# Characters XML 1.0 forbids even when escaped; a model can emit them and they would break the document.
-_FORBIDDEN = {c: None for c in range(0x20) if c not in (0x09, 0x0A, 0x0D)}
+# Characters XML 1.0 forbids even when escaped (controls, lone surrogates, U+FFFE, U+FFFF); a model can emit
+# them (JSON's "\ud800" decodes to a lone surrogate, which cannot even be encoded as UTF-8) and they would
+# break the document.
+_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def clean_text(text: str) -> str:
-    """Drop control characters XML cannot carry and collapse whitespace runs."""
-    return " ".join(text.translate(_FORBIDDEN).split())
+    """Drop characters XML cannot carry and collapse whitespace runs."""
+    return " ".join(_FORBIDDEN.sub("", text).split())
 
 
 def build_ssml(text: str, *, voice: str, language: str) -> str:

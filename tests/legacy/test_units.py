@@ -43,6 +43,14 @@ def test_ssml_drops_characters_xml_cannot_carry() -> None:
     assert next(root.iter(f"{NS}voice")).text == "bell and nul"
 
 
+def test_ssml_drops_lone_surrogates_and_noncharacters() -> None:
+    """A lone surrogate (JSON's "\\ud83d" from a model cut mid-emoji) could not even be encoded to send, and
+    U+FFFE/U+FFFF make a document no XML parser accepts: the turn ended in the apology."""
+    ssml = build_ssml("ok \ud83d then \ufffe\uffffdone \U0001f600", voice="v", language="en-US")
+    root = ET.fromstring(ssml.encode("utf-8"))
+    assert next(root.iter(f"{NS}voice")).text == "ok then done \U0001f600"
+
+
 @pytest.mark.parametrize(
     ("text", "limit", "expected"),
     [
