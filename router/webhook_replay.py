@@ -87,10 +87,12 @@ class WebhookReplay:
         if token is None:
             return await handle()
         key = f"{call_sid}\x00{token}"
-        now = self._monotonic()
         answers = self._answers
-        found = answers.get(key)
-        if found is not None and found.expires_at > now:
+        while True:
+            now = self._monotonic()
+            found = answers.get(key)
+            if found is None or found.expires_at <= now:
+                break
             response = found.response
             if response is None:  # the first attempt is still running
                 waiter: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
@@ -101,7 +103,7 @@ class WebhookReplay:
                     self._metrics.webhook_replays.labels(route).inc()
                 log.info("answered a Twilio retry of %s with the first attempt's answer", route)
                 return response
-            # The first attempt failed: this retry does the work itself.
+            # That attempt failed: the first retry to wake does the work, the others wait on it in turn.
         entry = answers[key] = _Answer(now + self._ttl_s)
         if found is not None:
             answers.move_to_end(key)  # where the newest belong

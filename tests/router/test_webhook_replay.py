@@ -93,6 +93,21 @@ async def test_a_first_attempt_that_failed_is_redone_by_its_retry():
     assert len(replay) == 1  # the retry's own answer, replayable in turn
 
 
+async def test_retries_waiting_on_a_first_attempt_that_failed_redo_it_once_between_them():
+    """Every retry woken by the failure ran the handler itself, at the same time: the turn ran (and was
+    recorded, and billed) once per waiting retry."""
+    replay = WebhookReplay()
+    failing = Handler(delay_s=0.02, fail=True)
+    working = Handler(delay_s=0.02)
+    first = asyncio.ensure_future(replay.answer("/legacy/turn", CALL, "tok-1", failing))
+    await asyncio.sleep(0)
+    retries = await asyncio.gather(*(replay.answer("/legacy/turn", CALL, "tok-1", working) for _ in range(3)))
+    with pytest.raises(RuntimeError):
+        await first
+    assert working.calls == 1
+    assert retries[1] is retries[0] and retries[2] is retries[0]
+
+
 async def test_a_cancelled_retry_does_not_cancel_the_first_attempt():
     replay = WebhookReplay()
     handle = Handler(delay_s=0.05)
