@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from legacy_pipeline.history import ConversationState, TurnCounters
+from legacy_pipeline.history import WRITE_TIMEOUT_S, ConversationState, TurnCounters
 from legacy_pipeline.llm import ChatMessage, ChatReply
 from legacy_pipeline.phrase_cache import PhraseAudio, PhraseCache, PhraseFailed
 from legacy_pipeline.services import LegacyServices
@@ -415,15 +415,19 @@ class TurnLoop:
             self._metrics.observe_turn(PIPELINE, stage, ms)
         self._records.submit(record.to_dict())
 
+    # Both are written before the answer: bounded like the history's writes, so a store that stopped answering
+    # cannot hold the caller's TwiML past Twilio's 15 s.
     async def _merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
         try:
-            await self._store.merge_call(call_sid, fields)
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await self._store.merge_call(call_sid, fields)
         except Exception:
             self._store_failed("merge_call")
 
     async def _event(self, call_sid: str, event: dict[str, Any]) -> None:
         try:
-            await self._store.append_call_event(call_sid, {"at": self._wall_time(), **event})
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await self._store.append_call_event(call_sid, {"at": self._wall_time(), **event})
         except Exception:
             self._store_failed("append_call_event")
 

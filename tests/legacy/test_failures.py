@@ -183,6 +183,32 @@ class _StuckWrites:
         await self._stuck()
 
 
+class _StuckCallWrites(_StuckWrites):
+    """Its call record and call event writes never answer either."""
+
+    async def append_call_event(self, call_sid: str, event: dict[str, Any]) -> None:
+        await self._stuck()
+
+    async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
+        await self._stuck()
+
+
+async def test_a_store_that_stops_answering_holds_neither_a_resume_nor_an_empty_turn(
+    legacy: HarnessFactory,
+) -> None:
+    """The resume of a moved call and a silent turn wrote their call event (and the hang-up its call record)
+    with no bound: a store that accepted and went quiet held the answer until Twilio gave up (15 s) and the
+    caller heard Twilio's application error."""
+    h = await legacy(wrap_store=lambda store: _StuckCallWrites(store), profile_legacy={"max_empty_turns": 1})
+    call = "CA" + "8" * 32
+    resumed = await asyncio.wait_for(h.twilio.post("/legacy/start", h.twilio.params(call)), 8)
+    assert resumed.status_code == 200 and h.settings.legacy_resume_phrase in [
+        s.text for s in h.speech.syntheses
+    ]
+    goodbye = await asyncio.wait_for(h.twilio.say(Twiml.parse(resumed), call, None), 8)
+    assert goodbye.hangup, goodbye.text
+
+
 @pytest.mark.parametrize("fail", [False, True], ids=["stuck", "failing"])
 async def test_history_and_counter_writes_after_the_reply_neither_hold_it_nor_replace_it(
     legacy: HarnessFactory, fail: bool
