@@ -87,7 +87,7 @@ from realtime_pipeline.voicelive_events import (
 )
 from router.observability import Metrics
 from router.records import REALTIME_FULL
-from router.tool_calls import ToolCall, ToolResult, ToolRunner, unavailable_tool
+from router.tool_calls import ToolCall, ToolResult, ToolRunner, chat_exchange, unavailable_tool
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,9 @@ class BridgeConfig:
     greeting: str = ""
     tool_wait_phrase: str = ""  # said when a tool takes longer than tool_wait_seconds ("" says nothing)
     tool_wait_seconds: float = 1.5
+    # A call moved to legacy while a tool runs (a booking) waits this long for it as its stream ends, so its
+    # answer joins the history legacy goes on from instead of being cut off.
+    tool_handover_seconds: float = 10.0
     reply_wait_seconds: float = 10.0  # a reply not begun this long after it was asked is not awaited any more
     handover_history_messages: int = 20  # the legacy history cap (profile legacy.max_history_messages)
     slow_call_seconds: float = 4.0
@@ -203,6 +206,7 @@ class CallBridge:
         "_stream_sid",
         "_stream_started",
         "_tasks",
+        "_tool_tasks",
         "_tools",
         "_tools_running",
         "_transcribing",
@@ -240,6 +244,7 @@ class CallBridge:
         self._ws = websocket
         self._tools = tools
         self._tools_running = 0  # tool rounds in flight: no session swap until their answers are in
+        self._tool_tasks: set[asyncio.Task[None]] = set()  # those rounds (a subset of _tasks)
         self._wait_phrase_playing = False  # the response covering a slow tool is under way
         self._reply_after_response = False  # the tools answered during it: ask for the reply when it is done
         # The greeting and the silence prompts never call a tool; and a session whose tool_choice is "required"
@@ -393,6 +398,10 @@ class CallBridge:
             self._renewal_timer.cancel()
         self._silence.stop()
         self._stall.settle()
+        if self._moved and self._tool_tasks:
+            # The call goes on at legacy: a tool under way (a booking, whose backend may already have acted)
+            # runs to its end, and its answer joins the history legacy reads (_run_tools).
+            await asyncio.wait(set(self._tool_tasks), timeout=self._config.tool_handover_seconds)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -1051,7 +1060,9 @@ class CallBridge:
         for call in calls:
             self._history.add_function_call(call)
         self._tools_running += 1
-        self._spawn(self._run_tools(calls, self._generation))
+        task = self._spawn(self._run_tools(calls, self._generation))
+        self._tool_tasks.add(task)
+        task.add_done_callback(self._tool_tasks.discard)
 
     async def _run_tools(self, calls: tuple[ToolCall, ...], generation: int) -> None:
         """Run the calls, give Voice Live their answers and ask it to go on speaking.
@@ -1092,9 +1103,14 @@ class CallBridge:
             # Under the lock a session swap is either over (the new session gets the calls here) or not begun
             # (its replay carries them, answered).
             async with self._replace_lock:
-                if self._moved or self._closing:
-                    return
                 answered = [(call, result.output) for call, result in zip(calls, results, strict=True)]
+                if self._moved:
+                    # Legacy has the call now: it learns what the tool did (its history was handed over
+                    # without this unanswered exchange).
+                    self._log.history(chat_exchange(answered), self._config.handover_history_messages)
+                    return
+                if self._closing:
+                    return
                 for call, output in answered:
                     self._history.set_function_output(call.call_id, output)
                 if generation == self._generation:
@@ -1381,10 +1397,11 @@ class CallBridge:
         self._first_audio_anchor = anchor
         self._spawn(self._first_audio_watchdog(anchor))
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _first_audio_watchdog(self, anchor: float) -> None:
         await asyncio.sleep(max(0.0, anchor + self._config.slow_call_seconds - self._clock.monotonic()))

@@ -122,7 +122,9 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def running(tools: Any = None, **options: Any) -> AsyncIterator[Running]:
-    """The bridge from session open to the caller's hang-up (which ends it, within 3 s)."""
+    """The bridge from session open to the caller's hang-up (which ends it, within 3 s). A gated tool still
+    waiting when the call moves is waited for 0.2 s (tool_handover_seconds) unless ``config`` says otherwise."""
+    options.setdefault("config", BridgeConfig(tool_handover_seconds=0.2))
     bridge, ws, client, _, breaker, store = make_bridge(tools=tools, **options)
     run = asyncio.create_task(bridge.run())
     await until(lambda: bool(client.opened))
@@ -719,7 +721,7 @@ async def test_a_turn_whose_tool_outlasts_the_reply_wait_fails_when_its_session_
     longer counted as owed, so a loss with no session taking over left a turn that never got its reply
     unmarked."""
     tools = GatedTools()
-    async with running(tools, config=BridgeConfig(reply_wait_seconds=0.1)) as call:
+    async with running(tools, config=BridgeConfig(reply_wait_seconds=0.1, tool_handover_seconds=0.1)) as call:
         await _turn_asking_for(call.vl, ("call_a", "check_availability", "{}"))
         await until(lambda: len(tools.asked) == 1)
         await asyncio.sleep(0.2)  # the tool is still working

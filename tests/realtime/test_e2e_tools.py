@@ -293,3 +293,42 @@ async def test_a_call_moved_after_a_tool_round_hands_the_tool_exchange_to_legacy
     assert history[2]["tool_call_id"] == call["call_id"]
     assert orjson.loads(history[2]["content"])["free_slots"] == ["09:30", "11:00", "14:30"]
     assert history[3]["content"].startswith("On Tuesday I have")
+
+
+async def test_a_tool_still_running_when_the_call_moves_finishes_and_reaches_legacy(
+    make_harness: Callable[..., Harness], voicelive: VoiceLiveEmulator, tool_backend: ToolBackendEmulator
+) -> None:
+    """The session is lost while a tool (a booking, say) runs, and the call moves to legacy. The tool was
+    cancelled as the stream ended, though its backend may already have acted, and legacy's model never
+    learned of it. Now it runs to its end and its call and answer join the handed-over history."""
+    script_tool_then_reply(voicelive)
+    tool_backend.set_faults(delay_s=1.0)
+    connector = ControlledConnector()
+    connector.refuse_after = 1  # the quick reconnect fails: the call moves
+    harness = make_harness(connector=connector, profile_overrides=profile_tools(tool_backend))
+    call_sid = new_call_sid()
+    await harness.register_call(call_sid)
+    async with harness.client(call_sid) as twilio:
+        await twilio.start()
+        await twilio.send_audio(SPEECH)
+        await twilio.wait_for(lambda: bool(voicelive.sessions) and bool(voicelive.sessions[0].function_calls))
+        await wait_until(lambda: bool(tool_backend.calls))  # the tool is running
+        assert harness.server.loop is not None
+        harness.server.loop.call_soon_threadsafe(connector.abort, 0)
+        await wait_until(lambda: bool(harness.rest.updates_for(call_sid)))
+        await twilio.stop()  # Twilio runs the redirect: the stream ends while the tool still runs
+        await twilio.wait_closed()
+
+    async def history() -> list[dict[str, Any]]:
+        return await harness.on_server(harness.store.get_history(call_sid))
+
+    for _ in range(150):
+        if any(m["role"] == "tool" for m in await history()):
+            break
+        await asyncio.sleep(0.02)
+    messages = await history()
+    assert [m["role"] for m in messages][-2:] == ["assistant", "tool"], messages
+    [asked] = messages[-2]["tool_calls"]
+    assert asked["function"]["name"] == "check_availability"
+    assert messages[-1]["tool_call_id"] == asked["id"]
+    assert orjson.loads(messages[-1]["content"])["free_slots"] == ["09:30", "11:00", "14:30"]
