@@ -58,7 +58,7 @@ class RestFaults:
 
     latency_ms: float = 0.0  # added before answering every update
     fail_status: int | None = None  # answer every update with this HTTP status (e.g. 500, 503)
-    fail_next: int = 0  # answer the next N updates with ``fail_status`` (or 500), then recover
+    fail_next: int = 0  # answer the next N updates with ``fail_status`` (or 500), then recover (clears it)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -287,6 +287,8 @@ class TwilioRestEmulator:
             status = faults.fail_status or 500
             if faults.fail_next > 0:
                 faults.fail_next -= 1
+                if faults.fail_next == 0:
+                    faults.fail_status = None  # the status was for those N updates: recover
             return _json(error_body(status, 20500, "Internal Server Error"), status)
 
         found = self._lookup(call_sid, request.url.path)

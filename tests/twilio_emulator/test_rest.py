@@ -137,3 +137,25 @@ def test_an_idle_pooled_connection_stays_open_past_uvicorns_five_seconds(emulato
         assert first.status_code == second.status_code
         # One connection served both requests: the pool still held it, and the emulator had not closed it.
         assert client._transport._pool.connections[0]._connection._request_count == 2  # type: ignore[attr-defined]
+
+
+def test_fail_next_with_a_status_recovers_after_n_updates(emulator):
+    """``fail_next`` answers the next N updates with ``fail_status`` (or 500), *then recovers*."""
+    httpx.post(f"{emulator.url}/_emulator/faults", json={"fail_next": 2, "fail_status": 503})
+    client = client_for(emulator)
+    for _ in range(2):
+        with pytest.raises(TwilioRestException) as caught:
+            client.calls(CALL).update(url="https://r.example/x")
+        assert caught.value.status == 503
+    assert client.calls(CALL).update(url="https://r.example/x").status == "in-progress"
+    assert emulator.faults.fail_next == 0 and emulator.faults.fail_status is None
+
+
+def test_fail_status_alone_fails_every_update_until_cleared(emulator):
+    emulator.faults.fail_status = 500
+    client = client_for(emulator)
+    for _ in range(3):
+        with pytest.raises(TwilioRestException):
+            client.calls(CALL).update(url="https://r.example/x")
+    emulator.faults.fail_status = None
+    assert client.calls(CALL).update(url="https://r.example/x").status == "in-progress"
