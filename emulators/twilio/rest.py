@@ -345,9 +345,25 @@ class TwilioRestEmulator:
             unknown = sorted(set(changes) - known)
             if unknown:
                 return _json(orjson.dumps({"error": f"unknown fault fields: {', '.join(unknown)}"}), 400)
+            problem = _fault_type_error(changes)
+            if problem is not None:
+                return _json(orjson.dumps({"error": problem}), 400)
             for name, value in changes.items():
                 setattr(self.faults, name, value)
         return _json(orjson.dumps(self.faults.to_dict()))
+
+
+def _fault_type_error(changes: dict[str, Any]) -> str | None:
+    """Why ``changes`` cannot be applied to :class:`RestFaults` (a number where one is due), or ``None``."""
+    for name, value in changes.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if name == "fail_status" and value is not None and not (number and isinstance(value, int)):
+            return "fail_status must be an HTTP status (an integer) or null"
+        if name == "fail_next" and not (number and isinstance(value, int)):
+            return "fail_next must be an integer"
+        if name == "latency_ms" and not number:
+            return "latency_ms must be a number"
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -159,3 +159,12 @@ def test_fail_status_alone_fails_every_update_until_cleared(emulator):
             client.calls(CALL).update(url="https://r.example/x")
     emulator.faults.fail_status = None
     assert client.calls(CALL).update(url="https://r.example/x").status == "in-progress"
+
+
+def test_a_fault_of_the_wrong_type_is_refused_and_changes_nothing(emulator):
+    """A bad control request is a 400, not a knob that breaks every later update with a bare 500."""
+    for bad in ({"fail_next": "2"}, {"latency_ms": None}, {"fail_status": "503"}, {"fail_next": True}):
+        response = httpx.post(f"{emulator.url}/_emulator/faults", json={"latency_ms": 5, **bad})
+        assert response.status_code == 400, bad
+    assert emulator.faults.to_dict() == {"latency_ms": 0.0, "fail_status": None, "fail_next": 0}
+    assert client_for(emulator).calls(CALL).update(url="https://r.example/x").status == "in-progress"
