@@ -44,7 +44,7 @@ class SpeechKnobs:
     close_reason: str = "Internal service error."
     """…and this reason (the SDK puts it in the error details)…"""
     close_after_chunks: int = 0
-    """…after this many TTS audio frames (0: before ``turn.start``)."""
+    """…after this many TTS audio frames (0: before ``turn.start``; more than a reply has: after its last)."""
     stall_next: int = 0
     """Never answer the next N requests (the TTS first-chunk timeout fires; STT hangs)."""
     refuse_handshakes_next: int = 0

@@ -170,6 +170,9 @@ class TtsSession:
                 await self.connection.pause(knobs.tts_chunk_delay_s)
             await self.connection.send_bytes(audio_frame(request_id, stream_id, audio[start : start + step]))
             record.audio_bytes += len(audio[start : start + step])
+        if fault.kind == "close":  # fewer chunks than close_after_chunks: closed after the last one
+            record.outcome = f"closed:{fault.close_code}"
+            raise CloseConnection(fault.close_code, fault.close_reason)
         if metadata.get("sessionEndEnabled", True):
             session_end = {
                 "Metadata": [{"Type": "SessionEnd", "Data": {"Offset": duration_ms * TICKS_PER_MS}}]

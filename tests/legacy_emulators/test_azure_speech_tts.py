@@ -186,3 +186,14 @@ def test_control_endpoint(emulator: AzureSpeechEmulator) -> None:
         state = http.get("/_emulator/state").json()
         assert state["syntheses"] == 1 and state["recent_syntheses"][0]["outcome"] == "closed:1007"
         assert state["knobs"]["close_next"] == 0
+
+
+def test_close_after_more_chunks_than_the_audio_has_still_closes(emulator: AzureSpeechEmulator) -> None:
+    """A close fault is taken by the request: one shorter than ``close_after_chunks`` is closed after its last
+    chunk (no ``turn.end``), not answered in full with the fault spent."""
+    emulator.set_faults(close_next=1, close_code=1011, close_reason="Lost backend.", close_after_chunks=50)
+    result = speak(synthesizer(emulator), "Hi.")  # 195 ms: two 100 ms chunks
+    assert result.reason == Reason.Canceled
+    assert "Lost backend." in result.cancellation_details.error_details
+    assert emulator.syntheses[0].outcome == "closed:1011"
+    assert speak(synthesizer(emulator), "Back.").reason == Reason.SynthesizingAudioCompleted
