@@ -168,6 +168,14 @@ def _missing(param: str) -> RequestError:
     return RequestError(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
 
 
+def validate_stream_options(body: Mapping[str, Any]) -> RequestError | None:
+    """``stream_options``, which the app reads as an object; ``None`` if absent or an object."""
+    options = body.get("stream_options")
+    if options is None or isinstance(options, dict):
+        return None
+    return _wrong_type("stream_options", "an object", options)
+
+
 def validate_tools(body: Mapping[str, Any]) -> RequestError | None:
     """``tools`` and ``tool_choice`` of a chat-completions body; ``None`` if they are acceptable."""
     tools = body.get("tools")

@@ -243,3 +243,15 @@ async def test_latency_knobs_apply(emulator: OpenAIEmulator) -> None:
     emulator.set_faults(first_token_delay_s=0.01, token_delay_s=0.001)
     stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
     assert [c async for c in stream]
+
+
+async def test_stream_options_of_the_wrong_type_is_a_400_not_a_crash(emulator: OpenAIEmulator) -> None:
+    for client in (oai(emulator), azure(emulator)):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(
+                model="m", messages=MESSAGES, stream=True, extra_body={"stream_options": "usage"}
+            )
+        assert caught.value.param == "stream_options"
+        assert caught.value.code == "invalid_type"
+        assert "Invalid type for 'stream_options'" in caught.value.message
+    assert emulator.requests[-1].status == 400
