@@ -601,18 +601,25 @@ class _Call:
         return FALL_THROUGH
 
     async def _record(self, verb: RecordVerb, doc_url: str) -> Fetched | str:
-        step = self.steps[0] if self.steps else None
-        if step is None or isinstance(step, HangUp):
-            if step is not None:
-                self.steps.popleft()
-            self.result.ended_by = "caller"
-            return HANG_UP
-        if isinstance(step, Pause):
-            self.steps.popleft()
-            await self._pause(min(float(step.ms), verb.timeout_s * 1000.0))
-            return FALL_THROUGH  # nothing recorded: Twilio moves on to the next verb
         if verb.play_beep:
             await self.sleep(250)
+        timeout_ms = verb.timeout_s * 1000.0
+        silent = 0.0  # the recording ends after ``timeout`` of silence, before the caller speaks too
+        while True:
+            step = self.steps[0] if self.steps else None
+            if step is None or isinstance(step, HangUp):
+                if step is not None:
+                    self.steps.popleft()
+                self.result.ended_by = "caller"
+                return HANG_UP
+            if not isinstance(step, Pause):
+                break
+            self.steps.popleft()
+            quiet = min(float(step.ms), timeout_ms - silent)
+            await self._pause(quiet)
+            silent += quiet
+            if silent >= timeout_ms:
+                return FALL_THROUGH  # nothing recorded: Twilio moves on to the next verb
         await self.sleep(self.script.think_ms)
         await self._speak(step.utterance, barge_in=False)
         self.steps.popleft()

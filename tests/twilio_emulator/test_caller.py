@@ -319,3 +319,22 @@ async def test_dtmf_gather_action_on_empty_result_requests_the_action(sim, route
     posted = [data for path, data in router.form_posts if path == "/legacy/turn"]
     assert len(posted) == 1 and "Digits" not in posted[0]
     assert result.ended_by == "twiml_hangup"
+
+
+async def test_record_keeps_recording_through_a_pause_shorter_than_its_timeout(sim, router):
+    """<Record timeout> is the silence that *ends* the recording: a caller quiet for less than it and then
+    speaking is recorded; only a silence as long as the timeout ends it with nothing recorded."""
+    router.legacy_first_twiml = (
+        '<Response><Record action="/rec" timeout="3" playBeep="false"/>'
+        "<Say>fell through</Say><Hangup/></Response>"
+    )
+    router.turn_twiml = "<Response><Hangup/></Response>"
+    utterance = Utterance.speechlike("after a breath", duration_ms=800)
+    await sim.place_call(CallScript(steps=[Pause(1000), Say(utterance)]))
+    posted = [data for path, data in router.form_posts if path == "/rec"]
+    assert len(posted) == 1 and posted[0]["RecordingDuration"] == "1"
+
+    router.form_posts.clear()
+    result = await sim.place_call(CallScript(steps=[Pause(3000), Say(utterance)], hang_up_when_done=False))
+    assert [path for path, _ in router.form_posts if path == "/rec"] == []
+    assert result.ended_by == "twiml_hangup"  # fell through to <Say>, <Hangup/>
