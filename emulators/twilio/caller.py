@@ -377,6 +377,7 @@ class _Call:
                 current = await self._run_document(current)
         finally:
             self.ears.hung_up(self.ears.now())
+            self.sim.rest.end_call(self.sid)  # before the callbacks: for Twilio the call is over now
             self.result.status = "completed"
             self.result.duration_s = self.ears.now() - answered_at
             self.result.max_silence_ms = self.ears.max_silence_ms

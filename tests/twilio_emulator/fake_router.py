@@ -14,6 +14,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import numpy as np
 import orjson
 from starlette.applications import Starlette
@@ -54,6 +55,7 @@ class FakeRouter:
         self.form_posts: list[tuple[str, dict[str, str]]] = []
         self.streams: list[StreamLog] = []
         self.rejected: list[str] = []
+        self.rest_status_at_callback: list[str] = []  # the Call resource's status when its callback came
         self.app = Starlette(
             routes=[
                 Route("/twilio/voice", self.voice, methods=["POST"]),
@@ -105,8 +107,13 @@ class FakeRouter:
         return Response(self.turn_twiml or self._gather("/audio/reply.wav"), media_type="text/xml")
 
     async def status(self, request: Request) -> Response:
-        if await self._checked(request) is None:
+        form = await self._checked(request)
+        if form is None:
             return Response("bad signature", 403)
+        if self.rest_url and "CallStatus" in form and "StreamEvent" not in form:
+            url = f"{self.rest_url}/2010-04-01/Accounts/{self.account_sid}/Calls/{form['CallSid']}.json"
+            async with httpx.AsyncClient(auth=(self.account_sid, self.token)) as http:
+                self.rest_status_at_callback.append((await http.get(url)).json()["status"])
         return Response(status_code=204)
 
     async def audio(self, request: Request) -> Response:

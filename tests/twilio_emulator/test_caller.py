@@ -338,3 +338,12 @@ async def test_record_keeps_recording_through_a_pause_shorter_than_its_timeout(s
     result = await sim.place_call(CallScript(steps=[Pause(3000), Say(utterance)], hang_up_when_done=False))
     assert [path for path, _ in router.form_posts if path == "/rec"] == []
     assert result.ended_by == "twiml_hangup"  # fell through to <Say>, <Hangup/>
+
+
+async def test_the_call_is_completed_in_the_rest_api_before_its_status_callback(sim, router, rest):
+    """Twilio sends the final status callback after the call has ended: by then the Call resource says
+    completed and an update is refused (21220), not accepted for a call that is already over."""
+    router.legacy_first_twiml = "<Response><Say>Bye</Say><Hangup/></Response>"
+    result = await sim.place_call(CallScript(steps=[]))
+    assert result.status_callback == 204
+    assert router.rest_status_at_callback == ["completed"]
