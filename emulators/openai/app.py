@@ -35,6 +35,7 @@ from emulators.openai.tools import (
     forced_call,
     new_call_id,
     offered_tools,
+    validate_messages,
     validate_stream_options,
     validate_tool_messages,
     validate_tools,
@@ -272,7 +273,12 @@ class ChatCompletionsApp:
         messages: list[Any] = body["messages"]
         record.tools = offered_tools(body)
         record.tool_messages = tool_messages(messages)
-        invalid = validate_stream_options(body) or validate_tools(body) or validate_tool_messages(messages)
+        invalid = (
+            validate_messages(messages)
+            or validate_stream_options(body)
+            or validate_tools(body)
+            or validate_tool_messages(messages)
+        )
         if invalid is not None:
             return self._finish(
                 record,

@@ -169,11 +169,41 @@ def _missing(param: str) -> RequestError:
 
 
 def validate_stream_options(body: Mapping[str, Any]) -> RequestError | None:
-    """``stream_options``, which the app reads as an object; ``None`` if absent or an object."""
+    """``stream_options``, which the app reads as an object and OpenAI allows only with ``stream``; ``None``
+    if absent or acceptable."""
     options = body.get("stream_options")
-    if options is None or isinstance(options, dict):
+    if options is None:
         return None
-    return _wrong_type("stream_options", "an object", options)
+    if not isinstance(options, dict):
+        return _wrong_type("stream_options", "an object", options)
+    if not body.get("stream"):
+        # verbatim
+        return RequestError(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options", None
+        )
+    return None
+
+
+MESSAGE_ROLES = ("system", "assistant", "user", "function", "tool", "developer")
+
+
+def validate_messages(messages: Sequence[Any]) -> RequestError | None:
+    """Each message an object with a known role; ``None`` if they are."""
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return _wrong_type(f"messages[{i}]", "an object", message)
+        role = message.get("role")
+        if role is None:
+            return _missing(f"messages[{i}].role")
+        if role not in MESSAGE_ROLES:
+            # the shape of OpenAI's enum errors
+            return RequestError(
+                f"Invalid value: {role!r}. Supported values are: 'system', 'assistant', 'user', 'function', "
+                "'tool', and 'developer'.",
+                f"messages[{i}].role",
+                "invalid_value",
+            )
+    return None
 
 
 def validate_tools(body: Mapping[str, Any]) -> RequestError | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import openai
@@ -255,3 +256,21 @@ async def test_stream_options_of_the_wrong_type_is_a_400_not_a_crash(emulator: O
         assert caught.value.code == "invalid_type"
         assert "Invalid type for 'stream_options'" in caught.value.message
     assert emulator.requests[-1].status == 400
+
+
+async def test_messages_that_are_not_chat_messages_and_stream_options_without_stream_are_400s(
+    emulator: OpenAIEmulator,
+) -> None:
+    """Accepted before (a reply came back), where OpenAI refuses them: a client bug the emulator hid."""
+    client = oai(emulator)
+    cases: list[tuple[list[Any], dict[str, Any], str, str | None]] = [
+        (["hi"], {}, "messages[0]", "invalid_type"),
+        ([{"content": "hi"}], {}, "messages[0].role", "missing_required_parameter"),
+        ([{"role": "robot", "content": "hi"}], {}, "messages[0].role", "invalid_value"),
+        (MESSAGES, {"stream_options": {"include_usage": True}}, "stream_options", None),
+    ]
+    for messages, extra, param, code in cases:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.chat.completions.create(model="m", messages=messages, extra_body=extra)
+        assert (caught.value.param, caught.value.code) == (param, code), caught.value.message
+    assert [r.status for r in emulator.requests] == [400] * len(cases)
