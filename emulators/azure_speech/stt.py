@@ -123,7 +123,7 @@ class SttSession:
                 sample_rate=int(source.get("samplerate", 16000)),
                 bits_per_sample=int(source.get("bitspersample", 16)),
             )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
             pass  # keep the default: 16 kHz 16-bit mono PCM
 
     def _read_language(self, body: str) -> None:

@@ -80,9 +80,13 @@ class TtsSession:
 
     def _output_format(self, request_id: str) -> tuple[str, dict[str, Any]]:
         context = self._contexts.pop(request_id, {})
-        audio = (context.get("synthesis") or {}).get("audio") or {}
+        synthesis = context.get("synthesis") or {}
+        audio = synthesis.get("audio") or {} if isinstance(synthesis, dict) else None
+        if not isinstance(audio, dict):
+            raise CloseConnection(1007, "synthesis.context: synthesis and its audio must be objects")
         name = audio.get("outputFormat") or DEFAULT_OUTPUT_FORMAT
-        return str(name), audio.get("metadataOptions") or {}
+        metadata = audio.get("metadataOptions") or {}
+        return str(name), metadata if isinstance(metadata, dict) else {}
 
     async def _synthesize(self, message: UspMessage) -> None:
         request_id = message.request_id

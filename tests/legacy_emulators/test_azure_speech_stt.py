@@ -162,3 +162,19 @@ def test_stall_never_answers_until_the_server_goes_away() -> None:
         emu.stop()
     assert done.wait(20.0)
     assert box[0].reason == Reason.Canceled
+
+
+async def test_a_speech_config_whose_audio_source_is_not_an_object_keeps_the_default_format() -> None:
+    """``{"context": {"audio": {"source": []}}}`` raised AttributeError: the client got 1011 "Emulator
+    internal error" instead of the default input format every other malformed config falls back to."""
+    import asyncio
+
+    import websockets
+
+    from emulators.azure_speech.usp import text_frame
+
+    with AzureSpeechEmulator() as emu:
+        async with websockets.connect(emu.stt_endpoint()) as ws:
+            await ws.send(text_frame("speech.config", "R1", '{"context": {"audio": {"source": []}}}'))
+            with pytest.raises(TimeoutError):  # nothing to answer yet, and the socket stays open
+                await asyncio.wait_for(ws.recv(), 0.5)

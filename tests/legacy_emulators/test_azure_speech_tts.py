@@ -197,3 +197,24 @@ def test_close_after_more_chunks_than_the_audio_has_still_closes(emulator: Azure
     assert "Lost backend." in result.cancellation_details.error_details
     assert emulator.syntheses[0].outcome == "closed:1011"
     assert speak(synthesizer(emulator), "Back.").reason == Reason.SynthesizingAudioCompleted
+
+
+async def test_a_synthesis_context_whose_synthesis_is_not_an_object_closes_with_1007() -> None:
+    """A ``synthesis.context`` like ``{"synthesis": "x"}`` raised AttributeError in the emulator: the client
+    got 1011 "Emulator internal error", not the 1007 the service closes a malformed request with."""
+    import websockets
+
+    from emulators.azure_speech.usp import text_frame
+
+    with AzureSpeechEmulator() as emu:
+        async with websockets.connect(emu.tts_endpoint) as ws:
+            await ws.send(text_frame("synthesis.context", "R1", '{"synthesis": "x"}'))
+            await ws.send(
+                text_frame(
+                    "ssml", "R1", "<speak version='1.0'>Hi</speak>", content_type="application/ssml+xml"
+                )
+            )
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:
+                    await ws.recv()
+            assert ws.close_code == 1007, (ws.close_code, ws.close_reason)
