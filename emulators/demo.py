@@ -456,9 +456,10 @@ async def _scenario(
         await asyncio.sleep(config.outage_length_s)
         response = await control.post(f"{stack.voicelive_url}/_emulator/faults", json={"reset": True})
         response.raise_for_status()
-        await control.post(
+        response = await control.post(
             f"{stack.voicelive_url}/_emulator/faults", json={"first_audio_ms": VOICELIVE_FIRST_AUDIO_MS}
         )
+        response.raise_for_status()
         outage = (begin, time.monotonic() - started)
         progress.say("Voice Live restored")
 
