@@ -667,6 +667,8 @@ class CallBridge:
     def _hand_over_history(self) -> bool:
         """The legacy pipeline goes on from what was said here (its history, as a moved call's is not implied
         by a greeting of its own); False when the caller never heard the agent."""
+        # The audio still queued at Twilio is never heard: the redirect (or the stream's end) drops it.
+        self._cut_history(self._playback.clear())
         conversation = self._history.chat_messages()
         if conversation:
             self._log.history(conversation, self._config.handover_history_messages)

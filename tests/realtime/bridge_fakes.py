@@ -139,10 +139,12 @@ class FakeMover:
     def __init__(self) -> None:
         self.moves: list[tuple[str, str]] = []
         self.hang_ups: list[tuple[str, str]] = []
+        self.greets: list[bool] = []  # each move's greet (the caller heard nothing of the agent)
         self.accept_hang_up = True
 
     async def move_to_legacy(self, call_sid: str, reason: str, *, greet: bool = False) -> bool:
         self.moves.append((call_sid, reason))
+        self.greets.append(greet)
         return True
 
     async def hang_up(self, call_sid: str, reason: str) -> bool:
@@ -170,6 +172,7 @@ class FakeStore:
         self.merged: dict[str, Any] = {}
         self.events: list[dict[str, Any]] = []
         self.turns: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # what was handed over to legacy, in order
 
     async def merge_call(self, call_sid: str, fields: dict[str, Any]) -> None:
         self.merged.update(fields)
@@ -179,6 +182,9 @@ class FakeStore:
 
     async def append_turn(self, data: dict[str, Any]) -> None:
         self.turns.append(data)
+
+    async def append_history(self, call_sid: str, messages: list[dict[str, Any]], cap: int) -> None:
+        self.history.extend(messages)
 
 
 def make_bridge(

@@ -671,3 +671,88 @@ async def test_a_greeting_after_a_slow_session_set_up_makes_the_call_slow() -> N
     assert breaker.recorded[0][0] == "slow"
     ws.hang_up()
     await asyncio.wait_for(run, 3)
+
+
+async def _reply_mostly_unheard(ws: Any, vl: Any) -> None:
+    """The caller asks; the reply (3 s, ten words) has all reached Twilio and ended at Voice Live, and the
+    caller has heard its first 600 ms."""
+    vl.push(SPEECH_STARTED)
+    vl.push(SPEECH_STOPPED)
+    vl.push(USER_TRANSCRIPT)
+    vl.push(RESPONSE_CREATED)
+    for _ in range(10):
+        vl.push(audio_delta("a1", 300))
+    words = "one two three four five six seven eight nine ten"
+    vl.push(
+        {"type": "response.audio_transcript.done", "response_id": "r1", "item_id": "a1", "transcript": words}
+    )
+    vl.push(RESPONSE_DONE)
+    await until(lambda: len(ws.events("mark")) == 10)
+    for mark in ws.events("mark")[:2]:
+        ws.mark(mark["mark"]["name"])
+    await asyncio.sleep(0.02)
+
+
+async def test_a_move_hands_legacy_only_the_part_of_a_reply_the_caller_heard() -> None:
+    """The session is lost (no reconnect) while its finished reply still plays at Twilio; the move ends the
+    stream and what was queued is never heard. Legacy was handed the whole reply as said, and went on from
+    words the caller never heard (a booking reference, say)."""
+    bridge, ws, client, mover, _, store = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    await _reply_mostly_unheard(ws, client.opened[0])
+    client.fail_next = TimeoutError()
+    client.opened[0].lose()
+    await until(lambda: bool(mover.moves))
+    ws.push({"event": "stop", "streamSid": STREAM_SID, "stop": {}})
+    await asyncio.wait_for(run, 3)
+    assert store.history == [
+        {"role": "user", "content": "Can I book Tuesday?"},
+        {"role": "assistant", "content": "one two"},
+    ]
+    assert mover.greets == [False]
+
+
+async def test_a_stream_closed_without_stop_hands_legacy_only_the_part_of_a_reply_the_caller_heard() -> None:
+    """A deploy closes the stream (1012) while a finished reply still plays: Twilio goes on at legacy, and what
+    it had queued is never heard. The conversation left for legacy held the whole reply."""
+    bridge, ws, client, _, _, store = make_bridge()
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    await _reply_mostly_unheard(ws, client.opened[0])
+    ws.inbox.put_nowait({"type": "websocket.disconnect", "code": 1012})
+    await asyncio.wait_for(run, 3)
+    assert store.history == [
+        {"role": "user", "content": "Can I book Tuesday?"},
+        {"role": "assistant", "content": "one two"},
+    ]
+
+
+async def test_a_move_before_the_greeting_played_asks_legacy_to_greet() -> None:
+    """The greeting had all reached Twilio (and its transcript had come) when the session was lost, but none
+    of it had played: the move asked legacy to carry on ("Sorry about that. Let's carry on.") as the first
+    words of the call, and handed it a greeting the caller never heard."""
+    bridge, ws, client, mover, _, store = make_bridge(config=BridgeConfig(greeting="Welcome to Contoso."))
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(RESPONSE_CREATED)
+    for _ in range(5):
+        vl.push(audio_delta("a0", 300))
+    vl.push(
+        {
+            "type": "response.audio_transcript.done",
+            "response_id": "r1",
+            "item_id": "a0",
+            "transcript": "Welcome to Contoso.",
+        }
+    )
+    vl.push(RESPONSE_DONE)
+    await until(lambda: len(ws.events("mark")) == 5)
+    client.fail_next = TimeoutError()
+    vl.lose()
+    await until(lambda: bool(mover.moves))
+    ws.push({"event": "stop", "streamSid": STREAM_SID, "stop": {}})
+    await asyncio.wait_for(run, 3)
+    assert mover.greets == [True]
+    assert store.history == []
