@@ -672,7 +672,8 @@ class CallBridge:
         conversation = self._history.chat_messages()
         if conversation:
             self._log.history(conversation, self._config.handover_history_messages)
-        return any(message["role"] == "assistant" for message in conversation)
+        # A tool exchange's assistant message holds the model's calls, not words the caller heard.
+        return any(message["role"] == "assistant" and message["content"] for message in conversation)
 
     def _schedule_renewal(self, delay: float) -> None:
         if self._renewal_timer is not None:

@@ -16,6 +16,7 @@ from realtime_pipeline.bridge import BridgeConfig, CallBridge
 from realtime_pipeline.session_config import repeat_request_instructions
 from router.tool_calls import ToolCall, ToolResult
 from tests.realtime.bridge_fakes import (
+    STREAM_SID,
     FakeBreaker,
     FakeClient,
     FakeConnection,
@@ -751,3 +752,26 @@ async def test_a_wait_phrase_voice_live_fails_does_not_fail_the_turn_whose_reply
         await until(lambda: len(call.ws.events("media")) == 1)
     [turn] = call.store.turns
     assert turn["error"] is None and turn["response_ms"] is not None
+
+
+async def test_a_call_moved_before_the_agent_spoke_is_greeted_by_legacy_despite_a_tool_round() -> None:
+    """No greeting; the caller asked, a tool answered, and the session was lost before the reply that the
+    answer made possible had begun (no reconnect): the caller never heard the agent. The tool exchange's
+    assistant message (its tool_calls, no words) counted as heard, so legacy was asked to carry on, and the
+    first words of the call were "Sorry about that. Let's carry on." instead of the greeting."""
+    tools = GatedTools()
+    tools.gate.set()
+    bridge, ws, client, mover, _, store = make_bridge(tools=tools)
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(USER_TRANSCRIPT)
+    await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+    await until(lambda: vl.types()[-1:] == ["response.create"])  # the answer is in, the reply asked for
+    client.fail_next = TimeoutError()
+    vl.lose()
+    await until(lambda: bool(mover.moves))
+    ws.push({"event": "stop", "streamSid": STREAM_SID, "stop": {}})
+    await asyncio.wait_for(run, 3)
+    assert [m["role"] for m in store.history] == ["user", "assistant", "tool"]  # legacy learns what it did
+    assert mover.greets == [True]
