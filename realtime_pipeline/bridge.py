@@ -398,7 +398,10 @@ class CallBridge:
             self._renewal_timer.cancel()
         self._silence.stop()
         self._stall.settle()
-        if self._moved and self._tool_tasks:
+        # A stream Twilio did not end (a deploy's 1012, a flood's 1008, a lost connection) goes on at the
+        # <Connect action>, legacy, as a moved call does.
+        to_legacy = self._moved or (self._admitted and not (self._hanging_up or self._twilio_stopped))
+        if to_legacy and self._tool_tasks:
             # The call goes on at legacy: a tool under way (a booking, whose backend may already have acted)
             # runs to its end, and its answer joins the history legacy reads (_run_tools).
             await asyncio.wait(set(self._tool_tasks), timeout=self._config.tool_handover_seconds)
@@ -413,9 +416,7 @@ class CallBridge:
         if turn is not None:
             self._unwritten.append(turn)
         self._write_finished(everything=True)
-        if self._admitted and not (self._moved or self._hanging_up or self._twilio_stopped):
-            # A stream Twilio did not end (a deploy's 1012, a flood's 1008, a lost connection) goes on at the
-            # <Connect action>, legacy, as a moved call does.
+        if to_legacy and not self._moved:
             self._hand_over_history()
         try:
             if self._vl is not None:
@@ -1112,10 +1113,10 @@ class CallBridge:
                     # without this unanswered exchange).
                     self._log.history(chat_exchange(answered), self._config.handover_history_messages)
                     return
-                if self._closing:
-                    return
                 for call, output in answered:
                     self._history.set_function_output(call.call_id, output)
+                if self._closing:  # a stream that goes on at legacy hands this over with the rest (_finish)
+                    return
                 if generation == self._generation:
                     items = [function_call_output(call.call_id, output) for call, output in answered]
                 else:

@@ -775,3 +775,25 @@ async def test_a_call_moved_before_the_agent_spoke_is_greeted_by_legacy_despite_
     await asyncio.wait_for(run, 3)
     assert [m["role"] for m in store.history] == ["user", "assistant", "tool"]  # legacy learns what it did
     assert mover.greets == [True]
+
+
+async def test_a_tool_running_when_the_stream_is_closed_without_stop_finishes_and_reaches_legacy() -> None:
+    """A deploy closes the stream (1012) while a tool (a booking) runs: Twilio goes on at legacy, as after a
+    move. The tool was cancelled as the stream ended (its backend may already have acted), and the history
+    left for legacy did not hold its call and answer, as a moved call's does."""
+    tools = GatedTools()
+    bridge, ws, client, _, _, store = make_bridge(tools=tools, config=BridgeConfig(tool_handover_seconds=2.0))
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    vl.push(USER_TRANSCRIPT)
+    await _turn_asking_for(vl, ("call_a", "book", "{}"))
+    await until(lambda: len(tools.asked) == 1)
+    ws.inbox.put_nowait({"type": "websocket.disconnect", "code": 1012})
+    await asyncio.sleep(0.1)
+    tools.gate.set()  # the booking is done
+    await asyncio.wait_for(run, 3)
+    assert [m["role"] for m in store.history] == ["user", "assistant", "tool"], store.history
+    assert store.history[2]["content"] == '{"answer": "book"}'
+    [turn] = store.turns
+    assert [c["name"] for c in turn["tool_calls"]] == ["book"]
