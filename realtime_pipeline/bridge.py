@@ -401,14 +401,22 @@ class CallBridge:
         # A stream Twilio did not end (a deploy's 1012, a flood's 1008, a lost connection) goes on at the
         # <Connect action>, legacy, as a moved call does.
         to_legacy = self._moved or (self._admitted and not (self._hanging_up or self._twilio_stopped))
-        if to_legacy and self._tool_tasks:
-            # The call goes on at legacy: a tool under way (a booking, whose backend may already have acted)
-            # runs to its end, and its answer joins the history legacy reads (_run_tools).
-            await asyncio.wait(set(self._tool_tasks), timeout=self._config.tool_handover_seconds)
-        tasks = list(self._tasks)
+        handover = set(self._tool_tasks) if to_legacy else set()
+        tasks = [task for task in self._tasks if task not in handover]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if handover:
+            # The call goes on at legacy: a tool under way (a booking, whose backend may already have acted)
+            # runs to its end, and its answer joins the history legacy reads (_run_tools). It needs no
+            # Voice Live session: that is closed first, so it is not billed through the wait.
+            if self._vl is not None:
+                await _close_quietly(self._vl)
+                self._vl = None
+            await asyncio.wait(handover, timeout=self._config.tool_handover_seconds)
+            for task in handover:
+                task.cancel()
+            await asyncio.gather(*handover, return_exceptions=True)
         release_trial = False
         if not self._outcome.decided and self._admitted:
             release_trial = not self._report_at_end()

@@ -797,3 +797,20 @@ async def test_a_tool_running_when_the_stream_is_closed_without_stop_finishes_an
     assert store.history[2]["content"] == '{"answer": "book"}'
     [turn] = store.turns
     assert [c["name"] for c in turn["tool_calls"]] == ["book"]
+
+
+async def test_the_voice_live_session_is_closed_while_a_handed_over_tool_finishes() -> None:
+    """The stream ended (a deploy) while a tool ran: the bridge waits for the tool so legacy learns its
+    answer, but it kept the Voice Live session open, and billed, through that wait."""
+    tools = GatedTools()
+    bridge, ws, client, *_ = make_bridge(tools=tools, config=BridgeConfig(tool_handover_seconds=5.0))
+    run = asyncio.create_task(bridge.run())
+    await until(lambda: bool(client.opened))
+    vl = client.opened[0]
+    await _turn_asking_for(vl, ("call_a", "check_availability", "{}"))
+    await until(lambda: len(tools.asked) == 1)
+    ws.hang_up()  # no stop: the stream goes on at legacy
+    await until(lambda: vl.closed, within=1.0)
+    assert not run.done()  # still waiting for the tool
+    tools.gate.set()
+    await asyncio.wait_for(run, 3)
