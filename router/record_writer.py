@@ -49,8 +49,12 @@ class BatchWriter:
         self._what = what
         self._pending: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Records are written in submission order: flush() waits until as many have been settled (written or
+        # failed) as had been submitted when it was called, not for an empty queue, which under steady
+        # traffic and a slow store never comes.
+        self._submitted = 0
+        self._settled = 0
+        self._progress = asyncio.Event()  # replaced after every batch; the old one is set
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -66,7 +70,7 @@ class BatchWriter:
         if self._task is None:
             self.start()
         self._pending.append(record)
-        self._idle.clear()
+        self._submitted += 1
         self._wake.set()
 
     async def flush(self) -> None:
@@ -74,7 +78,9 @@ class BatchWriter:
         if self._task is None:
             await self._write_pending()
             return
-        await self._idle.wait()
+        target = self._submitted
+        while self._settled < target and self._task is not None:
+            await self._progress.wait()
 
     async def aclose(self) -> None:
         """Write what is queued (waiting up to ``CLOSE_GRACE_S`` for a slow store), then stop."""
@@ -106,4 +112,7 @@ class BatchWriter:
             except Exception:
                 self._metrics.store_errors.labels(self._operation).inc(len(batch))
                 log.exception("could not write %d %s", len(batch), self._what)
-        self._idle.set()
+            finally:
+                self._settled += len(batch)
+                progress, self._progress = self._progress, asyncio.Event()
+                progress.set()

@@ -76,3 +76,38 @@ async def test_flush_without_a_running_task_writes_inline() -> None:
     writer.submit({"call_sid": "CA5"})
     await writer.flush()
     assert store.batches == [["CA5"]]
+
+
+async def test_flush_returns_once_what_was_queued_before_it_is_written_while_records_keep_arriving() -> None:
+    """A slow store (a Redis that takes its socket timeout per batch) under steady traffic: the queue refills
+    during every write and is never empty. flush() owes only what was submitted before it was called; it used
+    to wait for an empty queue, so the status callback and the admin reads hung for as long as calls came in."""
+    metrics = Metrics()
+    written: list[str] = []
+
+    async def slow_batch(records: list[dict[str, Any]]) -> None:
+        await asyncio.sleep(0.05)
+        written.extend(record["call_sid"] for record in records)
+
+    writer = BatchWriter(slow_batch, metrics, operation="put_call", what="call records")
+    writer.start()
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        index = 0
+        while not stop.is_set():
+            writer.submit({"call_sid": f"CA{index}"})
+            index += 1
+            await asyncio.sleep(0.005)
+
+    calls = asyncio.get_running_loop().create_task(traffic())
+    await asyncio.sleep(0.02)
+    writer.submit({"call_sid": "CA-mine"})
+    try:
+        async with asyncio.timeout(1.0):
+            await writer.flush()
+        assert "CA-mine" in written
+    finally:
+        stop.set()
+        await calls
+        await writer.aclose()
