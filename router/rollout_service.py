@@ -53,6 +53,7 @@ class RolloutService:
         self._last: RolloutConfig | None = None
         self._fetched_at = float("-inf")  # the last attempt to read, successful or not
         self._store_down = False
+        self._unreadable = False  # the stored config could not be read (logged once)
 
     async def read(self) -> RolloutConfig | None:
         """The config to route by: cached, else stored, else the last one read (None: never read)."""
@@ -74,7 +75,18 @@ class RolloutService:
         if self._store_down:
             self._store_down = False
             log.warning("state store reachable again; routing from the stored rollout config")
-        config = RolloutConfig.from_dict(stored) if stored else self._initial
+        try:
+            config = RolloutConfig.from_dict(stored) if stored else self._initial
+        except (ValueError, TypeError, KeyError) as exc:
+            # A value this release does not know (a newer release's mode during a rolling deploy, say): route
+            # as if the store were down, from the last config read, and say so, rather than fail every call.
+            self._fetched_at = now
+            self._metrics.store_errors.labels("get_rollout").inc()
+            if not self._unreadable:  # once, not on every read
+                self._unreadable = True
+                log.error("stored rollout config unreadable (%s); routing from the last known one", exc)
+            return self._last
+        self._unreadable = False
         self._remember(config, now)
         return config
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from flags.breaker_state import BreakerState
 from flags.decision import decide
 from flags.rollout import RolloutConfig
 from router.app import NoRealtime
+from router.store.factory import open_store
 from router.twilio_signature import sign
 from tests.router.conftest import ADMIN_TOKEN, AUTH_TOKEN, PUBLIC_BASE_URL, RunningRouter
 
@@ -172,6 +174,32 @@ def test_store_outage_answers_from_last_known_config(router_factory) -> None:
     router.store.down = False
     assert router.incoming_call("CA" + "8" * 32).headers["X-Voice-Router-Pipeline"] == "realtime"
     assert {c["call_sid"] for c in calls(router)} == {"CA" + "6" * 32, "CA" + "8" * 32}
+
+
+def test_a_stored_rollout_this_release_cannot_read_routes_from_the_last_one_it_could(router_factory) -> None:
+    """A rollout document with a value this release does not know (a newer release's mode, written during a
+    rolling deploy) raised ValueError in every /twilio/voice: each call got a 500 and Twilio's error message."""
+    router = router_factory(config_cache_seconds=0.0)
+    set_rollout(router, percent=100)
+    assert router.incoming_call("CA" + "c" * 32).headers["X-Voice-Router-Pipeline"] == "realtime"
+    settings = router.components.settings
+
+    async def newer_release_writes() -> None:
+        store = open_store(settings.state_url)
+        await store.open()
+        try:
+            stored = await store.get_rollout()
+            assert stored is not None
+            assert await store.swap_rollout(stored["version"], {**stored, "mode": "canary", "version": 99})
+        finally:
+            await store.close()
+
+    asyncio.run(newer_release_writes())
+    response = router.incoming_call("CA" + "d" * 32)
+    assert response.status_code == 200
+    assert response.headers["X-Voice-Router-Pipeline"] == "realtime"  # the last config it could read
+    metrics = router.client.get("/metrics").text
+    assert 'voice_router_store_errors_total{operation="get_rollout"} 1.0' in metrics
 
 
 def test_store_down_from_the_start_routes_legacy_never_5xx(router_factory) -> None:
