@@ -274,7 +274,8 @@ def create_app(
         await store.open()
         try:
             await rollout.read()
-            set_state_gauge(metrics, (await breaker.current()).state)
+            # Through the webhook's view: a store that goes down before the first call leaves this to route by.
+            set_state_gauge(metrics, await breaker_view.state())
         except StoreUnavailable:
             log.warning("state store unreachable at start-up; serving with legacy as the default")
         except BreakerConflictError:

@@ -156,10 +156,16 @@ def router_factory(tmp_path: Path) -> Iterator[Callable[..., RunningRouter]]:
     running: list[RunningRouter] = []
 
     def factory(
-        *, state_url: str | None = None, realtime: NoRealtime | None = None, **overrides: Any
+        *,
+        state_url: str | None = None,
+        realtime: NoRealtime | None = None,
+        store_down: bool = False,
+        **overrides: Any,
     ) -> RunningRouter:
+        """``store_down``: the state store is unreachable from start-up on."""
         settings = make_settings(tmp_path, **({"state_url": state_url} if state_url else {}), **overrides)
         store = SwitchableStore(open_store(settings.state_url))
+        store.down = store_down
         legacy = StubLegacy()
         app = create_app(settings, store=store, legacy=legacy, realtime=realtime or NoRealtime())
         server = ServerThread(app).start()

@@ -202,9 +202,21 @@ def test_a_stored_rollout_this_release_cannot_read_routes_from_the_last_one_it_c
     assert 'voice_router_store_errors_total{operation="get_rollout"} 1.0' in metrics
 
 
-def test_store_down_from_the_start_routes_legacy_never_5xx(router_factory) -> None:
-    router = router_factory(config_cache_seconds=0.0, rollout_percent=100)
+def test_a_replica_routes_by_what_it_read_at_start_up_when_the_store_goes_down_before_its_first_call(
+    router_factory,
+) -> None:
+    """Start-up read the breaker only for the metrics gauge: a replica whose store went down before its first
+    call had no breaker state to route by, and sent every caller to legacy (store_unavailable)."""
+    router = router_factory(rollout_percent=100)
     router.store.down = True
+    response = router.incoming_call("CA" + "e" * 32)
+    assert response.status_code == 200
+    assert response.headers["X-Voice-Router-Reason"] == "rollout_in"
+    assert response.headers["X-Voice-Router-Pipeline"] == "realtime"
+
+
+def test_store_down_from_the_start_routes_legacy_never_5xx(router_factory) -> None:
+    router = router_factory(config_cache_seconds=0.0, rollout_percent=100, store_down=True)
     response = router.incoming_call("CA" + "9" * 32)
     assert response.status_code == 200
     assert response.headers["X-Voice-Router-Pipeline"] == "legacy"
