@@ -619,18 +619,7 @@ async def test_a_reply_of_a_lost_session_cut_off_later_is_replayed_only_as_far_a
     run = asyncio.create_task(bridge.run())
     await until(lambda: bool(client.opened))
     vl = client.opened[0]
-    vl.push(SPEECH_STARTED)
-    vl.push(SPEECH_STOPPED)
-    vl.push(USER_TRANSCRIPT)
-    vl.push(RESPONSE_CREATED)
-    for _ in range(10):
-        vl.push(audio_delta("a1", 300))
-    words = "one two three four five six seven eight nine ten"
-    vl.push(
-        {"type": "response.audio_transcript.done", "response_id": "r1", "item_id": "a1", "transcript": words}
-    )
-    vl.push(RESPONSE_DONE)
-    await until(lambda: len(ws.events("mark")) == 10)
+    await _reply_queued(ws, vl)
     vl.lose()  # between turns for Voice Live, 3 s of its reply still queued at Twilio
     await until(lambda: bridge.stats["reconnects"] == 1)
     assert not ws.events("clear"), "a reply that ended plays on"
@@ -673,9 +662,9 @@ async def test_a_greeting_after_a_slow_session_set_up_makes_the_call_slow() -> N
     await asyncio.wait_for(run, 3)
 
 
-async def _reply_mostly_unheard(ws: Any, vl: Any) -> None:
-    """The caller asks; the reply (3 s, ten words) has all reached Twilio and ended at Voice Live, and the
-    caller has heard its first 600 ms."""
+async def _reply_queued(ws: Any, vl: Any) -> None:
+    """The caller asks; the reply (3 s, ten words) has all reached Twilio and ended at Voice Live, none of it
+    heard yet."""
     vl.push(SPEECH_STARTED)
     vl.push(SPEECH_STOPPED)
     vl.push(USER_TRANSCRIPT)
@@ -688,6 +677,11 @@ async def _reply_mostly_unheard(ws: Any, vl: Any) -> None:
     )
     vl.push(RESPONSE_DONE)
     await until(lambda: len(ws.events("mark")) == 10)
+
+
+async def _reply_mostly_unheard(ws: Any, vl: Any) -> None:
+    """A queued reply (``_reply_queued``) of which the caller has heard the first 600 ms."""
+    await _reply_queued(ws, vl)
     for mark in ws.events("mark")[:2]:
         ws.mark(mark["mark"]["name"])
     await asyncio.sleep(0.02)
